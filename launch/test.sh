@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv, install rlr with its test extras, lint, and run the test suite.
+# Extra arguments go to pytest, e.g. `bash launch/test.sh -k rewards -x`.
+# RLR_NO_TORCH=1 skips installing the CPU torch reference (its parity tests then skip).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev
+if [ "${RLR_NO_TORCH:-0}" != "1" ] && ! python -c "import torch" 2>/dev/null; then
+  echo "[rlr] installing the CPU torch reference (torch==2.13.0) for parity tests"
+  python -m pip install -q torch==2.13.0 || echo "[rlr] torch unavailable: parity tests will skip"
+fi
+echo "[rlr] ruff check + format check"
+ruff check rlr tests bench
+ruff format --check rlr tests bench
+echo "[rlr] pytest"
+export JAX_PLATFORMS=cpu
+python -m pytest -q "$@"
