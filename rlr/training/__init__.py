@@ -1,0 +1,1 @@
+"""Training loops (SFT, reward models, PPO) and the pieces they share."""
