@@ -1,0 +1,201 @@
+"""Masked reductions and the PPO losses: policy (clipped ratio), value (clipped), entropy.
+
+All reductions over tokens are masked means, sum / count over the valid tokens of the whole
+batch, never a mean over padding; a mask with no valid token gives 0, not NaN.
+
+The shape helpers at the top are shared by rlr.rewards and rlr.advantages: they turn rank and
+shape mismatches into ValueErrors that name the argument and the expected letters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def check_shapes(fn_name: str, **named: tuple[Any, str]) -> dict[str, int]:
+    """Checks each array against a string of dimension letters, binding letters across arrays.
+
+    `check_shapes("f", mask=(mask, "BT"), success=(success, "B"))` checks ranks with chex and
+    that every letter has one size; returns the letter -> size table. Raises ValueError naming
+    the function, the argument, the expected letters and the shape it got.
+    """
+    sizes: dict[str, int] = {}
+    first_seen: dict[str, str] = {}
+    for name, (array, letters) in named.items():
+        if array is None:
+            continue
+        try:
+            chex.assert_rank(array, len(letters))
+        except AssertionError:
+            raise ValueError(
+                f"{fn_name}: {name} must have shape [{', '.join(letters)}] (rank {len(letters)}),"
+                f" got shape {tuple(jnp.shape(array))}"
+            ) from None
+        for axis, letter in enumerate(letters):
+            size = jnp.shape(array)[axis]
+            if letter not in sizes:
+                sizes[letter] = size
+                first_seen[letter] = name
+            elif sizes[letter] != size:
+                raise ValueError(
+                    f"{fn_name}: {name} has {letter}={size} (shape {tuple(jnp.shape(array))}) but"
+                    f" {first_seen[letter]} has {letter}={sizes[letter]}; they must agree"
+                )
+    return sizes
+
+
+def check_floating(fn_name: str, **named: Any) -> None:
+    """Raises ValueError unless every given (non-None) array has a floating dtype."""
+    for name, array in named.items():
+        if array is not None and not jnp.issubdtype(jnp.result_type(array), jnp.floating):
+            raise ValueError(
+                f"{fn_name}: {name} must be a floating array, got dtype {jnp.result_type(array)}"
+            )
+
+
+def _as_mask(mask: chex.Array) -> chex.Array:
+    return jnp.asarray(mask).astype(jnp.float32)
+
+
+def masked_sum(
+    x: chex.Array,  # [...]
+    mask: chex.Array,  # same shape as x; 1 (or True) where x counts
+    *,
+    axis: int | tuple[int, ...] | None = None,
+) -> chex.Array:  # [] or x reduced over axis
+    """Sum of x over the entries where mask is set."""
+    chex.assert_equal_shape([x, mask])
+    return jnp.sum(jnp.where(mask.astype(bool), x, 0.0), axis=axis)
+
+
+def masked_mean(
+    x: chex.Array,  # [...]
+    mask: chex.Array,  # same shape as x
+    *,
+    axis: int | tuple[int, ...] | None = None,
+) -> chex.Array:  # [] or x reduced over axis
+    """sum(x * mask) / sum(mask); 0 (not NaN) where the mask selects nothing."""
+    chex.assert_equal_shape([x, mask])
+    total = masked_sum(x, mask, axis=axis)
+    count = jnp.sum(_as_mask(mask), axis=axis)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+
+
+def masked_var(
+    x: chex.Array,  # [...]
+    mask: chex.Array,  # same shape as x
+    *,
+    axis: int | tuple[int, ...] | None = None,
+    unbiased: bool = False,
+) -> chex.Array:  # [] or x reduced over axis
+    """Variance of x over the masked entries (population variance unless unbiased=True).
+
+    0 where the mask selects nothing (or only one entry when unbiased).
+    """
+    chex.assert_equal_shape([x, mask])
+    mean = masked_mean(x, mask, axis=axis)
+    if axis is not None:
+        mean = jnp.expand_dims(mean, axis)
+    sq = masked_sum(jnp.square(x - mean), mask, axis=axis)
+    count = jnp.sum(_as_mask(mask), axis=axis)
+    denom = count - 1.0 if unbiased else count
+    return jnp.where(denom > 0, sq / jnp.maximum(denom, 1.0), 0.0)
+
+
+def ppo_policy_loss(
+    logp: chex.Array,  # [B, T] log pi(a_t | s_t) under the current policy
+    old_logp: chex.Array,  # [B, T] the same under the policy that sampled the batch
+    advantages: chex.Array,  # [B, T]
+    mask: chex.Array,  # [B, T] 1 on response tokens
+    *,
+    clip_eps: float = 0.2,
+) -> tuple[chex.Array, dict[str, chex.Array]]:  # loss [], metrics of []
+    """PPO clipped surrogate: mean over valid tokens of max(-A r, -A clip(r, 1-eps, 1+eps)).
+
+    r = exp(logp - old_logp). Gradients flow through logp only. Metrics: clip_fraction (tokens
+    where the clipped term was the larger), approx_kl (Schulman's k3, (r - 1) - log r) and
+    ratio_mean, all masked token means.
+    """
+    check_shapes(
+        "ppo_policy_loss",
+        logp=(logp, "BT"),
+        old_logp=(old_logp, "BT"),
+        advantages=(advantages, "BT"),
+        mask=(mask, "BT"),
+    )
+    old_logp = jax.lax.stop_gradient(old_logp)
+    advantages = jax.lax.stop_gradient(advantages)
+    log_ratio = logp.astype(jnp.float32) - old_logp.astype(jnp.float32)
+    ratio = jnp.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss = masked_mean(jnp.maximum(unclipped, clipped), mask)
+    metrics = {
+        "clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
+        "approx_kl": masked_mean(jax.lax.stop_gradient((ratio - 1.0) - log_ratio), mask),
+        "ratio_mean": masked_mean(jax.lax.stop_gradient(ratio), mask),
+    }
+    return loss, metrics
+
+
+def ppo_value_loss(
+    values: chex.Array,  # [B, T] critic output now
+    old_values: chex.Array,  # [B, T] critic output when the batch was sampled
+    returns: chex.Array,  # [B, T] GAE returns (targets)
+    mask: chex.Array,  # [B, T]
+    *,
+    clip_eps: float = 0.2,
+) -> tuple[chex.Array, dict[str, chex.Array]]:  # loss [], metrics of []
+    """Clipped value loss: 0.5 * mean over valid tokens of max((v - R)^2, (v_clip - R)^2).
+
+    v_clip = old_v + clip(v - old_v, -eps, eps). Metric value_clip_fraction: tokens where the
+    clipped error was the larger.
+    """
+    check_shapes(
+        "ppo_value_loss",
+        values=(values, "BT"),
+        old_values=(old_values, "BT"),
+        returns=(returns, "BT"),
+        mask=(mask, "BT"),
+    )
+    old_values = jax.lax.stop_gradient(old_values)
+    returns = jax.lax.stop_gradient(returns)
+    values = values.astype(jnp.float32)
+    clipped_values = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    err = jnp.square(values - returns)
+    err_clipped = jnp.square(clipped_values - returns)
+    loss = 0.5 * masked_mean(jnp.maximum(err, err_clipped), mask)
+    metrics = {
+        "value_clip_fraction": masked_mean((err_clipped > err).astype(jnp.float32), mask),
+    }
+    return loss, metrics
+
+
+def entropy_from_logits(
+    logits: chex.Array,  # [B, T, V]
+) -> chex.Array:  # [B, T] float32
+    """Entropy of softmax(logits) per token, computed in float32: logsumexp(z) - sum p z."""
+    check_shapes("entropy_from_logits", logits=(logits, "BTV"))
+    z = logits.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(z, axis=-1)
+    p = jax.nn.softmax(z, axis=-1)
+    return log_z - jnp.sum(p * z, axis=-1)
+
+
+def token_logprobs(
+    logits: chex.Array,  # [B, T, V] logits predicting tokens[b, t]
+    tokens: chex.Array,  # [B, T] integer token ids
+) -> chex.Array:  # [B, T] float32
+    """log softmax(logits)[tokens], in float32 even for bf16 logits (gather, then logsumexp)."""
+    check_shapes("token_logprobs", logits=(logits, "BTV"), tokens=(tokens, "BT"))
+    if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+        raise ValueError(
+            f"token_logprobs: tokens must be integer ids, got dtype {jnp.result_type(tokens)}"
+        )
+    z = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(z, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(z, axis=-1)

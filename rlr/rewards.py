@@ -1,0 +1,246 @@
+"""Token rewards for PPO on math reasoning: success, PRM step rewards (raw, Clip, Delta,
+Clip-Delta), ORM score and the per-token KL penalty, assembled in PAPER.md section 3 order.
+
+Time convention (DESIGN.md section 2): responses are right-padded to T and `mask[b, t]` marks
+generated tokens, a prefix of each row; steps are right-padded to K and `step_mask[b, k]` marks
+real steps, a prefix of each row; `step_end[b, k]` is the response-token index of the last token
+of step k. Reward t is received after emitting token t. Every output is 0 on padding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax.numpy as jnp
+
+from rlr.losses import check_floating, check_shapes
+
+PROCESS_REWARD_METHODS = ("raw", "clip", "delta", "clip_delta")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def _check_method(method: str) -> None:
+    if method not in PROCESS_REWARD_METHODS:
+        raise ValueError(
+            f"method must be one of {', '.join(PROCESS_REWARD_METHODS)}; got {method!r}"
+        )
+
+
+def clip_process_rewards(
+    scores: chex.Array,  # [B, K] PRM score of each step prefix
+    step_mask: chex.Array,  # [B, K] 1 for real steps; real steps form a prefix of each row
+    *,
+    eta: float,
+) -> chex.Array:  # [B, K] float32
+    """Clip: r_k = min(x_k - eta, 0) on real steps, 0 on padding.
+
+    Every step reward is <= 0, so adding steps can only lower the return
+    (Gao et al. 2024, "PR-Clip").
+    """
+    check_shapes("clip_process_rewards", scores=(scores, "BK"), step_mask=(step_mask, "BK"))
+    check_floating("clip_process_rewards", scores=scores)
+    scores = scores.astype(jnp.float32)
+    return jnp.where(step_mask.astype(bool), jnp.minimum(scores - eta, 0.0), 0.0)
+
+
+def delta_process_rewards(
+    x: chex.Array,  # [B, K] per-step values (raw PRM scores or clipped ones)
+    step_mask: chex.Array,  # [B, K] real steps, a prefix of each row
+) -> chex.Array:  # [B, K] float32
+    """Delta: with K_b real steps in row b (1-based k), d_k = x_k - x_{k+1} for k <= K_b - 2,
+    d_{K_b - 1} = x_{K_b - 1}, d_{K_b} = 0, and 0 on padding.
+
+    With gamma = 1 the sum of d_j over j >= k is x_k for k <= K_b - 1, so the return-to-go from
+    any step does not depend on how many steps follow (Gao et al. 2024, "PR-Delta"). The last
+    (final-answer) step earns no process reward; K_b = 1 or 0 gives all zeros.
+    """
+    check_shapes("delta_process_rewards", x=(x, "BK"), step_mask=(step_mask, "BK"))
+    check_floating("delta_process_rewards", x=x)
+    real = step_mask.astype(bool)
+    next_real = jnp.pad(real[:, 1:], ((0, 0), (0, 1)))
+    # A step with a real successor: every real step but the row's last one.
+    not_last = real & next_real
+    not_last_next = jnp.pad(not_last[:, 1:], ((0, 0), (0, 1)))
+    x = x.astype(jnp.float32)
+    x_next = jnp.pad(x[:, 1:], ((0, 0), (0, 1)))
+    return jnp.where(not_last, x - jnp.where(not_last_next, x_next, 0.0), 0.0)
+
+
+def shape_process_rewards(
+    scores: chex.Array,  # [B, K] PRM score of each step prefix
+    step_mask: chex.Array,  # [B, K]
+    *,
+    method: str,
+    eta: float = 0.0,
+) -> chex.Array:  # [B, K] float32
+    """Refines PRM step scores into step rewards: "raw" (x, 0 on padding), "clip", "delta" or
+    "clip_delta" (Clip with threshold eta, then Delta on the clipped values)."""
+    _check_method(method)
+    check_shapes("shape_process_rewards", scores=(scores, "BK"), step_mask=(step_mask, "BK"))
+    check_floating("shape_process_rewards", scores=scores)
+    if method == "raw":
+        return jnp.where(step_mask.astype(bool), scores.astype(jnp.float32), 0.0)
+    if method == "clip":
+        return clip_process_rewards(scores, step_mask, eta=eta)
+    if method == "delta":
+        return delta_process_rewards(scores, step_mask)
+    return delta_process_rewards(clip_process_rewards(scores, step_mask, eta=eta), step_mask)
+
+
+def place_at_tokens(
+    values: chex.Array,  # [B, K] one value per step
+    positions: chex.Array,  # [B, K] integer token index of each value
+    valid: chex.Array,  # [B, K] 1 where values[b, k] is real
+    *,
+    num_tokens: int,
+) -> chex.Array:  # [B, T] float32 with T = num_tokens
+    """Scatter-adds values[b, k] onto token positions[b, k] of row b where valid.
+
+    Invalid entries contribute nothing whatever their position; valid positions outside
+    [0, num_tokens) are dropped too. Two values at one token are summed.
+    """
+    check_shapes(
+        "place_at_tokens",
+        values=(values, "BK"),
+        positions=(positions, "BK"),
+        valid=(valid, "BK"),
+    )
+    if not jnp.issubdtype(jnp.result_type(positions), jnp.integer):
+        raise ValueError(
+            f"place_at_tokens: positions must be integer token indices,"
+            f" got dtype {jnp.result_type(positions)}"
+        )
+    batch = values.shape[0]
+    positions = positions.astype(jnp.int32)
+    keep = valid.astype(bool) & (positions >= 0) & (positions < num_tokens)
+    # Index num_tokens is out of range, so mode="drop" discards those updates.
+    index = jnp.where(keep, positions, num_tokens)
+    rows = jnp.broadcast_to(jnp.arange(batch)[:, None], index.shape)
+    updates = jnp.where(keep, values.astype(jnp.float32), 0.0)
+    return jnp.zeros((batch, num_tokens), jnp.float32).at[rows, index].add(updates, mode="drop")
+
+
+def kl_penalty(
+    logp: chex.Array,  # [B, T] log pi(a_t | s_t) of the policy
+    ref_logp: chex.Array,  # [B, T] the same under the reference policy
+    *,
+    estimator: str = "k1",
+) -> chex.Array:  # [B, T] float32
+    """Per-token estimate of KL(pi || pi_ref) from sampled tokens (Schulman's estimators).
+
+    k1 = logp - ref_logp (unbiased, can be negative); k2 = 0.5 (logp - ref_logp)^2;
+    k3 = exp(ref_logp - logp) - 1 - (ref_logp - logp) (unbiased, >= 0).
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(KL_ESTIMATORS)}; got {estimator!r}")
+    check_shapes("kl_penalty", logp=(logp, "BT"), ref_logp=(ref_logp, "BT"))
+    check_floating("kl_penalty", logp=logp, ref_logp=ref_logp)
+    log_ratio = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * jnp.square(log_ratio)
+    return jnp.expm1(-log_ratio) + log_ratio
+
+
+class TokenRewards(NamedTuple):
+    """Per-token reward components, each [B, T] float32 and 0 on padding.
+
+    total = success + process + outcome + kl; kl holds the -beta * KL term.
+    """
+
+    total: chex.Array
+    success: chex.Array
+    process: chex.Array
+    outcome: chex.Array
+    kl: chex.Array
+
+
+def last_token_onehot(
+    mask: chex.Array,  # [B, T]
+) -> chex.Array:  # [B, T] float32
+    """1.0 at the last valid token of each row, 0 elsewhere (all 0 for a row with no token)."""
+    check_shapes("last_token_onehot", mask=(mask, "BT"))
+    valid = mask.astype(bool)
+    t = jnp.arange(mask.shape[1])
+    last = jnp.max(jnp.where(valid, t, -1), axis=1, keepdims=True)
+    return (t[None, :] == last).astype(jnp.float32)
+
+
+def token_rewards(
+    success: chex.Array,  # [B] Correct(q, s): 1.0 when the final answer is right
+    mask: chex.Array,  # [B, T] response tokens, a prefix of each row
+    step_scores: chex.Array | None = None,  # [B, K] PRM score of each step prefix
+    step_end: chex.Array | None = None,  # [B, K] token index of each step's last token
+    step_mask: chex.Array | None = None,  # [B, K] real steps
+    orm_score: chex.Array | None = None,  # [B] ORM score of the whole solution
+    logp: chex.Array | None = None,  # [B, T] policy log-probs of the sampled tokens
+    ref_logp: chex.Array | None = None,  # [B, T] reference-policy log-probs
+    *,
+    method: str = "clip_delta",
+    alpha: float = 1.0,
+    eta: float = 0.0,
+    orm_weight: float = 1.0,
+    beta: float = 0.0,
+    kl_estimator: str = "k1",
+) -> TokenRewards:  # each field [B, T] float32
+    """Assembles the per-token reward of PAPER.md section 3, in this order:
+
+    PRM step scores -> shape (method, eta) -> times alpha -> placed at step_end -> + success at
+    the last valid token -> + orm_weight * orm_score at the last valid token -> - beta * KL on
+    every valid token. Reward t is received after emitting token t; everything is 0 on padding
+    (a step reward whose step_end is a padding token is dropped), and a row with no valid token
+    is all zeros. Leave step_* (all three) or orm_score or logp/ref_logp (both) as None to
+    leave that term out; beta > 0 needs logp and ref_logp.
+    """
+    _check_method(method)
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(
+            f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}"
+        )
+    step_args = {"step_scores": step_scores, "step_end": step_end, "step_mask": step_mask}
+    given = [name for name, a in step_args.items() if a is not None]
+    if given and len(given) != 3:
+        missing = sorted(set(step_args) - set(given))
+        raise ValueError(
+            f"token_rewards: step_scores, step_end and step_mask go together; got {given}"
+            f" without {missing}"
+        )
+    if (logp is None) != (ref_logp is None):
+        raise ValueError("token_rewards: logp and ref_logp go together; pass both or neither")
+    if logp is None and isinstance(beta, (int, float)) and beta != 0:
+        raise ValueError(f"token_rewards: beta={beta} needs logp and ref_logp for the KL term")
+    sizes = check_shapes(
+        "token_rewards",
+        success=(success, "B"),
+        mask=(mask, "BT"),
+        step_scores=(step_scores, "BK"),
+        step_end=(step_end, "BK"),
+        step_mask=(step_mask, "BK"),
+        orm_score=(orm_score, "B"),
+        logp=(logp, "BT"),
+        ref_logp=(ref_logp, "BT"),
+    )
+    num_tokens = sizes["T"]
+    valid = mask.astype(bool)
+    last = last_token_onehot(mask)
+    zeros = jnp.zeros(mask.shape, jnp.float32)
+
+    if step_scores is not None:
+        step_rewards = shape_process_rewards(step_scores, step_mask, method=method, eta=eta)
+        placed = place_at_tokens(alpha * step_rewards, step_end, step_mask, num_tokens=num_tokens)
+        process = jnp.where(valid, placed, 0.0)
+    else:
+        process = zeros
+    success_r = last * success.astype(jnp.float32)[:, None]
+    if orm_score is not None:
+        outcome = last * (orm_weight * orm_score.astype(jnp.float32))[:, None]
+    else:
+        outcome = zeros
+    if logp is not None:
+        kl = jnp.where(valid, -beta * kl_penalty(logp, ref_logp, estimator=kl_estimator), 0.0)
+    else:
+        kl = zeros
+    total = process + success_r + outcome + kl
+    return TokenRewards(total=total, success=success_r, process=process, outcome=outcome, kl=kl)
