@@ -1,0 +1,217 @@
+"""Hugging Face checkpoint I/O: config.json + safetensors in, the same layout out.
+
+Reads single-file or sharded (model.safetensors.index.json) checkpoints with the safetensors
+NumPy reader, so neither torch nor pickle is involved. HF linear weights are [out, in]; rlr
+kernels are [in, out], so kernels are transposed both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from rlr.models.config import Qwen2Config
+from rlr.models.qwen2 import (
+    Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification,
+    Qwen2ForTokenClassification,
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+_HEADS = {
+    "ForCausalLM": Qwen2ForCausalLM,
+    "ForTokenClassification": Qwen2ForTokenClassification,
+    "ForSequenceClassification": Qwen2ForSequenceClassification,
+}
+
+
+def hf_name(path: tuple[str, ...]) -> tuple[str, bool]:
+    """HF tensor name of an rlr parameter path, and whether the array is transposed in HF."""
+    parts = [p.replace("layers_", "layers.") if p.startswith("layers_") else p for p in path]
+    leaf = parts[-1]
+    transpose = leaf == "kernel"
+    parts[-1] = "bias" if leaf == "bias" else "weight"
+    return ".".join(parts), transpose
+
+
+def _param_paths(tree: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        yield tuple(str(k.key) for k in key_path), leaf
+
+
+class _TensorReader:
+    """Name -> file map over one or more safetensors files, opened lazily."""
+
+    def __init__(self, directory: pathlib.Path):
+        index = directory / INDEX_NAME
+        single = directory / WEIGHTS_NAME
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{index} has no 'weight_map' object")
+            self.files = {name: directory / file for name, file in weight_map.items()}
+            for file in set(self.files.values()):
+                if not file.is_file():
+                    raise ValueError(f"{index} names shard {file.name}, which is missing")
+        elif single.is_file():
+            with safe_open(single, framework="numpy") as f:
+                self.files = {name: single for name in f.keys()}
+        else:
+            found = sorted(p.name for p in directory.glob("*.safetensors"))
+            raise ValueError(
+                f"{directory} has neither {WEIGHTS_NAME} nor {INDEX_NAME} (found safetensors "
+                f"files: {found or 'none'}); rlr reads safetensors only, never pickled .bin files"
+            )
+        self.described = index if index.is_file() else single
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def read(self, name: str) -> np.ndarray:
+        if name not in self.files:
+            raise ValueError(f"tensor {name!r} is missing from {self.described}")
+        with safe_open(self.files[name], framework="numpy") as f:
+            if name not in f.keys():
+                raise ValueError(
+                    f"tensor {name!r} is missing from {self.files[name]} "
+                    f"(the index {self.described} says it is there)"
+                )
+            return f.get_tensor(name)
+
+
+def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) -> nn.Module:
+    config = Qwen2Config.from_hf(hf)
+    architectures = hf.get("architectures") or ["Qwen2ForCausalLM"]
+    arch = architectures[0]
+    cls = next((c for suffix, c in _HEADS.items() if arch.endswith(suffix)), None)
+    if cls is None:
+        raise ValueError(
+            f"config.json architectures={architectures!r} is not supported; rlr loads "
+            f"*{', *'.join(_HEADS)}"
+        )
+    if cls is Qwen2ForCausalLM:
+        return cls(config, dtype=dtype, param_dtype=param_dtype)
+    num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
+    return cls(
+        config,
+        num_labels=num_labels,
+        use_bias="score.bias" in reader,
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def load_pretrained(
+    path: str | pathlib.Path,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Reads an HF Qwen2 directory -> (model, params); the head follows config architectures.
+
+    dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
+    """
+    directory = pathlib.Path(path)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise ValueError(f"{config_path} is missing; an HF model directory needs config.json")
+    try:
+        hf = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    reader = _TensorReader(directory)
+    model = _build_model(hf, reader, dtype, param_dtype)
+    shapes = jax.eval_shape(
+        lambda: nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
+    )["params"]
+    leaves = []
+    for param_path, shape in _param_paths(shapes):
+        name, transpose = hf_name(param_path)
+        array = reader.read(name)
+        if transpose:
+            array = array.T
+        if array.shape != shape.shape:
+            hf_shape = array.T.shape if transpose else array.shape
+            expected = shape.shape[::-1] if transpose else shape.shape
+            raise ValueError(
+                f"tensor {name!r} in {reader.files[name]} has shape {hf_shape}, but config.json "
+                f"implies {expected}"
+            )
+        leaves.append(jnp.asarray(array.astype(np.float32), dtype=param_dtype))
+    treedef = jax.tree_util.tree_structure(shapes)
+    return model, jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
+        x = x.astype(np.float32)
+    return np.ascontiguousarray(x)
+
+
+def save_pretrained(
+    model: nn.Module,
+    params: dict[str, Any],
+    path: str | pathlib.Path,
+    *,
+    max_shard_bytes: int | None = None,
+) -> None:
+    """Writes config.json + model.safetensors (HF names, [out, in]) that transformers loads.
+
+    With max_shard_bytes, tensors are split over model-0000i-of-0000n.safetensors files with a
+    model.safetensors.index.json, as HF does for large models.
+    """
+    head = next((s for s, cls in _HEADS.items() if isinstance(model, cls)), None)
+    if head is None:
+        raise ValueError(f"save_pretrained needs one of rlr's Qwen2 heads; got {type(model)}")
+    directory = pathlib.Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for param_path, leaf in _param_paths(nn.meta.unbox(params)):
+        name, transpose = hf_name(param_path)
+        array = _to_numpy(leaf)
+        tensors[name] = np.ascontiguousarray(array.T) if transpose else array
+    dtypes = {str(t.dtype) for t in tensors.values()}
+    hf = model.config.to_hf()
+    hf["architectures"] = [f"Qwen2{head}"]
+    hf["dtype"] = "bfloat16" if dtypes == {"bfloat16"} else "float32"
+    if head != "ForCausalLM":
+        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
+        hf["label2id"] = {f"LABEL_{i}": i for i in range(model.num_labels)}
+        if head == "ForTokenClassification":
+            hf["token_classification_bias"] = bool(model.use_bias)
+    (directory / CONFIG_NAME).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    metadata = {"format": "pt"}
+    if max_shard_bytes is None:
+        save_file(tensors, directory / WEIGHTS_NAME, metadata=metadata)
+        return
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].nbytes
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, directory / file, metadata=metadata)
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.nbytes for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

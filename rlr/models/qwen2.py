@@ -1,0 +1,528 @@
+"""The Qwen2-family decoder in Flax linen, its heads, and a KV cache for sampling.
+
+Parameters carry logical axis names (`nn.with_logical_partitioning`) that the rules table in
+rlr/sharding.py maps onto a mesh: embedding [V, D] ("vocab", "embed"); q kernel [D, H*Dh]
+("embed", "heads"); k/v kernels [D, Hkv*Dh] ("embed", "kv_heads"); o kernel [H*Dh, D]
+("heads", "embed"); gate/up [D, F] ("embed", "mlp"); down [F, D] ("mlp", "embed"); norm
+scales ("norm",); lm_head [D, V] ("embed", "vocab"); score heads [D, L] ("embed", None).
+
+Attention is causal over cache slots (column index of the input, or cache slot during
+decoding) and masks padded keys, so left- and right-padded rows both work; positions for RoPE
+default to cumsum(mask) - 1, which makes a padded row's real tokens see the same positions as
+the unpadded row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlr.models.config import Qwen2Config
+
+Dtype = Any
+# A large finite negative rather than -inf, so rows with no visible key (padded queries) stay
+# finite instead of producing NaN that could leak into gradients.
+_MASKED = -1e30
+
+
+def _normal_init(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), axes)
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys and values, heads-major so decoding never transposes the cache.
+
+    keys, values: one [B, Hkv, L, Dh] array per layer; key_mask: [B, L], 1 for slots that hold
+    (or will hold) a real token; index: [] int32, the next slot to write.
+    """
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    key_mask: jax.Array
+    index: jax.Array
+
+
+def init_cache(
+    config: Qwen2Config,
+    key_mask: chex.Array,  # [B, L] 1 for slots that will hold real tokens
+    *,
+    dtype: Dtype = jnp.float32,
+) -> KVCache:
+    """An empty KV cache of L slots per row; slot i is visible only where key_mask[:, i] is 1."""
+    chex.assert_rank(key_mask, 2)
+    batch, length = key_mask.shape
+    shape = (batch, config.num_key_value_heads, length, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+    return KVCache(
+        keys=zeros,
+        values=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers)),
+        key_mask=jnp.asarray(key_mask, jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def default_positions(mask: chex.Array) -> chex.Array:  # [B, S] -> [B, S] int32
+    """RoPE positions cumsum(mask) - 1 (0 on leading padding), as HF generate uses."""
+    chex.assert_rank(mask, 2)
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def apply_rope(
+    x: chex.Array,  # [B, S, N, Dh]
+    positions: chex.Array,  # [B, S]
+    *,
+    theta: float,
+) -> chex.Array:  # [B, S, N, Dh]
+    """Rotary embedding in HF's half-split layout: x * cos + rotate_half(x) * sin (f32 angles)."""
+    chex.assert_rank([x, positions], [4, 2])
+    head_dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, S, Dh/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    half = head_dim // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def grouped_attention(
+    q: chex.Array,  # [B, S, H, Dh]
+    k: chex.Array,  # [B, Hkv, L, Dh]
+    v: chex.Array,  # [B, Hkv, L, Dh]
+    allowed: chex.Array,  # [B, S, L] bool, True where query s may see key l
+) -> chex.Array:  # [B, S, H*Dh]
+    """Softmax attention with G = H / Hkv query heads per key/value head; f32 softmax."""
+    chex.assert_rank([q, k, v, allowed], [4, 4, 4, 3])
+    batch, length, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
+    scores = jnp.einsum("bskgd,bkld->bkgsl", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (head_dim**-0.5)
+    scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgsl,bkld->bskgd", probs, v)
+    return out.reshape(batch, length, heads * head_dim)
+
+
+class Dense(nn.Module):
+    """x @ kernel (+ bias) with logical axis names; kernel [in, out] (HF stores [out, in])."""
+
+    features: int
+    kernel_axes: tuple[str | None, ...]
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:  # [..., In] -> [..., Out]
+        kernel = self.param(
+            "kernel",
+            _normal_init(self.kernel_axes),
+            (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        y = jnp.dot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[-1:]),
+                (self.features,),
+                self.param_dtype,
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+class RMSNorm(nn.Module):
+    """scale * x / sqrt(mean(x^2) + eps), normalised in f32 as HF does."""
+
+    eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:  # [..., D]
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return jnp.asarray(scale, self.dtype) * normed.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding [V, D]; `attend` gives tied-embedding logits hidden @ embedding.T."""
+
+    num_embeddings: int
+    features: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding",
+            _normal_init(("vocab", "embed")),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
+
+    def __call__(self, ids: chex.Array) -> chex.Array:  # [B, S] -> [B, S, D]
+        return jnp.take(jnp.asarray(self.embedding, self.dtype), ids, axis=0)
+
+    def attend(self, hidden: chex.Array) -> chex.Array:  # [B, S, D] -> [B, S, V]
+        return jnp.dot(hidden.astype(self.dtype), jnp.asarray(self.embedding, self.dtype).T)
+
+
+class Qwen2Attention(nn.Module):
+    """Grouped-query self-attention with q/k/v bias, no o bias, RoPE, optional KV cache."""
+
+    config: Qwen2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: chex.Array,  # [B, S, D]
+        positions: chex.Array,  # [B, S]
+        allowed: chex.Array,  # [B, S, L]
+        layer_cache: tuple[jax.Array, jax.Array] | None = None,  # 2 x [B, Hkv, L, Dh]
+        cache_index: jax.Array | None = None,  # [] first slot written by this call
+    ) -> tuple[chex.Array, tuple[jax.Array, jax.Array] | None]:
+        cfg = self.config
+        batch, length, _ = x.shape
+        heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        q = Dense(heads * head_dim, ("embed", "heads"), name="q_proj", **kw)(x)
+        k = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="k_proj", **kw)(x)
+        v = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="v_proj", **kw)(x)
+        q = apply_rope(q.reshape(batch, length, heads, head_dim), positions, theta=cfg.rope_theta)
+        k = apply_rope(
+            k.reshape(batch, length, kv_heads, head_dim), positions, theta=cfg.rope_theta
+        )
+        k = k.transpose(0, 2, 1, 3)  # [B, Hkv, S, Dh]
+        v = v.reshape(batch, length, kv_heads, head_dim).transpose(0, 2, 1, 3)
+        new_cache = None
+        if layer_cache is not None:
+            cache_k, cache_v = layer_cache
+            start = (0, 0, cache_index, 0)
+            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
+            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
+            new_cache = (k, v)
+        out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), allowed)
+        out = Dense(
+            cfg.hidden_size,
+            ("heads", "embed"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="o_proj",
+        )(out)
+        return out, new_cache
+
+
+class Qwen2MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    config: Qwen2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:  # [B, S, D]
+        cfg = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        gate = Dense(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj", **kw)(x)
+        up = Dense(cfg.intermediate_size, ("embed", "mlp"), name="up_proj", **kw)(x)
+        return Dense(cfg.hidden_size, ("mlp", "embed"), name="down_proj", **kw)(
+            jax.nn.silu(gate) * up
+        )
+
+
+class Qwen2DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(.))."""
+
+    config: Qwen2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, positions, allowed, layer_cache=None, cache_index=None):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        eps = self.config.rms_norm_eps
+        h, new_cache = Qwen2Attention(self.config, name="self_attn", **kw)(
+            RMSNorm(eps, name="input_layernorm", **kw)(x),
+            positions,
+            allowed,
+            layer_cache,
+            cache_index,
+        )
+        x = x + h
+        x = x + Qwen2MLP(self.config, name="mlp", **kw)(
+            RMSNorm(eps, name="post_attention_layernorm", **kw)(x)
+        )
+        return x, new_cache
+
+
+class Qwen2Model(nn.Module):
+    """The trunk: embeddings, decoder layers, final norm -> hidden states [B, S, D].
+
+    Without a cache, attention is causal over columns with padded keys masked. With a
+    `KVCache`, the S new tokens go to slots cache.index .. cache.index+S-1 and the call returns
+    (hidden, updated cache); positions are then required.
+    """
+
+    config: Qwen2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.layers = [Qwen2DecoderLayer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
+        self.norm = RMSNorm(cfg.rms_norm_eps, **kw)
+
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        cache: KVCache | None = None,
+    ):
+        chex.assert_rank(input_ids, 2)
+        batch, length = input_ids.shape
+        if cache is None:
+            self.config.check_sequence_length(length)
+            if attention_mask is None:
+                attention_mask = jnp.ones((batch, length), jnp.int32)
+            chex.assert_shape(attention_mask, (batch, length))
+            if positions is None:
+                positions = default_positions(attention_mask)
+            query_slots = jnp.arange(length)
+            key_slots = jnp.arange(length)
+            key_mask = attention_mask
+        else:
+            if positions is None:
+                raise ValueError("positions are required when decoding with a KV cache")
+            self.config.check_sequence_length(cache.key_mask.shape[1])
+            query_slots = cache.index + jnp.arange(length)
+            key_slots = jnp.arange(cache.key_mask.shape[1])
+            key_mask = cache.key_mask
+        chex.assert_shape(positions, (batch, length))
+        allowed = (key_slots[None, None, :] <= query_slots[None, :, None]) & (
+            key_mask[:, None, :] > 0
+        )
+        x = self.embed_tokens(input_ids)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+            index = None if cache is None else cache.index
+            x, updated = layer(x, positions, allowed, layer_cache, index)
+            if updated is not None:
+                new_keys.append(updated[0])
+                new_values.append(updated[1])
+        hidden = self.norm(x)
+        if cache is None:
+            return hidden
+        return hidden, KVCache(
+            keys=tuple(new_keys),
+            values=tuple(new_values),
+            key_mask=cache.key_mask,
+            index=cache.index + length,
+        )
+
+    def attend(self, hidden: chex.Array) -> chex.Array:  # [B, S, D] -> [B, S, V]
+        """Tied-embedding logits."""
+        return self.embed_tokens.attend(hidden)
+
+
+class ScoreHead(nn.Module):
+    """HF's `score` Linear: hidden [..., D] -> [..., L]; no bias unless `use_bias`.
+
+    Usable on its own over a shared trunk's hidden states (e.g. a critic with num_labels=1).
+    """
+
+    num_labels: int
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden: chex.Array) -> chex.Array:  # [..., D] -> [..., L] f32
+        kernel = self.param(
+            "kernel",
+            _normal_init(("embed", None)),
+            (hidden.shape[-1], self.num_labels),
+            self.param_dtype,
+        )
+        y = jnp.dot(hidden.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+                (self.num_labels,),
+                self.param_dtype,
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y.astype(jnp.float32)
+
+
+class Qwen2ForCausalLM(nn.Module):
+    """Decoder + LM head: logits [B, S, V] in f32 (tied to the embedding when configured).
+
+    `model.apply({"params": p}, input_ids, attention_mask=None, positions=None)`; with
+    `cache=` returns (logits, cache); with `return_hidden=True` also returns hidden [B, S, D].
+    """
+
+    config: Qwen2Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.model = Qwen2Model(self.config, self.dtype, self.param_dtype)
+        if not self.config.tie_word_embeddings:
+            self.lm_head = Dense(
+                self.config.vocab_size,
+                ("embed", "vocab"),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+            )
+
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        *,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+    ):
+        out = self.model(input_ids, attention_mask, positions, cache)
+        hidden, new_cache = out if cache is not None else (out, None)
+        logits = self.logits(hidden)
+        result = (logits, hidden) if return_hidden else logits
+        if cache is not None:
+            return (*result, new_cache) if return_hidden else (logits, new_cache)
+        return result
+
+    def logits(self, hidden: chex.Array) -> chex.Array:  # [B, S, D] -> [B, S, V] f32
+        """The LM head alone, for callers that already hold the trunk's hidden states."""
+        if self.config.tie_word_embeddings:
+            return self.model.attend(hidden).astype(jnp.float32)
+        return self.lm_head(hidden).astype(jnp.float32)
+
+
+class Qwen2ForTokenClassification(nn.Module):
+    """Decoder + `score` per token: [B, S, L]. num_labels=1 is the value head / critic."""
+
+    config: Qwen2Config
+    num_labels: int = 1
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        *,
+        return_hidden: bool = False,
+    ):
+        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, name="model")(
+            input_ids, attention_mask, positions
+        )
+        scores = ScoreHead(
+            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
+        )(hidden)
+        return (scores, hidden) if return_hidden else scores
+
+
+def last_token_index(
+    input_ids: chex.Array,  # [B, S]
+    attention_mask: chex.Array | None,  # [B, S]
+    *,
+    pad_token_id: int | None,
+) -> chex.Array:  # [B] int32
+    """Index of the rightmost real token, as HF sequence classification picks it.
+
+    Like HF, a set pad_token_id decides (rightmost token != pad, so left and right padding both
+    work); otherwise the attention mask does; otherwise the last column.
+    """
+    chex.assert_rank(input_ids, 2)
+    batch, length = input_ids.shape
+    if pad_token_id is not None:
+        real = input_ids != pad_token_id
+    elif attention_mask is not None:
+        real = attention_mask > 0
+    else:
+        return jnp.full((batch,), length - 1, jnp.int32)
+    return jnp.argmax(jnp.where(real, jnp.arange(length), -1), axis=-1).astype(jnp.int32)
+
+
+class Qwen2ForSequenceClassification(nn.Module):
+    """Decoder + `score` read at the last non-pad token: [B, L] (the ORM head)."""
+
+    config: Qwen2Config
+    num_labels: int = 1
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        *,
+        return_hidden: bool = False,
+    ):
+        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, name="model")(
+            input_ids, attention_mask, positions
+        )
+        scores = ScoreHead(
+            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
+        )(hidden)
+        last = last_token_index(input_ids, attention_mask, pad_token_id=self.config.pad_token_id)
+        pooled = jnp.take_along_axis(scores, last[:, None, None], axis=1)[:, 0]
+        return (pooled, hidden) if return_hidden else pooled
+
+
+def math_shepherd_step_scores(
+    logits: chex.Array,  # [B, S, V] LM logits of a Math-Shepherd style PRM
+    positions: chex.Array,  # [B, K] index of each step tag token
+    *,
+    plus_id: int,
+    minus_id: int,
+) -> chex.Array:  # [B, K] f32
+    """p("+") from a softmax over (logit["+"], logit["-"]) read at each step-tag position.
+
+    Math-Shepherd PRMs are LMs trained to put "+" or "-" at a step tag; the step's score is
+    the probability of "+" among the two.
+    """
+    chex.assert_rank([logits, positions], [3, 2])
+    chex.assert_equal_shape_prefix([logits, positions], 1)
+    vocab = logits.shape[-1]
+    for name, token in (("plus_id", plus_id), ("minus_id", minus_id)):
+        if not 0 <= token < vocab:
+            raise ValueError(f"{name}={token} is outside the vocabulary [0, {vocab})")
+    pair = logits[..., jnp.array([plus_id, minus_id])].astype(jnp.float32)  # [B, S, 2]
+    picked = jnp.take_along_axis(pair, positions[..., None].astype(jnp.int32), axis=1)
+    return jax.nn.softmax(picked, axis=-1)[..., 0]
+
+
+def init_params(
+    model: nn.Module, key: chex.PRNGKey, *, batch: int = 1, length: int = 4
+) -> dict[str, Any]:
+    """Random parameters for `model` as a plain pytree (logical-axis boxes removed)."""
+    ids = jnp.zeros((batch, length), jnp.int32)
+    return nn.meta.unbox(model.init(key, ids))["params"]
