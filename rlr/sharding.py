@@ -133,16 +133,26 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 def optimizer_shardings(
     tx: optax.GradientTransformation, params: Any, shardings: Any, mesh: Mesh
 ) -> Any:
-    """Shardings for `tx.init(params)`: parameter-shaped leaves follow the params' shardings,
-    everything else (counts, scalars) is replicated."""
+    """Shardings for `tx.init(params)`: every subtree shaped like the params (or like one
+    top-level entry of a dict of networks) follows their shardings; everything else (step
+    counts, scalars) is replicated."""
     abstract_state = jax.eval_shape(tx.init, params)
-    return optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
+    candidates = {jax.tree.structure(params): shardings}
+    if isinstance(params, dict):
+        for name, sub in params.items():
+            candidates.setdefault(jax.tree.structure(sub), shardings[name])
+
+    def is_param_tree(node: Any) -> bool:
+        if isinstance(node, jax.ShapeDtypeStruct):
+            return False
+        return jax.tree.structure(node) in candidates
+
+    return jax.tree.map(
+        lambda node: (
+            candidates[jax.tree.structure(node)] if is_param_tree(node) else replicated(mesh)
+        ),
         abstract_state,
-        shardings,
-        transform_non_params=lambda _: replicated(mesh),
-        is_leaf=lambda x: isinstance(x, NamedSharding),
+        is_leaf=is_param_tree,
     )
 
 

@@ -108,3 +108,18 @@ def make_train_step(
         kwargs["in_shardings"] = (state_sharding, batch_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
     return jax.jit(train_step, **kwargs)
+
+
+def train_state_shardings(
+    tx: optax.GradientTransformation, params: Any, param_shardings: Any, mesh: Any
+) -> TrainState:
+    """NamedShardings for a whole TrainState on `mesh`: params and optimizer moments follow
+    the parameter shardings, the counters are replicated."""
+    from rlr import sharding
+
+    return TrainState(
+        params=param_shardings,
+        opt_state=sharding.optimizer_shardings(tx, params, param_shardings, mesh),
+        step=sharding.replicated(mesh),
+        skipped=sharding.replicated(mesh),
+    )
