@@ -11,12 +11,14 @@ or, once prepared, `tfds.data_source("rlr_data/gsm8k", data_dir=d)`. Records kee
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from rlr.data.readers import READERS
 from rlr.data.records import Problem, StepLabelled
@@ -126,8 +128,14 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
         tfds.core.BuilderConfig(name=name, description=f"{name} JSONL")
         for name in PROBLEM_FORMATS + STEP_FORMATS
     ]
-    # Index i must stay line i: preparation order is file order.
-    disable_shuffling = True
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # tensorflow-datasets 4.9.10 resolves a packaged builder's path through
+        # `importlib_resources`, which it only declares for Python < 3.9, so on newer Pythons
+        # preparing fails with ModuleNotFoundError. This module's own file is what it would find.
+        return epath.Path(inspect.getfile(cls))
 
     def __init__(
         self,
@@ -147,6 +155,8 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
             builder=self,
             description="rlr math data from local JSONL files",
             features=_step_features() if step else _problem_features(),
+            # Index i must stay record i of the file: preparation keeps file order.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
