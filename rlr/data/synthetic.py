@@ -244,32 +244,42 @@ def corrupt_solution(problem: Problem, *, first_error_step: int, rng: np.random.
             f" got {first_error_step}"
         )
     j = first_error_step - 1
+    name, obj = meta["name"], meta["object"]
     lines = [
-        f"{meta['name']} has {values[k]} {op} {b} = {values[k + 1]} {meta['object']}."
+        f"{name} has {values[k]} {op} {b} = {values[k + 1]} {obj}."
         for k, (op, b) in enumerate(ops[:j])
     ]
     a = values[j]
     op, b = ops[j]
     right = _apply(a, op, b)
-    wrong_b = b + int(rng.integers(1, 4)) * (1 if op != "-" or b <= 1 else int(rng.choice([-1, 1])))
-    if (
-        rng.random() < 0.5
-        and _apply(a, op, wrong_b) not in (right,)
-        and _apply(a, op, wrong_b) >= 0
-    ):
-        b, value = wrong_b, _apply(a, op, wrong_b)
-    else:
-        delta = int(rng.integers(1, 4))
-        value = right - delta if rng.random() < 0.5 and right - delta >= 0 else right + delta
-    lines.append(f"{meta['name']} has {a} {op} {b} = {value} {meta['object']}.")
-    for op, b in ops[j + 1 :]:
-        if op == "-" and value < b:
-            op = "+"  # keep values non-negative; the step is wrong either way
-        new = _apply(value, op, b)
-        lines.append(f"{meta['name']} has {value} {op} {b} = {new} {meta['object']}.")
+    delta = int(rng.integers(1, 4))
+    # Candidate errors, (stated operand, stated result), in random order; the plain overshoot
+    # right + delta comes last as the fallback that always works.
+    candidates = [(b + delta, _apply(a, op, b + delta)), (b, right - delta)]
+    if op != "*" and b - delta >= 1:
+        candidates.append((b - delta, _apply(a, op, b - delta)))
+    candidates = [candidates[i] for i in rng.permutation(len(candidates))] + [(b, right + delta)]
+    for candidate in candidates:
+        stated_b, value = candidate
+        rest = _continue(value, ops[j + 1 :])
+        if value != right and value >= 0 and rest is not None and rest[-1] != values[-1]:
+            break
+    lines.append(f"{name} has {a} {op} {stated_b} = {value} {obj}.")
+    for (op, b), new in zip(ops[j + 1 :], rest[1:]):
+        lines.append(f"{name} has {value} {op} {b} = {new} {obj}.")
         value = new
     lines.append(f"The answer is {value}.")
     return "\n".join(lines)
+
+
+def _continue(value: int, ops: Sequence) -> list[int] | None:
+    """Running values from `value` through `ops`, or None if one goes negative."""
+    out = [value]
+    for op, b in ops:
+        out.append(_apply(out[-1], op, b))
+        if out[-1] < 0:
+            return None
+    return out
 
 
 def filler_step(rng: np.random.Generator) -> str:
