@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from rlr.data import READERS
+from rlr.data import READERS, MalformedRecordError
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -63,3 +63,18 @@ def test_missing_file_and_unknown_format(tmp_path):
         build_array_record("gsm8k", {"train": tmp_path / "nope.jsonl"}, data_dir=tmp_path)
     with pytest.raises(ValueError, match="nothing to prepare"):
         RlrData(config="gsm8k", data_dir=str(tmp_path / "empty")).download_and_prepare()
+
+
+def test_skip_malformed_lines(tmp_path):
+    good = (FIXTURES / "gsm8k.jsonl").read_text().splitlines()
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([good[0], "{broken", good[1]]) + "\n")
+    with pytest.raises(MalformedRecordError, match=r"mixed\.jsonl:2: invalid JSON"):
+        build_array_record("gsm8k", {"train": path}, data_dir=tmp_path / "strict")
+    builder = RlrData(
+        config="gsm8k", files={"train": path}, data_dir=str(tmp_path / "lax"), skip_malformed=True
+    )
+    builder.download_and_prepare()
+    assert builder.skipped_lines == {"train": [2]}
+    source = builder.as_data_source()["train"]
+    assert [problem_from_example(source[i]).answer for i in range(len(source))] == ["7", "1400"]

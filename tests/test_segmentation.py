@@ -228,6 +228,17 @@ class TestRealData:
                 t = int(step_end[b, k])
                 assert tokenizer.decode(ids[: t + 1]).startswith(text[:end])
                 assert not tokenizer.decode(ids[:t]).startswith(text[:end])
+        # The sampler path (ids + decoding offsets) must agree with the text path.
+        encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        width = max(map(len, encoded))
+        ids = np.zeros((len(texts), width), np.int32)
+        mask = np.zeros_like(ids)
+        for b, row in enumerate(encoded):
+            ids[b, : len(row)], mask[b, : len(row)] = row, 1
+        got_end, got_mask, decoded = step_ends_from_ids(ids, mask, tokenizer, max_steps=max(counts))
+        assert decoded == texts
+        np.testing.assert_array_equal(got_mask, step_mask)
+        np.testing.assert_array_equal(got_end, step_end)
 
     def test_gsm8k_solutions(self, shared_data, tokenizer):
         problems = read_gsm8k(shared_data / "gsm8k_test.jsonl").records[:300]

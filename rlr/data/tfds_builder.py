@@ -120,7 +120,7 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
     """JSONL files of one rlr-readable format -> array_record splits, one config per format.
 
     Pass `files={split: path}` to prepare; reading an already prepared dataset needs no files.
-    `skip_malformed=True` skips bad lines (the count is logged in the dataset description).
+    `skip_malformed=True` skips bad lines; after preparing, `skipped_lines[split]` lists them.
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -147,6 +147,7 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         self._files = dict(files or {})
         self._skip_malformed = skip_malformed
+        self.skipped_lines: dict[str, list[int]] = {}
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -168,11 +169,14 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
         for split, path in self._files.items():
             if not os.path.isfile(path):
                 raise ValueError(f"RlrData: file for split {split!r} not found: {path}")
-        return {split: self._generate_examples(path) for split, path in self._files.items()}
+        return {
+            split: self._generate_examples(path, split=split) for split, path in self._files.items()
+        }
 
-    def _generate_examples(self, path):
+    def _generate_examples(self, path, split: str = "train"):
         name = self.builder_config.name
         result = READERS[name](path, skip_malformed=self._skip_malformed)
+        self.skipped_lines[split] = list(result.skipped_lines)
         convert = step_labelled_to_example if name in STEP_FORMATS else problem_to_example
         for i, record in enumerate(result.records):
             yield i, convert(record)
