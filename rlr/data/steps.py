@@ -135,7 +135,7 @@ def step_ends(
 def token_byte_table(tokenizer) -> tuple[list[bytes], frozenset[int]]:
     """For a byte-level BPE tokenizer: the bytes of every token id and the special token ids.
 
-    Special (added) tokens decode to nothing, as with skip_special_tokens=True.
+    Special and other added tokens decode to nothing, as with skip_special_tokens=True.
     """
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     decoder = spec.get("decoder") or {}
