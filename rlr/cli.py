@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 
 # subcommand name -> module that defines add_parser(subparsers)
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "make-data": "rlr.data.synthetic",
+    "train-tokenizer": "rlr.tokenizer",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,129 @@
+"""A small Qwen2-style byte-level BPE tokenizer, trained locally and saved in HF format.
+
+Same pre-tokenization as Qwen2 (its split regex, with every digit its own pre-token so numbers
+are spelled digit by digit), byte-level alphabet (any UTF-8 text round-trips), the Qwen special
+tokens plus a step tag, and a Qwen-style chat template. `AutoTokenizer.from_pretrained(out_dir)`
+loads the result offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import processors as token_processors
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+STEP_TAG = "<|step|>"
+SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, STEP_TAG)
+
+# Qwen2's pre-tokenizer pattern: \p{N} matches one digit, so digits are never merged.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Qwen2-style ChatML; unlike Qwen2 no default system message is added, to keep prompts short.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def build_bpe_tokenizer() -> Tokenizer:
+    """An untrained byte-level BPE `tokenizers.Tokenizer` with Qwen2's pipeline."""
+    tokenizer = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = token_processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    *,
+    vocab_size: int = 512,
+    out_dir: str | os.PathLike,
+    min_frequency: int = 2,
+):
+    """Train the BPE on `texts`, save it to `out_dir` in HF format and return it loaded.
+
+    Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json. eos and pad are
+    <|endoftext|>; <|im_start|>, <|im_end|> and the step tag <|step|> are special tokens. The
+    256 byte symbols and the 4 special tokens come first, so vocab_size must be at least 260.
+    Returns a `transformers.PreTrainedTokenizerFast`.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    minimum = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size must be >= {minimum} (bytes + special tokens); got {vocab_size}"
+        )
+    tokenizer = build_bpe_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=ENDOFTEXT,
+        pad_token=ENDOFTEXT,
+        additional_special_tokens=[IM_START, IM_END, STEP_TAG],
+        clean_up_tokenization_spaces=False,
+        model_max_length=32768,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    special_map = {
+        "eos_token": ENDOFTEXT,
+        "pad_token": ENDOFTEXT,
+        "additional_special_tokens": [IM_START, IM_END, STEP_TAG],
+    }
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+def add_parser(subparsers) -> None:
+    """Register `rlr train-tokenizer`."""
+    parser = subparsers.add_parser(
+        "train-tokenizer",
+        help="train the small byte-level BPE tokenizer on the synthetic arithmetic corpus",
+    )
+    parser.add_argument("--out", required=True, help="output directory (HF tokenizer files)")
+    parser.add_argument("--vocab-size", type=int, default=512, help="vocabulary size (>= 260)")
+    parser.add_argument(
+        "--num-problems", type=int, default=5000, help="synthetic problems in the corpus"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rlr train-tokenizer`: train on the synthetic corpus and save to --out."""
+    from rlr.data.synthetic import training_corpus
+
+    corpus = training_corpus(num_problems=args.num_problems, seed=args.seed)
+    tokenizer = train_tokenizer(corpus, vocab_size=args.vocab_size, out_dir=args.out)
+    print(f"saved a {len(tokenizer)}-token tokenizer to {args.out}")
+    return 0
