@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import threading
 
-from rlr.grading.normalize import multiple_choice, normalize_answer, plain_number
+from rlr.grading.normalize import (
+    has_balanced_braces,
+    multiple_choice,
+    normalize_answer,
+    plain_number,
+)
 
 # Longer predictions are graded False without parsing: no gold answer in GSM8K or MATH comes
 # close, and parsing cost grows with length.
@@ -29,7 +34,8 @@ def is_equivalent(
     Steps: normalise both (`normalize_answer`); equal strings are equal; two plain numbers
     (integers, decimals, fractions) are compared exactly as rationals and that is final; two
     multiple-choice letters are compared as letters; anything else goes to math-verify, gold
-    first: `verify(parse(gold), parse(pred))`. A None, empty or over-long prediction is False.
+    first: `verify(parse(gold), parse(pred))`. A None, empty, over-long or brace-unbalanced
+    prediction is False.
 
     `symbolic_timeout_s` is math-verify's own SIGALRM timeout per parse and comparison; it only
     works on a process's main thread and is switched off elsewhere. It cannot interrupt a long
@@ -41,7 +47,7 @@ def is_equivalent(
         return False
     if not isinstance(pred, str):
         raise ValueError(f"pred must be a str or None; got {type(pred).__name__}")
-    if len(pred) > max_answer_chars:
+    if len(pred) > max_answer_chars or not has_balanced_braces(pred):
         return False
     pred_norm, gold_norm = normalize_answer(pred), normalize_answer(gold)
     if not pred_norm or not gold_norm:

@@ -23,7 +23,9 @@ import re
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _TEXT_COMMANDS = ("\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mbox", "\\mathbf")
 _TEXT_TOKEN = re.compile(r"\\[a-zA-Z]+ *\{?|\\.|[{}]", re.DOTALL)
-_SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad")
+# A LaTeX row break `\\` is matched first so that its second backslash is not read as `\ `.
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+_SPACING = re.compile(r"\\\\|\\[,;:! ]|\\q?quad(?![a-zA-Z])")
 _SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])")
 _UNIT_WORDS = frozenset(
@@ -60,7 +62,7 @@ def normalize_answer(answer: str) -> str:
     s = _unwrap_text_commands(s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _SIZING.sub("", s)
-    s = _SPACING.sub(" ", s)
+    s = _SPACING.sub(lambda m: m.group() if m.group() == "\\\\" else " ", s)
     s = _DEGREES.sub("", s)
     s = s.replace("\\$", "").replace("$", "")
     s = s.strip()
@@ -104,6 +106,20 @@ def plain_number(normalized: str) -> fractions.Fraction | None:
         inner_sign = -1 if match.group(1) else 1
         return sign * inner_sign * fractions.Fraction(numerator, denominator)
     return None
+
+
+def has_balanced_braces(s: str) -> bool:
+    """Whether the unescaped braces of `s` pair up (`\\{` and `\\}` are literal braces)."""
+    depth = 0
+    for match in _BRACE_TOKEN.finditer(s):
+        token = match.group()
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
 
 
 def multiple_choice(normalized: str) -> str | None:

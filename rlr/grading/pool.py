@@ -96,6 +96,9 @@ class Grader:
     `num_workers=0` runs checks in this process with no timeout or crash protection: for
     debugging only, a pathological answer can hang the caller.
 
+    Workers start with forkserver or spawn, which re-import the main module: a script that
+    creates a Grader must do so under `if __name__ == "__main__":`.
+
     `check_fn(pred, gold) -> bool` defaults to `is_equivalent`; it must be a module-level
     function (it is pickled by reference into the workers).
     """
@@ -305,6 +308,8 @@ class Grader:
                     self.close()
                     raise RuntimeError(
                         "a grading worker exited during start-up (exit code "
-                        f"{worker.process.exitcode}); run `python -c 'import rlr.grading'` to "
-                        "see the import error"
+                        f"{worker.process.exitcode}). Workers re-import the main module: a "
+                        "script that creates a Grader must do so under "
+                        "`if __name__ == '__main__':`. Otherwise run "
+                        "`python -c 'import rlr.grading'` to see the import error"
                     )
