@@ -41,6 +41,23 @@ def is_equivalent(
     works on a process's main thread and is switched off elsewhere. It cannot interrupt a long
     computation inside C code, which is why the pool's SIGKILL timeout exists.
     """
+    verdict = fast_verdict(pred, gold, max_answer_chars=max_answer_chars)
+    if verdict is not None:
+        return verdict
+    pred_norm, gold_norm = normalize_answer(pred), normalize_answer(gold)
+    return _symbolic_equal(pred_norm, gold_norm, timeout_s=symbolic_timeout_s)
+
+
+def fast_verdict(
+    pred: str | None, gold: str, *, max_answer_chars: int = MAX_ANSWER_CHARS
+) -> bool | None:
+    """`is_equivalent`'s verdict when it needs no symbolic maths, else None.
+
+    Decides None/empty/over-long/unbalanced predictions, equal normalised strings, pairs of
+    plain numbers and multiple-choice letters. Linear-time string work only, so it is safe to
+    run on model output in the training process; `Grader` sends only the undecided rest to
+    its workers.
+    """
     if not isinstance(gold, str):
         raise ValueError(f"gold must be a str; got {type(gold).__name__}")
     if pred is None:
@@ -59,7 +76,7 @@ def is_equivalent(
         return gold_number == pred_number
     if multiple_choice(gold_norm) is not None or multiple_choice(pred_norm) is not None:
         return False
-    return _symbolic_equal(pred_norm, gold_norm, timeout_s=symbolic_timeout_s)
+    return None
 
 
 def _symbolic_equal(pred: str, gold: str, *, timeout_s: int | None) -> bool:
