@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -49,6 +50,8 @@ def _check_with_faults(pred: str | None, gold: str) -> bool:
         os.kill(os.getpid(), signal.SIGSEGV)
     if pred == "exit":
         os._exit(3)
+    if pred == "allocate":
+        return len(bytearray(2 << 30)) > 0
     if pred == "raise":
         raise RuntimeError("check failed on purpose")
     return is_equivalent(pred, gold)
@@ -132,6 +135,21 @@ def test_survives_timeouts_and_crashes():
     assert pool.worker_pids == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux-only")
+def test_memory_limit_turns_runaway_allocation_into_false():
+    with Grader(
+        num_workers=1, timeout_s=5.0, check_fn=_check_with_faults, memory_limit_mb=512
+    ) as pool:
+        assert pool.grade(["allocate", "1", "allocate", "2"], ["1", "1", "1", "2"]) == [
+            False,
+            True,
+            False,
+            True,
+        ]
+        assert pool.num_errors + pool.num_crashes == 2
+        assert pool.num_timeouts == 0
+
+
 def test_killed_worker_is_replaced(grader):
     victim = grader.worker_pids[0]
     os.kill(victim, signal.SIGKILL)
@@ -161,6 +179,8 @@ def test_bad_arguments(grader):
         Grader(num_workers=-1)
     with pytest.raises(ValueError, match="timeout_s"):
         Grader(num_workers=0, timeout_s=0)
+    with pytest.raises(ValueError, match="memory_limit_mb"):
+        Grader(num_workers=0, memory_limit_mb=10)
     with pytest.raises(ValueError, match="start_method"):
         Grader(num_workers=0, start_method="fork")
     closed = Grader(num_workers=0)

@@ -34,10 +34,14 @@ _WORKER_START_TIMEOUT_S = 120.0
 _PRELOAD = ["rlr.grading.equivalence", "math_verify"]
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, check_fn: CheckFn) -> None:
+def _worker_main(
+    conn: multiprocessing.connection.Connection, check_fn: CheckFn, memory_limit_mb: int | None
+) -> None:
     """Worker loop: answers (index, pred, gold) with (index, verdict, error) until None."""
     # The parent owns interrupts: Ctrl-C must not kill workers mid-answer.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory_limit_mb is not None:
+        _limit_address_space(memory_limit_mb)
     try:
         check_fn("1", "1")
         check_fn("\\frac{1}{2}", "0.5")
@@ -59,11 +63,29 @@ def _worker_main(conn: multiprocessing.connection.Connection, check_fn: CheckFn)
         conn.send(("result", index, verdict, error))
 
 
+def _limit_address_space(memory_limit_mb: int) -> None:
+    """Caps this process's address space, so a runaway sympy raises MemoryError instead of
+    swapping the host; a no-op where the platform does not support the limit."""
+    try:
+        import resource
+
+        limit = memory_limit_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 class _Worker:
-    def __init__(self, context, check_fn: CheckFn):
+    def __init__(self, context, check_fn: CheckFn, memory_limit_mb: int | None):
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process = context.Process(
-            target=_worker_main, args=(child_conn, check_fn), daemon=True, name="rlr-grader"
+            target=_worker_main,
+            args=(child_conn, check_fn, memory_limit_mb),
+            daemon=True,
+            name="rlr-grader",
         )
         self.process.start()
         child_conn.close()
@@ -98,6 +120,10 @@ class Grader:
     `num_workers=0` runs checks in this process with no timeout or crash protection: for
     debugging only, a pathological answer can hang the caller.
 
+    Each worker's address space is capped at `memory_limit_mb` (None: no cap; Linux only), so
+    an answer that makes sympy allocate without bound fails with MemoryError and is graded
+    False instead of swapping the host. A Grader is not thread-safe: grade from one thread.
+
     Workers start with forkserver or spawn, which re-import the main module: a script that
     creates a Grader must do so under `if __name__ == "__main__":`.
 
@@ -111,12 +137,18 @@ class Grader:
         timeout_s: float = 5.0,
         *,
         check_fn: CheckFn = is_equivalent,
+        memory_limit_mb: int | None = 4096,
         start_method: str | None = None,
     ):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0; got {num_workers!r}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0; got {timeout_s!r}")
+        if memory_limit_mb is not None and memory_limit_mb < 256:
+            raise ValueError(
+                f"memory_limit_mb must be None or >= 256 (sympy alone needs ~150 MB); "
+                f"got {memory_limit_mb!r}"
+            )
         if start_method is None:
             methods = multiprocessing.get_all_start_methods()
             start_method = "forkserver" if "forkserver" in methods else "spawn"
@@ -128,6 +160,7 @@ class Grader:
         self.num_workers = num_workers
         self.timeout_s = float(timeout_s)
         self.check_fn = check_fn
+        self.memory_limit_mb = memory_limit_mb
         self.num_graded = 0
         self.num_timeouts = 0
         self.num_crashes = 0
@@ -140,7 +173,9 @@ class Grader:
         self._workers: list[_Worker] = []
         self._closed = False
         if num_workers:
-            self._workers = [_Worker(self._context, check_fn) for _ in range(num_workers)]
+            self._workers = [
+                _Worker(self._context, check_fn, memory_limit_mb) for _ in range(num_workers)
+            ]
             self._wait_until_ready()
 
     # Context manager and lifetime.
@@ -293,7 +328,7 @@ class Grader:
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         index = self._workers.index(worker)
-        self._workers[index] = _Worker(self._context, self.check_fn)
+        self._workers[index] = _Worker(self._context, self.check_fn, self.memory_limit_mb)
         self.num_restarts += 1
 
     def _wait_until_ready(self) -> None:
