@@ -318,6 +318,13 @@ class Grader:
                 return finished
         except (EOFError, OSError):
             pass
+        if not worker.ready:
+            # Dying before the first answer is a broken environment, not a hostile answer:
+            # replacing it would only loop.
+            raise RuntimeError(
+                f"a grading worker exited during start-up (exit code {worker.process.exitcode}); "
+                "run `python -c 'import rlr.grading'` to see the import error"
+            )
         # The worker died: its item (if any) stays False.
         if worker.task is not None:
             finished += 1
