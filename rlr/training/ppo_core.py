@@ -83,10 +83,18 @@ def response_slice(x: chex.Array, *, prompt_len: int, num_tokens: int) -> chex.A
 def policy_logits(
     policy: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
 ) -> chex.Array:  # [B, T, V] f32
-    """Logits that predict each response token."""
+    """Logits that predict each response token.
+
+    The LM head runs on the T response columns only ([B, T, V], not [B, S, V]): with a large
+    vocabulary the head is most of the memory of a forward pass.
+    """
     prompt_len = input_ids.shape[1] - T
-    logits = policy.apply({"params": params}, input_ids, attention_mask)
-    return response_slice(logits, prompt_len=prompt_len, num_tokens=T)
+    variables = {"params": params}
+    hidden = policy.apply(
+        variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
+    )
+    hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
+    return policy.apply(variables, hidden, method=lambda m, h: m.logits(h))
 
 
 def critic_values(

@@ -1,0 +1,143 @@
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from ppo_setup import make_assets, tiny_config
+
+from rlr.training.metrics import read_metrics
+from rlr.training.ppo import PPOTrainer
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("ppo_assets"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppo_run")
+    trainer = PPOTrainer(tiny_config(assets, out, eval_every=2))
+    summary = trainer.run()
+    return trainer, summary, out
+
+
+def test_run_writes_metrics_checkpoints_and_samples(finished_run):
+    trainer, summary, out = finished_run
+    assert summary["end_iteration"] == 2 and not summary["preempted"]
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in (
+        "success_rate",
+        "reward/success",
+        "reward/prm",
+        "reward/kl",
+        "loss/policy",
+        "loss/value",
+        "policy/clip_fraction",
+        "policy/entropy",
+        "value/explained_variance",
+        "response_length",
+        "steps_per_solution",
+        "filler_step_fraction",
+        "repeated_step_fraction",
+        "tokens_per_second/rollout",
+        "time/rollout",
+        "time/grading",
+        "time/scoring",
+        "time/update",
+        "eval_greedy/accuracy",
+    ):
+        assert key in rows[-1], key
+    assert int(trainer.state.step) == 4  # 2 iterations x 1 epoch x 2 minibatches
+    assert (out / "config.yaml").exists() and (out / "samples.jsonl").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_prm_clip_delta_reward_is_bounded_by_success(finished_run):
+    rows = read_metrics(finished_run[2])
+    for row in rows:  # eta = 0.5 clip: every PRM term is <= 0 after telescoping
+        assert row["reward/prm"] <= 1e-6
+
+
+def test_export_loads_back(finished_run, tmp_path):
+    from rlr.models import load_pretrained
+
+    trainer, _, _ = finished_run
+    path = trainer.export_policy(tmp_path / "policy")
+    model, params = load_pretrained(path)
+    ids = np.asarray([[5, 6, 7]], np.int32)
+    want = trainer.models.policy.apply({"params": trainer.state.params["policy"]}, ids)
+    np.testing.assert_allclose(model.apply({"params": params}, ids), want, atol=1e-5)
+    assert (path / "tokenizer.json").exists()
+
+
+RUN = textwrap.dedent(
+    """
+    import os, signal, sys, pathlib
+    sys.path.insert(0, sys.argv[1])
+    from ppo_setup import tiny_config
+    from rlr.training.ppo import PPOTrainer
+    root, out, mode = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4]
+    trainer = PPOTrainer(tiny_config(root, out, iterations=4))
+    original = trainer.iteration
+    def iteration(it, grader):
+        if mode == "kill" and it == 2:
+            trainer_ckpt = out / "checkpoints" / "2"
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(it, grader)
+        if mode == "term" and it == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    trainer.iteration = iteration
+    print(trainer.run())
+    """
+)
+
+
+def run_script(assets, out, mode):
+    here = str(__import__("pathlib").Path(__file__).parent)
+    return subprocess.run(
+        [sys.executable, "-c", RUN, here, str(assets), str(out), mode],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def final_params(trainer_dir, assets):
+    trainer = PPOTrainer(tiny_config(assets, trainer_dir, iterations=4))
+    trainer.run()  # restores the finished checkpoint, nothing left to do
+    return jax.device_get(trainer.state.params)
+
+
+@pytest.mark.slow_subprocess
+def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(assets, tmp_path):
+    killed = run_script(assets, tmp_path / "resumed", "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = run_script(assets, tmp_path / "resumed", "plain")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "'start_iteration': 2" in resumed.stdout or "'start_iteration': 1" in resumed.stdout
+    straight = run_script(assets, tmp_path / "straight", "plain")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a = final_params(tmp_path / "resumed", assets)
+    b = final_params(tmp_path / "straight", assets)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    rows = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert rows[-1]["step"] == 4
+
+
+@pytest.mark.slow_subprocess
+def test_sigterm_saves_and_exits_zero(assets, tmp_path):
+    proc = run_script(assets, tmp_path / "term", "term")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'preempted': True" in proc.stdout
+    steps = sorted(
+        int(p.name) for p in (tmp_path / "term" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert steps[-1] == 2
