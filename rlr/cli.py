@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 
 # subcommand name -> module that defines add_parser(subparsers)
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "probe": "rlr.probe",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
