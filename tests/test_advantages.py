@@ -53,12 +53,16 @@ def reference_gae(rewards, values, mask, *, gamma, lam, bootstrap=None):
 
 class GaeTest(parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters((1.0, 1.0, False), (0.99, 0.95, False), (0.9, 0.5, True))
-    def test_matches_loop_reference(self, gamma, lam, use_bootstrap):
+    @parameterized.parameters(
+        (1.0, 1.0, False, 32), (0.99, 0.95, False, 4), (0.9, 0.5, True, 5), (0.8, 1.0, True, 1)
+    )
+    def test_matches_loop_reference(self, gamma, lam, use_bootstrap, chunk_size):
         rewards, values, mask, bootstrap = random_batch(6, 13, seed=0)
         values_with_garbage = np.where(mask > 0, values, 1e3)  # values on padding are ignored
         boot = bootstrap if use_bootstrap else None
-        fn = self.variant(functools.partial(rlr.gae_advantages, gamma=gamma, lam=lam))
+        fn = self.variant(
+            functools.partial(rlr.gae_advantages, gamma=gamma, lam=lam, chunk_size=chunk_size)
+        )
         adv, ret = fn(rewards, values_with_garbage, mask, bootstrap_value=boot)
         want_adv, want_ret = reference_gae(
             rewards, values, mask, gamma=gamma, lam=lam, bootstrap=boot
@@ -96,7 +100,8 @@ class GaeTest(parameterized.TestCase):
 
 
 GAE_T = 16
-jitted_gae = jax.jit(rlr.gae_advantages)  # gamma and lam are traced: one compile
+# gamma and lam are traced: one compile; chunks of 5 make several chunks over T = 16.
+jitted_gae = jax.jit(functools.partial(rlr.gae_advantages, chunk_size=5))
 
 
 @functools.cache
@@ -135,6 +140,27 @@ def test_agrees_with_rlax_row_by_row(length, gamma, lam, truncated, seed):
     np.testing.assert_allclose(adv[0, :length], want, atol=1e-4)
     np.testing.assert_allclose(ret[0, :length], want + values[0, :length], atol=1e-4)
     np.testing.assert_array_equal(adv[0, length:], 0.0)
+
+
+class DiscountedReverseCumsumTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((1, 7, 0.9, 3), (3, 10, 1.0, 4), (2, 9, 0.0, 3), (2, 5, 0.7, 64))
+    def test_matches_loop_reference(self, batch, num_tokens, decay, chunk_size):
+        x = np.random.default_rng(6).normal(size=(batch, num_tokens)).astype(np.float32)
+        want = np.zeros((batch, num_tokens))
+        for b in range(batch):
+            acc = 0.0
+            for t in reversed(range(num_tokens)):
+                acc = x[b, t] + decay * acc
+                want[b, t] = acc
+        fn = functools.partial(
+            rlr.advantages.discounted_reverse_cumsum, decay=decay, chunk_size=chunk_size
+        )
+        np.testing.assert_allclose(self.variant(fn)(x), want, atol=1e-5)
+
+    def test_bad_chunk_size(self):
+        with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+            rlr.advantages.discounted_reverse_cumsum(jnp.zeros((1, 3)), 1.0, chunk_size=0)
 
 
 class WhitenTest(parameterized.TestCase):
