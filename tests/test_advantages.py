@@ -79,6 +79,19 @@ class GaeTest(parameterized.TestCase):
         np.testing.assert_allclose(adv, [[1.5], [0.0]])
         np.testing.assert_allclose(ret, [[2.0], [0.0]])
 
+    def test_vmap_over_a_leading_axis(self):
+        batches = [random_batch(3, 11, seed) for seed in (3, 4)]
+        stacked = [np.stack(parts) for parts in zip(*batches)]
+
+        def gae(r, v, m, boot):
+            return rlr.gae_advantages(r, v, m, gamma=0.9, lam=0.8, bootstrap_value=boot)
+
+        fn = jax.jit(jax.vmap(gae))
+        adv, _ = fn(*stacked)
+        for i, (rewards, values, mask, boot) in enumerate(batches):
+            want, _ = reference_gae(rewards, values, mask, gamma=0.9, lam=0.8, bootstrap=boot)
+            np.testing.assert_allclose(adv[i], want, atol=1e-5)
+
     def test_no_retracing(self):
         def gae(r, v, m):
             return rlr.gae_advantages(r, v, m, gamma=0.99, lam=0.95)

@@ -144,6 +144,8 @@ class TokenMathsTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="mask has T=4.*logp has T=3"):
             z = jnp.zeros((2, 3))
             rlr.ppo_policy_loss(z, z, z, jnp.ones((2, 4)))
+        with pytest.raises(ValueError, match=r"masked_mean: mask must have the shape of x"):
+            rlr.masked_mean(jnp.zeros((2, 3)), jnp.ones((3, 2)))
 
 
 @hypothesis.settings(max_examples=30, deadline=None, derandomize=True)
