@@ -40,6 +40,8 @@ def discounted_reverse_cumsum(
     i = jnp.arange(size)
     lag = i[:, None] - i[None, :]  # [s, t] = s - t
     kernel = jnp.where(lag >= 0, decay ** jnp.maximum(lag, 0), 0.0)
+    # HIGHEST: with the default precision an H100 ran this f32 matmul in TF32 and the sums
+    # were off by ~4e-3; HIGHEST matched the float64 loop to ~5e-6 at the same speed.
     local = jnp.einsum("bns,st->bnt", x, kernel, precision=jax.lax.Precision.HIGHEST)
     chunk_decay = decay**size
 

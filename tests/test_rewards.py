@@ -287,6 +287,9 @@ class ErrorsTest(parameterized.TestCase):
             rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), step_scores=jnp.zeros((1, 2)))
         with pytest.raises(ValueError, match="logp and ref_logp"):
             rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), logp=jnp.zeros((1, 5)))
+        with pytest.raises(ValueError, match="step scores need method="):
+            z = jnp.zeros((1, 2))
+            rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), z, z.astype(jnp.int32), z)
         with pytest.raises(ValueError, match="beta=0.1 needs logp"):
             rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), beta=0.1)
 
