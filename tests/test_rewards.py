@@ -323,7 +323,7 @@ def jitted_returns(method):
 
 
 score_lists = st.lists(st.floats(0.0, 1.0, width=32), min_size=0, max_size=K_MAX // 2)
-settings = hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+settings = hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
 
 
 @settings
