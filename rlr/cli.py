@@ -15,8 +15,10 @@ from collections.abc import Sequence
 
 # subcommand name -> module that defines add_parser(subparsers)
 SUBCOMMANDS: dict[str, str] = {
+    "probe": "rlr.probe",
     "make-data": "rlr.data.synthetic",
     "train-tokenizer": "rlr.tokenizer",
+    "ppo": "rlr.training.ppo",
 }
 
 

@@ -57,6 +57,16 @@ def check_floating(fn_name: str, **named: Any) -> None:
             )
 
 
+def _check_same_shape(fn_name: str, x: chex.Array, mask: chex.Array) -> None:
+    try:
+        chex.assert_equal_shape([x, mask])
+    except AssertionError:
+        raise ValueError(
+            f"{fn_name}: mask must have the shape of x; got x {tuple(jnp.shape(x))}"
+            f" and mask {tuple(jnp.shape(mask))}"
+        ) from None
+
+
 def _as_mask(mask: chex.Array) -> chex.Array:
     return jnp.asarray(mask).astype(jnp.float32)
 
@@ -68,7 +78,7 @@ def masked_sum(
     axis: int | tuple[int, ...] | None = None,
 ) -> chex.Array:  # [] or x reduced over axis
     """Sum of x over the entries where mask is set."""
-    chex.assert_equal_shape([x, mask])
+    _check_same_shape("masked_sum", x, mask)
     return jnp.sum(jnp.where(mask.astype(bool), x, 0.0), axis=axis)
 
 
@@ -79,7 +89,7 @@ def masked_mean(
     axis: int | tuple[int, ...] | None = None,
 ) -> chex.Array:  # [] or x reduced over axis
     """sum(x * mask) / sum(mask); 0 (not NaN) where the mask selects nothing."""
-    chex.assert_equal_shape([x, mask])
+    _check_same_shape("masked_mean", x, mask)
     total = masked_sum(x, mask, axis=axis)
     count = jnp.sum(_as_mask(mask), axis=axis)
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
@@ -96,7 +106,7 @@ def masked_var(
 
     0 where the mask selects nothing (or only one entry when unbiased).
     """
-    chex.assert_equal_shape([x, mask])
+    _check_same_shape("masked_var", x, mask)
     mean = masked_mean(x, mask, axis=axis)
     if axis is not None:
         mean = jnp.expand_dims(mean, axis)

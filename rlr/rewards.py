@@ -178,7 +178,7 @@ def token_rewards(
     logp: chex.Array | None = None,  # [B, T] policy log-probs of the sampled tokens
     ref_logp: chex.Array | None = None,  # [B, T] reference-policy log-probs
     *,
-    method: str = "clip_delta",
+    method: str | None = None,
     alpha: float = 1.0,
     eta: float = 0.0,
     orm_weight: float = 1.0,
@@ -192,9 +192,10 @@ def token_rewards(
     every valid token. Reward t is received after emitting token t; everything is 0 on padding
     (a step reward whose step_end is a padding token is dropped), and a row with no valid token
     is all zeros. Leave step_* (all three) or orm_score or logp/ref_logp (both) as None to
-    leave that term out; beta > 0 needs logp and ref_logp.
+    leave that term out; step scores need a method; beta > 0 needs logp and ref_logp.
     """
-    _check_method(method)
+    if method is not None:
+        _check_method(method)
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(
             f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}"
@@ -206,6 +207,10 @@ def token_rewards(
         raise ValueError(
             f"token_rewards: step_scores, step_end and step_mask go together; got {given}"
             f" without {missing}"
+        )
+    if given and method is None:
+        raise ValueError(
+            f"token_rewards: step scores need method=, one of {', '.join(PROCESS_REWARD_METHODS)}"
         )
     if (logp is None) != (ref_logp is None):
         raise ValueError("token_rewards: logp and ref_logp go together; pass both or neither")

@@ -1,0 +1,234 @@
+"""`rlr probe`: how each process-reward method pays for filler steps.
+
+A solution with K steps and PRM scores gets m = 0..N filler steps (each with a high PRM score)
+inserted before its final-answer step, as a policy hacking a raw PRM would. For each method
+(raw, clip, delta, clip_delta) the trajectory return with gamma = 1 is computed through the real
+reward path, `rlr.token_rewards` then `rlr.gae_advantages` with a zero critic, so the return is
+the return-to-go at the first token. Raw grows with m; Clip, Delta and Clip-Delta stay bounded.
+Writes probe.json and probe.png to --out and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlr.advantages import gae_advantages
+from rlr.rewards import PROCESS_REWARD_METHODS, token_rewards
+
+DEFAULT_SCORES = (0.9, 0.7, 0.8, 0.6)
+
+
+@jax.jit
+def _trajectory_returns(success, mask, scores, step_end, step_mask, alpha, eta):
+    """{method: [B]} return-to-go at the first token, for every method in one compiled call."""
+    out = {}
+    for method in PROCESS_REWARD_METHODS:
+        rewards = token_rewards(
+            success, mask, scores, step_end, step_mask, method=method, alpha=alpha, eta=eta
+        )
+        _, returns = gae_advantages(rewards.total, jnp.zeros_like(mask), mask, gamma=1.0, lam=1.0)
+        out[method] = returns[:, 0]
+    return out
+
+
+def probe_batch(
+    scores: tuple[float, ...] | list[float],
+    *,
+    filler_score: float,
+    max_filler: int,
+    tokens_per_step: int,
+) -> dict[str, np.ndarray]:
+    """Rows m = 0..max_filler: the K steps with m filler steps inserted before the last one.
+
+    Returns mask [B, T], scores/step_end/step_mask [B, K] with B = max_filler + 1,
+    K = len(scores) + max_filler and T = K * tokens_per_step; each step is tokens_per_step
+    tokens long and its reward sits on its last token.
+    """
+    scores = [float(s) for s in scores]
+    if not scores:
+        raise ValueError("scores must hold at least one step score (the final-answer step)")
+    if max_filler < 0:
+        raise ValueError(f"max_filler must be >= 0, got {max_filler}")
+    if tokens_per_step < 1:
+        raise ValueError(f"tokens_per_step must be >= 1, got {tokens_per_step}")
+    batch = max_filler + 1
+    max_steps = len(scores) + max_filler
+    num_tokens = max_steps * tokens_per_step
+    step_scores = np.zeros((batch, max_steps), np.float32)
+    step_mask = np.zeros((batch, max_steps), np.float32)
+    mask = np.zeros((batch, num_tokens), np.float32)
+    for m in range(batch):
+        row = scores[:-1] + [float(filler_score)] * m + scores[-1:]
+        step_scores[m, : len(row)] = row
+        step_mask[m, : len(row)] = 1.0
+        mask[m, : len(row) * tokens_per_step] = 1.0
+    step_end = np.broadcast_to(
+        (np.arange(max_steps, dtype=np.int32) + 1) * tokens_per_step - 1, (batch, max_steps)
+    ).copy()
+    return {"mask": mask, "scores": step_scores, "step_end": step_end, "step_mask": step_mask}
+
+
+def probe_returns(
+    scores: tuple[float, ...] | list[float] = DEFAULT_SCORES,
+    *,
+    correct: bool = True,
+    filler_score: float = 0.95,
+    max_filler: int = 8,
+    alpha: float = 1.0,
+    eta: float = 0.75,
+    tokens_per_step: int = 4,
+) -> dict[str, Any]:
+    """Trajectory return (gamma = 1) per method for m = 0..max_filler filler steps.
+
+    Returns a JSON-ready dict: "config", "num_filler" [m...], "num_steps" [K + m...] and
+    "returns" {method: [return at m...]}.
+    """
+    batch = probe_batch(
+        scores, filler_score=filler_score, max_filler=max_filler, tokens_per_step=tokens_per_step
+    )
+    success = np.full(max_filler + 1, 1.0 if correct else 0.0, np.float32)
+    got = _trajectory_returns(
+        success,
+        batch["mask"],
+        batch["scores"],
+        batch["step_end"],
+        batch["step_mask"],
+        np.float32(alpha),
+        np.float32(eta),
+    )
+    returns = {m: [float(v) for v in np.asarray(got[m])] for m in PROCESS_REWARD_METHODS}
+    return {
+        "config": {
+            "scores": [float(s) for s in scores],
+            "correct": bool(correct),
+            "filler_score": float(filler_score),
+            "max_filler": int(max_filler),
+            "alpha": float(alpha),
+            "eta": float(eta),
+            "tokens_per_step": int(tokens_per_step),
+            "gamma": 1.0,
+        },
+        "num_filler": list(range(max_filler + 1)),
+        "num_steps": [len(scores) + m for m in range(max_filler + 1)],
+        "returns": returns,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The probe result as a plain-text table: one row per m, one column per method."""
+    methods = list(result["returns"])
+    lines = [f"{'m':>3} {'steps':>5} " + " ".join(f"{name:>10}" for name in methods)]
+    for i, m in enumerate(result["num_filler"]):
+        cells = " ".join(f"{result['returns'][name][i]:>10.4f}" for name in methods)
+        lines.append(f"{m:>3} {result['num_steps'][i]:>5} {cells}")
+    return "\n".join(lines)
+
+
+def probe_figure(result: dict[str, Any]):
+    """A matplotlib Figure of return vs number of filler steps, one line per method."""
+    from matplotlib.figure import Figure  # no pyplot: works under any backend, Agg included
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for name, values in result["returns"].items():
+        ax.plot(result["num_filler"], values, marker="o", label=name)
+    cfg = result["config"]
+    ax.set_xlabel("filler steps m")
+    ax.set_ylabel("trajectory return (gamma = 1)")
+    ax.set_title(
+        f"PRM reward hacking probe (alpha={cfg['alpha']}, eta={cfg['eta']},"
+        f" filler score={cfg['filler_score']}, correct={int(cfg['correct'])})",
+        fontsize=9,
+    )
+    ax.axhline(1.0 if cfg["correct"] else 0.0, color="grey", lw=0.8, ls="--")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _score_list(text: str) -> list[float]:
+    try:
+        scores = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--scores must be comma-separated numbers such as 0.9,0.7,0.8; got {text!r}"
+        ) from None
+    if not scores:
+        raise argparse.ArgumentTypeError("--scores needs at least one score")
+    return scores
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Registers `rlr probe`."""
+    parser = subparsers.add_parser(
+        "probe",
+        help="returns of raw/clip/delta/clip_delta PRM rewards as filler steps are added",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--scores",
+        type=_score_list,
+        default=list(DEFAULT_SCORES),
+        help="PRM score of each step, comma-separated; the last is the final-answer step"
+        " (default: 0.9,0.7,0.8,0.6)",
+    )
+    parser.add_argument("--filler-score", type=float, default=0.95, help="PRM score of a filler")
+    parser.add_argument(
+        "--max-filler", type=_non_negative_int, default=8, help="largest m (default 8)"
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="process reward weight")
+    parser.add_argument("--eta", type=float, default=0.75, help="Clip threshold (default 0.75)")
+    parser.add_argument(
+        "--tokens-per-step", type=_positive_int, default=4, help="tokens in each step"
+    )
+    outcome = parser.add_mutually_exclusive_group()
+    outcome.add_argument(
+        "--correct", dest="correct", action="store_true", default=True, help="answer is right"
+    )
+    outcome.add_argument("--wrong", dest="correct", action="store_false", help="answer is wrong")
+    parser.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the probe, prints the table and writes probe.json and probe.png to args.out."""
+    result = probe_returns(
+        args.scores,
+        correct=args.correct,
+        filler_score=args.filler_score,
+        max_filler=args.max_filler,
+        alpha=args.alpha,
+        eta=args.eta,
+        tokens_per_step=args.tokens_per_step,
+    )
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
+    probe_figure(result).savefig(out / "probe.png")
+    print(format_table(result))
+    print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
+    return 0

@@ -1,0 +1,76 @@
+"""`rlr probe`: the table, probe.json and probe.png, and the returns the paper predicts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rlr import cli, probe
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe")
+    code = cli.main(["probe", "--out", str(out), "--max-filler", "5", "--eta", "0.75"])
+    return code, out
+
+
+def test_writes_json_and_png(probe_run):
+    code, out = probe_run
+    assert code == 0
+    result = json.loads((out / "probe.json").read_text())
+    assert result["num_filler"] == [0, 1, 2, 3, 4, 5]
+    assert result["num_steps"] == [4, 5, 6, 7, 8, 9]
+    assert set(result["returns"]) == {"raw", "clip", "delta", "clip_delta"}
+    assert result["config"]["scores"] == [0.9, 0.7, 0.8, 0.6]
+    png = (out / "probe.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_returns_match_the_closed_forms(probe_run):
+    _, out = probe_run
+    returns = json.loads((out / "probe.json").read_text())["returns"]
+    scores, filler, eta = [0.9, 0.7, 0.8, 0.6], 0.95, 0.75
+    for m in range(6):
+        np.testing.assert_allclose(returns["raw"][m], sum(scores) + m * filler + 1.0, atol=1e-5)
+    clip = sum(min(s - eta, 0.0) for s in scores) + 1.0
+    np.testing.assert_allclose(returns["clip"], [clip] * 6, atol=1e-5)
+    np.testing.assert_allclose(returns["delta"], [scores[0] + 1.0] * 6, atol=1e-5)
+    np.testing.assert_allclose(
+        returns["clip_delta"], [min(scores[0] - eta, 0.0) + 1.0] * 6, atol=1e-5
+    )
+    assert all(np.diff(returns["raw"]) > 0.9)
+
+
+def test_wrong_answer_and_low_filler_keep_refined_returns_bounded():
+    # Same shapes as the module run (4 scores, up to 5 fillers), so nothing recompiles.
+    result = probe.probe_returns(
+        [0.3, 0.9, 0.8, 0.9], correct=False, filler_score=0.2, max_filler=5, alpha=2.0, eta=0.5
+    )
+    returns = result["returns"]
+    assert np.all(np.diff(returns["raw"]) > 0)
+    assert max(returns["clip_delta"]) <= 0.0
+    assert np.all(np.diff(returns["clip"]) < 0)  # fillers below eta are penalised
+    # With fillers before the last step, x_1 stays the first step's score.
+    np.testing.assert_allclose(returns["delta"], [2.0 * 0.3] * 6, atol=1e-5)
+
+
+def test_table_lists_every_m(probe_run):
+    _, out = probe_run
+    table = probe.format_table(json.loads((out / "probe.json").read_text()))
+    lines = table.splitlines()
+    assert lines[0].split() == ["m", "steps", "raw", "clip", "delta", "clip_delta"]
+    assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2", "3", "4", "5"]
+    assert lines[1].split()[2] == "4.0000"  # raw return at m = 0: 0.9+0.7+0.8+0.6 + 1
+
+
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["probe", "--scores", "0.9,high", "--out", str(tmp_path)])
+    assert "--scores must be comma-separated numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["probe", "--correct", "--wrong"])
+    with pytest.raises(ValueError, match="at least one step score"):
+        probe.probe_returns([])
