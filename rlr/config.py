@@ -129,29 +129,56 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
 
 
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _is_mapping_type(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (dict, Mapping) or annotation in (dict, Mapping)
+
+
 def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Returns a copy of `data` with dotted `key=value` overrides applied, keys checked on `cls`."""
+    """Returns a copy of `data` with dotted `key=value` overrides applied, keys checked on `cls`.
+
+    Keys inside free-form mapping fields (e.g. a model's inline `architecture`) are not
+    checked: they are the mapping's own keys.
+    """
     data = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
         node, node_cls = data, cls
         for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if node_cls is None:  # inside a free-form mapping
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+                continue
             types_ = _field_types(node_cls)
             if part not in types_:
                 prefix = ".".join(path[:i])
                 where = f"override {text!r}" + (f" (under '{prefix}')" if prefix else "")
                 raise ConfigError(f"{where}: unknown key '{part}'{_suggest(part, list(types_))}")
-            if i == len(path) - 1:
+            if last:
                 node[part] = value
-            else:
-                sub_cls = types_[part]
-                if not dataclasses.is_dataclass(sub_cls):
-                    raise ConfigError(f"override {text!r}: '{part}' is not a section")
-                existing = node.get(part)
-                if dataclasses.is_dataclass(existing):
-                    existing = to_dict(existing)
+                continue
+            sub_cls = _unwrap_optional(types_[part])
+            existing = node.get(part)
+            if dataclasses.is_dataclass(existing):
+                existing = to_dict(existing)
+            if dataclasses.is_dataclass(sub_cls):
                 node[part] = dict(existing or {})
                 node, node_cls = node[part], sub_cls
+            elif _is_mapping_type(sub_cls):
+                node[part] = dict(existing or {})
+                node, node_cls = node[part], None
+            else:
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
     return data
 
 

@@ -23,6 +23,12 @@ class Reward:
 
 
 @dataclasses.dataclass(frozen=True)
+class Model:
+    path: str = ""
+    architecture: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
     name: str = "run"
     seed: int = 0
@@ -30,6 +36,7 @@ class Run:
     use_prm: bool = True
     optim: Optim = dataclasses.field(default_factory=Optim)
     reward: Reward = dataclasses.field(default_factory=Reward)
+    prm: Model | None = None
 
 
 def write(tmp_path, text):
@@ -86,3 +93,12 @@ def test_dump_round_trip(tmp_path):
     dump_config(cfg, tmp_path / "out.yaml")
     assert load_config(Run, tmp_path / "out.yaml") == cfg
     assert to_dict(cfg)["reward"] == {"method": "clip_delta", "alpha": 1.0, "eta": 0.3}
+
+
+def test_overrides_reach_optional_sections_and_free_form_mappings(tmp_path):
+    path = write(tmp_path, "prm:\n  path: a\n  architecture:\n    layers: 28\n    heads: 4\n")
+    cfg = load_config(Run, path, ["prm.architecture.layers=2", "prm.path=b"])
+    assert cfg.prm == Model(path="b", architecture={"layers": 2, "heads": 4})
+    assert load_config(Run, None, ["prm.path=c"]).prm == Model(path="c")
+    with pytest.raises(ConfigError, match="'seed' is not a section"):
+        load_config(Run, None, ["seed.x=1"])

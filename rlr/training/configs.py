@@ -84,6 +84,9 @@ class RolloutSpec:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # Rows per sampler / scoring call (None: the whole batch at once). Large runs chunk the
+    # batch so that the KV cache and the [rows, T, V] logits fit in device memory.
+    chunk_rows: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -95,6 +98,12 @@ class RolloutSpec:
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
         require(self.temperature > 0, "rollout.temperature must be > 0 for PPO sampling")
         require(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
+        require(
+            self.chunk_rows is None
+            or (self.chunk_rows >= 1 and self.batch_size % self.chunk_rows == 0),
+            f"rollout.chunk_rows must divide the batch of {self.batch_size} rows; "
+            f"got {self.chunk_rows}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -115,10 +115,12 @@ class PPOTrainer:
         policy, policy_config, policy_params = load_network(config.policy, key=keys[0])
         frozen: dict[str, Any] = {"reference": _copy(policy_params)}
         prm = orm = None
-        if config.prm is not None and (config.reward.use_prm or config.ppo.critic_init == "prm"):
+        # A configured PRM / ORM always scores the rollouts (its return is a hacking diagnostic
+        # for every variant); reward.use_prm / use_orm decide whether it enters the reward.
+        if config.prm is not None:
             _, prm_config, prm_params = load_network(config.prm, key=keys[1])
             prm, frozen["prm"] = as_scorer(prm_config, prm_params, config.prm)
-        if config.orm is not None and (config.reward.use_orm or config.ppo.critic_init == "orm"):
+        if config.orm is not None:
             _, orm_config, orm_params = load_network(config.orm, key=keys[1])
             orm, frozen["orm"] = as_scorer(orm_config, orm_params, config.orm)
         if config.ppo.critic_init == "policy":
@@ -195,15 +197,12 @@ class PPOTrainer:
         )
         models = self.models
 
-        def prepare(params, frozen, rollout):
-            scored = ppo_core.score_rollout(models, params, frozen, rollout)
-            experience, metrics = ppo_core.build_experience(rollout, scored, settings)
-            return experience, metrics
-
         self._batch_sharding = lambda x: sharding.batch_sharding(mesh, x.ndim)
-        self._prepare = jax.jit(
-            prepare, in_shardings=(param_shard, frozen_shard, None), out_shardings=None
+        self._score = jax.jit(
+            functools.partial(ppo_core.score_rollout, models),
+            in_shardings=(param_shard, frozen_shard, None),
         )
+        self._experience = jax.jit(functools.partial(ppo_core.build_experience, settings=settings))
         update = functools.partial(
             ppo_core.ppo_update,
             models,
@@ -266,8 +265,17 @@ class PPOTrainer:
         )
         key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
         t0 = time.perf_counter()
-        out = self.sampler(self.state.params["policy"], ids, mask, key)
-        tokens, response_mask = np.asarray(out.tokens), np.asarray(out.mask)
+        tokens, response_mask = [], []
+        for start, stop in self._chunks():
+            out = self.sampler(
+                self.state.params["policy"],
+                ids[start:stop],
+                mask[start:stop],
+                jax.random.fold_in(key, start),
+            )
+            tokens.append(np.asarray(out.tokens))
+            response_mask.append(np.asarray(out.mask))
+        tokens, response_mask = np.concatenate(tokens), np.concatenate(response_mask)
         t1 = time.perf_counter()
         step_end, step_mask, _ = step_ends_from_ids(
             tokens,
@@ -308,12 +316,24 @@ class PPOTrainer:
         }
         return rollout, info
 
+    def _chunks(self) -> list[tuple[int, int]]:
+        B = self.config.rollout.batch_size
+        size = self.config.rollout.chunk_rows or B
+        return [(start, start + size) for start in range(0, B, size)]
+
     def iteration(self, iteration: int, grader: Any) -> dict[str, Any]:
         """One full PPO iteration; returns its metrics (and a few sample texts)."""
         cfg = self.config
         rollout, info = self.rollout(iteration, grader)
         t0 = time.perf_counter()
-        experience, metrics = self._prepare(self.state.params, self.frozen, rollout)
+        scored = [
+            self._score(
+                self.state.params, self.frozen, ppo_core.take_rows(rollout, np.arange(a, b))
+            )
+            for a, b in self._chunks()
+        ]
+        scored = jax.tree.map(lambda *parts: jnp.concatenate(parts), *scored)
+        experience, metrics = self._experience(rollout, scored)
         jax.block_until_ready(experience)
         t1 = time.perf_counter()
         B = cfg.rollout.batch_size

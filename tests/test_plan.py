@@ -1,0 +1,66 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlr.plan import format_report, parse_mesh
+
+
+def test_parse_mesh():
+    assert parse_mesh("data=2,tensor=4") == {"data": 2, "fsdp": 1, "tensor": 4}
+    with pytest.raises(ValueError, match="--mesh entry 'pipe=2'"):
+        parse_mesh("pipe=2")
+    with pytest.raises(ValueError, match="N >= 1"):
+        parse_mesh("data=0")
+
+
+@pytest.mark.sharding
+def test_plan_on_the_7b_config_reports_memory_and_fails_when_too_small(tmp_path):
+    out = tmp_path / "plan.json"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlr.cli",
+            "plan",
+            "--config",
+            "launch/configs/qwen25_math_7b.yaml",
+            "--mesh",
+            "data=2,fsdp=2,tensor=2",
+            "--device-memory-gib",
+            "1",
+            "--json",
+            str(out),
+            # the real widths and vocabulary, one layer and short rows to keep CI fast
+            "policy.architecture.num_hidden_layers=1",
+            "prm.architecture.num_hidden_layers=1",
+            "rollout.prompts_per_iteration=8",
+            "rollout.samples_per_prompt=2",
+            "rollout.chunk_rows=16",
+            "ppo.minibatches=2",
+            "rollout.max_prompt_tokens=16",
+            "rollout.max_new_tokens=16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "DOES NOT FIT" in proc.stdout, proc.stdout
+    result = json.loads(out.read_text())
+    assert result["devices"] == 8
+    # 7B widths, 1 layer: embeddings + lm_head dominate (152064 x 3584 each, untied)
+    assert result["parameters"]["policy"] > 2 * 152064 * 3584
+    per_device = result["per_device_bytes"]
+    # f32 params sharded 8 ways (fsdp x tensor = 4 shards, data replicates) -> 1/4 per device
+    total_param_bytes = 4 * (result["parameters"]["policy"] + result["parameters"]["critic"])
+    assert per_device["trainable_params"] < 0.3 * total_param_bytes
+    assert per_device["optimizer_state"] >= 1.9 * per_device["trainable_params"]
+    assert result["update_step"]["temporaries"] > 0
+    report = format_report(result, 1000.0)
+    assert "fits" in report and "DOES NOT FIT" not in report
