@@ -13,4 +13,8 @@ ruff check rlr tests bench
 ruff format --check rlr tests bench
 echo "[rlr] pytest"
 export JAX_PLATFORMS=cpu
+# Compiled programs are cached on disk: the resume tests' fresh processes and the many small
+# trainers of the suite reuse each other's compilations.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RLR_ROOT/.cache/jax}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
 python -m pytest -q "$@"

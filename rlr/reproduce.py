@@ -303,6 +303,7 @@ class Reproduction:
         """Every stage, then results.json, results.md and curves.png. Returns the results."""
         start = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
+        enable_compilation_cache(self.out / "jax_cache")
         self.data()
         self.tokenizer()
         self.sft()
@@ -352,6 +353,16 @@ class Reproduction:
             "prm": prm_report,
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
+
+
+def enable_compilation_cache(directory: pathlib.Path) -> None:
+    """Caches compiled programs on disk: the six PPO variants run the same programs, and a
+    resumed reproduction skips compilation (unless JAX_COMPILATION_CACHE_DIR is set)."""
+    import jax
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,4 +1,4 @@
-"""A tiny but complete PPO setup on disk: tokenizer, synthetic data, random policy and PRM.
+"""A tiny but complete PPO config over rlr.toy's assets (tokenizer, data, random networks).
 
 Used by tests/test_ppo.py in-process and by the subprocesses of the resume tests.
 """
@@ -8,17 +8,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import jax
-
-from rlr.data.synthetic import training_corpus, write_datasets
-from rlr.models import (
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2ForTokenClassification,
-    init_params,
-    save_pretrained,
-)
-from rlr.tokenizer import train_tokenizer
+from rlr.toy import make_toy_assets as make_assets  # noqa: F401  (re-exported for the tests)
 from rlr.training.configs import (
     DataSpec,
     GradingSpec,
@@ -28,34 +18,6 @@ from rlr.training.configs import (
     RewardSpec,
     RolloutSpec,
 )
-
-
-def make_assets(root: pathlib.Path) -> pathlib.Path:
-    """Writes tokenizer/, data/, policy/ and prm/ under root (once) and returns root."""
-    root = pathlib.Path(root)
-    if (root / "prm" / "config.json").exists():
-        return root
-    tokenizer = train_tokenizer(
-        training_corpus(num_problems=300, seed=0), vocab_size=300, out_dir=root / "tokenizer"
-    )
-    write_datasets(root / "data", num_train=64, num_test=8, seed=0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    policy = Qwen2ForCausalLM(config)
-    save_pretrained(policy, init_params(policy, jax.random.key(0)), root / "policy")
-    prm = Qwen2ForTokenClassification(config, num_labels=1)
-    save_pretrained(prm, init_params(prm, jax.random.key(1)), root / "prm")
-    return root
 
 
 def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConfig:
