@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, str] = {
     "make-data": "rlr.data.synthetic",
     "train-tokenizer": "rlr.tokenizer",
     "ppo": "rlr.training.ppo",
+    "label-steps": "rlr.training.labelling",
+    "eval-bon": "rlr.training.bon",
 }
 
 
