@@ -34,7 +34,10 @@ _COMPUTE = re.compile(r"has (\d+) [-+*] \d+ = (\d+) ")
 
 
 def make_tiny_assets(root: pathlib.Path) -> pathlib.Path:
-    """tokenizer/, data/, a random policy/ (with its tokenizer), prm/ and orm/ under root."""
+    """tokenizer/, data/, a random policy/ (with its tokenizer), prm/ and orm/ under root;
+    reused when root already holds them (both best-of-N and labelling tests share one set)."""
+    if (root / "orm" / "config.json").is_file():
+        return root
     tokenizer = train_tokenizer(
         training_corpus(num_problems=40, seed=0), vocab_size=300, out_dir=root / "tokenizer"
     )
@@ -260,7 +263,7 @@ def test_label_solutions_errors(grader):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    return make_tiny_assets(tmp_path_factory.mktemp("label_assets"))
+    return make_tiny_assets(tmp_path_factory.getbasetemp() / "rlr_tiny_assets")
 
 
 @pytest.fixture(scope="module")

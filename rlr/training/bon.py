@@ -25,7 +25,7 @@ import json
 import pathlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -179,21 +179,29 @@ def best_of_n_table(
         chex.assert_rank([prm_step_scores, step_mask], 3)
         B, G, K = prm_step_scores.shape
         for how in AGGREGATIONS:
-            flat = aggregate_step_scores(
+            flat = _aggregate(
                 jnp.reshape(prm_step_scores, (B * G, K)),
                 jnp.reshape(step_mask, (B * G, K)),
                 method=how,
             )
-            methods[f"prm_{how}"] = functools.partial(best_of_n_accuracy, flat.reshape(B, G))
+            methods[f"prm_{how}"] = functools.partial(_best, flat.reshape(B, G))
     if orm_scores is not None:
-        methods["orm"] = functools.partial(best_of_n_accuracy, jnp.asarray(orm_scores))
-    methods["majority"] = functools.partial(majority_vote_accuracy, jnp.asarray(answer_ids))
-    methods["pass"] = pass_at_n
-    methods["mean"] = mean_accuracy
+        methods["orm"] = functools.partial(_best, jnp.asarray(orm_scores))
+    methods["majority"] = functools.partial(_majority, jnp.asarray(answer_ids))
+    methods["pass"] = _pass
+    methods["mean"] = _mean
     return {
         name: [float(jnp.mean(method(correct, n=n))) for n in ns]
         for name, method in methods.items()
     }
+
+
+# One compiled program per (shape, n) instead of one dispatch per primitive.
+_aggregate = jax.jit(aggregate_step_scores, static_argnames="method")
+_best = jax.jit(best_of_n_accuracy, static_argnames="n")
+_majority = jax.jit(majority_vote_accuracy, static_argnames="n")
+_pass = jax.jit(pass_at_n, static_argnames="n")
+_mean = jax.jit(mean_accuracy, static_argnames="n")
 
 
 # ------------------------------------------------------------------ driver
@@ -216,7 +224,22 @@ def score_in_batches(
     return np.concatenate(out, axis=0)
 
 
-def evaluate_best_of_n(
+class BestOfNSamples(NamedTuple):
+    """G sampled solutions per problem with their grades and reward-model scores."""
+
+    texts: list[str]  # [B * G] decoded responses, problem-major
+    correct: np.ndarray  # [B, G] float32, 1 where the final answer is right
+    answer_ids: np.ndarray  # [B, G] int32 row-local answer classes, -1 without an answer
+    step_scores: np.ndarray | None  # [B, G, K] PRM probability of each step prefix
+    step_mask: np.ndarray  # [B, G, K] float32, 1 for real steps
+    orm_scores: np.ndarray | None  # [B, G] ORM probability
+    response_mask: np.ndarray  # [B, G, T] int32
+    input_ids: np.ndarray  # [B, G, P + T] int32, the rows the PRM and ORM scored
+    attention_mask: np.ndarray  # [B, G, P + T] int32
+    seconds: dict[str, float]
+
+
+def sample_and_score(
     sampler: Any,
     params: Any,
     tokenizer: Any,
@@ -229,26 +252,25 @@ def evaluate_best_of_n(
     batch_size: int,
     prm: tuple[Any, Any] | None = None,  # (token-classification module, params)
     orm: tuple[Any, Any] | None = None,
-    ns: Sequence[int] | None = None,
     max_steps: int = 16,
     separators: Sequence[str] = DEFAULT_SEPARATORS,
     show_progress: bool = False,
-) -> dict[str, Any]:
-    """Samples G solutions per problem, grades and scores them, and returns the table.
+) -> BestOfNSamples:
+    """Samples G solutions per problem, grades them and scores them with the PRM and ORM.
 
-    Result: {"n": ns, "accuracy": {method: [acc at each n]}, "num_problems",
-    "samples_per_problem", "seconds": {...}}.
+    Rows use PPO's layout (prompt left-padded to P, response right-padded to T) and are scored
+    with `ppo_core.prm_step_scores` / `ppo_core.orm_scores` in fixed [batch_size, P + T] calls.
     """
     from tqdm.auto import tqdm
 
     if len(prompts) != len(golds) or not prompts:
         raise ValueError(
-            f"need as many gold answers as prompts (>0); got {len(prompts)}, {len(golds)}"
+            f"need one gold answer per prompt (and at least one prompt); got {len(prompts)} "
+            f"prompts and {len(golds)} gold answers"
         )
-    G = samples_per_problem
-    ns = list(ns) if ns else default_ns(G)
-    for n in ns:
-        _check_n(n, G)
+    if samples_per_problem < 1:
+        raise ValueError(f"samples_per_problem must be >= 1; got {samples_per_problem}")
+    B, G = len(prompts), samples_per_problem
     t0 = time.perf_counter()
     repeated = [p for p in prompts for _ in range(G)]
     with tqdm(total=len(repeated), desc="sampling", disable=not show_progress) as bar:
@@ -261,7 +283,6 @@ def evaluate_best_of_n(
         grader.grade_responses(texts, [g for g in golds for _ in range(G)]), np.float32
     )
     keys = [answer_key(t) for t in texts]
-    B = len(prompts)
     answer_ids = answer_classes([keys[b * G : (b + 1) * G] for b in range(B)])
     t2 = time.perf_counter()
     T = batch.tokens.shape[1]
@@ -270,14 +291,13 @@ def evaluate_best_of_n(
     )
     ids = np.concatenate([batch.prompt_ids, batch.tokens], axis=1).astype(np.int32)
     attn = np.concatenate([batch.prompt_mask, batch.mask], axis=1).astype(np.int32)
-    response_mask = batch.mask.astype(np.float32)
-    arrays = (ids, attn, response_mask, step_end.astype(np.int32), step_mask)
+    arrays = (ids, attn, batch.mask.astype(np.float32), step_end.astype(np.int32), step_mask)
     step_scores = orm_out = None
     if prm is not None:
-        module = prm[0]
+        prm_module = prm[0]
 
         def prm_fn(p, i, a, r, e, m):
-            return ppo_core.prm_step_scores(module, p, i, a, e, m, T=T)
+            return ppo_core.prm_step_scores(prm_module, p, i, a, e, m, T=T)
 
         step_scores = score_in_batches(jax.jit(prm_fn), prm[1], arrays, batch_size=batch_size)
         step_scores = step_scores.reshape(B, G, -1)
@@ -290,26 +310,47 @@ def evaluate_best_of_n(
         orm_out = score_in_batches(jax.jit(orm_fn), orm[1], arrays, batch_size=batch_size)
         orm_out = orm_out.reshape(B, G)
     t3 = time.perf_counter()
-    accuracy = best_of_n_table(
-        correct.reshape(B, G),
-        answer_ids,
-        ns=ns,
-        prm_step_scores=step_scores,
-        step_mask=step_mask.reshape(B, G, -1) if step_scores is not None else None,
+    return BestOfNSamples(
+        texts=texts,
+        correct=correct.reshape(B, G),
+        answer_ids=answer_ids,
+        step_scores=step_scores,
+        step_mask=step_mask.reshape(B, G, -1),
         orm_scores=orm_out,
+        response_mask=batch.mask.reshape(B, G, T),
+        input_ids=ids.reshape(B, G, -1),
+        attention_mask=attn.reshape(B, G, -1),
+        seconds={
+            "sampling": round(t1 - t0, 3),
+            "grading": round(t2 - t1, 3),
+            "scoring": round(t3 - t2, 3),
+        },
+    )
+
+
+def summarize(samples: BestOfNSamples, *, ns: Sequence[int] | None = None) -> dict[str, Any]:
+    """The JSON-able result: {"n", "accuracy": {method: [acc at each n]}, "num_problems",
+    "samples_per_problem", "mean_response_tokens", "answered_fraction", "seconds"}."""
+    B, G = samples.correct.shape
+    ns = list(ns) if ns else default_ns(G)
+    for n in ns:
+        _check_n(n, G)
+    accuracy = best_of_n_table(
+        samples.correct,
+        samples.answer_ids,
+        ns=ns,
+        prm_step_scores=samples.step_scores,
+        step_mask=samples.step_mask if samples.step_scores is not None else None,
+        orm_scores=samples.orm_scores,
     )
     return {
         "n": ns,
         "accuracy": accuracy,
         "num_problems": B,
         "samples_per_problem": G,
-        "mean_response_tokens": float(batch.mask.sum(axis=1).mean()),
-        "answered_fraction": float(np.mean([k is not None for k in keys])),
-        "seconds": {
-            "sampling": round(t1 - t0, 3),
-            "grading": round(t2 - t1, 3),
-            "scoring": round(t3 - t2, 3),
-        },
+        "mean_response_tokens": float(samples.response_mask.sum(axis=2).mean()),
+        "answered_fraction": float(np.mean(samples.answer_ids >= 0)),
+        "seconds": samples.seconds,
     }
 
 
@@ -414,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
         build_prompt(p.question, style=args.prompt_style, tokenizer=tokenizer) for p in problems
     ]
     with Grader(num_workers=args.grader_workers) as grader:
-        result = evaluate_best_of_n(
+        samples = sample_and_score(
             sampler,
             params,
             tokenizer,
@@ -429,6 +470,7 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             show_progress=True,
         )
+    result = summarize(samples)
     result["config"] = {
         "policy": args.policy,
         "prm": args.prm,
