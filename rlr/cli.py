@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, str] = {
     "probe": "rlr.probe",
     "make-data": "rlr.data.synthetic",
     "train-tokenizer": "rlr.tokenizer",
+    "label-steps": "rlr.training.labelling",
+    "eval-bon": "rlr.training.bon",
     "ppo": "rlr.training.ppo",
     "plan": "rlr.plan",
     "reproduce": "rlr.reproduce",

@@ -1,0 +1,514 @@
+"""Math-Shepherd step labels by Monte-Carlo completion: `rlr label-steps`.
+
+For every step prefix p(k) of a solution, a completer policy writes N continuations; each full
+text (prefix + continuation) is graded against the gold answer. The soft label of step k is the
+fraction of continuations that reach the right answer, the hard label is 1 when any does
+(Wang et al. 2024, "Math-Shepherd"). The last step holds the final answer, so its prefix is the
+whole solution: its label is the solution's own grade, with no completions.
+
+Output is StepLabelled JSONL that `rlr.data.read_step_labelled` reads: `labels` are the hard
+labels as +1 (some completion is right) / -1 (none is), and the soft labels, one float in
+[0, 1] per step, are in `meta["soft_labels"]`. A solution with more than `max_steps` steps keeps
+only its first `max_steps` steps (meta["truncated"] is then true).
+
+All completions of all prefixes go through the sampler in fixed-shape batches (the last batch
+is padded by repeating its last prompt), so the sampler compiles once per prompt width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from rlr.data.records import Problem, StepLabelled
+from rlr.data.steps import DEFAULT_SEPARATORS, split_steps
+from rlr.training.evaluation import decode_responses, encode_prompts
+
+Completer = Callable[[Sequence[str]], list[str]]
+
+
+class SampledBatch(NamedTuple):
+    """Prompts and sampled responses as NumPy arrays, one row per prompt (R rows)."""
+
+    prompt_ids: np.ndarray  # [R, P] int32, left-padded
+    prompt_mask: np.ndarray  # [R, P] int32
+    tokens: np.ndarray  # [R, T] int32, right-padded
+    mask: np.ndarray  # [R, T] int32, 1 on generated tokens (EOS included)
+
+
+def prompt_width(tokenizer: Any, prompts: Sequence[str], *, multiple: int = 32) -> int:
+    """P: the longest prompt's token count rounded up to a multiple, so nothing is cut and
+    similar prompt sets share one compiled sampler."""
+    if not prompts:
+        raise ValueError("prompt_width needs at least one prompt")
+    longest = max(
+        len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    )
+    return max(multiple, -(-longest // multiple) * multiple)
+
+
+def sample_in_batches(
+    sampler: Any,
+    params: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    key: jax.Array,
+    prompt_tokens: int | None = None,
+    progress: Any = None,
+) -> SampledBatch:
+    """One sampled response per prompt, in fixed [batch_size, P] sampler calls.
+
+    `sampler` is an rlr.sampling.Sampler. Chunk c is sampled with fold_in(key, c); the last
+    chunk is padded by repeating its last prompt and the padding rows are dropped. P is
+    `prompt_tokens`, or `prompt_width(prompts)` when None. `progress` (a tqdm bar or None) is
+    advanced by the number of real rows of each chunk.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if not prompts:
+        raise ValueError("sample_in_batches needs at least one prompt")
+    width = prompt_tokens or prompt_width(tokenizer, prompts)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for chunk_index, start in enumerate(range(0, len(prompts), batch_size)):
+        chunk = list(prompts[start : start + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)
+        ids, mask = encode_prompts(tokenizer, chunk, max_tokens=width)
+        out = sampler(params, ids, mask, jax.random.fold_in(key, chunk_index))
+        tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
+        parts.append((ids[:real], mask[:real], tokens[:real], out_mask[:real]))
+        if progress is not None:
+            progress.update(real)
+    return SampledBatch(*(np.concatenate(arrays, axis=0) for arrays in zip(*parts)))
+
+
+class PolicyCompleter:
+    """A `Completer`: maps prompts to sampled continuation texts with an rlr Sampler.
+
+    Every call draws from a fresh key, fold_in(key, call number), so a run is deterministic
+    in the seed, the order of calls and the batch size.
+    """
+
+    def __init__(
+        self,
+        sampler: Any,
+        params: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int,
+        key: jax.Array,
+        show_progress: bool = False,
+    ):
+        self.sampler, self.params, self.tokenizer = sampler, params, tokenizer
+        self.batch_size = batch_size
+        self.key = key
+        self.show_progress = show_progress
+        self.calls = 0
+
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
+        """The sampled continuation of each prompt (special tokens dropped)."""
+        from tqdm.auto import tqdm
+
+        key = jax.random.fold_in(self.key, self.calls)
+        self.calls += 1
+        with tqdm(
+            total=len(prompts), desc="sampling", disable=not self.show_progress, dynamic_ncols=True
+        ) as bar:
+            batch = sample_in_batches(
+                self.sampler,
+                self.params,
+                self.tokenizer,
+                prompts,
+                batch_size=self.batch_size,
+                key=key,
+                progress=bar,
+            )
+        return decode_responses(self.tokenizer, batch.tokens, batch.mask)
+
+
+def monte_carlo_labels(
+    correct: np.ndarray,  # [J, N] bool: completion n of prefix j reached the gold answer
+) -> tuple[np.ndarray, np.ndarray]:  # soft [J] float32 in [0, 1], hard [J] int32 in {0, 1}
+    """Math-Shepherd soft (fraction correct) and hard (any correct) labels per prefix."""
+    correct = np.asarray(correct, bool)
+    if correct.ndim != 2 or correct.shape[1] < 1:
+        raise ValueError(f"correct must be [J, N] with N >= 1; got shape {correct.shape}")
+    return correct.mean(axis=1).astype(np.float32), correct.any(axis=1).astype(np.int32)
+
+
+def sample_solutions(
+    complete: Completer, prompts: Sequence[str], *, num_samples: int
+) -> list[list[str]]:
+    """`num_samples` solutions per prompt: out[i][m] is sample m of prompt i."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+    texts = complete([p for p in prompts for _ in range(num_samples)])
+    return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabellingResult:
+    """Labelled solutions plus what was skipped and how long each stage took."""
+
+    records: list[StepLabelled]
+    skipped_empty: int  # solutions with no step at all (nothing to label)
+    num_completions: int  # continuations sampled in total
+    seconds: dict[str, float]
+
+
+def label_solutions(
+    problems: Sequence[Problem],
+    prompts: Sequence[str],
+    solutions: Sequence[Sequence[str]],
+    *,
+    complete: Completer,
+    grader: Any,
+    num_completions: int,
+    separators: Sequence[str] = DEFAULT_SEPARATORS,
+    max_steps: int = 16,
+) -> LabellingResult:
+    """Math-Shepherd labels for solutions[i][m], a solution of problems[i] shown after prompts[i].
+
+    Step k < K of a solution is labelled from `num_completions` continuations of
+    prompts[i] + the solution text up to the start of step k + 1 (separator included); step K
+    from the solution's own grade. `complete(prompts) -> texts` writes one continuation per
+    prompt (a PolicyCompleter, or any function); `grader.grade_responses(texts, golds)` grades
+    the full texts. All continuations are requested in one `complete` call and graded in one
+    `grade_responses` call.
+    """
+    if not len(problems) == len(prompts) == len(solutions):
+        raise ValueError(
+            f"problems, prompts and solutions must have one entry per problem; got "
+            f"{len(problems)}, {len(prompts)} and {len(solutions)}"
+        )
+    if num_completions < 1 or max_steps < 1:
+        raise ValueError(
+            f"num_completions and max_steps must be >= 1; got {num_completions}, {max_steps}"
+        )
+    missing = [p.id for p in problems if p.answer is None]
+    if missing:
+        raise ValueError(f"problems without a gold answer cannot be labelled: {missing[:5]}")
+    t0 = time.perf_counter()
+    entries = []  # (problem index, sample index, text, spans kept, truncated)
+    jobs = []  # (entry index, step index k) of each prefix that needs continuations
+    job_prompts, job_prefixes, job_golds = [], [], []
+    skipped = 0
+    for i, texts in enumerate(solutions):
+        for m, text in enumerate(texts):
+            spans = split_steps(text, separators=separators)
+            if not spans:
+                skipped += 1
+                continue
+            truncated = len(spans) > max_steps
+            kept = len(spans[:max_steps])
+            # The prefix through step k ends where step k + 1 starts: the separator is kept.
+            for k in range(kept if truncated else kept - 1):
+                prefix = text[: spans[k + 1][0]]
+                jobs.append((len(entries), k))
+                job_prefixes.append(prefix)
+                job_golds.append(problems[i].answer)
+                job_prompts.append(prompts[i] + prefix)
+            entries.append((i, m, text, spans[:max_steps], truncated))
+    repeated = [p for p in job_prompts for _ in range(num_completions)]
+    continuations = complete(repeated) if repeated else []
+    if len(continuations) != len(repeated):
+        raise ValueError(
+            f"the completer returned {len(continuations)} texts for {len(repeated)} prompts"
+        )
+    t1 = time.perf_counter()
+    full_texts = [
+        job_prefixes[j // num_completions] + continuations[j] for j in range(len(repeated))
+    ]
+    golds = [g for g in job_golds for _ in range(num_completions)]
+    own = [(text, problems[i].answer) for i, _, text, _, _ in entries]
+    verdicts = grader.grade_responses(full_texts + [t for t, _ in own], golds + [g for _, g in own])
+    t2 = time.perf_counter()
+    completion_correct = np.asarray(verdicts[: len(full_texts)], bool).reshape(
+        len(jobs), num_completions
+    )
+    solution_correct = verdicts[len(full_texts) :]
+    soft_by_job, hard_by_job = (
+        monte_carlo_labels(completion_correct) if jobs else (np.zeros(0), np.zeros(0))
+    )
+    soft = [
+        [1.0 if solution_correct[e] else 0.0] * len(entry[3]) for e, entry in enumerate(entries)
+    ]
+    hard = [[int(solution_correct[e])] * len(entry[3]) for e, entry in enumerate(entries)]
+    for j, (e, k) in enumerate(jobs):
+        soft[e][k] = float(soft_by_job[j])
+        hard[e][k] = int(hard_by_job[j])
+    records = []
+    for e, (i, m, text, spans, truncated) in enumerate(entries):
+        problem = problems[i]
+        records.append(
+            StepLabelled(
+                id=f"{problem.id}-s{m}",
+                question=problem.question,
+                steps=tuple(text[a:b] for a, b in spans),
+                labels=tuple(1 if h else -1 for h in hard[e]),
+                gold_answer=problem.answer,
+                source="monte_carlo",
+                meta={
+                    "problem_id": problem.id,
+                    "sample": m,
+                    "soft_labels": [round(s, 6) for s in soft[e]],
+                    "num_completions": num_completions,
+                    "solution_correct": bool(solution_correct[e]),
+                    "truncated": bool(truncated),
+                    "solution": text,
+                },
+            )
+        )
+    return LabellingResult(
+        records=records,
+        skipped_empty=skipped,
+        num_completions=len(repeated),
+        seconds={"completion": t1 - t0, "grading": t2 - t1},
+    )
+
+
+# ----------------------------------------------------------------- agreement
+
+
+def label_agreement(
+    hard: Sequence[int],  # [J] 1 / 0 (or +1 / -1) Monte-Carlo hard labels
+    soft: Sequence[float],  # [J] Monte-Carlo soft labels in [0, 1]
+    truth: Sequence[int],  # [J] exact labels: 1 / +1 prefix still correct, 0 / -1 not
+) -> dict[str, float]:
+    """How well Monte-Carlo labels match exact step labels, over J steps.
+
+    hard_accuracy: fraction of steps whose hard label equals the truth; precision / recall of
+    the hard label for "correct"; soft_mean_true_correct / soft_mean_true_wrong: the mean soft
+    label on truly correct / truly wrong steps (NaN where there are none).
+    """
+    hard_b = np.asarray(hard) > 0
+    truth_b = np.asarray(truth) > 0
+    soft_a = np.asarray(soft, np.float64)
+    if not hard_b.shape == truth_b.shape == soft_a.shape or hard_b.ndim != 1:
+        raise ValueError(
+            f"hard, soft and truth must be equal-length lists; got {hard_b.shape}, "
+            f"{soft_a.shape}, {truth_b.shape}"
+        )
+    if soft_a.size and (soft_a.min() < 0 or soft_a.max() > 1):
+        raise ValueError("soft labels must lie in [0, 1]")
+
+    def mean(x: np.ndarray) -> float:
+        return float(x.mean()) if x.size else float("nan")
+
+    true_positive = int(np.sum(hard_b & truth_b))
+    return {
+        "num_steps": int(hard_b.size),
+        "num_true_correct": int(truth_b.sum()),
+        "num_true_wrong": int((~truth_b).sum()),
+        "hard_accuracy": mean((hard_b == truth_b).astype(np.float64)),
+        "hard_precision": true_positive / max(int(hard_b.sum()), 1),
+        "hard_recall": true_positive / max(int(truth_b.sum()), 1),
+        "soft_mean_true_correct": mean(soft_a[truth_b]),
+        "soft_mean_true_wrong": mean(soft_a[~truth_b]),
+    }
+
+
+def is_synthetic(problem: Problem) -> bool:
+    """Whether `problem` comes from rlr.data.synthetic (so its steps can be graded exactly)."""
+    return problem.source == "synthetic" and {"ops", "values", "name"} <= set(problem.meta)
+
+
+def synthetic_agreement(
+    records: Sequence[StepLabelled], problems: Sequence[Problem]
+) -> dict[str, float]:
+    """`label_agreement` of Monte-Carlo labelled records with the synthetic task's exact labels.
+
+    The exact label of step k is `rlr.data.synthetic.process_labels`: +1 while every step so
+    far is correct. Records are matched to problems by meta["problem_id"]; a record whose
+    steps do not re-split into the same number of lines is counted in `num_unmatched` and left
+    out.
+    """
+    from rlr.data.synthetic import process_labels
+
+    by_id = {p.id: p for p in problems}
+    hard, soft, truth = [], [], []
+    unmatched = 0
+    for record in records:
+        problem = by_id.get(record.meta.get("problem_id", ""))
+        if problem is None or not is_synthetic(problem):
+            raise ValueError(
+                f"record {record.id!r}: meta['problem_id'] names no synthetic problem among "
+                f"the {len(problems)} given; pass the problems the records were labelled from"
+            )
+        steps, exact = process_labels(problem, "\n".join(record.steps))
+        if len(steps) != len(record.steps):
+            unmatched += 1
+            continue
+        hard += list(record.labels)
+        soft += list(record.meta["soft_labels"])
+        truth += exact
+    result = label_agreement(hard, soft, truth)
+    result["num_unmatched"] = unmatched
+    return result
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Registers `rlr label-steps`."""
+    parser = subparsers.add_parser(
+        "label-steps",
+        help="Math-Shepherd step labels by Monte-Carlo completion (StepLabelled JSONL)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--policy", required=True, help="completer policy (HF directory)")
+    parser.add_argument("--problems", required=True, help="JSONL of problems with gold answers")
+    parser.add_argument("--out", required=True, help="output StepLabelled JSONL file")
+    parser.add_argument(
+        "--format",
+        default="synthetic",
+        choices=("synthetic", "gsm8k", "math", "mathinstruct"),
+        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
+    )
+    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
+    parser.add_argument(
+        "--solutions-per-problem", type=positive_int, default=4, help="sampled solutions M"
+    )
+    parser.add_argument(
+        "--given-solutions",
+        action="store_true",
+        help="label each problem's own `solution` instead of sampling M solutions",
+    )
+    parser.add_argument(
+        "--completions", type=positive_int, default=8, help="continuations N per step prefix"
+    )
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="T")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sampler rows per call")
+    parser.add_argument("--max-steps", type=positive_int, default=16, help="steps labelled")
+    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
+    parser.add_argument(
+        "--grader-workers", type=int, default=2, help="grading processes (0: in-process)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def load_policy(policy: str, tokenizer_dir: str | None) -> tuple[Any, Any, Any]:
+    """(Qwen2ForCausalLM, params, HF tokenizer) from HF directories, with clear errors."""
+    from transformers import AutoTokenizer
+
+    from rlr.models import Qwen2ForCausalLM, load_pretrained
+
+    for name, path in (("--policy", policy), ("--tokenizer", tokenizer_dir or policy)):
+        if not pathlib.Path(path).is_dir():
+            raise ValueError(f"{name} {path}: no such directory (give an HF model directory)")
+    model, params = load_pretrained(policy)
+    if not isinstance(model, Qwen2ForCausalLM):
+        raise ValueError(f"--policy {policy}: not a causal LM ({type(model).__name__})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or policy)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"no tokenizer in {tokenizer_dir or policy}; pass --tokenizer DIR ({e})"
+        ) from None
+    return model, params, tokenizer
+
+
+def load_problem_file(path: str, fmt: str, num_problems: int | None) -> list[Problem]:
+    """Problems with gold answers from a JSONL file (clear error when it is missing)."""
+    from rlr.training.ppo import load_problems
+
+    if not pathlib.Path(path).is_file():
+        raise ValueError(f"--problems {path}: no such file")
+    problems = load_problems(path, fmt)
+    return problems[:num_problems] if num_problems else problems
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rlr label-steps`: sample, complete, grade, write JSONL and print a summary."""
+    import json
+
+    from rlr.data.prompts import build_prompt
+    from rlr.data.readers import write_jsonl
+    from rlr.grading import Grader
+    from rlr.sampling import Sampler
+
+    problems = load_problem_file(args.problems, args.format, args.num_problems)
+    model, params, tokenizer = load_policy(args.policy, args.tokenizer)
+    eos = tokenizer.eos_token_id
+    sampler = Sampler(
+        model,
+        max_new_tokens=args.max_new_tokens,
+        eos_id=eos,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        temperature=args.temperature,
+    )
+    complete = PolicyCompleter(
+        sampler,
+        params,
+        tokenizer,
+        batch_size=args.batch_size,
+        key=jax.random.key(args.seed),
+        show_progress=True,
+    )
+    prompts = [
+        build_prompt(p.question, style=args.prompt_style, tokenizer=tokenizer) for p in problems
+    ]
+    t0 = time.perf_counter()
+    if args.given_solutions:
+        if any(p.solution is None for p in problems):
+            raise ValueError(
+                f"--given-solutions: some problems in {args.problems} have no solution"
+            )
+        solutions = [[p.solution] for p in problems]
+    else:
+        solutions = sample_solutions(complete, prompts, num_samples=args.solutions_per_problem)
+    t1 = time.perf_counter()
+    with Grader(num_workers=args.grader_workers) as grader:
+        result = label_solutions(
+            problems,
+            prompts,
+            solutions,
+            complete=complete,
+            grader=grader,
+            num_completions=args.completions,
+            max_steps=args.max_steps,
+        )
+    write_jsonl(args.out, result.records)
+    steps = sum(len(r.steps) for r in result.records)
+    summary = {
+        "problems": len(problems),
+        "solutions_labelled": len(result.records),
+        "solutions_without_steps": result.skipped_empty,
+        "steps_labelled": steps,
+        "completions_sampled": result.num_completions,
+        "positive_hard_fraction": (
+            sum(y > 0 for r in result.records for y in r.labels) / max(steps, 1)
+        ),
+        "solution_accuracy": (
+            sum(r.meta["solution_correct"] for r in result.records) / max(len(result.records), 1)
+        ),
+        "seconds_solutions": round(t1 - t0, 3),
+        **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
+    }
+    if result.records and all(is_synthetic(p) for p in problems):
+        summary["agreement_with_exact_labels"] = synthetic_agreement(result.records, problems)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {len(result.records)} labelled solutions to {args.out}")
+    return 0
