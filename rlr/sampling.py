@@ -169,8 +169,9 @@ def sample(
 class Sampler:
     """`sample` jitted once per (B, P) shape for a fixed model and sampling settings.
 
-    >>> sampler = Sampler(model, max_new_tokens=128, eos_id=tok.eos_token_id, pad_id=0)
-    >>> out = sampler(params, prompt_ids, prompt_mask, jax.random.key(0))
+    Usage: `sampler = Sampler(model, max_new_tokens=128, eos_id=eos, pad_id=pad)`, then
+    `sampler(params, prompt_ids, prompt_mask, key)` -> `SampleOutput`. `traces` counts
+    compilations, so callers can check that equal shapes never retrace.
     """
 
     def __init__(
