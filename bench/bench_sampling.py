@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--loop", choices=["while", "scan"], default="while")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
@@ -105,11 +106,17 @@ def main() -> None:
         model, params = models.load_pretrained(tmp)
     n_params = sum(p.size for p in jax.tree.leaves(params))
     print(f"model: {n_params / 1e6:.2f}M params, {SHAPE}")
+    print(f"decode loop: {args.loop}")
     print(f"devices: jax {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
 
     no_eos = -1  # never sampled, so every row runs to new_tokens
     sampler = sampling.Sampler(
-        model, max_new_tokens=args.new_tokens, eos_id=no_eos, pad_id=0, temperature=1.0
+        model,
+        max_new_tokens=args.new_tokens,
+        eos_id=no_eos,
+        pad_id=0,
+        temperature=1.0,
+        loop=args.loop,
     )
     for batch in args.batch:
         bench_batch(batch, args, sampler, params, hf_model)

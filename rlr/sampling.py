@@ -97,18 +97,23 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    loop: str = "while",
 ) -> SampleOutput:  # [B, T] each, T = max_new_tokens
     """Prefill the prompt into a [B, Hkv, P+T, Dh] cache, then decode until every row hit EOS.
 
     Decoding is a `lax.while_loop` that stops as soon as all rows are done (or T tokens), so
-    short answers cost short loops. Row b draws token t with fold_in(key, t): the result is a
-    deterministic function of the key. `model` is a `Qwen2ForCausalLM`; jit this with the
-    model and keyword arguments static (or use `Sampler`).
+    short answers cost short loops; loop="scan" runs all T steps in a `lax.scan` instead (the
+    same tokens; kept for measuring the two against each other). Step t draws with
+    fold_in(key, t), so the result is a deterministic function of the key. `model` is a
+    `Qwen2ForCausalLM`; jit this with the model and keyword arguments static (or use
+    `Sampler`).
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
+    if loop not in ("while", "scan"):
+        raise ValueError(f"loop must be 'while' or 'scan'; got {loop!r}")
     eos_ids = jnp.asarray([eos_id] if isinstance(eos_id, int) else list(eos_id), jnp.int32)
     batch, _ = prompt_ids.shape
     steps = max_new_tokens
@@ -162,7 +167,11 @@ def sample(
         return t + 1, token, done, cache, tokens, logprobs, mask
 
     state = (jnp.int32(1), token, done, cache, tokens, logprobs, mask)
-    *_, tokens, logprobs, mask = jax.lax.while_loop(cond, body, state)
+    if loop == "while":
+        state = jax.lax.while_loop(cond, body, state)
+    else:
+        state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=steps - 1)
+    *_, tokens, logprobs, mask = state
     return SampleOutput(tokens=tokens, logprobs=logprobs, mask=mask)
 
 
@@ -184,6 +193,7 @@ class Sampler:
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        loop: str = "while",
     ):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
@@ -202,6 +212,7 @@ class Sampler:
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            loop=loop,
         )
 
         def traced(params, prompt_ids, prompt_mask, key):

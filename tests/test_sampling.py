@@ -138,6 +138,23 @@ def test_same_key_same_samples_and_no_retracing(lm, nucleus, prompts):
     assert not np.array_equal(first.tokens, other.tokens)
 
 
+def test_scan_decoding_gives_the_same_samples(lm, nucleus, prompts):
+    model, params = lm
+    ids, mask = prompts
+    scan = sampling.Sampler(
+        model,
+        max_new_tokens=STEPS,
+        eos_id=EOS,
+        pad_id=PAD,
+        temperature=0.8,
+        top_k=20,
+        top_p=0.9,
+        loop="scan",
+    )
+    key = jax.random.key(5)
+    chex.assert_trees_all_close(scan(params, ids, mask, key), nucleus(params, ids, mask, key))
+
+
 def test_sample_traces_once_under_assert_max_traces(lm, prompts):
     model, params = lm
     ids, mask = prompts
