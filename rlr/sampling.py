@@ -74,14 +74,24 @@ def draw_tokens(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> chex.Array:  # [B] int32
-    """Greedy argmax when temperature == 0, else a draw from filtered softmax(logits / T)."""
+    """Greedy argmax when temperature == 0, else a draw from filtered softmax(logits / T).
+
+    Draws by inverting the CDF with one uniform per row: B random numbers per step rather
+    than the B x V Gumbel draws of `jax.random.categorical`, which on CPU cost more than the
+    whole forward pass of a small model (about 4x slower at B=64, V=8192). The f32 cumsum
+    limits resolution to about 1e-5 of probability mass at large V.
+    """
     chex.assert_rank(logits, 2)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0; got {temperature}")
     if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     scaled = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
-    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+    cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)  # [B, V]
+    tiny = jnp.finfo(jnp.float32).tiny  # u > 0, so zero-probability tokens are never drawn
+    u = jax.random.uniform(key, (logits.shape[0], 1), minval=tiny) * cdf[:, -1:]
+    token = jnp.sum(cdf < u, axis=-1)
+    return jnp.minimum(token, logits.shape[-1] - 1).astype(jnp.int32)
 
 
 def sample(

@@ -211,6 +211,11 @@ def test_draw_tokens_follows_the_tempered_distribution():
     np.testing.assert_allclose(freq, want, atol=0.015)
     greedy = sampling.draw_tokens(logits, jax.random.key(0), temperature=0.0)
     assert int(greedy[0]) == 0
+    top2 = jax.vmap(lambda k: sampling.draw_tokens(logits, k, temperature=1.0, top_k=2)[0])(
+        jax.random.split(jax.random.key(1), 4_000)
+    )
+    freq = np.bincount(np.asarray(top2), minlength=4) / 4_000
+    np.testing.assert_allclose(freq, [1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1)), 0, 0], atol=0.03)
 
 
 def test_token_logprobs_matches_loop():
