@@ -278,6 +278,11 @@ def test_bf16_checkpoint_round_trip(causal, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
     _, loaded = models.load_pretrained(tmp_path, param_dtype=jnp.bfloat16)
     chex.assert_trees_all_equal(loaded, params16)
+    placement = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: placement, params16)
+    _, placed = models.load_pretrained(tmp_path, param_dtype=jnp.bfloat16, shardings=shardings)
+    chex.assert_trees_all_equal(placed, params16)
+    assert all(leaf.sharding == placement for leaf in jax.tree.leaves(placed))
 
 
 def as_tuples(specs):

@@ -119,10 +119,14 @@ def load_pretrained(
     *,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    shardings: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Reads an HF Qwen2 directory -> (model, params); the head follows config architectures.
 
     dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
+    shardings, optional, is a pytree of `jax.sharding.Sharding` shaped like params (e.g. from
+    the logical-axis rules): each tensor goes straight to its shards as it is read, so no
+    device ever holds more than its share.
     """
     directory = pathlib.Path(path)
     config_path = directory / CONFIG_NAME
@@ -137,8 +141,13 @@ def load_pretrained(
     shapes = jax.eval_shape(
         lambda: nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     )["params"]
+    treedef = jax.tree_util.tree_structure(shapes)
+    if shardings is None:
+        placements = [None] * treedef.num_leaves
+    else:
+        placements = treedef.flatten_up_to(shardings)
     leaves = []
-    for param_path, shape in _param_paths(shapes):
+    for (param_path, shape), placement in zip(_param_paths(shapes), placements):
         name, transpose = hf_name(param_path)
         array = reader.read(name)
         if transpose:
@@ -150,8 +159,8 @@ def load_pretrained(
                 f"tensor {name!r} in {reader.files[name]} has shape {hf_shape}, but config.json "
                 f"implies {expected}"
             )
-        leaves.append(jnp.asarray(array.astype(np.float32), dtype=param_dtype))
-    treedef = jax.tree_util.tree_structure(shapes)
+        array = array.astype(jnp.dtype(param_dtype))
+        leaves.append(jax.device_put(array, placement))
     return model, jax.tree_util.tree_unflatten(treedef, leaves)
 
 
