@@ -15,7 +15,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -166,7 +165,7 @@ def load_pretrained(
 
 def _to_numpy(x: Any) -> np.ndarray:
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
+    if x.dtype not in (np.float32, np.float16, jnp.bfloat16):
         x = x.astype(np.float32)
     return np.ascontiguousarray(x)
 
