@@ -74,14 +74,24 @@ def draw_tokens(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> chex.Array:  # [B] int32
-    """Greedy argmax when temperature == 0, else a draw from filtered softmax(logits / T)."""
+    """Greedy argmax when temperature == 0, else a draw from filtered softmax(logits / T).
+
+    Draws by inverting the CDF with one uniform per row: B random numbers per step rather
+    than the B x V Gumbel draws of `jax.random.categorical`, which on CPU cost more than the
+    whole forward pass of a small model (about 4x slower at B=64, V=8192). The f32 cumsum
+    limits resolution to about 1e-5 of probability mass at large V.
+    """
     chex.assert_rank(logits, 2)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0; got {temperature}")
     if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     scaled = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
-    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+    cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)  # [B, V]
+    tiny = jnp.finfo(jnp.float32).tiny  # u > 0, so zero-probability tokens are never drawn
+    u = jax.random.uniform(key, (logits.shape[0], 1), minval=tiny) * cdf[:, -1:]
+    token = jnp.sum(cdf < u, axis=-1)
+    return jnp.minimum(token, logits.shape[-1] - 1).astype(jnp.int32)
 
 
 def sample(
@@ -97,18 +107,23 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    loop: str = "while",
 ) -> SampleOutput:  # [B, T] each, T = max_new_tokens
     """Prefill the prompt into a [B, Hkv, P+T, Dh] cache, then decode until every row hit EOS.
 
     Decoding is a `lax.while_loop` that stops as soon as all rows are done (or T tokens), so
-    short answers cost short loops. Row b draws token t with fold_in(key, t): the result is a
-    deterministic function of the key. `model` is a `Qwen2ForCausalLM`; jit this with the
-    model and keyword arguments static (or use `Sampler`).
+    short answers cost short loops; loop="scan" runs all T steps in a `lax.scan` instead (the
+    same tokens; kept for measuring the two against each other). Step t draws with
+    fold_in(key, t), so the result is a deterministic function of the key. `model` is a
+    `Qwen2ForCausalLM`; jit this with the model and keyword arguments static (or use
+    `Sampler`).
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
+    if loop not in ("while", "scan"):
+        raise ValueError(f"loop must be 'while' or 'scan'; got {loop!r}")
     eos_ids = jnp.asarray([eos_id] if isinstance(eos_id, int) else list(eos_id), jnp.int32)
     batch, _ = prompt_ids.shape
     steps = max_new_tokens
@@ -162,15 +177,20 @@ def sample(
         return t + 1, token, done, cache, tokens, logprobs, mask
 
     state = (jnp.int32(1), token, done, cache, tokens, logprobs, mask)
-    *_, tokens, logprobs, mask = jax.lax.while_loop(cond, body, state)
+    if loop == "while":
+        state = jax.lax.while_loop(cond, body, state)
+    else:
+        state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=steps - 1)
+    *_, tokens, logprobs, mask = state
     return SampleOutput(tokens=tokens, logprobs=logprobs, mask=mask)
 
 
 class Sampler:
     """`sample` jitted once per (B, P) shape for a fixed model and sampling settings.
 
-    >>> sampler = Sampler(model, max_new_tokens=128, eos_id=tok.eos_token_id, pad_id=0)
-    >>> out = sampler(params, prompt_ids, prompt_mask, jax.random.key(0))
+    Usage: `sampler = Sampler(model, max_new_tokens=128, eos_id=eos, pad_id=pad)`, then
+    `sampler(params, prompt_ids, prompt_mask, key)` -> `SampleOutput`. `traces` counts
+    compilations, so callers can check that equal shapes never retrace.
     """
 
     def __init__(
@@ -183,6 +203,7 @@ class Sampler:
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        loop: str = "while",
     ):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
@@ -201,6 +222,7 @@ class Sampler:
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            loop=loop,
         )
 
         def traced(params, prompt_ids, prompt_mask, key):

@@ -35,14 +35,19 @@ def tiny_config(**overrides) -> models.Qwen2Config:
 
 def random_params(model, seed: int):
     """Random params with non-trivial biases and norm scales (init leaves those at 0 / 1)."""
-    params = models.init_params(model, jax.random.key(seed))
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    noisy = [
-        leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 1 else leaf * 5.0
-        for leaf, k in zip(leaves, keys)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, noisy)
+
+    def make(key):
+        init_key, noise_key = jax.random.split(key)
+        params = nn.meta.unbox(model.init(init_key, jnp.zeros((1, 4), jnp.int32)))["params"]
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(noise_key, len(leaves))
+        noisy = [
+            leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 1 else leaf * 5.0
+            for leaf, k in zip(leaves, keys)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, noisy)
+
+    return jax.jit(make)(jax.random.key(seed))
 
 
 def random_ids(batch: int, length: int, seed: int) -> np.ndarray:
@@ -107,7 +112,7 @@ def test_causal_lm_matches_transformers(torch_hf, tmp_path, case):
     assert model.config.tie_word_embeddings == hf_model.config.tie_word_embeddings
     assert ("lm_head" in params) != model.config.tie_word_embeddings
     ids = random_ids(3, 11, seed=1)
-    got = model.apply({"params": params}, jnp.asarray(ids))
+    got = jax.jit(model.apply)({"params": params}, jnp.asarray(ids))
     chex.assert_shape(got, (3, 11, VOCAB))
     np.testing.assert_allclose(got, hf_logits(torch, hf_model, ids), atol=1e-4, rtol=1e-4)
 
@@ -128,7 +133,7 @@ def test_padded_rows_match_transformers_with_positions(torch_hf, tmp_path):
     mask[0, :3] = 0  # left padded
     mask[1, 6:] = 0  # right padded
     positions = np.asarray(models.default_positions(jnp.asarray(mask)))
-    got = np.asarray(model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask)))
+    got = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(ids), jnp.asarray(mask)))
     want = hf_logits(torch, hf_model, ids, mask, positions)
     real = mask.astype(bool)
     np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=1e-4)
@@ -151,7 +156,7 @@ def test_token_classification_matches_transformers(torch_hf, tmp_path, bias):
     assert isinstance(model, models.Qwen2ForTokenClassification)
     assert (model.num_labels, model.use_bias) == (3, bias)
     ids = random_ids(2, 7, seed=3)
-    got = model.apply({"params": params}, jnp.asarray(ids))
+    got = jax.jit(model.apply)({"params": params}, jnp.asarray(ids))
     chex.assert_shape(got, (2, 7, 3))
     np.testing.assert_allclose(got, hf_logits(torch, hf_model, ids), atol=1e-4, rtol=1e-4)
     models.save_pretrained(model, params, tmp_path / "exported")
@@ -180,7 +185,7 @@ def test_sequence_classification_matches_transformers(torch_hf, tmp_path):
     mask = np.ones_like(ids)
     ids[1, 5:], mask[1, 5:] = pad, 0  # right padded
     ids[2, 2:], mask[2, 2:] = pad, 0
-    got = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask))
+    got = jax.jit(model.apply)({"params": params}, jnp.asarray(ids), jnp.asarray(mask))
     chex.assert_shape(got, (3, 2))
     np.testing.assert_allclose(got, hf_logits(torch, hf_model, ids, mask), atol=1e-4, rtol=1e-4)
     models.save_pretrained(model, params, tmp_path / "exported")
@@ -200,7 +205,7 @@ def test_sharded_checkpoints_round_trip(torch_hf, tmp_path):
     ids = random_ids(2, 6, seed=5)
     want = hf_logits(torch, hf_model, ids)
     np.testing.assert_allclose(
-        model.apply({"params": params}, jnp.asarray(ids)), want, atol=1e-4, rtol=1e-4
+        jax.jit(model.apply)({"params": params}, jnp.asarray(ids)), want, atol=1e-4, rtol=1e-4
     )
     models.save_pretrained(model, params, tmp_path / "rlr", max_shard_bytes=30_000)
     assert len(list((tmp_path / "rlr").glob("*.safetensors"))) > 1
@@ -249,11 +254,21 @@ def test_bf16_params_with_f32_compute_stay_close(causal):
     params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
     ids = jnp.asarray(random_ids(2, 5, seed=8))
     want = apply({"params": params}, ids)
-    got = model16.apply({"params": params16}, ids)
+    got = jax.jit(model16.apply)({"params": params16}, ids)
     assert got.dtype == jnp.float32
     assert np.abs(np.asarray(got) - np.asarray(want)).max() < 0.05 * np.abs(want).max()
     shapes = jax.eval_shape(lambda: models.init_params(model16, jax.random.key(0)))
     assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_bf16_compute_stays_close(causal):
+    model, params, apply = causal
+    model16 = models.Qwen2ForCausalLM(model.config, dtype=jnp.bfloat16)
+    ids = jnp.asarray(random_ids(2, 5, seed=10))
+    want = np.asarray(apply({"params": params}, ids))
+    got = jax.jit(model16.apply)({"params": params}, ids)
+    assert got.dtype == jnp.float32  # logits come back in f32 whatever the compute dtype
+    assert np.abs(np.asarray(got) - want).max() < 0.05 * np.abs(want).max()
 
 
 def test_bf16_checkpoint_round_trip(causal, tmp_path):
@@ -263,6 +278,11 @@ def test_bf16_checkpoint_round_trip(causal, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
     _, loaded = models.load_pretrained(tmp_path, param_dtype=jnp.bfloat16)
     chex.assert_trees_all_equal(loaded, params16)
+    placement = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: placement, params16)
+    _, placed = models.load_pretrained(tmp_path, param_dtype=jnp.bfloat16, shardings=shardings)
+    chex.assert_trees_all_equal(placed, params16)
+    assert all(leaf.sharding == placement for leaf in jax.tree.leaves(placed))
 
 
 def as_tuples(specs):
@@ -295,17 +315,19 @@ def test_parameters_carry_logical_axis_names():
 
 
 def test_heads_share_a_trunk(causal):
-    model, params, _ = causal
+    model, params, apply = causal
     critic = models.Qwen2ForTokenClassification(model.config, num_labels=1)
     head = models.ScoreHead(1)
     head_params = head.init(jax.random.key(3), jnp.zeros((1, model.config.hidden_size)))
     ids = jnp.asarray(random_ids(2, 5, seed=9))
-    logits, hidden = model.apply({"params": params}, ids, return_hidden=True)
+    logits, hidden = jax.jit(functools.partial(model.apply, return_hidden=True))(
+        {"params": params}, ids
+    )
     chex.assert_shape(hidden, (2, 5, model.config.hidden_size))
     values = head.apply(nn.meta.unbox(head_params), hidden)
     shared = {"model": params["model"], "score": nn.meta.unbox(head_params)["params"]}
-    np.testing.assert_allclose(critic.apply({"params": shared}, ids), values, atol=1e-6)
-    np.testing.assert_allclose(logits, model.apply({"params": params}, ids), atol=1e-6)
+    np.testing.assert_allclose(jax.jit(critic.apply)({"params": shared}, ids), values, atol=1e-5)
+    np.testing.assert_allclose(logits, apply({"params": params}, ids), atol=1e-5)
 
 
 def reference_last_index(ids, mask, pad):
@@ -411,10 +433,11 @@ def test_sliding_window_shorter_than_sequence_raises():
     cfg = models.Qwen2Config.from_hf(hf)
     assert cfg.sliding_window == 4
     model = models.Qwen2ForCausalLM(cfg)
-    params = models.init_params(model, jax.random.key(0), length=4)
-    model.apply({"params": params}, jnp.zeros((1, 4), jnp.int32))  # fits in the window
+    params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0)))
+    apply = functools.partial(jax.eval_shape, model.apply, {"params": params})
+    apply(jnp.zeros((1, 4), jnp.int32))  # fits in the window
     with pytest.raises(ValueError, match="sliding_window"):
-        model.apply({"params": params}, jnp.zeros((1, 5), jnp.int32))
+        apply(jnp.zeros((1, 5), jnp.int32))
     # A window that no layer uses (all layers below max_window_layers) is no restriction.
     hf = base_hf_config(use_sliding_window=True, sliding_window=4, max_window_layers=2)
     assert models.Qwen2Config.from_hf(hf).sliding_window is None

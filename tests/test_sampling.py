@@ -138,6 +138,23 @@ def test_same_key_same_samples_and_no_retracing(lm, nucleus, prompts):
     assert not np.array_equal(first.tokens, other.tokens)
 
 
+def test_scan_decoding_gives_the_same_samples(lm, nucleus, prompts):
+    model, params = lm
+    ids, mask = prompts
+    scan = sampling.Sampler(
+        model,
+        max_new_tokens=STEPS,
+        eos_id=EOS,
+        pad_id=PAD,
+        temperature=0.8,
+        top_k=20,
+        top_p=0.9,
+        loop="scan",
+    )
+    key = jax.random.key(5)
+    chex.assert_trees_all_close(scan(params, ids, mask, key), nucleus(params, ids, mask, key))
+
+
 def test_sample_traces_once_under_assert_max_traces(lm, prompts):
     model, params = lm
     ids, mask = prompts
@@ -194,6 +211,11 @@ def test_draw_tokens_follows_the_tempered_distribution():
     np.testing.assert_allclose(freq, want, atol=0.015)
     greedy = sampling.draw_tokens(logits, jax.random.key(0), temperature=0.0)
     assert int(greedy[0]) == 0
+    top2 = jax.vmap(lambda k: sampling.draw_tokens(logits, k, temperature=1.0, top_k=2)[0])(
+        jax.random.split(jax.random.key(1), 4_000)
+    )
+    freq = np.bincount(np.asarray(top2), minlength=4) / 4_000
+    np.testing.assert_allclose(freq, [1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1)), 0, 0], atol=0.03)
 
 
 def test_token_logprobs_matches_loop():

@@ -15,7 +15,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -119,10 +118,14 @@ def load_pretrained(
     *,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    shardings: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Reads an HF Qwen2 directory -> (model, params); the head follows config architectures.
 
     dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
+    shardings, optional, is a pytree of `jax.sharding.Sharding` shaped like params (e.g. from
+    the logical-axis rules): each tensor goes straight to its shards as it is read, so no
+    device ever holds more than its share.
     """
     directory = pathlib.Path(path)
     config_path = directory / CONFIG_NAME
@@ -137,8 +140,13 @@ def load_pretrained(
     shapes = jax.eval_shape(
         lambda: nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     )["params"]
+    treedef = jax.tree_util.tree_structure(shapes)
+    if shardings is None:
+        placements = [None] * treedef.num_leaves
+    else:
+        placements = treedef.flatten_up_to(shardings)
     leaves = []
-    for param_path, shape in _param_paths(shapes):
+    for (param_path, shape), placement in zip(_param_paths(shapes), placements):
         name, transpose = hf_name(param_path)
         array = reader.read(name)
         if transpose:
@@ -150,14 +158,14 @@ def load_pretrained(
                 f"tensor {name!r} in {reader.files[name]} has shape {hf_shape}, but config.json "
                 f"implies {expected}"
             )
-        leaves.append(jnp.asarray(array.astype(np.float32), dtype=param_dtype))
-    treedef = jax.tree_util.tree_structure(shapes)
+        array = array.astype(jnp.dtype(param_dtype))
+        leaves.append(jax.device_put(array, placement))
     return model, jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float16, ml_dtypes.bfloat16):
+    if x.dtype not in (np.float32, np.float16, jnp.bfloat16):
         x = x.astype(np.float32)
     return np.ascontiguousarray(x)
 
