@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlr import models, sampling
+import rlr
+from rlr import models
 
 SHAPE = dict(
     vocab_size=8192,
@@ -95,7 +96,7 @@ def main() -> None:
 
     def loss_fn(params, ids):
         logits = model.apply({"params": params}, ids)
-        logp = sampling.token_logprobs(logits[:, :-1], ids[:, 1:])
+        logp = rlr.token_logprobs(logits[:, :-1], ids[:, 1:])
         return -jnp.mean(logp)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlr.losses import token_logprobs
 from rlr.models.qwen2 import default_positions, init_cache
 
 
@@ -26,17 +27,6 @@ class SampleOutput(NamedTuple):
     tokens: jax.Array
     logprobs: jax.Array
     mask: jax.Array
-
-
-def token_logprobs(
-    logits: chex.Array,  # [B, T, V]
-    tokens: chex.Array,  # [B, T]
-) -> chex.Array:  # [B, T] f32
-    """log softmax(logits)[token] in f32: the log-prob of each given token."""
-    chex.assert_rank([logits, tokens], [3, 2])
-    chex.assert_equal_shape_prefix([logits, tokens], 2)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def filter_logits(

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rlr
 from rlr import models, sampling
 
 VOCAB, STEPS, EOS, PAD = 64, 6, 3, 0
@@ -222,7 +223,7 @@ def test_token_logprobs_matches_loop():
     rng = np.random.RandomState(0)
     logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
     tokens = rng.randint(0, 5, size=(2, 3))
-    got = sampling.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
+    got = rlr.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
     for b in range(2):
         for t in range(3):
             row = logits[b, t].astype(np.float64)
