@@ -23,8 +23,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 300
 
+
+def _link_smoke_results(work_dir: pathlib.Path) -> None:
+    from smoke_run import smoke_results
+
+    (work_dir / "runs").mkdir()
+    (work_dir / "runs" / "reproduce").symlink_to(smoke_results())
+
+
 # file name -> callback(work_dir) that prepares what the notebook reads, run before it starts.
-NOTEBOOK_SETUP: dict[str, Callable[[pathlib.Path], None]] = {}
+NOTEBOOK_SETUP: dict[str, Callable[[pathlib.Path], None]] = {
+    "reproduction.ipynb": _link_smoke_results,
+}
 
 
 @pytest.fixture(scope="module")
