@@ -95,6 +95,11 @@ class Qwen2Config:
     def from_hf(cls, hf: Mapping[str, Any]) -> Qwen2Config:
         """Builds a config from an HF `config.json` dict; unsupported features raise ValueError."""
         hf = dict(hf)
+        for required in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
+            if required not in hf:
+                raise ValueError(f"config.json lacks the required field {required!r}")
+        if "num_attention_heads" not in hf:
+            raise ValueError("config.json lacks the required field 'num_attention_heads'")
         model_type = hf.get("model_type", "qwen2")
         if model_type != "qwen2":
             raise ValueError(f"config.json model_type must be 'qwen2'; got {model_type!r}")
@@ -135,26 +140,23 @@ class Qwen2Config:
                 sliding_window = int(hf["sliding_window"])
         heads = hf["num_attention_heads"]
         kv_heads = hf.get("num_key_value_heads")
-        try:
-            return cls(
-                vocab_size=hf["vocab_size"],
-                hidden_size=hf["hidden_size"],
-                intermediate_size=hf["intermediate_size"],
-                num_hidden_layers=num_layers,
-                num_attention_heads=heads,
-                num_key_value_heads=heads if kv_heads is None else kv_heads,
-                head_dim=hf.get("head_dim"),
-                rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(rope_theta),
-                tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                max_position_embeddings=hf.get("max_position_embeddings", 32768),
-                sliding_window=sliding_window,
-                pad_token_id=hf.get("pad_token_id"),
-                bos_token_id=hf.get("bos_token_id"),
-                eos_token_id=hf.get("eos_token_id"),
-            )
-        except KeyError as err:
-            raise ValueError(f"config.json lacks the required field {err.args[0]!r}") from None
+        return cls(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads if kv_heads is None else kv_heads,
+            head_dim=hf.get("head_dim"),
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope_theta),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=hf.get("max_position_embeddings", 32768),
+            sliding_window=sliding_window,
+            pad_token_id=hf.get("pad_token_id"),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=hf.get("eos_token_id"),
+        )
 
     def to_hf(self) -> dict[str, Any]:
         """The HF `config.json` dict (model_type qwen2) that `from_hf` maps back to this config."""

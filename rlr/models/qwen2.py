@@ -378,7 +378,8 @@ class Qwen2ForCausalLM(nn.Module):
     """Decoder + LM head: logits [B, S, V] in f32 (tied to the embedding when configured).
 
     `model.apply({"params": p}, input_ids, attention_mask=None, positions=None)`; with
-    `cache=` returns (logits, cache); with `return_hidden=True` also returns hidden [B, S, D].
+    `cache=` returns (logits, cache); with `return_hidden=True` also returns hidden [B, S, D]
+    (as (logits, hidden) or (logits, hidden, cache)); `last_only=True` gives logits [B, 1, V].
     """
 
     config: Qwen2Config
@@ -403,10 +404,12 @@ class Qwen2ForCausalLM(nn.Module):
         *,
         cache: KVCache | None = None,
         return_hidden: bool = False,
+        last_only: bool = False,
     ):
         out = self.model(input_ids, attention_mask, positions, cache)
         hidden, new_cache = out if cache is not None else (out, None)
-        logits = self.logits(hidden)
+        # Prefill only needs the last column's logits; skipping the rest saves a [B, S, V] matmul.
+        logits = self.logits(hidden[:, -1:] if last_only else hidden)
         result = (logits, hidden) if return_hidden else logits
         if cache is not None:
             return (*result, new_cache) if return_hidden else (logits, new_cache)
@@ -525,4 +528,5 @@ def init_params(
 ) -> dict[str, Any]:
     """Random parameters for `model` as a plain pytree (logical-axis boxes removed)."""
     ids = jnp.zeros((batch, length), jnp.int32)
-    return nn.meta.unbox(model.init(key, ids))["params"]
+    # Jitted: one compile is far cheaper than hundreds of eager initialiser dispatches.
+    return jax.jit(lambda k: nn.meta.unbox(model.init(k, ids))["params"])(key)

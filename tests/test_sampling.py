@@ -1,0 +1,217 @@
+"""rlr.sampling: greedy vs a no-cache argmax loop, logprobs, EOS, padding, keys, retracing."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlr import models, sampling
+
+VOCAB, STEPS, EOS, PAD = 64, 6, 3, 0
+
+
+@pytest.fixture(scope="module")
+def lm():
+    cfg = models.Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = models.Qwen2ForCausalLM(cfg)
+    params = models.init_params(model, jax.random.key(0))
+    # Sharper logits than init gives, so greedy paths and EOS are not decided by noise.
+    params = jax.tree.map(lambda x: x * 4.0 if x.ndim == 2 else x, params)
+    return model, params
+
+
+def left_padded_prompts(lengths, width, seed):
+    rng = np.random.RandomState(seed)
+    ids = np.full((len(lengths), width), PAD, np.int32)
+    mask = np.zeros((len(lengths), width), np.int32)
+    for b, n in enumerate(lengths):
+        ids[b, width - n :] = rng.randint(4, VOCAB, size=n)
+        mask[b, width - n :] = 1
+    return ids, mask
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return left_padded_prompts([5, 2, 4], width=5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def greedy(lm):
+    return sampling.Sampler(lm[0], max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def nucleus(lm):
+    return sampling.Sampler(
+        lm[0], max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, temperature=0.8, top_k=20, top_p=0.9
+    )
+
+
+@pytest.fixture(scope="module")
+def logprobs_fn(lm):
+    return jax.jit(functools.partial(sampling.sequence_logprobs, lm[0]))
+
+
+def test_greedy_equals_argmax_of_full_forward(lm, greedy, prompts):
+    model, params = lm
+    ids, mask = prompts
+    out = greedy(params, ids, mask, jax.random.key(0))
+    chex.assert_shape([out.tokens, out.logprobs, out.mask], (3, STEPS))
+    forward = jax.jit(model.apply)
+    width = ids.shape[1] + STEPS
+    for b in range(ids.shape[0]):
+        sequence = list(ids[b][mask[b] > 0])
+        for t in range(STEPS):
+            if not out.mask[b, t]:
+                break
+            # Right-padded to one width so the no-cache forward compiles once.
+            row = np.full((1, width), PAD, np.int32)
+            row[0, : len(sequence)] = sequence
+            row_mask = (np.arange(width) < len(sequence)).astype(np.int32)[None]
+            logits = forward({"params": params}, jnp.asarray(row), jnp.asarray(row_mask))
+            sequence.append(int(jnp.argmax(logits[0, len(sequence) - 1])))
+            assert out.tokens[b, t] == sequence[-1], (b, t)
+
+
+def test_logprobs_match_sequence_logprobs(lm, nucleus, logprobs_fn, prompts):
+    _, params = lm
+    ids, mask = prompts
+    out = nucleus(params, ids, mask, jax.random.key(4))
+    want = logprobs_fn(params, ids, mask, out.tokens, out.mask)
+    np.testing.assert_allclose(out.logprobs, want, atol=1e-5)
+    assert np.all(np.asarray(out.logprobs)[np.asarray(out.mask) > 0] < 0)
+
+
+def test_eos_ends_rows_and_is_kept(lm, prompts):
+    model, params = lm
+    ids, mask = prompts
+    # Two stop ids and 18 rows sampled at temperature 1: some rows stop early, some do not.
+    sampler = sampling.Sampler(model, max_new_tokens=12, eos_id=(EOS, 5), pad_id=PAD)
+    ids = np.tile(ids, (6, 1))
+    mask = np.tile(mask, (6, 1))
+    out = jax.tree.map(np.asarray, sampler(params, ids, mask, jax.random.key(2)))
+    ended = 0
+    for b in range(ids.shape[0]):
+        stops = np.nonzero(np.isin(out.tokens[b], (EOS, 5)) & (out.mask[b] > 0))[0]
+        length = stops[0] + 1 if stops.size else 12
+        ended += bool(stops.size)
+        np.testing.assert_array_equal(out.mask[b], np.arange(12) < length)
+        assert np.all(out.tokens[b, length:] == PAD)
+        assert np.all(out.logprobs[b, length:] == 0)
+    assert ended > 0
+
+
+def test_padding_does_not_change_samples(lm, nucleus, prompts):
+    _, params = lm
+    ids, mask = prompts
+    wider_ids = np.concatenate([np.full((3, 4), PAD, np.int32), ids], axis=1)
+    wider_mask = np.concatenate([np.zeros((3, 4), np.int32), mask], axis=1)
+    key = jax.random.key(7)
+    a = nucleus(params, ids, mask, key)
+    b = nucleus(params, wider_ids, wider_mask, key)
+    chex.assert_trees_all_close(a, b, atol=1e-5)
+
+
+def test_same_key_same_samples_and_no_retracing(lm, nucleus, prompts):
+    _, params = lm
+    ids, mask = prompts
+    first = nucleus(params, ids, mask, jax.random.key(11))
+    traces = nucleus.traces
+    again = nucleus(params, ids, mask, jax.random.key(11))
+    other = nucleus(params, ids, mask, jax.random.key(12))
+    assert nucleus.traces == traces
+    chex.assert_trees_all_equal(first, again)
+    assert not np.array_equal(first.tokens, other.tokens)
+
+
+def test_sample_traces_once_under_assert_max_traces(lm, prompts):
+    model, params = lm
+    ids, mask = prompts
+
+    def greedy_two(params, ids, mask, key):
+        return sampling.sample(
+            model, params, ids, mask, key, max_new_tokens=2, eos_id=EOS, pad_id=PAD, temperature=0
+        )
+
+    fn = jax.jit(chex.assert_max_traces(greedy_two, n=1))
+    for seed in range(3):
+        fn(params, ids, mask, jax.random.key(seed))
+
+
+def reference_filter(logits, top_k, top_p):
+    out = logits.copy()
+    for b, row in enumerate(logits):
+        order = sorted(range(len(row)), key=lambda i: -row[i])
+        keep = set(order[:top_k]) if top_k else set(order)
+        kept_logits = [row[i] for i in order if i in keep]
+        probs = np.exp(np.array(kept_logits) - max(kept_logits))
+        probs /= probs.sum()
+        mass, nucleus = 0.0, set()
+        for i, p in zip([i for i in order if i in keep], probs):
+            if mass >= top_p:
+                break
+            nucleus.add(i)
+            mass += p
+        for i in range(len(row)):
+            if i not in nucleus:
+                out[b, i] = -np.inf
+    return out
+
+
+@hypothesis.settings(deadline=None, max_examples=25)
+@hypothesis.given(
+    seed=st.integers(0, 10_000),
+    top_k=st.integers(0, 12),
+    top_p=st.floats(0.05, 1.0),
+)
+def test_filter_logits_matches_loop(seed, top_k, top_p):
+    logits = np.random.RandomState(seed).normal(size=(3, 12)).astype(np.float32) * 2
+    got = sampling.filter_logits(jnp.asarray(logits), top_k=top_k, top_p=top_p)
+    np.testing.assert_allclose(got, reference_filter(logits, top_k, top_p), atol=1e-6)
+
+
+def test_draw_tokens_follows_the_tempered_distribution():
+    logits = jnp.asarray([[2.0, 1.0, 0.0, -1.0]])
+    draws = jax.vmap(
+        lambda k: sampling.draw_tokens(logits, k, temperature=2.0)[0],
+    )(jax.random.split(jax.random.key(0), 20_000))
+    freq = np.bincount(np.asarray(draws), minlength=4) / 20_000
+    want = np.asarray(jax.nn.softmax(logits[0] / 2.0))
+    np.testing.assert_allclose(freq, want, atol=0.015)
+    greedy = sampling.draw_tokens(logits, jax.random.key(0), temperature=0.0)
+    assert int(greedy[0]) == 0
+
+
+def test_token_logprobs_matches_loop():
+    rng = np.random.RandomState(0)
+    logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    tokens = rng.randint(0, 5, size=(2, 3))
+    got = sampling.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
+    for b in range(2):
+        for t in range(3):
+            row = logits[b, t].astype(np.float64)
+            want = row[tokens[b, t]] - np.log(np.exp(row).sum())
+            np.testing.assert_allclose(got[b, t], want, atol=1e-5)
+
+
+def test_bad_settings_raise(lm):
+    with pytest.raises(ValueError, match="top_p"):
+        sampling.Sampler(lm[0], max_new_tokens=4, eos_id=EOS, pad_id=PAD, top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sampling.Sampler(lm[0], max_new_tokens=0, eos_id=EOS, pad_id=PAD)
+    with pytest.raises(ValueError, match="temperature"):
+        sampling.Sampler(lm[0], max_new_tokens=4, eos_id=EOS, pad_id=PAD, temperature=-1.0)
