@@ -17,6 +17,9 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, str] = {
     "make-data": "rlr.data.synthetic",
     "train-tokenizer": "rlr.tokenizer",
+    "sft": "rlr.training.sft",
+    "train-prm": "rlr.training.reward_model",
+    "train-orm": "rlr.training.reward_model",
 }
 
 
