@@ -99,6 +99,7 @@ def fit(
     eval_every: int = 0,
     description: str = "train",
     show: Sequence[str] = ("loss",),
+    train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]] | None = None,
 ) -> FitResult:
     """Runs `spec.steps` updates of `loss_fn`, resuming from `out_dir/checkpoints` if present.
 
@@ -107,10 +108,11 @@ def fit(
     with the same arguments ends with the same parameters as an uninterrupted one. `evaluate`
     (params -> metrics) runs every `eval_every` steps (0: never mid-run) and after the last
     step; its metrics are logged with an "eval/" prefix. SIGTERM saves and returns early with
-    `interrupted=True`.
+    `interrupted=True`. `train_step` replaces `make_train_step(loss_fn, tx)` (e.g. a step
+    jitted with shardings, or one compiled once and shared by several runs).
     """
     out_dir = pathlib.Path(out_dir)
-    train_step = make_train_step(loss_fn, tx)
+    train_step = train_step or make_train_step(loss_fn, tx)
     checkpointer = Checkpointer(out_dir / "checkpoints", keep=spec.keep_checkpoints)
     iteration = 0
     iterator = batching.EpochIterator(dataset_size, batch_size=spec.batch_size, seed=seed)
