@@ -195,3 +195,106 @@ class PPOConfig:
             f"rollout batch {self.rollout.batch_size} (prompts x samples) must divide into "
             f"ppo.minibatches={self.ppo.minibatches}",
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedSpec:
+    """Optimisation and row shapes shared by SFT and PRM / ORM training (P, T, K of the rows)."""
+
+    batch_size: int = 32
+    steps: int = 300
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    prompt_len: int = 64
+    response_len: int = 80
+    max_steps: int = 16
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
+        require(self.steps >= 1, f"train.steps must be >= 1; got {self.steps}")
+        require(
+            self.learning_rate > 0, f"train.learning_rate must be > 0; got {self.learning_rate}"
+        )
+        require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        require(self.prompt_len >= 1, "train.prompt_len must be >= 1")
+        require(self.response_len >= 1, "train.response_len must be >= 1")
+        require(self.max_steps >= 1, "train.max_steps must be >= 1")
+        require(self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
+        require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTEvalSpec:
+    """Greedy evaluation of the policy on held-out problems (exact final answer)."""
+
+    every: int = 0
+    num_problems: int = 200
+    batch_size: int = 100
+    max_new_tokens: int = 80
+
+    def __post_init__(self):
+        require(self.every >= 0, "eval.every must be >= 0 (0: evaluate only at the end)")
+        require(self.num_problems >= 0, "eval.num_problems must be >= 0")
+        require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+        require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """Policy SFT on solution text: `rlr sft --config FILE key=value ...`.
+
+    `data.train` is a Problem JSONL with solutions (`rlr make-data`'s sft_train.jsonl),
+    `data.test` one with gold answers for greedy evaluation (problems_test.jsonl).
+    """
+
+    name: str = "sft"
+    seed: int = 0
+    out_dir: str = "runs/sft"
+    tokenizer: str = ""
+    model: ModelSpec = dataclasses.field(default_factory=lambda: ModelSpec(path=""))
+    data: DataSpec = dataclasses.field(default_factory=lambda: DataSpec(train="-"))
+    train: SupervisedSpec = dataclasses.field(default_factory=SupervisedSpec)
+    eval: SFTEvalSpec = dataclasses.field(default_factory=SFTEvalSpec)
+
+    def __post_init__(self):
+        require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
+        require(
+            bool(self.model.path or self.model.architecture), "model needs path or architecture"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    """PRM or ORM training: `rlr train-prm` / `rlr train-orm --config FILE key=value ...`.
+
+    `data.train` / `data.test` are StepLabelled JSONL (`rlr make-data`'s prm_train / prm_test).
+    `init` is usually the SFT policy directory: its trunk is kept, the score head is fresh.
+    PRM targets: `label_mode=hard` maps +1 -> 1, -1 -> 0 and a neutral 0 -> `neutral_target`;
+    `soft` reads per-step fractions in [0, 1] from each record's meta["soft_labels"]
+    (Math-Shepherd-style completion rates). ORM targets: 1 when the solution is correct.
+    """
+
+    name: str = "prm"
+    kind: Literal["prm", "orm"] = "prm"
+    seed: int = 0
+    out_dir: str = "runs/prm"
+    tokenizer: str = ""
+    init: ModelSpec = dataclasses.field(default_factory=lambda: ModelSpec(path=""))
+    data: DataSpec = dataclasses.field(default_factory=lambda: DataSpec(train="-"))
+    label_mode: Literal["hard", "soft"] = "hard"
+    neutral_target: float = 1.0
+    train: SupervisedSpec = dataclasses.field(default_factory=SupervisedSpec)
+    eval_every: int = 0
+    eval_batch_size: int = 100
+    max_eval_records: int | None = None
+
+    def __post_init__(self):
+        require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
+        require(bool(self.init.path or self.init.architecture), "init needs path or architecture")
+        require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
+        require(self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate only at the end)")
+        require(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")

@@ -1,0 +1,399 @@
+"""PRM and ORM training on step-labelled solutions, read exactly as PPO reads them.
+
+PRM: binary cross-entropy on the score logit at each step's last response token (column
+P + step_end), the logit whose sigmoid `ppo_core.prm_step_scores` returns; hard targets
+(+1 -> 1, -1 -> 0) or soft ones (Math-Shepherd completion rates in [0, 1]). ORM: binary
+cross-entropy on the score logit at the last response token (EOS included), the one
+`ppo_core.orm_scores` reads, against the solution's correctness. Both start from the SFT
+policy's trunk with a fresh score head and share `rlr.training.sft.fit`.
+
+Evaluation on held-out data: step accuracy, ROC AUC, and the hackability report, the PRM's
+mean score on filler steps vs correct vs wrong steps (PAPER.md section 2: a raw PRM scores
+useless correct steps high).
+
+    rlr train-prm --config launch/configs/prm_cpu.yaml [key=value ...]
+    rlr train-orm --config launch/configs/orm_cpu.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlr.config import dump_config, load_config
+from rlr.data.prompts import build_prompt
+from rlr.data.records import StepLabelled
+from rlr.training import batching, models_io
+from rlr.training.configs import RewardModelConfig
+from rlr.training.ppo_core import orm_scores, prm_step_scores
+from rlr.training.sft import fit
+from rlr.training.step import init_train_state, make_optimizer
+
+STEP_JOIN = "\n"
+PRM_KEYS = ("input_ids", "attention_mask", "step_end", "step_mask", "targets")
+ORM_KEYS = ("input_ids", "attention_mask", "response_mask", "targets")
+
+
+def logits_at(
+    token_logits: chex.Array,  # [B, S] per-column score logits
+    positions: chex.Array,  # [B, K] response indices
+    *,
+    prompt_len: int,
+) -> chex.Array:  # [B, K] logits
+    """The score logits at response positions (column P + position), clipped into the row
+    exactly as `ppo_core.token_scores_at` does, so sigmoid of this is what PPO reads."""
+    chex.assert_rank([token_logits, positions], 2)
+    columns = jnp.clip(positions + prompt_len, 0, token_logits.shape[1] - 1)
+    return jnp.take_along_axis(token_logits, columns, axis=1)
+
+
+def masked_bce(
+    logits: chex.Array,  # [B, K] score logits
+    targets: chex.Array,  # [B, K] targets in [0, 1]
+    mask: chex.Array,  # [B, K] 1 where a target exists
+) -> chex.Array:  # []
+    """Mean binary cross-entropy of sigmoid(logits) against targets over masked entries
+    (sum / count): -[y log s + (1 - y) log(1 - s)]."""
+    chex.assert_equal_shape([logits, targets, mask])
+    mask = mask.astype(jnp.float32)
+    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
+    return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _binary_metrics(logits, targets, mask) -> dict[str, jax.Array]:
+    mask = mask.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    hits = ((logits > 0) == (targets >= 0.5)).astype(jnp.float32)
+    return {
+        "accuracy": jnp.sum(hits * mask) / count,
+        "mean_score": jnp.sum(jax.nn.sigmoid(logits) * mask) / count,
+    }
+
+
+def prm_loss(
+    model: nn.Module,
+    params: Any,
+    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], step_end [B,K],
+    # step_mask [B,K], targets [B,K]
+    *,
+    response_len: int,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores)."""
+    ids = batch["input_ids"]
+    token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
+    step_logits = logits_at(token_logits, batch["step_end"], prompt_len=ids.shape[1] - response_len)
+    loss = masked_bce(step_logits, batch["targets"], batch["step_mask"])
+    return loss, {"bce": loss, **_binary_metrics(step_logits, batch["targets"], batch["step_mask"])}
+
+
+def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [B] int32
+    """Index of each row's last response token (EOS when present), as ppo_core.orm_scores."""
+    return jnp.maximum(jnp.sum(response_mask, axis=1).astype(jnp.int32) - 1, 0)
+
+
+def orm_loss(
+    model: nn.Module,
+    params: Any,
+    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], response_mask [B,T],
+    # targets [B]
+    *,
+    response_len: int,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores)."""
+    ids = batch["input_ids"]
+    token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
+    last = last_response_index(batch["response_mask"])[:, None]
+    logits = logits_at(token_logits, last, prompt_len=ids.shape[1] - response_len)[:, 0]
+    ones = jnp.ones_like(logits)
+    loss = masked_bce(logits, batch["targets"], ones)
+    return loss, {"bce": loss, **_binary_metrics(logits, batch["targets"], ones)}
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2.
+
+    Computed from average ranks (Mann-Whitney U). NaN when only one class is present.
+    """
+    scores = np.asarray(scores, np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores and labels differ in size: {scores.shape} vs {labels.shape}")
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    for end in range(1, len(scores) + 1):
+        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
+            start = end
+    u = ranks[labels].sum() - positives * (positives + 1) / 2.0
+    return float(u / (positives * negatives))
+
+
+def step_targets_of(record: StepLabelled, *, label_mode: str, neutral_target: float) -> list[float]:
+    """A record's per-step targets in [0, 1] (see RewardModelConfig)."""
+    if label_mode == "hard":
+        table = {1: 1.0, -1: 0.0, 0: neutral_target}
+        return [table[label] for label in record.labels]
+    soft = record.meta.get("soft_labels")
+    if not isinstance(soft, list) or len(soft) != len(record.steps):
+        raise ValueError(
+            f"record {record.id!r}: label_mode=soft needs meta.soft_labels, one fraction in "
+            f"[0, 1] per step ({len(record.steps)}); use label_mode=hard for +1/-1 labels"
+        )
+    return [float(x) for x in soft]
+
+
+def solution_correct(record: StepLabelled) -> bool:
+    """Whether a labelled solution is right: its final answer for synthetic records with a
+    gold answer, else all of its steps labelled good."""
+    if record.source == "synthetic" and record.gold_answer is not None:
+        from rlr.data.synthetic import final_answer
+
+        return final_answer(STEP_JOIN.join(record.steps)) == record.gold_answer
+    return all(label > 0 for label in record.labels)
+
+
+def read_labelled(path: str | None, *, what: str) -> list[StepLabelled]:
+    """StepLabelled JSONL (`rlr make-data`'s prm_*.jsonl), with errors that name the file."""
+    from rlr.data.readers import read_step_labelled
+
+    if not path or not pathlib.Path(path).is_file():
+        raise ValueError(f"{what} file {path!r} does not exist; run `rlr make-data --out DIR`")
+    records = list(read_step_labelled(path))
+    if not records:
+        raise ValueError(f"{what} file {path} holds no records")
+    return records
+
+
+def encode_labelled(
+    records: Sequence[StepLabelled],
+    tokenizer,
+    config: RewardModelConfig,
+) -> dict[str, np.ndarray]:
+    """PPO rows for labelled solutions plus `targets`: [B, K] step targets for a PRM, [B]
+    correctness for an ORM, and `step_kind` [B, K] (0 pad, 1 correct, 2 wrong, 3 filler)."""
+    from rlr.data.synthetic import FILLER_STEPS
+
+    spec = config.train
+    style = config.data.prompt_style
+    rows = batching.encode_rows(
+        tokenizer,
+        [build_prompt(r.question, style=style, tokenizer=tokenizer) for r in records],
+        [STEP_JOIN.join(r.steps) for r in records],
+        prompt_len=spec.prompt_len,
+        response_len=spec.response_len,
+        max_steps=spec.max_steps,
+    )
+    per_step = [
+        step_targets_of(r, label_mode=config.label_mode, neutral_target=config.neutral_target)
+        for r in records
+    ]
+    try:
+        step_targets = batching.step_targets(per_step, rows["step_mask"])
+    except ValueError as err:
+        raise ValueError(f"{config.data.train}: {err}") from None
+    kind = np.zeros(rows["step_mask"].shape, np.int32)
+    for b, record in enumerate(records):
+        for k in range(int(rows["step_mask"][b].sum())):
+            kind[b, k] = 3 if record.steps[k] in FILLER_STEPS else 1 if record.labels[k] > 0 else 2
+    rows["step_kind"] = kind
+    if config.kind == "prm":
+        rows["targets"] = step_targets
+    else:
+        rows["targets"] = np.asarray([solution_correct(r) for r in records], np.float32)
+    return rows
+
+
+def score_rows(
+    scorer: Callable[[Any, dict[str, jax.Array]], jax.Array],
+    params: Any,
+    rows: dict[str, np.ndarray],
+    keys: Sequence[str],
+    *,
+    batch_size: int,
+) -> np.ndarray:
+    """Runs a jitted `scorer(params, batch)` over all rows in fixed-size batches (the last one
+    padded by repeating row 0, so it compiles once) and concatenates the results."""
+    size = len(rows["input_ids"])
+    batch_size = min(batch_size, size)
+    outs = []
+    for start in range(0, size, batch_size):
+        idx = np.arange(start, start + batch_size)
+        idx = np.where(idx < size, idx, 0)
+        out = scorer(params, {k: jnp.asarray(rows[k][idx]) for k in keys})
+        outs.append(np.asarray(out)[: min(batch_size, size - start)])
+    return np.concatenate(outs)
+
+
+def evaluate_prm(scores: np.ndarray, rows: dict[str, np.ndarray]) -> dict[str, float]:
+    """Step accuracy, AUC and the hackability report from PRM step scores [B, K]."""
+    mask = rows["step_mask"] > 0
+    labels = rows["targets"][mask] >= 0.5
+    flat = scores[mask]
+    kind = rows["step_kind"][mask]
+    report = {
+        "step_accuracy": float(np.mean((flat >= 0.5) == labels)),
+        "step_auc": roc_auc(flat, labels),
+        "num_steps": int(mask.sum()),
+    }
+    for name, code in (("correct", 1), ("wrong", 2), ("filler", 3)):
+        chosen = flat[kind == code]
+        report[f"mean_score_{name}"] = float(chosen.mean()) if chosen.size else float("nan")
+        report[f"num_{name}"] = int(chosen.size)
+    good_fillers = flat[(kind == 3) & labels]
+    report["mean_score_filler_in_correct_prefix"] = (
+        float(good_fillers.mean()) if good_fillers.size else float("nan")
+    )
+    return report
+
+
+def evaluate_orm(scores: np.ndarray, rows: dict[str, np.ndarray]) -> dict[str, float]:
+    """Solution accuracy, AUC and mean scores of right and wrong solutions from ORM scores [B]."""
+    labels = rows["targets"] >= 0.5
+    return {
+        "accuracy": float(np.mean((scores >= 0.5) == labels)),
+        "auc": roc_auc(scores, labels),
+        "mean_score_correct": float(scores[labels].mean()) if labels.any() else float("nan"),
+        "mean_score_wrong": float(scores[~labels].mean()) if (~labels).any() else float("nan"),
+        "num_solutions": len(scores),
+    }
+
+
+def make_evaluator(
+    model: nn.Module, rows: dict[str, np.ndarray], *, kind: str, response_len: int, batch_size: int
+) -> Callable[[Any], dict[str, float]]:
+    """params -> held-out metrics, scoring with ppo_core.prm_step_scores / orm_scores."""
+    if kind == "prm":
+        scorer = jax.jit(
+            lambda p, b: prm_step_scores(
+                model,
+                p,
+                b["input_ids"],
+                b["attention_mask"],
+                b["step_end"],
+                b["step_mask"],
+                T=response_len,
+            )
+        )
+        keys = ("input_ids", "attention_mask", "step_end", "step_mask")
+        return lambda p: evaluate_prm(
+            score_rows(scorer, p, rows, keys, batch_size=batch_size), rows
+        )
+    scorer = jax.jit(
+        lambda p, b: orm_scores(
+            model, p, b["input_ids"], b["attention_mask"], b["response_mask"], T=response_len
+        )
+    )
+    keys = ("input_ids", "attention_mask", "response_mask")
+    return lambda p: evaluate_orm(score_rows(scorer, p, rows, keys, batch_size=batch_size), rows)
+
+
+def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
+    """Trains, evaluates and exports the PRM or ORM of `config`; returns a summary dict."""
+    out_dir = pathlib.Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out_dir / "config.yaml")
+    tokenizer = models_io.load_tokenizer(config.tokenizer)
+    spec = config.train
+    train_rows = encode_labelled(
+        read_labelled(config.data.train, what="data.train"), tokenizer, config
+    )
+    test_rows = None
+    if config.data.test:
+        test = read_labelled(config.data.test, what="data.test")[: config.max_eval_records]
+        test_rows = encode_labelled(test, tokenizer, config)
+    head = "token" if config.kind == "prm" else "sequence"
+    model, export_model, params = models_io.init_scorer(
+        config.init, tokenizer, seed=config.seed, head=head
+    )
+    loss = prm_loss if config.kind == "prm" else orm_loss
+    keys = PRM_KEYS if config.kind == "prm" else ORM_KEYS
+    tx = make_optimizer(
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        warmup_steps=spec.warmup_steps,
+        total_steps=spec.steps,
+        max_grad_norm=spec.max_grad_norm,
+    )
+    evaluate = None
+    if test_rows is not None:
+        evaluate = make_evaluator(
+            model,
+            test_rows,
+            kind=config.kind,
+            response_len=spec.response_len,
+            batch_size=config.eval_batch_size,
+        )
+    show = ("loss", "accuracy", "eval/step_auc" if config.kind == "prm" else "eval/auc")
+    result = fit(
+        init_train_state(params, tx),
+        functools.partial(loss, model, response_len=spec.response_len),
+        tx,
+        make_batch=lambda idx: {k: train_rows[k][idx] for k in keys},
+        dataset_size=len(train_rows["input_ids"]),
+        spec=spec,
+        seed=config.seed,
+        out_dir=out_dir,
+        evaluate=evaluate,
+        eval_every=config.eval_every,
+        description=config.kind,
+        show=show,
+    )
+    summary: dict[str, Any] = {"step": result.iteration, "interrupted": result.interrupted}
+    if result.interrupted:
+        return summary
+    report = {k[len("eval/") :]: v for k, v in result.metrics.items() if k.startswith("eval/")}
+    if evaluate is not None:
+        report = report or evaluate(result.state.params)  # empty when resumed after the end
+        (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    export = models_io.export_model(
+        export_model, result.state.params, out_dir / "model", tokenizer_dir=config.tokenizer
+    )
+    summary.update(
+        {
+            "model_dir": str(export),
+            "wall_s": round(result.wall_s, 1),
+            "train_loss": result.metrics.get("loss"),
+            "eval": report,
+        }
+    )
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def add_parser(subparsers) -> None:
+    """Register `rlr train-prm` and `rlr train-orm`."""
+    for kind, help_text in (
+        ("prm", "train a process reward model (per-step BCE at step-end tokens)"),
+        ("orm", "train an outcome reward model (BCE at the last response token)"),
+    ):
+        if f"train-{kind}" in subparsers.choices:
+            continue  # the CLI registry lists this module once per subcommand
+        parser = subparsers.add_parser(f"train-{kind}", help=help_text)
+        parser.add_argument("--config", required=True, help=f"YAML config ({kind}_cpu.yaml)")
+        parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=5")
+        parser.set_defaults(func=run, kind=kind)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rlr train-prm` / `rlr train-orm`: train, evaluate, export; exit 0 also on SIGTERM."""
+    overrides = [*args.overrides, f"kind={args.kind}"]
+    config = load_config(RewardModelConfig, args.config, overrides)
+    summary = run_reward_model(config)
+    print(json.dumps(summary, indent=2))
+    return 0

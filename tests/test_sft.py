@@ -1,0 +1,298 @@
+"""rlr.training.sft: the SFT loss, the shared loop (loss falls, exact resume after SIGTERM),
+greedy evaluation, the `rlr sft` command and its export."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from test_batching import make_tokenizer
+
+from rlr.cli import main
+from rlr.config import ConfigError, from_dict, load_config
+from rlr.data.prompts import build_prompt
+from rlr.data.readers import MalformedRecordError, read_problems
+from rlr.data.synthetic import write_datasets
+from rlr.models import Qwen2Config, Qwen2ForCausalLM, init_params, load_pretrained
+from rlr.sampling import SampleOutput
+from rlr.training import batching, sft
+from rlr.training.configs import SFTConfig, SupervisedSpec
+from rlr.training.step import init_train_state, make_optimizer, make_train_step
+
+P, T = 36, 28
+ARCH = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 128,
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Tiny synthetic data (1-digit, one + step) and a tokenizer, shared by this module."""
+    root = tmp_path_factory.mktemp("sft")
+    write_datasets(
+        root / "data",
+        num_train=300,
+        num_test=8,
+        seed=0,
+        min_steps=1,
+        max_steps=1,
+        max_digits=1,
+        operations=("+",),
+        sft_filler_fraction=0.1,
+    )
+    make_tokenizer(root / "tok")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(workdir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(workdir / "tok")
+
+
+@pytest.fixture(scope="module")
+def rows(workdir, tokenizer):
+    problems = list(read_problems(workdir / "data" / "sft_train.jsonl"))
+    return batching.encode_rows(
+        tokenizer,
+        [build_prompt(p.question) for p in problems],
+        [p.solution for p in problems],
+        prompt_len=P,
+        response_len=T,
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    config = Qwen2Config.from_hf({**ARCH, "vocab_size": len(tokenizer)})
+    return Qwen2ForCausalLM(config)
+
+
+def reference_sft_loss(logits, tokens, mask):
+    """Plain loop: mean over masked tokens of -log softmax(logits)[token]."""
+    total, count = 0.0, 0.0
+    for b in range(tokens.shape[0]):
+        for t in range(tokens.shape[1]):
+            if mask[b, t]:
+                row = logits[b, t].astype(np.float64)
+                logz = np.log(np.sum(np.exp(row - row.max()))) + row.max()
+                total += logz - row[tokens[b, t]]
+                count += 1
+    return total / max(count, 1)
+
+
+class SFTLossTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_matches_loop_reference(self):
+        rng = np.random.default_rng(0)
+        logits = rng.normal(size=(3, 5, 7)).astype(np.float32) * 3
+        tokens = rng.integers(0, 7, size=(3, 5))
+        mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.float32)
+        loss, aux = self.variant(sft.sft_loss)(logits, tokens, mask)
+        np.testing.assert_allclose(loss, reference_sft_loss(logits, tokens, mask), rtol=1e-5)
+        hits = (logits.argmax(-1) == tokens) * mask
+        np.testing.assert_allclose(aux["token_accuracy"], hits.sum() / mask.sum(), rtol=1e-6)
+
+    def test_padding_tokens_do_not_count(self):
+        rng = np.random.default_rng(1)
+        logits = rng.normal(size=(2, 4, 6)).astype(np.float32)
+        tokens = rng.integers(0, 6, size=(2, 4))
+        mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], np.float32)
+        changed = logits.copy()
+        changed[:, 2:] += 100.0 * rng.normal(size=(2, 2, 6)).astype(np.float32)
+        changed[1, 1:] -= 50.0
+        a, _ = sft.sft_loss(logits, tokens, mask)
+        b, _ = sft.sft_loss(changed, tokens, mask)
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_loss_fn_reads_response_tokens(model, rows):
+    params = init_params(model, jax.random.key(0))
+    batch = {k: jnp.asarray(rows[k][:4]) for k in sft.TRAIN_KEYS}
+    loss, _ = sft.make_sft_loss_fn(model, response_len=T)(params, batch)
+    logits = np.asarray(
+        model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+    )
+    ids = rows["input_ids"][:4]
+    # response token t at column P + t is predicted by column P + t - 1
+    expected = reference_sft_loss(
+        logits[:, P - 1 : P + T - 1], ids[:, P:], rows["response_mask"][:4]
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+@functools.cache
+def _step(model, lr, steps):
+    """One compiled train step per (model, lr, steps), shared by the runs below."""
+    tx = make_optimizer(learning_rate=lr, warmup_steps=2, total_steps=steps)
+    return tx, make_train_step(sft.make_sft_loss_fn(model, response_len=T), tx)
+
+
+def _fit(model, rows, out_dir, *, steps, make_batch=None, lr=3e-3):
+    spec = SupervisedSpec(
+        batch_size=8,
+        steps=steps,
+        learning_rate=lr,
+        warmup_steps=2,
+        prompt_len=P,
+        response_len=T,
+        checkpoint_every=100,
+    )
+    tx, train_step = _step(model, lr, steps)
+    state = init_train_state(init_params(model, jax.random.key(0)), tx)
+    return sft.fit(
+        state,
+        None,
+        tx,
+        train_step=train_step,
+        make_batch=make_batch or (lambda idx: {k: rows[k][idx] for k in sft.TRAIN_KEYS}),
+        dataset_size=len(rows["input_ids"]),
+        spec=spec,
+        seed=0,
+        out_dir=out_dir,
+    )
+
+
+def test_sft_loss_falls(model, rows, tmp_path):
+    result = _fit(model, rows, tmp_path, steps=20, lr=1e-2)
+    from rlr.training.metrics import read_metrics
+
+    losses = [r["loss"] for r in read_metrics(tmp_path)]
+    assert len(losses) == 20 and not result.interrupted
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+
+
+def test_resume_after_sigterm_equals_uninterrupted_run(model, rows, tmp_path):
+    straight = _fit(model, rows, tmp_path / "straight", steps=4)
+    calls = []
+
+    def make_batch(idx):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # preemption arrives during step 2
+        return {k: rows[k][idx] for k in sft.TRAIN_KEYS}
+
+    first = _fit(model, rows, tmp_path / "cut", steps=4, make_batch=make_batch)
+    assert first.interrupted and first.iteration == 2
+    resumed = _fit(model, rows, tmp_path / "cut", steps=4)
+    assert not resumed.interrupted and resumed.iteration == 4
+    chex.assert_trees_all_close(resumed.state.params, straight.state.params, atol=0, rtol=0)
+    assert int(resumed.state.step) == int(straight.state.step) == 4
+
+
+def test_evaluate_policy_grades_final_answers(workdir, tokenizer):
+    problems = list(read_problems(workdir / "data" / "problems_test.jsonl"))[:5]
+    texts = [p.solution if i % 2 == 0 else "Step ready.\nThe answer is 99." for i, p in
+             enumerate(problems)]  # fmt: skip
+    encoded = batching.encode_rows(
+        tokenizer, ["x"] * 5, texts, prompt_len=2, response_len=40, add_eos=True
+    )
+
+    def fake_sampler(params, ids, mask, key):  # returns the canned responses, padded to B
+        assert ids.shape == (4, P)
+        chosen = calls.pop(0)
+        return SampleOutput(
+            encoded["input_ids"][chosen, 2:],
+            np.zeros((len(chosen), 40), np.float32),
+            encoded["response_mask"][chosen].astype(np.int32),
+        )
+
+    calls = [np.array([0, 1, 2, 3]), np.array([4, 4, 4, 4])]
+    got = sft.evaluate_policy(fake_sampler, None, tokenizer, problems, prompt_len=P, batch_size=4)
+    assert got["accuracy"] == pytest.approx(3 / 5)
+    steps = [len(t.split("\n")) for t in texts]
+    assert got["steps_per_solution"] == pytest.approx(np.mean(steps))
+    assert got["filler_step_fraction"] == pytest.approx(2 / sum(steps))
+    assert got["hit_token_limit"] == 0.0
+
+
+def _write_config(workdir, tmp_path, **changes):
+    config = {
+        "out_dir": str(tmp_path / "run"),
+        "tokenizer": str(workdir / "tok"),
+        "model": {"architecture": ARCH},
+        "data": {
+            "train": str(workdir / "data" / "sft_train.jsonl"),
+            "test": str(workdir / "data" / "problems_test.jsonl"),
+        },
+        "train": {"batch_size": 8, "steps": 3, "prompt_len": P, "response_len": T},
+        "eval": {"num_problems": 4, "batch_size": 4, "max_new_tokens": 8},
+    }
+    config.update(changes)
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_cli_trains_evaluates_and_exports_a_complete_hf_dir(workdir, tmp_path, capsys):
+    path = _write_config(workdir, tmp_path)
+    assert main(["sft", "--config", str(path), "train.steps=2"]) == 0
+    assert '"eval/accuracy"' in capsys.readouterr().out
+    export = tmp_path / "run" / "model"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (export / name).is_file(), name
+    loaded, params = load_pretrained(export)
+    assert isinstance(loaded, Qwen2ForCausalLM)
+    # the exported params are the final training state's
+    from rlr.training.checkpoint import Checkpointer
+
+    with Checkpointer(tmp_path / "run" / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 2
+        state, meta = ckpt.restore(jax.eval_shape(lambda: _abstract_state(loaded)))
+    assert meta["iteration"] == 2
+    chex.assert_trees_all_close(params, state.params)
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(export)) == loaded.config.vocab_size
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(export).eval()
+    ids = np.array([[5, 17, 42, 9, 3]])
+    with torch.no_grad():
+        want = hf(torch.tensor(ids)).logits.numpy()
+    got = np.asarray(loaded.apply({"params": params}, jnp.asarray(ids)))
+    np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def _abstract_state(model):
+    params = init_params(model, jax.random.key(0))
+    tx = make_optimizer(learning_rate=1e-3, warmup_steps=20, total_steps=2)
+    return init_train_state(params, tx)
+
+
+def test_config_and_data_errors_are_clear(workdir, tmp_path):
+    path = _write_config(workdir, tmp_path)
+    with pytest.raises(ConfigError, match="unknown key 'stesp'.*did you mean 'steps'"):
+        load_config(SFTConfig, path, ["train.stesp=3"])
+    with pytest.raises(ConfigError, match="train.batch_size must be >= 1"):
+        load_config(SFTConfig, path, ["train.batch_size=0"])
+    with pytest.raises(ValueError, match="rlr train-tokenizer"):
+        sft.run_sft(load_config(SFTConfig, path, [f"tokenizer={tmp_path / 'none'}"]))
+    with pytest.raises(ValueError, match="data.train file .* does not exist"):
+        sft.run_sft(load_config(SFTConfig, path, [f"data.train={tmp_path / 'none.jsonl'}"]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "1", "solution": "s"}\n{"question": 3}\n')
+    with pytest.raises(MalformedRecordError, match="bad.jsonl:2"):
+        sft.run_sft(load_config(SFTConfig, path, [f"data.train={bad}"]))
+    bad.write_text('{"question": "q", "answer": "1"}\n')
+    with pytest.raises(ValueError, match="record 1 .* has no solution"):
+        sft.run_sft(load_config(SFTConfig, path, [f"data.train={bad}"]))
+    with pytest.raises(ValueError, match="model.architecture is invalid"):
+        sft.run_sft(load_config(SFTConfig, path, ["model.architecture={hidden_size: 8}"]))
+    with pytest.raises(ConfigError, match="model needs path or architecture"):
+        from_dict(SFTConfig, {"tokenizer": "t", "data": {"train": "x"}})
