@@ -236,7 +236,6 @@ class Reproduction:
         return self.out / "ppo" / (variant if self.seeds == 1 else f"{variant}_seed{seed}")
 
     def ppo(self, variant: str, seed: int) -> dict[str, Any]:
-        from rlr.grading import Grader
         from rlr.training.ppo import PPOTrainer
 
         path = self.variant_dir(variant, seed)
@@ -248,29 +247,12 @@ class Reproduction:
         summary = trainer.run()
         if summary["preempted"]:
             raise KeyboardInterrupt("preempted; run the same command again to continue")
-        with Grader(
-            num_workers=config.grading.num_workers, timeout_s=config.grading.timeout_s
-        ) as grader:
-            greedy = trainer.evaluate(grader, temperature=0.0)
-            sampled = trainer.evaluate(grader, temperature=1.0, key_offset=1)
-        result = {
-            "greedy_accuracy": greedy.accuracy,
-            "sampling_accuracy": sampled.accuracy,
-            "steps_per_solution": greedy.steps_per_solution,
-            "filler_step_fraction": greedy.filler_step_fraction,
-            "repeated_step_fraction": greedy.repeated_step_fraction,
-            "response_length": greedy.response_length,
-            "truncated_fraction": greedy.truncated_fraction,
-            "sampled_steps_per_solution": sampled.steps_per_solution,
-            "sampled_filler_step_fraction": sampled.filler_step_fraction,
-            "samples": list(greedy.samples),
-        }
+        result = evaluate_trainer(trainer)
         _mark_done(path, result)
         return result
 
     def evaluate_sft(self) -> dict[str, Any]:
         """The SFT policy on the same held-out problems with the same evaluation as PPO."""
-        from rlr.grading import Grader
         from rlr.training.ppo import PPOTrainer
 
         path = self.out / "sft_eval"
@@ -279,21 +261,7 @@ class Reproduction:
         path.mkdir(parents=True, exist_ok=True)
         config = dataclasses.replace(self.ppo_config("success", 0), out_dir=str(path))
         trainer = PPOTrainer(config)
-        with Grader(
-            num_workers=config.grading.num_workers, timeout_s=config.grading.timeout_s
-        ) as grader:
-            greedy = trainer.evaluate(grader, temperature=0.0)
-            sampled = trainer.evaluate(grader, temperature=1.0, key_offset=1)
-        result = {
-            "greedy_accuracy": greedy.accuracy,
-            "sampling_accuracy": sampled.accuracy,
-            "steps_per_solution": greedy.steps_per_solution,
-            "filler_step_fraction": greedy.filler_step_fraction,
-            "repeated_step_fraction": greedy.repeated_step_fraction,
-            "response_length": greedy.response_length,
-            "truncated_fraction": greedy.truncated_fraction,
-            "samples": list(greedy.samples),
-        }
+        result = evaluate_trainer(trainer)
         _mark_done(path, result)
         return result
 
@@ -353,6 +321,31 @@ class Reproduction:
             "prm": prm_report,
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
+
+
+def evaluate_trainer(trainer: Any) -> dict[str, Any]:
+    """Greedy and temperature-1 evaluation of a PPO trainer's current policy on its held-out
+    problems: accuracies, solution shape and a few greedy samples."""
+    from rlr.grading import Grader
+
+    config = trainer.config
+    with Grader(
+        num_workers=config.grading.num_workers, timeout_s=config.grading.timeout_s
+    ) as grader:
+        greedy = trainer.evaluate(grader, temperature=0.0)
+        sampled = trainer.evaluate(grader, temperature=1.0, key_offset=1)
+    return {
+        "greedy_accuracy": greedy.accuracy,
+        "sampling_accuracy": sampled.accuracy,
+        "steps_per_solution": greedy.steps_per_solution,
+        "filler_step_fraction": greedy.filler_step_fraction,
+        "repeated_step_fraction": greedy.repeated_step_fraction,
+        "response_length": greedy.response_length,
+        "truncated_fraction": greedy.truncated_fraction,
+        "sampled_steps_per_solution": sampled.steps_per_solution,
+        "sampled_filler_step_fraction": sampled.filler_step_fraction,
+        "samples": list(greedy.samples),
+    }
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:

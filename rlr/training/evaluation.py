@@ -18,6 +18,7 @@ import numpy as np
 
 from rlr.data.steps import DEFAULT_SEPARATORS, step_texts
 from rlr.data.synthetic import FILLER_STEPS
+from rlr.training.batching import encode_prompts
 
 _FILLERS = frozenset(FILLER_STEPS)
 _CONTENT = re.compile(r"[0-9=+\-*/^\\]")
@@ -51,24 +52,6 @@ def solution_stats(
         "filler_step_fraction": filler / max(steps_total, 1),
         "repeated_step_fraction": repeated / max(steps_total, 1),
     }
-
-
-def encode_prompts(
-    tokenizer: Any, prompts: Sequence[str], *, max_tokens: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenizes prompts, left-padded to P = max_tokens (long prompts keep their last P
-    tokens): (prompt_ids [B, P] int32, prompt_mask [B, P] int32)."""
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = np.full((len(prompts), max_tokens), pad, np.int32)
-    mask = np.zeros((len(prompts), max_tokens), np.int32)
-    for row, encoded in enumerate(tokenizer(list(prompts), add_special_tokens=False)["input_ids"]):
-        encoded = encoded[-max_tokens:]
-        if encoded:
-            ids[row, -len(encoded) :] = encoded
-            mask[row, -len(encoded) :] = 1
-    return ids, mask
 
 
 def decode_responses(tokenizer: Any, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
@@ -129,7 +112,7 @@ def evaluate_policy(
         chunk = list(prompts[start : start + batch_size])
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)
-        ids, mask = encode_prompts(tokenizer, chunk, max_tokens=max_prompt_tokens)
+        ids, mask, _ = encode_prompts(tokenizer, chunk, prompt_len=max_prompt_tokens)
         out = sampler(params, ids, mask, jax.random.fold_in(key, start))
         tokens, out_mask = np.asarray(out.tokens)[:real], np.asarray(out.mask)[:real]
         texts += decode_responses(tokenizer, tokens, out_mask)

@@ -29,7 +29,8 @@ import numpy as np
 
 from rlr.data.records import Problem, StepLabelled
 from rlr.data.steps import DEFAULT_SEPARATORS, split_steps
-from rlr.training.evaluation import decode_responses, encode_prompts
+from rlr.training.batching import encode_prompts
+from rlr.training.evaluation import decode_responses
 
 Completer = Callable[[Sequence[str]], list[str]]
 
@@ -82,7 +83,7 @@ def sample_in_batches(
         chunk = list(prompts[start : start + batch_size])
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)
-        ids, mask = encode_prompts(tokenizer, chunk, max_tokens=width)
+        ids, mask, _ = encode_prompts(tokenizer, chunk, prompt_len=width)
         out = sampler(params, ids, mask, jax.random.fold_in(key, chunk_index))
         tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
         parts.append((ids[:real], mask[:real], tokens[:real], out_mask[:real]))

@@ -39,12 +39,12 @@ from rlr.models import (
 )
 from rlr.sampling import Sampler
 from rlr.training import ppo_core
+from rlr.training.batching import encode_prompts
 from rlr.training.checkpoint import Checkpointer
 from rlr.training.configs import ModelSpec, PPOConfig
 from rlr.training.evaluation import (
     EvalResult,
     decode_responses,
-    encode_prompts,
     evaluate_policy,
     solution_stats,
 )
@@ -260,8 +260,8 @@ class PPOTrainer:
         G = cfg.rollout.samples_per_prompt
         prompts = [self.prompt_text(p) for p in problems for _ in range(G)]
         golds = [p.answer for p in problems for _ in range(G)]
-        ids, mask = encode_prompts(
-            self.tokenizer, prompts, max_tokens=cfg.rollout.max_prompt_tokens
+        ids, mask, _ = encode_prompts(
+            self.tokenizer, prompts, prompt_len=cfg.rollout.max_prompt_tokens
         )
         key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
         t0 = time.perf_counter()

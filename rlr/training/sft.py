@@ -29,9 +29,9 @@ import optax
 from rlr.config import dump_config, load_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import Problem
-from rlr.data.steps import step_texts
-from rlr.sampling import Sampler, token_logprobs
-from rlr.training import batching, models_io
+from rlr.losses import token_logprobs
+from rlr.sampling import Sampler
+from rlr.training import batching, evaluation, models_io
 from rlr.training.checkpoint import Checkpointer
 from rlr.training.configs import SFTConfig, SupervisedSpec
 from rlr.training.metrics import MetricsWriter
@@ -173,40 +173,37 @@ def evaluate_policy(
     batch_size: int,
     prompt_style: str = "plain",
 ) -> dict[str, float]:
-    """Greedy accuracy by exact final answer on synthetic problems, plus length diagnostics.
+    """Accuracy (graded final answers) on held-out problems, plus length diagnostics.
 
-    `sampler` is a greedy (temperature 0) Sampler over the policy. Batches are padded to
-    `batch_size` rows so the sampler compiles once. Returns accuracy, mean response tokens,
-    mean steps, the fraction of filler steps and the fraction of responses that ended
-    without EOS (hit the token limit).
+    `sampler` is a greedy (temperature 0) Sampler over the policy; this is
+    rlr.training.evaluation.evaluate_policy with in-process grading. Returns accuracy, mean
+    response tokens, mean steps, the fraction of filler steps and the fraction of responses
+    that ended without EOS (hit the token limit).
     """
-    from rlr.data.synthetic import FILLER_STEPS, final_answer
+    from rlr.grading import Grader
 
     if not problems:
         raise ValueError("evaluate_policy needs at least one problem")
-    correct, tokens, steps, fillers, cut = 0, 0, 0, 0, 0
-    for start in range(0, len(problems), batch_size):
-        chunk = list(problems[start : start + batch_size])
-        prompts = [build_prompt(p.question, style=prompt_style, tokenizer=tokenizer) for p in chunk]
-        prompts += [prompts[0]] * (batch_size - len(chunk))
-        ids, mask, _ = batching.encode_prompts(tokenizer, prompts, prompt_len=prompt_len)
-        out = jax.device_get(sampler(params, ids, mask, jax.random.key(0)))
-        for b, problem in enumerate(chunk):
-            length = int(np.sum(out.mask[b]))
-            text = tokenizer.decode(out.tokens[b, :length], skip_special_tokens=True)
-            lines = step_texts(text)
-            correct += int(final_answer(text) == problem.answer)
-            tokens += length
-            steps += len(lines)
-            fillers += sum(line in FILLER_STEPS for line in lines)
-            cut += int(tokenizer.eos_token_id not in out.tokens[b, :length].tolist())
-    n = len(problems)
+    prompts = [build_prompt(p.question, style=prompt_style, tokenizer=tokenizer) for p in problems]
+    with Grader(num_workers=0) as grader:
+        result = evaluation.evaluate_policy(
+            sampler,
+            params,
+            tokenizer,
+            prompts,
+            [p.answer for p in problems],
+            grader=grader,
+            key=jax.random.key(0),
+            max_prompt_tokens=prompt_len,
+            batch_size=batch_size,
+            keep_samples=0,
+        )
     return {
-        "accuracy": correct / n,
-        "response_tokens": tokens / n,
-        "steps_per_solution": steps / n,
-        "filler_step_fraction": fillers / max(steps, 1),
-        "hit_token_limit": cut / n,
+        "accuracy": result.accuracy,
+        "response_tokens": result.response_length,
+        "steps_per_solution": result.steps_per_solution,
+        "filler_step_fraction": result.filler_step_fraction,
+        "hit_token_limit": result.truncated_fraction,
     }
 
 
