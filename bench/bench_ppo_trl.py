@@ -334,6 +334,7 @@ def bench_trl(trl, ppo_trainer, assets: pathlib.Path, prompts: list[str], args, 
 
 
 def fmt(seconds: float) -> str:
+    """Seconds to 3 decimals; "-" for a phase the library does not have (NaN)."""
     return "-" if seconds != seconds else f"{seconds:.3f}"
 
 
