@@ -266,7 +266,7 @@ def bench_trl(trl, ppo_trainer, assets: pathlib.Path, prompts: list[str], args, 
     batch = PROMPTS_PER_ITERATION * SAMPLES_PER_PROMPT
     steps = warmup + args.iterations
     config = ppo_trainer.PPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="rlr_bench_trl_out_"),
+        output_dir=str(assets.parent / "trl_out"),
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=1,
         num_mini_batches=MINIBATCHES,
@@ -338,6 +338,25 @@ def fmt(seconds: float) -> str:
     return "-" if seconds != seconds else f"{seconds:.3f}"
 
 
+def run_rounds(trl, ppo_trainer, root: pathlib.Path, args: argparse.Namespace):
+    """(trl per-step phase times, rlr per-run medians) of args.rounds rounds, trl first in each."""
+    steps = args.warmup + args.iterations
+    prompts = make_assets(args.rlr_python, root / "assets", args, steps)
+    trl_steps, rlr_runs = [], []
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        trl_steps += bench_trl(trl, ppo_trainer, root / "assets", prompts, args, args.warmup)
+        t1 = time.perf_counter()
+        rlr_runs.append(bench_rlr(args.rlr_python, args, root / f"rlr_{r}.json"))
+        t2 = time.perf_counter()
+        print(
+            f"round {r + 1}/{args.rounds}: trl {t1 - t0:.1f} s, rlr {t2 - t1:.1f} s"
+            " (wall, warm-up and setup included)",
+            file=sys.stderr,
+        )
+    return trl_steps, rlr_runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=3, help="timed steps per round")
@@ -360,22 +379,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    root = pathlib.Path(tempfile.mkdtemp(prefix="rlr_bench_trl_"))
-    steps = args.warmup + args.iterations
-    prompts = make_assets(args.rlr_python, root / "assets", args, steps)
-    trl_steps, rlr_runs = [], []
-    for r in range(args.rounds):
-        t0 = time.perf_counter()
-        trl_steps += bench_trl(trl, ppo_trainer, root / "assets", prompts, args, args.warmup)
-        t1 = time.perf_counter()
-        rlr_runs.append(bench_rlr(args.rlr_python, args, root / f"rlr_{r}.json"))
-        t2 = time.perf_counter()
-        print(
-            f"round {r + 1}/{args.rounds}: trl {t1 - t0:.1f} s, rlr {t2 - t1:.1f} s"
-            " (wall, warm-up and setup included)",
-            file=sys.stderr,
-        )
-
+    with tempfile.TemporaryDirectory(prefix="rlr_bench_trl_") as tmp:
+        trl_steps, rlr_runs = run_rounds(trl, ppo_trainer, pathlib.Path(tmp), args)
     trl_med = {k: statistics.median(s[k] for s in trl_steps) for k in trl_steps[0]}
     # rlr reports medians per run; the median of those over rounds.
     rlr_med = {k: statistics.median(run[k] for run in rlr_runs) for k in rlr_runs[0]}
