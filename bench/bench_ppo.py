@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import statistics
 import tempfile
 import time
@@ -27,14 +28,21 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the timings here too")
     parser.add_argument("overrides", nargs="*", help="PPO config key=value overrides")
     args = parser.parse_args()
+    root = pathlib.Path(tempfile.mkdtemp(prefix="rlr_bench_ppo_"))
+    try:
+        run(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
+
+def run(args: argparse.Namespace, root: pathlib.Path) -> None:
+    """Builds the assets under `root`, runs the iterations and prints the table."""
     from rlr.config import load_config
     from rlr.grading import Grader
     from rlr.toy import make_toy_assets
     from rlr.training.configs import PPOConfig
     from rlr.training.ppo import PPOTrainer
 
-    root = pathlib.Path(tempfile.mkdtemp(prefix="rlr_bench_ppo_"))
     assets = make_toy_assets(
         root / "assets",
         hidden_size=args.hidden_size,
