@@ -49,8 +49,8 @@ def _architecture(spec: Any) -> dict[str, Any]:
     )
 
 
-def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
-    """Per-device memory (bytes) of the PPO update and scoring steps of `config` on the mesh."""
+def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> dict[str, Any]:
+    """plan() at the config's depth (layers None), at `layers` layers, or shapes only (0)."""
     import jax
     import jax.numpy as jnp
 
@@ -62,8 +62,11 @@ def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
 
     mesh = sharding.make_mesh(**mesh_sizes)
 
-    def build(spec, head):
-        arch = Qwen2Config.from_hf(_architecture(spec))
+    def build(spec, head, depth=None):
+        hf = _architecture(spec)
+        if depth:
+            hf = {**hf, "num_hidden_layers": depth}
+        arch = Qwen2Config.from_hf(hf)
         kw = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype])
         return (
             Qwen2ForCausalLM(arch, **kw)
@@ -71,11 +74,12 @@ def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
             else Qwen2ForTokenClassification(arch, num_labels=1, **kw)
         )
 
-    policy = build(config.policy, "lm")
+    depth = layers or None
+    policy = build(config.policy, "lm", depth)
     critic_spec = {"prm": config.prm, "orm": config.orm}.get(config.ppo.critic_init, config.policy)
-    critic = build(critic_spec or config.policy, "score")
-    prm = build(config.prm, "score") if config.reward.use_prm else None
-    orm = build(config.orm, "score") if config.reward.use_orm else None
+    critic = build(critic_spec or config.policy, "score", depth)
+    prm = build(config.prm, "score", depth) if config.reward.use_prm else None
+    orm = build(config.orm, "score", depth) if config.reward.use_orm else None
     models = ppo_core.PPOModels(policy=policy, critic=critic, prm=prm, orm=orm)
 
     ids4 = jnp.zeros((1, 4), jnp.int32)
@@ -183,6 +187,8 @@ def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
             "response_tokens": T,
         },
     }
+    if layers == 0:  # shapes only
+        return result
     for name, fn, args in (
         ("update", update, (abstract_state, experience)),
         ("scoring", score, (trainable, frozen, rollout)),
@@ -196,6 +202,41 @@ def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
             "temporaries": int(mem.temp_size_in_bytes),
             "aliased": int(mem.alias_size_in_bytes),
         }
+    result["peak_bytes_per_device"] = _peak(result)
+    return result
+
+
+def plan(
+    config: Any,
+    mesh_sizes: dict[str, int],
+    *,
+    exact: bool = False,
+) -> dict[str, Any]:
+    """Per-device memory (bytes) of the PPO update and scoring steps of `config` on the mesh.
+
+    Parameter, optimizer and frozen-network bytes come from the full-depth shapes. The
+    compiled steps' buffers (arguments, outputs, temporaries) are measured at full depth when
+    `exact`; otherwise at depths 1 and 2 and extrapolated linearly per layer (XLA's CPU
+    backend compiles a deep unrolled model very slowly, and every Qwen2 layer adds the same
+    buffers).
+    """
+    depth = int(_architecture(config.policy)["num_hidden_layers"])
+    if exact or depth <= 2:
+        return _plan_at(config, mesh_sizes, layers=None)
+    one = _plan_at(config, mesh_sizes, layers=1)
+    two = _plan_at(config, mesh_sizes, layers=2)
+    full = _plan_at(config, mesh_sizes, layers=0)
+    for step in ("update_step", "scoring_step"):
+        full[step] = {
+            k: one[step][k] + (depth - 1) * (two[step][k] - one[step][k]) for k in one[step]
+        }
+    full["compiled_at_layers"] = [1, 2]
+    full["extrapolated_to_layers"] = depth
+    full["peak_bytes_per_device"] = _peak(full)
+    return full
+
+
+def _peak(result: dict[str, Any]) -> int:
     upd, scr = result["update_step"], result["scoring_step"]
     # Frozen networks stay resident during updates; the update's own arguments are the state
     # and the minibatch (donated outputs reuse the state's buffers).
@@ -203,8 +244,7 @@ def plan(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
     peak_update += result["per_device_bytes"]["frozen_params"]
     peak_scoring = scr["arguments"] + scr["outputs"] + scr["temporaries"]
     peak_scoring += result["per_device_bytes"]["optimizer_state"]
-    result["peak_bytes_per_device"] = max(peak_update, peak_scoring)
-    return result
+    return max(peak_update, peak_scoring)
 
 
 def format_report(result: dict[str, Any], device_memory_gib: float | None) -> str:
@@ -222,6 +262,11 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
         for k, v in result[step].items():
             lines.append(f"  {step + ' ' + k:<28}{gib(v)}")
     lines.append(f"  {'peak (estimate)':<28}{gib(result['peak_bytes_per_device'])}")
+    if "extrapolated_to_layers" in result:
+        lines.append(
+            f"(steps compiled at 1 and 2 layers, extrapolated to "
+            f"{result['extrapolated_to_layers']}; --exact compiles the full depth)"
+        )
     if device_memory_gib is not None:
         fits = result["peak_bytes_per_device"] <= device_memory_gib * GIB
         lines.append(
@@ -250,6 +295,11 @@ def add_parser(subparsers: Any) -> None:
         "(default: the config's device_memory_gib)",
     )
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="compile the full depth instead of extrapolating from 1 and 2 layers (slow on CPU)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -282,8 +332,10 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["--device-memory-gib", str(args.device_memory_gib)]
         if args.json:
             cmd += ["--json", args.json]
+        if args.exact:
+            cmd += ["--exact"]
         return subprocess.run(cmd, env=env).returncode
-    result = plan(config, sizes)
+    result = plan(config, sizes, exact=args.exact)
     limit = (
         args.device_memory_gib if args.device_memory_gib is not None else (config.device_memory_gib)
     )

@@ -64,3 +64,38 @@ def test_plan_on_the_7b_config_reports_memory_and_fails_when_too_small(tmp_path)
     assert result["update_step"]["temporaries"] > 0
     report = format_report(result, 1000.0)
     assert "fits" in report and "DOES NOT FIT" not in report
+
+
+def test_layer_extrapolation_matches_an_exact_compile():
+    from rlr.plan import plan
+    from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
+
+    arch = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        max_position_embeddings=128,
+    )
+    config = PPOConfig(
+        tokenizer="-",
+        policy=ModelSpec(architecture=arch),
+        data=DataSpec(train="-"),
+        rollout=RolloutSpec(
+            prompts_per_iteration=4, samples_per_prompt=2, max_prompt_tokens=16, max_new_tokens=16
+        ),
+        ppo=PPOSpec(minibatches=2),
+    )
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    exact = plan(config, mesh, exact=True)
+    estimate = plan(config, mesh)
+    assert estimate["extrapolated_to_layers"] == 4 and "extrapolated_to_layers" not in exact
+    assert estimate["per_device_bytes"] == exact["per_device_bytes"]
+    for step in ("update_step", "scoring_step"):
+        for key in ("arguments", "outputs"):
+            assert estimate[step][key] == exact[step][key], (step, key)
+        got, want = estimate[step]["temporaries"], exact[step]["temporaries"]
+        assert abs(got - want) <= 0.25 * want, (step, got, want)
