@@ -296,5 +296,7 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         rm.run_reward_model(load_config(RewardModelConfig, path, ["label_mode=soft"]))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "steps": ["a\nb", "c"], "labels": [1, 1]}) + "\n")
-    with pytest.raises(ValueError, match="splits into 3 steps but has 2 labels"):
+    with pytest.raises(
+        ValueError, match=r"bad.jsonl: row 0: the response splits into 3 steps but has 2 labels"
+    ):
         rm.run_reward_model(load_config(RewardModelConfig, path, [f"data.train={bad}"]))

@@ -184,6 +184,8 @@ def encode_labelled(
     records: Sequence[StepLabelled],
     tokenizer,
     config: RewardModelConfig,
+    *,
+    source: str = "",
 ) -> dict[str, np.ndarray]:
     """PPO rows for labelled solutions plus `targets`: [B, K] step targets for a PRM, [B]
     correctness for an ORM, and `step_kind` [B, K] (0 pad, 1 correct, 2 wrong, 3 filler)."""
@@ -206,7 +208,7 @@ def encode_labelled(
     try:
         step_targets = batching.step_targets(per_step, rows["step_mask"])
     except ValueError as err:
-        raise ValueError(f"{config.data.train}: {err}") from None
+        raise ValueError(f"{source or 'records'}: {err}") from None
     kind = np.zeros(rows["step_mask"].shape, np.int32)
     for b, record in enumerate(records):
         for k in range(int(rows["step_mask"][b].sum())):
@@ -311,12 +313,15 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     tokenizer = models_io.load_tokenizer(config.tokenizer)
     spec = config.train
     train_rows = encode_labelled(
-        read_labelled(config.data.train, what="data.train"), tokenizer, config
+        read_labelled(config.data.train, what="data.train"),
+        tokenizer,
+        config,
+        source=config.data.train,
     )
     test_rows = None
     if config.data.test:
         test = read_labelled(config.data.test, what="data.test")[: config.max_eval_records]
-        test_rows = encode_labelled(test, tokenizer, config)
+        test_rows = encode_labelled(test, tokenizer, config, source=config.data.test)
     head = "token" if config.kind == "prm" else "sequence"
     model, export_model, params = models_io.init_scorer(
         config.init, tokenizer, seed=config.seed, head=head
