@@ -84,12 +84,15 @@ def _binary_metrics(logits, targets, mask) -> dict[str, jax.Array]:
 def prm_loss(
     model: nn.Module,
     params: Any,
-    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], step_end [B,K],
-    # step_mask [B,K], targets [B,K]
+    batch: dict[str, chex.Array],
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores)."""
+    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores).
+
+    batch: input_ids [B, S], attention_mask [B, S], step_end [B, K], step_mask [B, K],
+    targets [B, K] in [0, 1]; S = P + T with T = response_len.
+    """
     ids = batch["input_ids"]
     token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
     step_logits = logits_at(token_logits, batch["step_end"], prompt_len=ids.shape[1] - response_len)
@@ -105,12 +108,15 @@ def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [
 def orm_loss(
     model: nn.Module,
     params: Any,
-    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], response_mask [B,T],
-    # targets [B]
+    batch: dict[str, chex.Array],
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores)."""
+    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores).
+
+    batch: input_ids [B, S], attention_mask [B, S], response_mask [B, T], targets [B] in
+    [0, 1] (1: the solution is correct); S = P + T with T = response_len.
+    """
     ids = batch["input_ids"]
     token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
     last = last_response_index(batch["response_mask"])[:, None]
