@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import pathlib
+import shutil
+import tempfile
+
 import hypothesis
 import hypothesis.strategies as st
 import numpy as np
@@ -14,14 +20,21 @@ from rlr.tokenizer import train_tokenizer
 from rlr.training import batching
 
 
-def make_tokenizer(out_dir):
-    """A small byte-level BPE trained on the synthetic corpus (shared by the training tests)."""
-    return train_tokenizer(training_corpus(num_problems=300), vocab_size=400, out_dir=out_dir)
+@functools.cache
+def tokenizer_dir() -> pathlib.Path:
+    """A small byte-level BPE trained once per session on the synthetic corpus, in a temporary
+    directory (shared, read-only, by the training tests)."""
+    out_dir = pathlib.Path(tempfile.mkdtemp(prefix="rlr-test-tok-"))
+    atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+    train_tokenizer(training_corpus(num_problems=300), vocab_size=400, out_dir=out_dir)
+    return out_dir
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir())
 
 
 PROBLEMS = generate_problems(6, seed=3)

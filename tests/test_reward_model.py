@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from test_batching import make_tokenizer
+from test_batching import tokenizer_dir
 
 from rlr.cli import main
 from rlr.config import ConfigError, from_dict, load_config
@@ -57,7 +57,6 @@ def workdir(tmp_path_factory):
         max_digits=1,
         operations=("+",),
     )
-    make_tokenizer(root / "tok")
     return root
 
 
@@ -66,7 +65,7 @@ def base_config(workdir, tmp_path, kind="prm", **changes):
     config = {
         "kind": kind,
         "out_dir": str(tmp_path / kind),
-        "tokenizer": str(workdir / "tok"),
+        "tokenizer": str(tokenizer_dir()),
         "init": {"architecture": ARCH},
         "data": {"train": str(data / "prm_train.jsonl"), "test": str(data / "prm_test.jsonl")},
         "train": {
@@ -85,10 +84,10 @@ def base_config(workdir, tmp_path, kind="prm", **changes):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(workdir):
+def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(workdir / "tok")
+    return AutoTokenizer.from_pretrained(tokenizer_dir())
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +222,8 @@ def test_labels_hard_soft_and_correctness():
 
 LEARN = {
     "batch_size": 64,
-    "steps": 100,
-    "learning_rate": 3e-3,
+    "steps": 70,
+    "learning_rate": 4e-3,
     "warmup_steps": 5,
     "prompt_len": P,
     "response_len": T,
@@ -297,5 +296,7 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         rm.run_reward_model(load_config(RewardModelConfig, path, ["label_mode=soft"]))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "steps": ["a\nb", "c"], "labels": [1, 1]}) + "\n")
-    with pytest.raises(ValueError, match="splits into 3 steps but has 2 labels"):
+    with pytest.raises(
+        ValueError, match=r"bad.jsonl: row 0: the response splits into 3 steps but has 2 labels"
+    ):
         rm.run_reward_model(load_config(RewardModelConfig, path, [f"data.train={bad}"]))

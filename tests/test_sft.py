@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from test_batching import make_tokenizer
+from test_batching import tokenizer_dir
 
 from rlr.cli import main
 from rlr.config import ConfigError, from_dict, load_config
@@ -53,15 +53,14 @@ def workdir(tmp_path_factory):
         operations=("+",),
         sft_filler_fraction=0.1,
     )
-    make_tokenizer(root / "tok")
     return root
 
 
 @pytest.fixture(scope="module")
-def tokenizer(workdir):
+def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(workdir / "tok")
+    return AutoTokenizer.from_pretrained(tokenizer_dir())
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +122,9 @@ class SFTLossTest(chex.TestCase):
 def test_loss_fn_reads_response_tokens(model, rows):
     params = init_params(model, jax.random.key(0))
     batch = {k: jnp.asarray(rows[k][:4]) for k in sft.TRAIN_KEYS}
-    loss, _ = sft.make_sft_loss_fn(model, response_len=T)(params, batch)
-    logits = np.asarray(
-        model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
-    )
+    loss, _ = jax.jit(sft.make_sft_loss_fn(model, response_len=T))(params, batch)
+    apply = jax.jit(lambda p, i, a: model.apply({"params": p}, i, a))
+    logits = np.asarray(apply(params, batch["input_ids"], batch["attention_mask"]))
     ids = rows["input_ids"][:4]
     # response token t at column P + t is predicted by column P + t - 1
     expected = reference_sft_loss(
@@ -223,7 +221,7 @@ def test_evaluate_policy_grades_final_answers(workdir, tokenizer):
 def _write_config(workdir, tmp_path, **changes):
     config = {
         "out_dir": str(tmp_path / "run"),
-        "tokenizer": str(workdir / "tok"),
+        "tokenizer": str(tokenizer_dir()),
         "model": {"architecture": ARCH},
         "data": {
             "train": str(workdir / "data" / "sft_train.jsonl"),

@@ -84,12 +84,15 @@ def _binary_metrics(logits, targets, mask) -> dict[str, jax.Array]:
 def prm_loss(
     model: nn.Module,
     params: Any,
-    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], step_end [B,K],
-    # step_mask [B,K], targets [B,K]
+    batch: dict[str, chex.Array],
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores)."""
+    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores).
+
+    batch: input_ids [B, S], attention_mask [B, S], step_end [B, K], step_mask [B, K],
+    targets [B, K] in [0, 1]; S = P + T with T = response_len.
+    """
     ids = batch["input_ids"]
     token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
     step_logits = logits_at(token_logits, batch["step_end"], prompt_len=ids.shape[1] - response_len)
@@ -105,12 +108,15 @@ def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [
 def orm_loss(
     model: nn.Module,
     params: Any,
-    batch: dict[str, chex.Array],  # input_ids [B,S], attention_mask [B,S], response_mask [B,T],
-    # targets [B]
+    batch: dict[str, chex.Array],
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores)."""
+    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores).
+
+    batch: input_ids [B, S], attention_mask [B, S], response_mask [B, T], targets [B] in
+    [0, 1] (1: the solution is correct); S = P + T with T = response_len.
+    """
     ids = batch["input_ids"]
     token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
     last = last_response_index(batch["response_mask"])[:, None]
@@ -184,6 +190,8 @@ def encode_labelled(
     records: Sequence[StepLabelled],
     tokenizer,
     config: RewardModelConfig,
+    *,
+    source: str = "",
 ) -> dict[str, np.ndarray]:
     """PPO rows for labelled solutions plus `targets`: [B, K] step targets for a PRM, [B]
     correctness for an ORM, and `step_kind` [B, K] (0 pad, 1 correct, 2 wrong, 3 filler)."""
@@ -206,7 +214,7 @@ def encode_labelled(
     try:
         step_targets = batching.step_targets(per_step, rows["step_mask"])
     except ValueError as err:
-        raise ValueError(f"{config.data.train}: {err}") from None
+        raise ValueError(f"{source or 'records'}: {err}") from None
     kind = np.zeros(rows["step_mask"].shape, np.int32)
     for b, record in enumerate(records):
         for k in range(int(rows["step_mask"][b].sum())):
@@ -311,12 +319,15 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     tokenizer = models_io.load_tokenizer(config.tokenizer)
     spec = config.train
     train_rows = encode_labelled(
-        read_labelled(config.data.train, what="data.train"), tokenizer, config
+        read_labelled(config.data.train, what="data.train"),
+        tokenizer,
+        config,
+        source=config.data.train,
     )
     test_rows = None
     if config.data.test:
         test = read_labelled(config.data.test, what="data.test")[: config.max_eval_records]
-        test_rows = encode_labelled(test, tokenizer, config)
+        test_rows = encode_labelled(test, tokenizer, config, source=config.data.test)
     head = "token" if config.kind == "prm" else "sequence"
     model, export_model, params = models_io.init_scorer(
         config.init, tokenizer, seed=config.seed, head=head
