@@ -51,6 +51,9 @@ class Preset:
     num_train: int
     num_test: int
     sft_filler_fraction: float
+    max_digits: int
+    max_steps: int
+    operations: tuple[str, ...]
     vocab_size: int
     sft: tuple[str, ...]
     prm: tuple[str, ...]
@@ -63,6 +66,9 @@ PRESETS = {
         num_train=20000,
         num_test=200,
         sft_filler_fraction=0.1,
+        max_digits=1,
+        max_steps=3,
+        operations=("+", "-"),
         vocab_size=512,
         sft=(),
         prm=(),
@@ -73,6 +79,9 @@ PRESETS = {
         num_train=400,
         num_test=16,
         sft_filler_fraction=0.1,
+        max_digits=1,
+        max_steps=3,
+        operations=("+", "-"),
         vocab_size=320,
         sft=(
             "train.steps=30",
@@ -109,7 +118,24 @@ def _done(path: pathlib.Path) -> bool:
 
 
 def _mark_done(path: pathlib.Path, info: dict[str, Any] | None = None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
     (path / "DONE").write_text(json.dumps(info or {}, indent=2))
+
+
+class _Timed:
+    """Records how long a stage took in `stage_seconds.json` beside the stages."""
+
+    def __init__(self, out: pathlib.Path, name: str):
+        self.path, self.name = out / "stage_seconds.json", name
+
+    def __enter__(self):
+        self.start = time.time()
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            times = json.loads(self.path.read_text()) if self.path.exists() else {}
+            times[self.name] = times.get(self.name, 0.0) + time.time() - self.start
+            self.path.write_text(json.dumps(times, indent=2))
 
 
 def _log(message: str) -> None:
@@ -149,6 +175,9 @@ class Reproduction:
                 num_test=self.preset.num_test,
                 seed=0,
                 sft_filler_fraction=self.preset.sft_filler_fraction,
+                max_digits=self.preset.max_digits,
+                max_steps=self.preset.max_steps,
+                operations=self.preset.operations,
             )
             _mark_done(path, counts)
         return path
@@ -272,16 +301,26 @@ class Reproduction:
         start = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         enable_compilation_cache(self.out / "jax_cache")
-        self.data()
-        self.tokenizer()
-        self.sft()
-        self.reward_model("prm")
-        self.reward_model("orm")
-        sft_result = self.evaluate_sft()
-        runs = {
-            variant: [self.ppo(variant, seed) for seed in range(self.seeds)]
-            for variant in self.variants
-        }
+        stages = [
+            ("data", self.data),
+            ("tokenizer", self.tokenizer),
+            ("sft", self.sft),
+            ("prm", lambda: self.reward_model("prm")),
+            ("orm", lambda: self.reward_model("orm")),
+        ]
+        for name, stage in stages:
+            with _Timed(self.out, name):
+                stage()
+        with _Timed(self.out, "sft_eval"):
+            sft_result = self.evaluate_sft()
+        # The raw PRM (where hacking shows) and Clip-Delta run first, so their curves can be
+        # read while the other variants train; results keep the table order.
+        first = [v for v in ("prm_raw", "prm_clip_delta") if v in self.variants]
+        runs = {}
+        for variant in first + [v for v in self.variants if v not in first]:
+            with _Timed(self.out, f"ppo/{variant}"):
+                runs[variant] = [self.ppo(variant, seed) for seed in range(self.seeds)]
+        runs = {v: runs[v] for v in self.variants}
         results = self.collect(sft_result, runs, wall_time_s=time.time() - start)
         (self.out / "results.json").write_text(json.dumps(results, indent=2))
         (self.out / "results.md").write_text(results_markdown(results))
@@ -311,10 +350,14 @@ class Reproduction:
         prm_done = self.out / "prm" / "DONE"
         if prm_done.exists():
             prm_report = json.loads(prm_done.read_text())
+        stage_file = self.out / "stage_seconds.json"
+        stage_seconds = json.loads(stage_file.read_text()) if stage_file.exists() else {}
         return {
             "preset": self.preset_name,
             "seeds": list(range(self.seeds)),
             "wall_time_s": wall_time_s,
+            "stage_seconds": stage_seconds,
+            "total_stage_seconds": sum(stage_seconds.values()),
             "date": time.strftime("%Y-%m-%d"),
             "sft": {k: v for k, v in sft_result.items()},
             "variants": variants,
@@ -379,9 +422,10 @@ def results_markdown(results: dict[str, Any]) -> str:
             text += f" ± {100 * entry[f'{key}_std']:.1f}"
         return text
 
+    total = results.get("total_stage_seconds", results["wall_time_s"])
     lines = [
         f"rlr reproduction, preset `{results['preset']}`, seeds {results['seeds']}, "
-        f"{results['date']}, wall time {results['wall_time_s'] / 60:.1f} min",
+        f"{results['date']}, wall time {total / 60:.1f} min (all stages)",
         "",
         "| reward | greedy acc. % | sampling acc. % | steps / solution | filler-step fraction "
         "| response tokens | paper MATH greedy (sampling) |",
