@@ -67,7 +67,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         if depth:
             hf = {**hf, "num_hidden_layers": depth}
         arch = Qwen2Config.from_hf(hf)
-        kw = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype])
+        kw = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
         return (
             Qwen2ForCausalLM(arch, **kw)
             if head == "lm"

@@ -470,3 +470,30 @@ def test_load_errors_name_the_problem(causal, tmp_path):
     (tmp_path / "shape" / "config.json").write_text(json.dumps(hf))
     with pytest.raises(ValueError, match="architectures"):
         models.load_pretrained(tmp_path / "shape")
+
+
+def test_remat_keeps_parameters_and_gradients():
+    config = models.Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    plain = models.Qwen2ForCausalLM(config)
+    remat = models.Qwen2ForCausalLM(config, remat=True)
+    params = models.init_params(plain, jax.random.key(0))
+    assert jax.tree.structure(models.init_params(remat, jax.random.key(0))) == (
+        jax.tree.structure(params)
+    )
+    ids = jax.random.randint(jax.random.key(1), (2, 9), 0, 64)
+
+    def loss(model, p):
+        return jnp.mean(jax.nn.log_softmax(model.apply({"params": p}, ids))[..., 0])
+
+    g_plain = jax.grad(lambda p: loss(plain, p))(params)
+    g_remat = jax.grad(lambda p: loss(remat, p))(params)
+    for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -281,12 +281,16 @@ class Qwen2Model(nn.Module):
     config: Qwen2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    # Recompute each layer's activations in the backward pass (gradient checkpointing): only
+    # the residual stream between layers is kept, which large models need to train at all.
+    remat: bool = False
 
     def setup(self):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        self.layers = [Qwen2DecoderLayer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
+        layer = nn.remat(Qwen2DecoderLayer) if self.remat else Qwen2DecoderLayer
+        self.layers = [layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, **kw)
 
     def __call__(
@@ -385,9 +389,10 @@ class Qwen2ForCausalLM(nn.Module):
     config: Qwen2Config
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False  # gradient checkpointing per decoder layer
 
     def setup(self):
-        self.model = Qwen2Model(self.config, self.dtype, self.param_dtype)
+        self.model = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat)
         if not self.config.tie_word_embeddings:
             self.lm_head = Dense(
                 self.config.vocab_size,
@@ -430,6 +435,7 @@ class Qwen2ForTokenClassification(nn.Module):
     use_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False  # gradient checkpointing per decoder layer
 
     @nn.compact
     def __call__(
@@ -440,7 +446,7 @@ class Qwen2ForTokenClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, name="model")(
+        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
             input_ids, attention_mask, positions
         )
         scores = ScoreHead(
@@ -479,6 +485,7 @@ class Qwen2ForSequenceClassification(nn.Module):
     use_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False  # gradient checkpointing per decoder layer
 
     @nn.compact
     def __call__(
@@ -489,7 +496,7 @@ class Qwen2ForSequenceClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, name="model")(
+        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
             input_ids, attention_mask, positions
         )
         scores = ScoreHead(

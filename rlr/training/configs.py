@@ -29,6 +29,7 @@ class ModelSpec:
     architecture: dict[str, Any] | None = None
     dtype: DType = "float32"
     param_dtype: DType = "float32"
+    remat: bool = False  # recompute layer activations in backward (large models)
 
     def __post_init__(self):
         require(

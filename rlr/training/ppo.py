@@ -70,9 +70,9 @@ def load_network(spec: ModelSpec, *, key: jax.Array) -> tuple[Any, Qwen2Config, 
     dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
     if spec.path:
         model, params = load_pretrained(spec.path, dtype=dtype, param_dtype=param_dtype)
-        return model, model.config, params
+        return model.clone(remat=spec.remat), model.config, params
     config = Qwen2Config.from_hf(spec.architecture)
-    model = Qwen2ForCausalLM(config, dtype=dtype, param_dtype=param_dtype)
+    model = Qwen2ForCausalLM(config, dtype=dtype, param_dtype=param_dtype, remat=spec.remat)
     return model, config, init_params(model, key)
 
 
@@ -85,7 +85,11 @@ def as_scorer(config: Qwen2Config, params: dict[str, Any], spec: ModelSpec) -> t
             "Qwen2ForTokenClassification or Qwen2ForSequenceClassification"
         )
     module = Qwen2ForTokenClassification(
-        config, num_labels=1, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype]
+        config,
+        num_labels=1,
+        dtype=DTYPES[spec.dtype],
+        param_dtype=DTYPES[spec.param_dtype],
+        remat=spec.remat,
     )
     return module, params
 
@@ -124,7 +128,9 @@ class PPOTrainer:
             _, orm_config, orm_params = load_network(config.orm, key=keys[1])
             orm, frozen["orm"] = as_scorer(orm_config, orm_params, config.orm)
         if config.ppo.critic_init == "policy":
-            critic = Qwen2ForTokenClassification(policy_config, num_labels=1)
+            critic = Qwen2ForTokenClassification(
+                policy_config, num_labels=1, remat=config.policy.remat
+            )
             critic_params = {
                 "model": _copy(policy_params["model"]),
                 "score": init_params(critic, keys[2])["score"],
