@@ -441,6 +441,15 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {entry['steps_per_solution']:.2f} | {entry['filler_step_fraction']:.3f} "
             f"| {entry['response_length']:.1f} | {paper_text} |"
         )
+    prm = results.get("prm", {}).get("eval", {})
+    if "mean_score_filler" in prm:
+        lines += [
+            "",
+            f"PRM on held-out steps: AUC {prm['step_auc']:.3f}; mean score of filler steps "
+            f"{prm['mean_score_filler']:.3f}, correct steps {prm['mean_score_correct']:.3f}, "
+            f"wrong steps {prm['mean_score_wrong']:.3f} (useless steps score high: the premise "
+            "of the hacking).",
+        ]
     return "\n".join(lines) + "\n"
 
 
