@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ppo_setup import make_assets, tiny_config
 
+from rlr.training.configs import RewardSpec
 from rlr.training.metrics import read_metrics
 from rlr.training.ppo import PPOTrainer
 
@@ -141,3 +142,13 @@ def test_sigterm_saves_and_exits_zero(assets, tmp_path):
         int(p.name) for p in (tmp_path / "term" / "checkpoints").iterdir() if p.name.isdigit()
     )
     assert steps[-1] == 2
+
+
+def test_prm_scores_every_variant_but_only_enters_the_reward_when_asked(assets, tmp_path):
+    trainer = PPOTrainer(
+        tiny_config(assets, tmp_path, iterations=1, reward=RewardSpec(use_prm=False))
+    )
+    trainer.run()
+    row = read_metrics(tmp_path)[-1]
+    assert row["return/prm_raw_sum"] > 0  # the PRM scored the rollouts (diagnostic)
+    assert row["reward/prm"] == 0.0  # but gave no reward

@@ -139,19 +139,7 @@ class PPOTrainer:
         else:
             critic = prm if config.ppo.critic_init == "prm" else orm
             critic_params = _copy(frozen[config.ppo.critic_init])
-        self.models = ppo_core.PPOModels(
-            policy=policy,
-            critic=critic,
-            prm=prm if config.reward.use_prm else None,
-            orm=orm if config.reward.use_orm else None,
-        )
-        frozen = {
-            k: v
-            for k, v in frozen.items()
-            if k == "reference"
-            or (k == "prm" and prm is not None and config.reward.use_prm)
-            or (k == "orm" and orm is not None and config.reward.use_orm)
-        }
+        self.models = ppo_core.PPOModels(policy=policy, critic=critic, prm=prm, orm=orm)
         self._build_steps({"policy": policy_params, "critic": critic_params}, frozen)
         self.train_problems = load_problems(config.data.train, config.data.format)
         self.test_problems = (
