@@ -36,6 +36,7 @@ from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
 from rlr.training import ppo_core
 from rlr.training.evaluation import decode_responses
 from rlr.training.labelling import (
+    add_sampling_arguments,
     load_policy,
     load_problem_file,
     positive_int,
@@ -397,24 +398,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--prm", default=None, help="PRM (HF token-classification directory)")
     parser.add_argument("--orm", default=None, help="ORM (HF token-classification directory)")
     parser.add_argument("--problems", required=True, help="JSONL of held-out problems")
-    parser.add_argument(
-        "--format",
-        default="synthetic",
-        choices=("synthetic", "gsm8k", "math", "mathinstruct"),
-        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
-    )
-    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
     parser.add_argument("--n", type=positive_int, default=8, help="samples per problem G")
-    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="T")
-    parser.add_argument("--max-steps", type=positive_int, default=16, help="K for the PRM")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="rows per call")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
-    parser.add_argument(
-        "--grader-workers", type=int, default=2, help="grading processes (0: in-process)"
-    )
+    add_sampling_arguments(parser, max_new_tokens=256)
     parser.add_argument(
         "--out", default="runs/bon.json", help="result JSON; the plot goes beside it (.png)"
     )

@@ -368,6 +368,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    """The problem-file, tokenizer, sampling and grading options that `rlr label-steps` and
+    `rlr eval-bon` share."""
+    parser.add_argument(
+        "--format",
+        default="synthetic",
+        choices=("synthetic", "gsm8k", "math", "mathinstruct"),
+        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
+    )
+    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
+    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="T")
+    parser.add_argument("--max-steps", type=positive_int, default=16, help="K, steps per solution")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sampler rows per call")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
+    parser.add_argument(
+        "--grader-workers", type=int, default=2, help="grading processes (0: in-process)"
+    )
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Registers `rlr label-steps`."""
     parser = subparsers.add_parser(
@@ -379,13 +401,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--problems", required=True, help="JSONL of problems with gold answers")
     parser.add_argument("--out", required=True, help="output StepLabelled JSONL file")
     parser.add_argument(
-        "--format",
-        default="synthetic",
-        choices=("synthetic", "gsm8k", "math", "mathinstruct"),
-        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
-    )
-    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
-    parser.add_argument(
         "--solutions-per-problem", type=positive_int, default=4, help="sampled solutions M"
     )
     parser.add_argument(
@@ -396,16 +411,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--completions", type=positive_int, default=8, help="continuations N per step prefix"
     )
-    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="T")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sampler rows per call")
-    parser.add_argument("--max-steps", type=positive_int, default=16, help="steps labelled")
-    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
-    parser.add_argument(
-        "--grader-workers", type=int, default=2, help="grading processes (0: in-process)"
-    )
+    add_sampling_arguments(parser, max_new_tokens=128)
     parser.set_defaults(func=run)
     return parser
 
