@@ -193,7 +193,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         ("update", update, (abstract_state, experience)),
         ("scoring", score, (trainable, frozen, rollout)),
     ):
-        with mesh:
+        with jax.set_mesh(mesh):
             compiled = fn.lower(*args).compile()
         mem = compiled.memory_analysis()
         result[f"{name}_step"] = {

@@ -115,7 +115,7 @@ def sharded_init(
     abstract = jax.eval_shape(init_fn, *args)
     shardings = param_shardings(abstract, mesh, rules)
     init = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)
-    with mesh:
+    with jax.set_mesh(mesh):
         variables = init(*args)
     return variables, shardings
 

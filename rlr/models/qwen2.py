@@ -427,6 +427,19 @@ class Qwen2ForCausalLM(nn.Module):
         return self.lm_head(hidden).astype(jnp.float32)
 
 
+def _trunk_and_scores(head: nn.Module, input_ids, attention_mask, positions):
+    """The shared body of the score heads: trunk "model" + `score` Linear, built inside the
+    calling head's compact __call__ (so the parameters are {"model", "score"} of that head).
+    Returns (scores [B, S, L] f32, hidden [B, S, D])."""
+    hidden = Qwen2Model(head.config, head.dtype, head.param_dtype, head.remat, name="model")(
+        input_ids, attention_mask, positions
+    )
+    scores = ScoreHead(head.num_labels, head.use_bias, head.dtype, head.param_dtype, name="score")(
+        hidden
+    )
+    return scores, hidden
+
+
 class Qwen2ForTokenClassification(nn.Module):
     """Decoder + `score` per token: [B, S, L]. num_labels=1 is the value head / critic."""
 
@@ -446,12 +459,7 @@ class Qwen2ForTokenClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
-            input_ids, attention_mask, positions
-        )
-        scores = ScoreHead(
-            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
-        )(hidden)
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions)
         return (scores, hidden) if return_hidden else scores
 
 
@@ -496,12 +504,7 @@ class Qwen2ForSequenceClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        hidden = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
-            input_ids, attention_mask, positions
-        )
-        scores = ScoreHead(
-            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
-        )(hidden)
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions)
         last = last_token_index(input_ids, attention_mask, pad_token_id=self.config.pad_token_id)
         pooled = jnp.take_along_axis(scores, last[:, None, None], axis=1)[:, 0]
         return (pooled, hidden) if return_hidden else pooled
