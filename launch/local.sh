@@ -4,11 +4,12 @@
 # (`rlr reproduce --preset cpu`, about half an hour on 2 cores; cached, so a rerun continues).
 #   bash launch/local.sh [OUT_DIR] [extra rlr reproduce arguments, e.g. --seeds 3]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""  # no extras (a sourced file would see our arguments)
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 OUT="${1:-runs/reproduce}"
 shift || true
 rlr probe --out runs/probe
 rlr reproduce --preset cpu --out "$OUT" "$@"
-echo "[rlr] probe: $RLR_ROOT/runs/probe (probe.json, probe.png)"
-echo "[rlr] reproduction: $RLR_ROOT/$OUT (results.md, results.json, curves.png)"
+where() { python -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$1"; }
+echo "[rlr] probe: $(where runs/probe) (probe.json, probe.png)"
+echo "[rlr] reproduction: $(where "$OUT") (results.md, results.json, curves.png)"
