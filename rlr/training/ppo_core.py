@@ -106,6 +106,22 @@ def critic_values(
     return response_slice(scores, prompt_len=prompt_len, num_tokens=T)
 
 
+def token_logits_at(
+    token_logits: chex.Array,  # [B, S] per-column score logits
+    positions: chex.Array,  # [B, K] response indices
+    *,
+    prompt_len: int,
+) -> chex.Array:  # [B, K] logits
+    """Score logits read at response positions (column P + position, clipped into the row).
+
+    The one place where PRM / ORM scores are read: PPO reads sigmoid of this, and reward-model
+    training puts its loss on exactly these logits.
+    """
+    chex.assert_rank([token_logits, positions], 2)
+    columns = jnp.clip(positions + prompt_len, 0, token_logits.shape[1] - 1)
+    return jnp.take_along_axis(token_logits, columns, axis=1)
+
+
 def token_scores_at(
     token_scores: chex.Array,  # [B, S] per-column score logits
     positions: chex.Array,  # [B, K] response indices
@@ -113,8 +129,12 @@ def token_scores_at(
     prompt_len: int,
 ) -> chex.Array:  # [B, K] probabilities
     """sigmoid(score) read at response positions (column P + position)."""
-    columns = jnp.clip(positions + prompt_len, 0, token_scores.shape[1] - 1)
-    return jax.nn.sigmoid(jnp.take_along_axis(token_scores, columns, axis=1))
+    return jax.nn.sigmoid(token_logits_at(token_scores, positions, prompt_len=prompt_len))
+
+
+def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [B] int32
+    """Index of each row's last response token (its EOS when present): where an ORM is read."""
+    return jnp.maximum(jnp.sum(response_mask, axis=1).astype(jnp.int32) - 1, 0)
 
 
 def prm_step_scores(
@@ -145,7 +165,7 @@ def orm_scores(
     """An ORM's probability that the whole solution is correct, read at its last token."""
     prompt_len = input_ids.shape[1] - T
     logits = orm.apply({"params": params}, input_ids, attention_mask)[..., 0]
-    last = jnp.maximum(jnp.sum(response_mask, axis=1).astype(jnp.int32) - 1, 0)
+    last = last_response_index(response_mask)
     return token_scores_at(logits, last[:, None], prompt_len=prompt_len)[:, 0]
 
 

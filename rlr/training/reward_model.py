@@ -36,26 +36,14 @@ from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
 from rlr.training import batching, models_io
 from rlr.training.configs import RewardModelConfig
-from rlr.training.ppo_core import orm_scores, prm_step_scores
+from rlr.training.ppo_core import last_response_index, orm_scores, prm_step_scores
+from rlr.training.ppo_core import token_logits_at as logits_at  # what PPO reads, see ppo_core
 from rlr.training.sft import fit
 from rlr.training.step import init_train_state, make_optimizer
 
 STEP_JOIN = "\n"
 PRM_KEYS = ("input_ids", "attention_mask", "step_end", "step_mask", "targets")
 ORM_KEYS = ("input_ids", "attention_mask", "response_mask", "targets")
-
-
-def logits_at(
-    token_logits: chex.Array,  # [B, S] per-column score logits
-    positions: chex.Array,  # [B, K] response indices
-    *,
-    prompt_len: int,
-) -> chex.Array:  # [B, K] logits
-    """The score logits at response positions (column P + position), clipped into the row
-    exactly as `ppo_core.token_scores_at` does, so sigmoid of this is what PPO reads."""
-    chex.assert_rank([token_logits, positions], 2)
-    columns = jnp.clip(positions + prompt_len, 0, token_logits.shape[1] - 1)
-    return jnp.take_along_axis(token_logits, columns, axis=1)
 
 
 def masked_bce(
@@ -98,11 +86,6 @@ def prm_loss(
     step_logits = logits_at(token_logits, batch["step_end"], prompt_len=ids.shape[1] - response_len)
     loss = masked_bce(step_logits, batch["targets"], batch["step_mask"])
     return loss, {"bce": loss, **_binary_metrics(step_logits, batch["targets"], batch["step_mask"])}
-
-
-def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [B] int32
-    """Index of each row's last response token (EOS when present), as ppo_core.orm_scores."""
-    return jnp.maximum(jnp.sum(response_mask, axis=1).astype(jnp.int32) - 1, 0)
 
 
 def orm_loss(
