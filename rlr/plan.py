@@ -57,7 +57,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     from rlr import sharding
     from rlr.models import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification
     from rlr.training import ppo_core
-    from rlr.training.ppo import DTYPES
+    from rlr.training.models_io import DTYPES
     from rlr.training.step import init_train_state, train_state_shardings
 
     mesh = sharding.make_mesh(**mesh_sizes)

@@ -359,7 +359,7 @@ class Reproduction:
             "stage_seconds": stage_seconds,
             "total_stage_seconds": sum(stage_seconds.values()),
             "date": time.strftime("%Y-%m-%d"),
-            "sft": {k: v for k, v in sft_result.items()},
+            "sft": dict(sft_result),
             "variants": variants,
             "prm": prm_report,
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},

@@ -408,14 +408,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _load_scorer(path: str, flag: str) -> tuple[Any, Any]:
-    from rlr.models import load_pretrained
     from rlr.training.configs import ModelSpec
-    from rlr.training.ppo import as_scorer
+    from rlr.training.ppo import load_scorer
 
     if not pathlib.Path(path).is_dir():
         raise ValueError(f"{flag} {path}: no such directory (give an HF model directory)")
-    model, params = load_pretrained(path)
-    return as_scorer(model.config, params, ModelSpec(path=path))
+    return load_scorer(ModelSpec(path=path))
 
 
 def run(args: argparse.Namespace) -> int:

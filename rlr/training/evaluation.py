@@ -54,6 +54,18 @@ def solution_stats(
     }
 
 
+def ended_without_eos(
+    tokens: np.ndarray,  # [B, T] sampled response tokens
+    mask: np.ndarray,  # [B, T] 1 for generated tokens (a prefix of each row)
+    eos_id: int | Sequence[int],
+) -> np.ndarray:  # [B] bool
+    """Rows whose last generated token is not an EOS: they hit the token limit (truncated)."""
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    lengths = mask.sum(axis=1).astype(int)
+    last = tokens[np.arange(len(tokens)), np.maximum(lengths - 1, 0)]
+    return ~np.isin(last, np.atleast_1d(eos_id))
+
+
 def decode_responses(tokenizer: Any, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
     """Response texts from sampled [B, T] tokens (special tokens such as EOS dropped)."""
     return [
@@ -118,9 +130,7 @@ def evaluate_policy(
         texts += decode_responses(tokenizer, tokens, out_mask)
         row_lengths = out_mask.sum(axis=1)
         lengths += row_lengths.tolist()
-        eos = set(np.atleast_1d(tokenizer.eos_token_id).tolist())
-        last = tokens[np.arange(real), np.maximum(row_lengths - 1, 0)]
-        truncated += int(sum(int(t) not in eos for t in last))
+        truncated += int(ended_without_eos(tokens, out_mask, tokenizer.eos_token_id).sum())
     correct = grader.grade_responses(texts, list(golds))
     stats = solution_stats(texts, separators=separators)
     samples = tuple(

@@ -36,7 +36,8 @@ TOKENIZER_FILES = (
     "merges.txt",
     "added_tokens.json",
 )
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# ModelSpec.dtype / param_dtype names -> JAX dtypes
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_tokenizer(path: str | pathlib.Path):
@@ -75,14 +76,14 @@ def architecture_config(spec: ModelSpec, tokenizer) -> Qwen2Config:
 
 def load_or_init_policy(spec: ModelSpec, tokenizer, *, seed: int) -> tuple[nn.Module, Any]:
     """(Qwen2ForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`."""
-    dtype, param_dtype = _DTYPES[spec.dtype], _DTYPES[spec.param_dtype]
+    dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
     if spec.path:
         model, params = load_pretrained(spec.path, dtype=dtype, param_dtype=param_dtype)
         if not isinstance(model, Qwen2ForCausalLM):
             raise ValueError(f"{spec.path} holds a {type(model).__name__}, not a causal LM")
-        return model, params
+        return model.clone(remat=spec.remat), params
     config = architecture_config(spec, tokenizer)
-    model = Qwen2ForCausalLM(config, dtype=dtype, param_dtype=param_dtype)
+    model = Qwen2ForCausalLM(config, dtype=dtype, param_dtype=param_dtype, remat=spec.remat)
     return model, init_params(model, jax.random.key(seed))
 
 

@@ -30,21 +30,20 @@ from rlr.data.prompts import build_prompt
 from rlr.data.readers import READERS, read_problems
 from rlr.data.steps import step_ends_from_ids
 from rlr.models import (
-    Qwen2Config,
-    Qwen2ForCausalLM,
     Qwen2ForTokenClassification,
     init_params,
     load_pretrained,
     save_pretrained,
 )
 from rlr.sampling import Sampler
-from rlr.training import ppo_core
+from rlr.training import models_io, ppo_core
 from rlr.training.batching import encode_prompts
 from rlr.training.checkpoint import Checkpointer
 from rlr.training.configs import ModelSpec, PPOConfig
 from rlr.training.evaluation import (
     EvalResult,
     decode_responses,
+    ended_without_eos,
     evaluate_policy,
     solution_stats,
 )
@@ -52,7 +51,7 @@ from rlr.training.metrics import MetricsWriter
 from rlr.training.preemption import PreemptionGuard
 from rlr.training.step import TrainState, init_train_state, train_state_shardings
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = models_io.DTYPES
 
 
 def load_problems(path: str, fmt: str) -> list[Any]:
@@ -64,28 +63,23 @@ def load_problems(path: str, fmt: str) -> list[Any]:
     return problems
 
 
-def load_network(spec: ModelSpec, *, key: jax.Array) -> tuple[Any, Qwen2Config, dict[str, Any]]:
-    """(module, Qwen2Config, params) from an HF directory, or freshly initialised from an
-    inline architecture."""
-    dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
-    if spec.path:
-        model, params = load_pretrained(spec.path, dtype=dtype, param_dtype=param_dtype)
-        return model.clone(remat=spec.remat), model.config, params
-    config = Qwen2Config.from_hf(spec.architecture)
-    model = Qwen2ForCausalLM(config, dtype=dtype, param_dtype=param_dtype, remat=spec.remat)
-    return model, config, init_params(model, key)
-
-
-def as_scorer(config: Qwen2Config, params: dict[str, Any], spec: ModelSpec) -> tuple[Any, Any]:
-    """A token-classification module over any scored network ({"model", "score"} params):
-    PRMs, ORMs (read at the last token by rlr.training.ppo_core) and critics."""
+def load_scorer(spec: ModelSpec) -> tuple[Any, Any]:
+    """A PRM / ORM from an HF directory as a token-classification module over its
+    {"model", "score"} params (an ORM is read at the last token by rlr.training.ppo_core)."""
+    if not spec.path:
+        raise ValueError(
+            "a reward model needs `path`: an HF directory written by rlr train-prm/orm"
+        )
+    model, params = load_pretrained(
+        spec.path, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype]
+    )
     if "score" not in params:
         raise ValueError(
             f"{spec.path}: not a reward model (no 'score' head); export it as "
             "Qwen2ForTokenClassification or Qwen2ForSequenceClassification"
         )
     module = Qwen2ForTokenClassification(
-        config,
+        model.config,
         num_labels=1,
         dtype=DTYPES[spec.dtype],
         param_dtype=DTYPES[spec.param_dtype],
@@ -109,33 +103,32 @@ class PPOTrainer:
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
-        from transformers import AutoTokenizer
-
         tokenizer_path = config.tokenizer or config.policy.path
         if not tokenizer_path:
             raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        keys = jax.random.split(jax.random.key(config.seed), 3)
-        policy, policy_config, policy_params = load_network(config.policy, key=keys[0])
+        self.tokenizer = models_io.load_tokenizer(tokenizer_path)
+        policy, policy_params = models_io.load_or_init_policy(
+            config.policy, self.tokenizer, seed=config.seed
+        )
         frozen: dict[str, Any] = {"reference": _copy(policy_params)}
         prm = orm = None
         # A configured PRM / ORM always scores the rollouts (its return is a hacking diagnostic
         # for every variant); reward.use_prm / use_orm decide whether it enters the reward.
         if config.prm is not None:
-            _, prm_config, prm_params = load_network(config.prm, key=keys[1])
-            prm, frozen["prm"] = as_scorer(prm_config, prm_params, config.prm)
+            prm, frozen["prm"] = load_scorer(config.prm)
         if config.orm is not None:
-            _, orm_config, orm_params = load_network(config.orm, key=keys[1])
-            orm, frozen["orm"] = as_scorer(orm_config, orm_params, config.orm)
+            orm, frozen["orm"] = load_scorer(config.orm)
         if config.ppo.critic_init == "policy":
             critic = Qwen2ForTokenClassification(
-                policy_config, num_labels=1, remat=config.policy.remat
+                policy.config, num_labels=1, remat=config.policy.remat
             )
+            # The policy's trunk and a zero score head (V = 0 everywhere at the start); the
+            # head's shape comes from eval_shape, so no throw-away critic is initialised.
+            abstract = jax.eval_shape(lambda: init_params(critic, jax.random.key(0)))
             critic_params = {
                 "model": _copy(policy_params["model"]),
-                "score": init_params(critic, keys[2])["score"],
+                "score": jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract["score"]),
             }
-            critic_params["score"] = jax.tree.map(jnp.zeros_like, critic_params["score"])
         else:
             critic = prm if config.ppo.critic_init == "prm" else orm
             critic_params = _copy(frozen[config.ppo.critic_init])
@@ -295,12 +288,7 @@ class PPOTrainer:
             "success_rate": float(success.mean()),
             "response_length": float(lengths.mean()),
             "truncated_fraction": float(
-                np.mean(
-                    [
-                        int(t[max(n - 1, 0)]) != self.tokenizer.eos_token_id
-                        for t, n in zip(tokens, lengths)
-                    ]
-                )
+                ended_without_eos(tokens, response_mask, self.tokenizer.eos_token_id).mean()
             ),
             **solution_stats(texts, separators=cfg.reward.separators),
             "time/rollout": t1 - t0,
