@@ -418,22 +418,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def load_policy(policy: str, tokenizer_dir: str | None) -> tuple[Any, Any, Any]:
     """(Qwen2ForCausalLM, params, HF tokenizer) from HF directories, with clear errors."""
-    from transformers import AutoTokenizer
-
-    from rlr.models import Qwen2ForCausalLM, load_pretrained
+    from rlr.training import models_io
+    from rlr.training.configs import ModelSpec
 
     for name, path in (("--policy", policy), ("--tokenizer", tokenizer_dir or policy)):
         if not pathlib.Path(path).is_dir():
             raise ValueError(f"{name} {path}: no such directory (give an HF model directory)")
-    model, params = load_pretrained(policy)
-    if not isinstance(model, Qwen2ForCausalLM):
-        raise ValueError(f"--policy {policy}: not a causal LM ({type(model).__name__})")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or policy)
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"no tokenizer in {tokenizer_dir or policy}; pass --tokenizer DIR ({e})"
-        ) from None
+        tokenizer = models_io.load_tokenizer(tokenizer_dir or policy)
+    except ValueError as e:
+        raise ValueError(f"{e} (or pass --tokenizer DIR)") from None
+    model, params = models_io.load_or_init_policy(ModelSpec(path=policy), tokenizer, seed=0)
     return model, params, tokenizer
 
 
