@@ -1,6 +1,6 @@
 """Graded answers per second: rlr's Grader (in-process, 1 and 2 workers) vs plain math-verify.
 
-    PYTHONPATH=. python bench/bench_grading.py [--items 1000] [--data-dir ../shared/data]
+    PYTHONPATH=. python bench/bench_grading.py [--items 1000] [--data-dir tests/data]
 
 The mix is real GSM8K model-solution answers and MATH500 answers (each paired with its own gold
 and, for half of them, with another problem's gold), or built-in cases where the data folder is
@@ -18,7 +18,7 @@ import time
 
 from rlr.grading import Grader, extract_answer
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
 
 BUILTIN = [
     ("18", "18"),

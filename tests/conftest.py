@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the real data in ../shared/data and tiny helpers."""
+"""Shared test fixtures: the real public data committed in tests/data."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REAL_DATA = REPO_ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-    """The real public data in ../shared/data; skips the test where it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (only present in rlr's dev setup)")
-    return SHARED_DATA
+def real_data() -> pathlib.Path:
+    """tests/data: GSM8K test split, GSM8K model solutions and MATH500 (see its README)."""
+    return REAL_DATA

@@ -188,16 +188,16 @@ def _number(text: str) -> float:
 
 
 class TestRealData:
-    def test_gsm8k_test_split(self, shared_data):
-        result = read_gsm8k(shared_data / "gsm8k_test.jsonl")
+    def test_gsm8k_test_split(self, real_data):
+        result = read_gsm8k(real_data / "gsm8k_test.jsonl")
         assert len(result) == 1319 and result.num_skipped == 0
         for problem in result:
             _number(problem.answer)  # raises if a gold answer is not a number
             assert "<<" not in problem.solution and "####" not in problem.solution
         assert len({p.id for p in result}) == 1319
 
-    def test_math500_gold_matches_boxed(self, shared_data):
-        result = read_math(shared_data / "math500_test.jsonl")
+    def test_math500_gold_matches_boxed(self, real_data):
+        result = read_math(real_data / "math500_test.jsonl")
         assert len(result) == 500
         assert all(isinstance(p, Problem) and p.answer for p in result)
         norm = lambda s: re.sub(r"\s+", "", s or "")
@@ -205,9 +205,9 @@ class TestRealData:
         # Measured: 500 of 500 agree after whitespace removal.
         assert agree >= 0.98, f"only {agree:.1%} of MATH500 boxed answers equal 'answer'"
 
-    def test_gsm8k_steps_are_blocks_else_lines(self, shared_data):
+    def test_gsm8k_steps_are_blocks_else_lines(self, real_data):
         by_blocks = 0
-        for problem in read_gsm8k(shared_data / "gsm8k_test.jsonl"):
+        for problem in read_gsm8k(real_data / "gsm8k_test.jsonl"):
             text = problem.solution
             blocks = [b.strip() for b in text.split("\n\n") if b.strip()]
             lines = [line.strip() for line in text.split("\n") if line.strip()]

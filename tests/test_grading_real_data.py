@@ -1,4 +1,4 @@
-"""The grader on real GSM8K and MATH500 text from ../shared/data (skipped where absent)."""
+"""The grader on real GSM8K and MATH500 text (tests/data)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def _read_jsonl(path):
 
 
 @pytest.fixture(scope="module")
-def math500(shared_data):
-    return _read_jsonl(shared_data / "math500_test.jsonl")
+def math500(real_data):
+    return _read_jsonl(real_data / "math500_test.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def test_math500_answers_of_different_problems_differ(math500, grader):
     assert grader.num_timeouts == 0
 
 
-def test_gsm8k_model_solutions_agree_with_labels(shared_data):
-    references = _read_jsonl(shared_data / "gsm8k_test.jsonl")
-    solutions = _read_jsonl(shared_data / "gsm8k_model_solutions.jsonl")
+def test_gsm8k_model_solutions_agree_with_labels(real_data):
+    references = _read_jsonl(real_data / "gsm8k_test.jsonl")
+    solutions = _read_jsonl(real_data / "gsm8k_model_solutions.jsonl")
     assert len(references) == len(solutions) == 1319
     predictions, golds, labels = [], [], []
     for reference, row in zip(references, solutions):
@@ -78,8 +78,8 @@ def test_gsm8k_model_solutions_agree_with_labels(shared_data):
     assert agreement >= 0.99
 
 
-def test_gsm8k_reference_answers_extract(shared_data):
-    references = _read_jsonl(shared_data / "gsm8k_test.jsonl")
+def test_gsm8k_reference_answers_extract(real_data):
+    references = _read_jsonl(real_data / "gsm8k_test.jsonl")
     for reference in references:
         gold = extract_answer(reference["answer"])
         assert gold is not None and is_equivalent(gold, reference["answer"].split("####")[-1])

@@ -240,12 +240,12 @@ class TestRealData:
         np.testing.assert_array_equal(got_mask, step_mask)
         np.testing.assert_array_equal(got_end, step_end)
 
-    def test_gsm8k_solutions(self, shared_data, tokenizer):
-        problems = read_gsm8k(shared_data / "gsm8k_test.jsonl").records[:300]
+    def test_gsm8k_solutions(self, real_data, tokenizer):
+        problems = read_gsm8k(real_data / "gsm8k_test.jsonl").records[:300]
         self._check([p.solution for p in problems], tokenizer)
 
-    def test_math500_solutions(self, shared_data, tokenizer):
-        problems = read_math(shared_data / "math500_test.jsonl").records[:150]
+    def test_math500_solutions(self, real_data, tokenizer):
+        problems = read_math(real_data / "math500_test.jsonl").records[:150]
         texts = [p.solution for p in problems]
         blocks = [len([x for x in t.split("\n\n") if x.strip()]) for t in texts]
         assert sum(b > 1 for b in blocks) > 20  # real multi-paragraph solutions are covered
