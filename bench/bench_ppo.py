@@ -2,7 +2,7 @@
 
     JAX_PLATFORMS=cpu python bench/bench_ppo.py [--iterations 3] [--hidden-size 128 ...]
 
-Builds random-weight assets of the CPU preset's size (rlr.toy; the policy of
+Builds random-weight assets of the CPU preset's size (tests/toy_assets.py; the policy of
 launch/configs/sft_cpu.yaml: d=128, 4 layers, ~1M parameters) and runs launch/configs/ppo_cpu.yaml
 (16 prompts x 4 samples, up to 80 new tokens, 4 minibatches) on them. Prints the time of each
 phase (rollout, grading, scoring, update) after one warm-up iteration that compiles everything.
@@ -15,8 +15,11 @@ import json
 import pathlib
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -39,7 +42,10 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> None:
     """Builds the assets under `root`, runs the iterations and prints the table."""
     from rlr.config import load_config
     from rlr.grading import Grader
-    from rlr.toy import make_toy_assets
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from toy_assets import make_toy_assets
+
     from rlr.training.configs import PPOConfig
     from rlr.training.ppo import PPOTrainer
 
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> None:
         num_train=512,
         num_test=16,
     )
-    config_path = pathlib.Path(__file__).resolve().parent.parent / "launch/configs/ppo_cpu.yaml"
+    config_path = REPO / "rlr" / "configs" / "ppo_cpu.yaml"
     config = load_config(
         PPOConfig,
         config_path,

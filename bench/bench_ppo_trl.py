@@ -11,8 +11,8 @@ its PPO trainer; 1.12.0 is the last release with one (`trl.experimental.ppo`):
     /tmp/trl-venv/bin/python bench/bench_ppo_trl.py
 
 This script runs in the trl environment and never imports rlr (which needs jax). Everything rlr
-does runs in subprocesses with `--rlr-python` (default: /work/main/.venv/bin/python, or
-$RLR_PYTHON): one writes the assets (rlr.toy.make_toy_assets) and the prompt texts
+does runs in subprocesses with `--rlr-python` (default: the repository's .venv/bin/python, or
+$RLR_PYTHON): one writes the assets (tests/toy_assets.py) and the prompt texts
 (rlr.data.prompts.build_prompt over rlr.data.synthetic problems, the same problems in the same
 order PPOTrainer.prompts_for picks them), the other runs bench/bench_ppo.py --json FILE.
 
@@ -63,7 +63,7 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_RLR_PYTHON = os.environ.get("RLR_PYTHON", "/work/main/.venv/bin/python")
+DEFAULT_RLR_PYTHON = os.environ.get("RLR_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 PROMPTS_PER_ITERATION = 16
 SAMPLES_PER_PROMPT = 4
 MAX_PROMPT_TOKENS = 64
@@ -78,7 +78,7 @@ import json, pathlib, sys
 import numpy as np
 from rlr.data.prompts import build_prompt
 from rlr.data.readers import read_problems
-from rlr.toy import make_toy_assets
+from toy_assets import make_toy_assets  # tests/toy_assets.py
 
 root, hidden, ffn, layers, iterations, per = sys.argv[1:7]
 assets = make_toy_assets(root, hidden_size=int(hidden), intermediate_size=int(ffn),
@@ -125,7 +125,8 @@ def import_trl():
 
 def run_rlr(python: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Runs `python argv` with rlr's checkout first on the path and jax on the CPU."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    env = {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu"}
     return subprocess.run([python, *argv], env=env, cwd=REPO, text=True, **kwargs)
 
 

@@ -16,7 +16,8 @@ fi
 CONFIG="$1"; shift
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-[ -f "$CONFIG" ] || { echo "config $CONFIG not found" >&2; exit 2; }
+[ -f "$CONFIG" ] || [ -f "rlr/configs/${CONFIG%.yaml}.yaml" ] || {
+  echo "config $CONFIG is neither a file nor a shipped config (rlr/configs)" >&2; exit 2; }
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # shellcheck disable=SC1091
 source .venv/bin/activate

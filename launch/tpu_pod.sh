@@ -13,7 +13,8 @@ if [ $# -lt 3 ]; then
 fi
 TPU_NAME="$1"; ZONE="$2"; CONFIG="$3"; shift 3
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ -f "$ROOT/$CONFIG" ] || [ -f "$CONFIG" ] || { echo "config $CONFIG not found" >&2; exit 2; }
+[ -f "$ROOT/$CONFIG" ] || [ -f "$CONFIG" ] || [ -f "$ROOT/rlr/configs/${CONFIG%.yaml}.yaml" ] || {
+  echo "config $CONFIG is neither a file nor a shipped config (rlr/configs)" >&2; exit 2; }
 OVERRIDES="$*"
 tar -C "$ROOT" --exclude=.venv --exclude=runs --exclude=.git -czf /tmp/rlr.tgz .
 gcloud compute tpus tpu-vm scp /tmp/rlr.tgz "$TPU_NAME":/tmp/rlr.tgz --zone "$ZONE" --worker=all

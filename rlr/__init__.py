@@ -1,46 +1,50 @@
-"""rlr: PPO for LLM math reasoning with step-level process rewards, Clip and Delta."""
+"""rlr: PPO for LLM math reasoning with step-level process rewards, Clip and Delta.
 
-from rlr.advantages import gae_advantages, masked_whiten
-from rlr.losses import (
-    entropy_from_logits,
-    masked_mean,
-    masked_sum,
-    masked_var,
-    ppo_policy_loss,
-    ppo_value_loss,
-    token_logprobs,
-)
-from rlr.rewards import (
-    KL_ESTIMATORS,
-    PROCESS_REWARD_METHODS,
-    TokenRewards,
-    clip_process_rewards,
-    delta_process_rewards,
-    kl_penalty,
-    place_at_tokens,
-    shape_process_rewards,
-    token_rewards,
-)
+The public maths API (rewards, advantages, losses) is importable from here: `rlr.token_rewards`,
+`from rlr import gae_advantages`. It loads on first use, so `import rlr` (and the `rlr`
+command's help) does not pull in JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "KL_ESTIMATORS",
-    "PROCESS_REWARD_METHODS",
-    "TokenRewards",
-    "clip_process_rewards",
-    "delta_process_rewards",
-    "entropy_from_logits",
-    "gae_advantages",
-    "kl_penalty",
-    "masked_mean",
-    "masked_sum",
-    "masked_var",
-    "masked_whiten",
-    "place_at_tokens",
-    "ppo_policy_loss",
-    "ppo_value_loss",
-    "shape_process_rewards",
-    "token_logprobs",
-    "token_rewards",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "gae_advantages": "rlr.advantages",
+    "masked_whiten": "rlr.advantages",
+    "entropy_from_logits": "rlr.losses",
+    "masked_mean": "rlr.losses",
+    "masked_sum": "rlr.losses",
+    "masked_var": "rlr.losses",
+    "ppo_policy_loss": "rlr.losses",
+    "ppo_value_loss": "rlr.losses",
+    "token_logprobs": "rlr.losses",
+    "KL_ESTIMATORS": "rlr.rewards",
+    "PROCESS_REWARD_METHODS": "rlr.rewards",
+    "TokenRewards": "rlr.rewards",
+    "clip_process_rewards": "rlr.rewards",
+    "delta_process_rewards": "rlr.rewards",
+    "kl_penalty": "rlr.rewards",
+    "place_at_tokens": "rlr.rewards",
+    "shape_process_rewards": "rlr.rewards",
+    "token_rewards": "rlr.rewards",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,6 +1,6 @@
 """Generalised advantage estimation over token rewards, and masked whitening.
 
-Time convention (DESIGN.md section 2): reward t is received after emitting token t; `mask`
+Time convention (docs/design.md section 2): reward t is received after emitting token t; `mask`
 marks the response tokens, a prefix of each row. After the last valid token the episode ends
 and the next value is 0, unless the row was truncated and a bootstrap value is given.
 """
@@ -70,7 +70,7 @@ def gae_advantages(
 
     V_{t+1} after the last valid token is bootstrap_value[b] if given, else 0; values on
     padding are ignored; returns = advantages + values; both are 0 on padding. The valid
-    tokens must form a prefix of each row (DESIGN.md), so that delta is 0 after the episode.
+    tokens must form a prefix of each row (docs/design.md), so that delta is 0 after the episode.
     The backward recursion is a reverse `lax.scan` over chunks of chunk_size tokens with a
     matmul inside each chunk (`discounted_reverse_cumsum`); gamma and lam may be traced.
     """

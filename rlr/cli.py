@@ -1,32 +1,25 @@
 """The `rlr` command: one subcommand per job (`rlr --help` lists them).
 
-Each subcommand lives in its own module, which exposes `add_parser(subparsers)`; that
-function registers the subcommand's arguments and sets `func` to a callable taking the
-parsed namespace and returning an exit code. Modules are imported lazily by name so that
-`rlr --help` stays fast and a broken optional dependency only affects its own subcommand.
+Subcommands are declared in rlr.commands, which imports only the standard library, and each
+command's module is imported only when it runs, so help is instant. A user's mistake (a
+config typo, a bad value, a malformed data line, a missing file) prints one line,
+`rlr CMD: error: ...`, and exits with status 2; set RLR_DEBUG=1 to see the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-# subcommand name -> module that defines add_parser(subparsers)
-SUBCOMMANDS: dict[str, str] = {
-    "probe": "rlr.probe",
-    "make-data": "rlr.data.synthetic",
-    "train-tokenizer": "rlr.tokenizer",
-    "sft": "rlr.training.sft",
-    "train-prm": "rlr.training.reward_model",
-    "train-orm": "rlr.training.reward_model",
-    "label-steps": "rlr.training.labelling",
-    "eval-bon": "rlr.training.bon",
-    "ppo": "rlr.training.ppo",
-    "plan": "rlr.plan",
-    "reproduce": "rlr.reproduce",
-}
+from rlr.commands import BY_NAME, COMMANDS, Command
+
+# Kept for callers that list subcommands: name -> module that runs it.
+SUBCOMMANDS: dict[str, str] = {command.name: command.module for command in COMMANDS}
+USAGE_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,19 +27,66 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlr",
         description="PPO for LLM math reasoning with PRM step rewards refined by Clip and Delta.",
+        epilog="Run `rlr COMMAND --help` for a command's options. RLR_DEBUG=1 shows tracebacks.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module_name in SUBCOMMANDS.values():
-        importlib.import_module(module_name).add_parser(subparsers)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.description
+        )
+        command.add_arguments(sub)
     return parser
+
+
+def config_class(command: Command) -> type | None:
+    """The config dataclass of a config-driven command (None for the others)."""
+    if command.config is None:
+        return None
+    module, _, name = command.config.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_run_config(command: Command, args: argparse.Namespace) -> Any:
+    """Resolves, loads and validates the config a command's arguments name."""
+    from rlr import configs
+    from rlr.config import load_config
+
+    name, overrides = command.config_source(args)
+    return load_config(config_class(command), configs.resolve(name), overrides)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parses `argv` and runs the command; errors propagate (see `main` for the CLI's handling).
+
+    This is also how `rlr reproduce` runs its stages: the same command lines a user would type.
+    """
+    args = build_parser().parse_args(argv)
+    command = BY_NAME[args.command]
+    if config_class(command) is not None:
+        config = load_run_config(command, args)
+        if args.print_config:
+            from rlr.config import config_yaml
+
+            print(config_yaml(config), end="")
+            return 0
+        args.run_config = config
+    return int(importlib.import_module(command.module).run(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rlr` console script; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except (ValueError, OSError) as err:
+        if os.environ.get("RLR_DEBUG"):
+            raise
+        name = next((a for a in argv if a in BY_NAME), "")
+        prog = f"rlr {name}".strip()
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

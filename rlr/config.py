@@ -236,9 +236,14 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+def config_yaml(config: Any) -> str:
+    """A config tree as YAML text, every key with its value, in declaration order."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def dump_config(config: Any, path: str | pathlib.Path) -> None:
     """Writes a config tree as YAML (the exact settings a run used)."""
-    pathlib.Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    pathlib.Path(path).write_text(config_yaml(config))
 
 
 def require(condition: bool, message: str) -> None:

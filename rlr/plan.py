@@ -14,7 +14,6 @@ leave some headroom.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -39,126 +38,21 @@ def parse_mesh(text: str) -> dict[str, int]:
     return sizes
 
 
-def _architecture(spec: Any) -> dict[str, Any]:
-    if spec.path and (pathlib.Path(spec.path) / "config.json").exists():
-        return json.loads((pathlib.Path(spec.path) / "config.json").read_text())
-    if spec.architecture is not None:
-        return dict(spec.architecture)
-    raise ValueError(
-        f"cannot size model {spec.path!r}: no config.json there and no inline `architecture`"
-    )
-
-
 def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> dict[str, Any]:
-    """plan() at the config's depth (layers None), at `layers` layers, or shapes only (0)."""
+    """plan() at the config's depth (layers None), at `layers` layers, or shapes only (0).
+
+    The networks, optimizer, shardings and jitted steps come from rlr.training.ppo_build,
+    the same builder PPOTrainer uses, in its abstract mode.
+    """
     import jax
     import jax.numpy as jnp
 
     from rlr import sharding
-    from rlr.models import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification
-    from rlr.training import ppo_core
-    from rlr.training.models_io import DTYPES
-    from rlr.training.step import init_train_state, train_state_shardings
+    from rlr.training.ppo_build import abstract_batches, build_ppo
 
     mesh = sharding.make_mesh(**mesh_sizes)
-
-    def build(spec, head, depth=None):
-        hf = _architecture(spec)
-        if depth:
-            hf = {**hf, "num_hidden_layers": depth}
-        arch = Qwen2Config.from_hf(hf)
-        kw = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
-        return (
-            Qwen2ForCausalLM(arch, **kw)
-            if head == "lm"
-            else Qwen2ForTokenClassification(arch, num_labels=1, **kw)
-        )
-
-    depth = layers or None
-    policy = build(config.policy, "lm", depth)
-    critic_spec = {"prm": config.prm, "orm": config.orm}.get(config.ppo.critic_init, config.policy)
-    critic = build(critic_spec or config.policy, "score", depth)
-    prm = build(config.prm, "score", depth) if config.reward.use_prm else None
-    orm = build(config.orm, "score", depth) if config.reward.use_orm else None
-    models = ppo_core.PPOModels(policy=policy, critic=critic, prm=prm, orm=orm)
-
-    ids4 = jnp.zeros((1, 4), jnp.int32)
-
-    def abstract(module):
-        boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), ids4)["params"])
-        shard = sharding.param_shardings(boxed, mesh)
-        import flax.linen as nn
-
-        plain = nn.unbox(boxed)
-        return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), plain, shard
-        ), shard
-
-    trainable, frozen = {}, {}
-    t_shard, f_shard = {}, {}
-    trainable["policy"], t_shard["policy"] = abstract(policy)
-    trainable["critic"], t_shard["critic"] = abstract(critic)
-    frozen["reference"], f_shard["reference"] = abstract(policy)
-    if prm is not None:
-        frozen["prm"], f_shard["prm"] = abstract(prm)
-    if orm is not None:
-        frozen["orm"], f_shard["orm"] = abstract(orm)
-
-    spec = config.ppo
-    tx = ppo_core.make_ppo_optimizer(
-        policy_lr=spec.policy_lr,
-        critic_lr=spec.critic_lr,
-        weight_decay=spec.weight_decay,
-        max_grad_norm=spec.max_grad_norm,
-    )
-    state_shard = train_state_shardings(tx, trainable, t_shard, mesh)
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        jax.eval_shape(functools.partial(init_train_state, tx=tx), trainable),
-        state_shard,
-    )
-
-    roll = config.rollout
-    P, T, K = roll.max_prompt_tokens, roll.max_new_tokens, config.reward.max_steps
-    B = roll.batch_size
-    mb = B // spec.minibatches
-
-    def arr(shape, dtype):
-        return jax.ShapeDtypeStruct(
-            shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape))
-        )
-
-    experience = ppo_core.Experience(
-        input_ids=arr((mb, P + T), jnp.int32),
-        attention_mask=arr((mb, P + T), jnp.int32),
-        response_mask=arr((mb, T), jnp.float32),
-        old_logp=arr((mb, T), jnp.float32),
-        old_values=arr((mb, T), jnp.float32),
-        advantages=arr((mb, T), jnp.float32),
-        returns=arr((mb, T), jnp.float32),
-    )
-    update = jax.jit(
-        functools.partial(
-            ppo_core.ppo_update,
-            models,
-            tx,
-            clip_eps=spec.clip_eps,
-            value_clip_eps=spec.value_clip_eps,
-        ),
-        in_shardings=(state_shard, None),
-        out_shardings=(state_shard, None),
-        donate_argnums=0,
-    )
-    C = roll.chunk_rows or B  # rows per scoring call
-    rollout = ppo_core.Rollout(
-        input_ids=arr((C, P + T), jnp.int32),
-        attention_mask=arr((C, P + T), jnp.int32),
-        response_mask=arr((C, T), jnp.float32),
-        success=arr((C,), jnp.float32),
-        step_end=arr((C, K), jnp.int32),
-        step_mask=arr((C, K), jnp.float32),
-    )
-    score = jax.jit(functools.partial(ppo_core.score_rollout, models))
+    setup = build_ppo(config, mesh=mesh, abstract=True, num_layers=layers or None)
+    rollout, experience = abstract_batches(config, mesh)
 
     def nbytes(tree):
         total = 0
@@ -167,31 +61,29 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             total += math.prod(shards) * jnp.dtype(leaf.dtype).itemsize
         return total
 
+    roll = config.rollout
     result: dict[str, Any] = {
         "mesh": mesh_sizes,
         "devices": math.prod(mesh_sizes.values()),
-        "parameters": {
-            name: int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
-            for name, tree in {**trainable, **frozen}.items()
-        },
+        "parameters": setup.parameter_counts(),
         "per_device_bytes": {
-            "trainable_params": nbytes(abstract_state.params),
-            "optimizer_state": nbytes(abstract_state.opt_state),
-            "frozen_params": nbytes(frozen),
+            "trainable_params": nbytes(setup.state.params),
+            "optimizer_state": nbytes(setup.state.opt_state),
+            "frozen_params": nbytes(setup.frozen),
         },
         "rows": {
-            "rollout": B,
-            "scoring_chunk": C,
-            "update_minibatch": mb,
-            "prompt_tokens": P,
-            "response_tokens": T,
+            "rollout": roll.batch_size,
+            "scoring_chunk": rollout.input_ids.shape[0],
+            "update_minibatch": experience.input_ids.shape[0],
+            "prompt_tokens": roll.max_prompt_tokens,
+            "response_tokens": roll.max_new_tokens,
         },
     }
     if layers == 0:  # shapes only
         return result
     for name, fn, args in (
-        ("update", update, (abstract_state, experience)),
-        ("scoring", score, (trainable, frozen, rollout)),
+        ("update", setup.update, (setup.state, experience)),
+        ("scoring", setup.score, (setup.state.params, setup.frozen, rollout)),
     ):
         with jax.set_mesh(mesh):
             compiled = fn.lower(*args).compile()
@@ -204,6 +96,12 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         }
     result["peak_bytes_per_device"] = _peak(result)
     return result
+
+
+def plan_shapes(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
+    """plan() without compiling: parameter counts per network and the per-device bytes of the
+    trainable parameters, optimizer state and frozen networks at the config's full depth."""
+    return _plan_at(config, mesh_sizes, layers=0)
 
 
 def plan(
@@ -220,12 +118,14 @@ def plan(
     backend compiles a deep unrolled model very slowly, and every Qwen2 layer adds the same
     buffers).
     """
-    depth = int(_architecture(config.policy)["num_hidden_layers"])
+    from rlr.training.loading import hf_config_of
+
+    depth = int(hf_config_of(config.policy, what="policy")["num_hidden_layers"])
     if exact or depth <= 2:
         return _plan_at(config, mesh_sizes, layers=None)
     one = _plan_at(config, mesh_sizes, layers=1)
     two = _plan_at(config, mesh_sizes, layers=2)
-    full = _plan_at(config, mesh_sizes, layers=0)
+    full = plan_shapes(config, mesh_sizes)
     for step in ("update_step", "scoring_step"):
         full[step] = {
             k: one[step][k] + (depth - 1) * (two[step][k] - one[step][k]) for k in one[step]
@@ -275,39 +175,9 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
     return "\n".join(lines)
 
 
-def add_parser(subparsers: Any) -> None:
-    """Registers `rlr plan`."""
-    parser = subparsers.add_parser(
-        "plan",
-        help="compile a PPO config for a target mesh and report per-device memory",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--config", required=True, help="PPO YAML config")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    parser.add_argument(
-        "--mesh", default=None, help="data=N,fsdp=N,tensor=N (default: the config's mesh)"
-    )
-    parser.add_argument(
-        "--device-memory-gib",
-        type=float,
-        default=None,
-        help="memory of one device; exit 1 when the estimate exceeds it "
-        "(default: the config's device_memory_gib)",
-    )
-    parser.add_argument("--json", default=None, help="also write the numbers to this file")
-    parser.add_argument(
-        "--exact",
-        action="store_true",
-        help="compile the full depth instead of extrapolating from 1 and 2 layers (slow on CPU)",
-    )
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    from rlr.config import load_config
-    from rlr.training.configs import PPOConfig
-
-    config = load_config(PPOConfig, args.config, args.overrides)
+    """`rlr plan`: print the report; exit 1 when the estimate exceeds the device memory."""
+    config = args.run_config
     if args.mesh:
         sizes = parse_mesh(args.mesh)
     else:

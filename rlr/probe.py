@@ -154,66 +154,6 @@ def probe_figure(result: dict[str, Any]):
     return fig
 
 
-def _score_list(text: str) -> list[float]:
-    try:
-        scores = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--scores must be comma-separated numbers such as 0.9,0.7,0.8; got {text!r}"
-        ) from None
-    if not scores:
-        raise argparse.ArgumentTypeError("--scores needs at least one score")
-    return scores
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Registers `rlr probe`."""
-    parser = subparsers.add_parser(
-        "probe",
-        help="returns of raw/clip/delta/clip_delta PRM rewards as filler steps are added",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--scores",
-        type=_score_list,
-        default=list(DEFAULT_SCORES),
-        help="PRM score of each step, comma-separated; the last is the final-answer step"
-        " (default: 0.9,0.7,0.8,0.6)",
-    )
-    parser.add_argument("--filler-score", type=float, default=0.95, help="PRM score of a filler")
-    parser.add_argument(
-        "--max-filler", type=_non_negative_int, default=8, help="largest m (default 8)"
-    )
-    parser.add_argument("--alpha", type=float, default=1.0, help="process reward weight")
-    parser.add_argument("--eta", type=float, default=0.75, help="Clip threshold (default 0.75)")
-    parser.add_argument(
-        "--tokens-per-step", type=_positive_int, default=4, help="tokens in each step"
-    )
-    outcome = parser.add_mutually_exclusive_group()
-    outcome.add_argument(
-        "--correct", dest="correct", action="store_true", default=True, help="answer is right"
-    )
-    outcome.add_argument("--wrong", dest="correct", action="store_false", help="answer is wrong")
-    parser.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
-    parser.set_defaults(func=run)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Runs the probe, prints the table and writes probe.json and probe.png to args.out."""
     result = probe_returns(

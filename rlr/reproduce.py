@@ -1,36 +1,34 @@
 """`rlr reproduce`: the paper's ablation on this machine, from one command.
 
-Stages (each cached in --out, so an interrupted run continues where it stopped):
-data -> tokenizer -> SFT policy -> PRM and ORM -> six PPO runs with equal budgets and seeds
-(success, orm, prm_raw, prm_clip, prm_delta, prm_clip_delta) -> greedy and sampled
-evaluation on held-out problems -> results.json, results.md (beside the paper's table) and
-curves.png (accuracy, steps per solution and PRM return against PPO iteration).
+Stages (each cached in the output directory, so an interrupted run continues where it stopped):
+data -> tokenizer -> SFT policy -> PRM and ORM -> one PPO run per reward variant with equal
+budgets and seeds (success, orm, prm_raw, prm_clip, prm_delta, prm_clip_delta) -> greedy and
+sampled evaluation on held-out problems -> results.json, results.md (beside the paper's table)
+and curves.png (accuracy, steps per solution and PRM return against PPO iteration).
 
-Presets: `cpu` (the main job of launch/local.sh, about half an hour on 2 CPU cores) and
-`smoke` (a few minutes; run by the test suite).
+Every training stage is the rlr command a user would run (`rlr make-data`, `rlr sft`,
+`rlr train-prm`, ...), run in this process through rlr.cli and written to OUT/commands.sh, so
+any stage can be rerun or changed by hand. Presets are the shipped configs reproduce_cpu (the
+main job of launch/local.sh, about half an hour on 2 CPU cores) and reproduce_smoke (a few
+minutes; the test suite runs it).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "success": {"reward.use_prm": False, "reward.use_orm": False},
-    "orm": {"reward.use_prm": False, "reward.use_orm": True},
-    "prm_raw": {"reward.use_prm": True, "reward.method": "raw"},
-    "prm_clip": {"reward.use_prm": True, "reward.method": "clip"},
-    "prm_delta": {"reward.use_prm": True, "reward.method": "delta"},
-    "prm_clip_delta": {"reward.use_prm": True, "reward.method": "clip_delta"},
-}
+from rlr.training.configs import REWARD_VARIANTS, ReproduceConfig, StageSpec
+
+VARIANTS = REWARD_VARIANTS
 
 # Gao et al. 2024, Table 1: Qwen2-1.5B-Instruct on MATH, greedy (sampling) accuracy %.
 PAPER_TABLE = {
@@ -44,82 +42,17 @@ PAPER_TABLE = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Sizes of every stage of a reproduction."""
-
-    num_train: int
-    num_test: int
-    sft_filler_fraction: float
-    max_digits: int
-    max_steps: int
-    operations: tuple[str, ...]
-    vocab_size: int
-    sft: tuple[str, ...]
-    prm: tuple[str, ...]
-    orm: tuple[str, ...]
-    ppo: tuple[str, ...]
-
-
-PRESETS = {
-    "cpu": Preset(
-        num_train=20000,
-        num_test=200,
-        sft_filler_fraction=0.1,
-        max_digits=1,
-        max_steps=3,
-        operations=("+", "-"),
-        vocab_size=512,
-        sft=(),
-        prm=(),
-        orm=(),
-        ppo=(),
-    ),
-    "smoke": Preset(
-        num_train=400,
-        num_test=16,
-        sft_filler_fraction=0.1,
-        max_digits=1,
-        max_steps=3,
-        operations=("+", "-"),
-        vocab_size=320,
-        sft=(
-            "train.steps=30",
-            "train.checkpoint_every=30",
-            "eval.every=0",
-            "eval.num_problems=16",
-            "eval.batch_size=16",
-        ),
-        prm=("train.steps=20", "train.checkpoint_every=20", "max_eval_records=32"),
-        orm=("train.steps=20", "train.checkpoint_every=20", "max_eval_records=32"),
-        ppo=(
-            "iterations=2",
-            "rollout.prompts_per_iteration=4",
-            "rollout.samples_per_prompt=2",
-            "ppo.minibatches=2",
-            "data.max_test_problems=16",
-        ),
-    ),
-}
-
-
-def config_dir() -> pathlib.Path:
-    """launch/configs of the rlr checkout (the presets' YAML files)."""
-    path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "configs"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path} not found: `rlr reproduce` runs from a checkout of rlr (pip install -e .)"
-        )
-    return path
-
-
 def _done(path: pathlib.Path) -> bool:
     return (path / "DONE").exists()
 
 
 def _mark_done(path: pathlib.Path, info: dict[str, Any] | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    (path / "DONE").write_text(json.dumps(info or {}, indent=2))
+    (path / "DONE").write_text(json.dumps(_jsonable(info or {}), indent=2))
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 class _Timed:
@@ -133,7 +66,7 @@ class _Timed:
 
     def __exit__(self, *exc: Any) -> None:
         if exc[0] is None:
-            times = json.loads(self.path.read_text()) if self.path.exists() else {}
+            times = _read_json(self.path)
             times[self.name] = times.get(self.name, 0.0) + time.time() - self.start
             self.path.write_text(json.dumps(times, indent=2))
 
@@ -142,155 +75,185 @@ def _log(message: str) -> None:
     print(f"[rlr reproduce] {message}", flush=True)
 
 
-class Reproduction:
-    """Runs (or resumes) every stage of a reproduction into `out`."""
+def _override(key: str, value: Any) -> str:
+    """key=value with the value written as YAML flow (JSON is valid YAML)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
-    def __init__(
-        self, out: str | os.PathLike, *, preset: str, seeds: int = 1, variants: Sequence[str] = ()
-    ):
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
-        unknown = [v for v in variants if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1; got {seeds}")
-        self.out = pathlib.Path(out)
-        self.preset_name = preset
-        self.preset = PRESETS[preset]
-        self.seeds = seeds
-        self.variants = tuple(variants) or tuple(VARIANTS)
+
+def stage_overrides(stage: StageSpec) -> list[str]:
+    """A stage's config overrides as key=value arguments."""
+    return [_override(key, value) for key, value in stage.overrides.items()]
+
+
+class Reproduction:
+    """Runs (or resumes) every stage of a reproduction config into its out_dir."""
+
+    def __init__(self, config: ReproduceConfig):
+        self.config = config
+        self.out = pathlib.Path(config.out_dir)
+        self.seeds = config.seeds
+        self.variants = tuple(config.variants)
+
+    @classmethod
+    def from_preset(cls, preset: str, *overrides: str) -> Reproduction:
+        """The reproduction of a shipped preset (`cpu`, `smoke`), with key=value overrides."""
+        from rlr import configs
+        from rlr.config import load_config
+
+        if preset not in ("cpu", "smoke"):
+            raise ValueError(f"preset must be one of cpu, smoke; got {preset!r}")
+        path = configs.resolve(f"reproduce_{preset}")
+        return cls(load_config(ReproduceConfig, path, list(overrides)))
+
+    # ---------------------------------------------------------------- commands
+
+    def command(self, argv: Sequence[str]) -> None:
+        """Runs `rlr ARGV` in this process (errors propagate) and records it in commands.sh."""
+        from rlr import cli
+
+        line = "rlr " + shlex.join(argv)
+        _log(f"$ {line}")
+        script = self.out / "commands.sh"
+        if not script.exists():
+            script.write_text("#!/usr/bin/env bash\n# The commands rlr reproduce ran.\nset -e\n")
+        if line not in script.read_text().splitlines():
+            with open(script, "a") as f:
+                f.write(line + "\n")
+        code = cli.run(list(argv))
+        if code != 0:
+            raise RuntimeError(f"`{line}` exited with status {code}")
+
+    def path(self, *parts: str) -> str:
+        return str(self.out.joinpath(*parts))
 
     # ------------------------------------------------------------------ stages
 
     def data(self) -> pathlib.Path:
-        from rlr.data.synthetic import write_datasets
-
         path = self.out / "data"
         if not _done(path):
-            _log(f"writing synthetic data to {path}")
-            counts = write_datasets(
-                path,
-                num_train=self.preset.num_train,
-                num_test=self.preset.num_test,
-                seed=0,
-                sft_filler_fraction=self.preset.sft_filler_fraction,
-                max_digits=self.preset.max_digits,
-                max_steps=self.preset.max_steps,
-                operations=self.preset.operations,
+            task = self.config.task
+            self.command(
+                [
+                    "make-data",
+                    "--out",
+                    str(path),
+                    f"--num-train={task.num_train}",
+                    f"--num-test={task.num_test}",
+                    f"--seed={task.seed}",
+                    f"--min-steps={task.min_steps}",
+                    f"--max-steps={task.max_steps}",
+                    f"--max-digits={task.max_digits}",
+                    f"--operations={''.join(task.operations)}",
+                    f"--sft-filler-fraction={task.sft_filler_fraction}",
+                ]
             )
-            _mark_done(path, counts)
+            _mark_done(path, _read_json(path / "manifest.json").get("counts", {}))
         return path
 
     def tokenizer(self) -> pathlib.Path:
-        from rlr.data.synthetic import training_corpus
-        from rlr.tokenizer import train_tokenizer
-
         path = self.out / "tokenizer"
         if not _done(path):
-            _log(f"training the tokenizer into {path}")
-            train_tokenizer(
-                training_corpus(num_problems=5000, seed=0),
-                vocab_size=self.preset.vocab_size,
-                out_dir=path,
+            task = self.config.task
+            self.command(
+                [
+                    "train-tokenizer",
+                    "--out",
+                    str(path),
+                    f"--vocab-size={task.vocab_size}",
+                    f"--num-problems={task.tokenizer_corpus_problems}",
+                ]
             )
             _mark_done(path)
         return path
 
     def sft(self) -> pathlib.Path:
-        from rlr.config import load_config
-        from rlr.training.configs import SFTConfig
-        from rlr.training.sft import run_sft
-
         path = self.out / "sft"
         if not _done(path):
-            _log("SFT of the policy")
-            config = load_config(
-                SFTConfig,
-                config_dir() / "sft_cpu.yaml",
+            stage = self.config.sft
+            self.command(
                 [
+                    "sft",
+                    "--config",
+                    stage.config,
                     f"out_dir={path}",
-                    f"tokenizer={self.out / 'tokenizer'}",
-                    f"data.train={self.out / 'data' / 'sft_train.jsonl'}",
-                    f"data.test={self.out / 'data' / 'problems_test.jsonl'}",
-                    *self.preset.sft,
-                ],
+                    f"tokenizer={self.path('tokenizer')}",
+                    f"data.train={self.path('data', 'sft_train.jsonl')}",
+                    f"data.test={self.path('data', 'problems_test.jsonl')}",
+                    *stage_overrides(stage),
+                ]
             )
-            _mark_done(path, _jsonable(run_sft(config)))
+            _mark_done(path, _read_json(path / "summary.json"))
         return path / "model"
 
     def reward_model(self, kind: str) -> pathlib.Path:
-        from rlr.config import load_config
-        from rlr.training.configs import RewardModelConfig
-        from rlr.training.reward_model import run_reward_model
-
         path = self.out / kind
         if not _done(path):
-            _log(f"training the {kind.upper()}")
-            config = load_config(
-                RewardModelConfig,
-                config_dir() / f"{kind}_cpu.yaml",
+            stage = getattr(self.config, kind)
+            self.command(
                 [
+                    f"train-{kind}",
+                    "--config",
+                    stage.config,
                     f"out_dir={path}",
-                    f"tokenizer={self.out / 'tokenizer'}",
-                    f"init.path={self.out / 'sft' / 'model'}",
-                    f"data.train={self.out / 'data' / 'prm_train.jsonl'}",
-                    f"data.test={self.out / 'data' / 'prm_test.jsonl'}",
-                    *getattr(self.preset, kind),
-                ],
+                    f"tokenizer={self.path('tokenizer')}",
+                    f"init.path={self.path('sft', 'model')}",
+                    f"data.train={self.path('data', 'prm_train.jsonl')}",
+                    f"data.test={self.path('data', 'prm_test.jsonl')}",
+                    *stage_overrides(stage),
+                ]
             )
-            _mark_done(path, _jsonable(run_reward_model(config)))
+            _mark_done(path, _read_json(path / "summary.json"))
         return path / "model"
 
-    def ppo_config(self, variant: str, seed: int) -> Any:
-        from rlr.config import load_config
-        from rlr.training.configs import PPOConfig
-
-        overrides = [
+    def ppo_arguments(self, variant: str, seed: int) -> list[str]:
+        """`rlr ppo` arguments of one variant and seed (the config and its overrides)."""
+        stage = self.config.ppo
+        return [
+            "--config",
+            stage.config,
             f"name={variant}",
             f"seed={seed}",
             f"out_dir={self.variant_dir(variant, seed)}",
-            f"tokenizer={self.out / 'tokenizer'}",
-            f"policy.path={self.out / 'sft' / 'model'}",
-            f"prm.path={self.out / 'prm' / 'model'}",
-            f"orm.path={self.out / 'orm' / 'model'}",
-            f"data.train={self.out / 'data' / 'problems_train.jsonl'}",
-            f"data.test={self.out / 'data' / 'problems_test.jsonl'}",
-            *(f"{k}={json.dumps(v)}" for k, v in VARIANTS[variant].items()),
-            *self.preset.ppo,
+            f"tokenizer={self.path('tokenizer')}",
+            f"policy.path={self.path('sft', 'model')}",
+            f"prm.path={self.path('prm', 'model')}",
+            f"orm.path={self.path('orm', 'model')}",
+            f"data.train={self.path('data', 'problems_train.jsonl')}",
+            f"data.test={self.path('data', 'problems_test.jsonl')}",
+            *(_override(k, v) for k, v in VARIANTS[variant].items()),
+            *stage_overrides(stage),
         ]
-        return load_config(PPOConfig, config_dir() / "ppo_cpu.yaml", overrides)
+
+    def ppo_config(self, variant: str, seed: int) -> Any:
+        """The resolved PPOConfig of one variant and seed."""
+        from rlr import configs
+        from rlr.config import load_config
+        from rlr.training.configs import PPOConfig
+
+        config, *overrides = self.ppo_arguments(variant, seed)[1:]
+        return load_config(PPOConfig, configs.resolve(config), overrides)
 
     def variant_dir(self, variant: str, seed: int) -> pathlib.Path:
         return self.out / "ppo" / (variant if self.seeds == 1 else f"{variant}_seed{seed}")
 
     def ppo(self, variant: str, seed: int) -> dict[str, Any]:
-        from rlr.training.ppo import PPOTrainer
-
         path = self.variant_dir(variant, seed)
         if _done(path):
             return json.loads((path / "DONE").read_text())
-        _log(f"PPO {variant} (seed {seed})")
-        config = self.ppo_config(variant, seed)
-        trainer = PPOTrainer(config)
-        summary = trainer.run()
-        if summary["preempted"]:
+        model = path / "model"
+        self.command(["ppo", *self.ppo_arguments(variant, seed), "--export", str(model)])
+        if _read_json(path / "summary.json").get("preempted"):
             raise KeyboardInterrupt("preempted; run the same command again to continue")
-        result = evaluate_trainer(trainer)
+        result = evaluate_policy_dir(model, self.ppo_config(variant, seed))
         _mark_done(path, result)
         return result
 
     def evaluate_sft(self) -> dict[str, Any]:
-        """The SFT policy on the same held-out problems with the same evaluation as PPO."""
-        from rlr.training.ppo import PPOTrainer
-
+        """The SFT policy on the same held-out problems with the same evaluation as PPO's."""
         path = self.out / "sft_eval"
         if _done(path):
             return json.loads((path / "DONE").read_text())
-        path.mkdir(parents=True, exist_ok=True)
-        config = dataclasses.replace(self.ppo_config("success", 0), out_dir=str(path))
-        trainer = PPOTrainer(config)
-        result = evaluate_trainer(trainer)
+        result = evaluate_policy_dir(self.out / "sft" / "model", self.ppo_config("success", 0))
         _mark_done(path, result)
         return result
 
@@ -298,8 +261,11 @@ class Reproduction:
 
     def run(self) -> dict[str, Any]:
         """Every stage, then results.json, results.md and curves.png. Returns the results."""
+        from rlr.config import dump_config
+
         start = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
+        dump_config(self.config, self.out / "config.yaml")
         enable_compilation_cache(self.out / "jax_cache")
         stages = [
             ("data", self.data),
@@ -307,12 +273,12 @@ class Reproduction:
             ("sft", self.sft),
             ("prm", lambda: self.reward_model("prm")),
             ("orm", lambda: self.reward_model("orm")),
+            ("sft_eval", self.evaluate_sft),
         ]
         for name, stage in stages:
             with _Timed(self.out, name):
-                stage()
-        with _Timed(self.out, "sft_eval"):
-            sft_result = self.evaluate_sft()
+                result = stage()
+        sft_result = result
         # The raw PRM (where hacking shows) and Clip-Delta run first, so their curves can be
         # read while the other variants train; results keep the table order.
         first = [v for v in ("prm_raw", "prm_clip_delta") if v in self.variants]
@@ -335,6 +301,8 @@ class Reproduction:
         *,
         wall_time_s: float,
     ) -> dict[str, Any]:
+        """results.json's content: every variant's mean (and std over seeds), the SFT row,
+        the PRM report, stage times and the paper's table."""
         variants = {}
         for name, per_seed in runs.items():
             summary: dict[str, Any] = {}
@@ -346,14 +314,9 @@ class Reproduction:
                         summary[f"{key}_std"] = float(np.std(values))
             summary["samples"] = per_seed[0]["samples"]
             variants[name] = summary
-        prm_report = {}
-        prm_done = self.out / "prm" / "DONE"
-        if prm_done.exists():
-            prm_report = json.loads(prm_done.read_text())
-        stage_file = self.out / "stage_seconds.json"
-        stage_seconds = json.loads(stage_file.read_text()) if stage_file.exists() else {}
+        stage_seconds = _read_json(self.out / "stage_seconds.json")
         return {
-            "preset": self.preset_name,
+            "preset": self.config.name,
             "seeds": list(range(self.seeds)),
             "wall_time_s": wall_time_s,
             "stage_seconds": stage_seconds,
@@ -361,22 +324,48 @@ class Reproduction:
             "date": time.strftime("%Y-%m-%d"),
             "sft": dict(sft_result),
             "variants": variants,
-            "prm": prm_report,
+            "prm": _read_json(self.out / "prm" / "DONE"),
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
 
 
-def evaluate_trainer(trainer: Any) -> dict[str, Any]:
-    """Greedy and temperature-1 evaluation of a PPO trainer's current policy on its held-out
-    problems: accuracies, solution shape and a few greedy samples."""
-    from rlr.grading import Grader
+def evaluate_policy_dir(policy_dir: str | os.PathLike, config: Any) -> dict[str, Any]:
+    """Greedy and temperature-1 evaluation of an exported policy on the held-out problems of
+    a PPO config (its data.test, prompt style, token budgets, batch size, grader and seed, as
+    PPOTrainer.evaluate uses them): accuracies, solution shape and a few greedy samples."""
+    import jax
 
-    config = trainer.config
+    from rlr.grading import Grader
+    from rlr.training import loading
+    from rlr.training.evaluation import evaluate_problems
+    from rlr.training.generation import make_sampler
+
+    model, params, tokenizer = loading.load_policy_dir(str(policy_dir), config.tokenizer or None)
+    data, roll = config.data, config.rollout
+    problems = loading.load_problems(
+        data.test, data.format, what="data.test", limit=data.max_test_problems
+    )
+    results = {}
     with Grader(
         num_workers=config.grading.num_workers, timeout_s=config.grading.timeout_s
     ) as grader:
-        greedy = trainer.evaluate(grader, temperature=0.0)
-        sampled = trainer.evaluate(grader, temperature=1.0, key_offset=1)
+        for offset, temperature in enumerate((0.0, 1.0)):
+            sampler = make_sampler(
+                model, tokenizer, max_new_tokens=roll.max_new_tokens, temperature=temperature
+            )
+            results[temperature] = evaluate_problems(
+                sampler,
+                params,
+                tokenizer,
+                problems,
+                prompt_style=data.prompt_style,
+                grader=grader,
+                key=jax.random.fold_in(jax.random.key(config.seed + 2), offset),
+                max_prompt_tokens=roll.max_prompt_tokens,
+                batch_size=roll.batch_size,
+                separators=config.reward.separators,
+            )
+    greedy, sampled = results[0.0], results[1.0]
     return {
         "greedy_accuracy": greedy.accuracy,
         "sampling_accuracy": sampled.accuracy,
@@ -494,31 +483,11 @@ def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathl
     return path
 
 
-def add_parser(subparsers: Any) -> None:
-    """Registers `rlr reproduce`."""
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="the paper's ablation end to end (data -> SFT -> PRM/ORM -> 6 PPO runs -> table)",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    parser.add_argument("--out", default="runs/reproduce", help="results directory (cached)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (error bars)")
-    parser.add_argument(
-        "--variants",
-        default="",
-        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
-    )
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    variants = [v for v in args.variants.split(",") if v]
-    reproduction = Reproduction(args.out, preset=args.preset, seeds=args.seeds, variants=variants)
+    """`rlr reproduce`: every stage (cached), then print the table and where results are."""
+    reproduction = Reproduction(args.run_config)
     results = reproduction.run()
     print(results_markdown(results))
-    print(
-        f"results: {reproduction.out / 'results.json'}, {reproduction.out / 'results.md'}, "
-        f"{reproduction.out / 'curves.png'}"
-    )
+    out = reproduction.out
+    print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}")
     return 0

@@ -1,10 +1,11 @@
 """Token rewards for PPO on math reasoning: success, PRM step rewards (raw, Clip, Delta,
-Clip-Delta), ORM score and the per-token KL penalty, assembled in PAPER.md section 3 order.
+Clip-Delta), ORM score and the per-token KL penalty, assembled in the order of
+docs/method.md section 2.
 
-Time convention (DESIGN.md section 2): responses are right-padded to T and `mask[b, t]` marks
-generated tokens, a prefix of each row; steps are right-padded to K and `step_mask[b, k]` marks
-real steps, a prefix of each row; `step_end[b, k]` is the response-token index of the last token
-of step k. Reward t is received after emitting token t. Every output is 0 on padding.
+Time convention (docs/design.md section 2): responses are right-padded to T and `mask[b, t]`
+marks generated tokens, a prefix of each row; steps are right-padded to K and `step_mask[b, k]`
+marks real steps, a prefix of each row; `step_end[b, k]` is the response-token index of the
+last token of step k. Reward t is received after emitting token t. Every output is 0 on padding.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def token_rewards(
     beta: float = 0.0,
     kl_estimator: str = "k1",
 ) -> TokenRewards:  # each field [B, T] float32
-    """Assembles the per-token reward of PAPER.md section 3, in this order:
+    """Assembles the per-token reward of docs/method.md section 2, in this order:
 
     PRM step scores -> shape (method, eta) -> times alpha -> placed at step_end -> + success at
     the last valid token -> + orm_weight * orm_score at the last valid token -> - beta * KL on

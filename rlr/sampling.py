@@ -205,6 +205,7 @@ class Sampler:
         self.model = model
         self.traces = 0
         eos = eos_id if isinstance(eos_id, int) else tuple(eos_id)
+        self.eos_ids: tuple[int, ...] = (eos,) if isinstance(eos, int) else eos
         settings = dict(
             max_new_tokens=max_new_tokens,
             eos_id=eos,

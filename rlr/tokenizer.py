@@ -104,21 +104,6 @@ def train_tokenizer(
     return AutoTokenizer.from_pretrained(out_dir)
 
 
-def add_parser(subparsers) -> None:
-    """Register `rlr train-tokenizer`."""
-    parser = subparsers.add_parser(
-        "train-tokenizer",
-        help="train the small byte-level BPE tokenizer on the synthetic arithmetic corpus",
-    )
-    parser.add_argument("--out", required=True, help="output directory (HF tokenizer files)")
-    parser.add_argument("--vocab-size", type=int, default=512, help="vocabulary size (>= 260)")
-    parser.add_argument(
-        "--num-problems", type=int, default=5000, help="synthetic problems in the corpus"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     """`rlr train-tokenizer`: train on the synthetic corpus and save to --out."""
     from rlr.data.synthetic import training_corpus

@@ -1,4 +1,4 @@
-"""A tiny but complete PPO config over rlr.toy's assets (tokenizer, data, random networks).
+"""A tiny but complete PPO config over the toy assets of tests/toy_assets.py.
 
 Used by tests/test_ppo.py in-process and by the subprocesses of the resume tests.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from rlr.toy import make_toy_assets as make_assets  # noqa: F401  (re-exported for the tests)
+from toy_assets import make_toy_assets as make_assets  # noqa: F401  (re-exported for the tests)
+
 from rlr.training.configs import (
     DataSpec,
     GradingSpec,

@@ -12,12 +12,15 @@ import hypothesis.strategies as st
 import jax
 import numpy as np
 import pytest
-from test_labelling import make_tiny_assets
+from test_labelling import TINY
+from toy_assets import shared_toy_assets
 
 from rlr import cli
 from rlr.data.prompts import build_prompt
 from rlr.data.steps import step_ends_from_ids
-from rlr.training import bon, labelling, ppo_core
+from rlr.training import bon, loading, readouts
+from rlr.training.configs import ModelSpec
+from rlr.training.generation import make_sampler
 
 # ------------------------------------------------------------- references
 
@@ -198,22 +201,17 @@ class LengthGrader:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_tiny_assets(tmp_path_factory.getbasetemp() / "rlr_tiny_assets")
+def assets():
+    return shared_toy_assets(**TINY)  # shared with the labelling tests
 
 
 @pytest.fixture(scope="module")
 def scored(assets):
-    from rlr.sampling import Sampler
-    from rlr.training.ppo import load_problems
-
-    model, params, tokenizer = labelling.load_policy(str(assets / "policy"), None)
-    prm = bon._load_scorer(str(assets / "prm"), "--prm")
-    orm = bon._load_scorer(str(assets / "orm"), "--orm")
-    problems = load_problems(str(assets / "data" / "problems_test.jsonl"), "synthetic")[:3]
-    sampler = Sampler(
-        model, max_new_tokens=12, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id
-    )
+    model, params, tokenizer = loading.load_policy_dir(str(assets / "policy"))
+    prm = loading.load_scorer(ModelSpec(path=str(assets / "prm")))
+    orm = loading.load_scorer(ModelSpec(path=str(assets / "orm")), what="orm")
+    problems = loading.load_problems(str(assets / "data" / "problems_test.jsonl"), limit=3)
+    sampler = make_sampler(model, tokenizer, max_new_tokens=12)
     samples = bon.sample_and_score(
         sampler,
         params,
@@ -244,8 +242,8 @@ def test_scores_are_what_ppo_reads(scored):
     )
     assert texts == samples.texts
     # One call over all 12 rows, no chunking or padding: the batched scores must match.
-    prm_fn = jax.jit(functools.partial(ppo_core.prm_step_scores, prm[0], T=T))
-    orm_fn = jax.jit(functools.partial(ppo_core.orm_scores, orm[0], T=T))
+    prm_fn = jax.jit(functools.partial(readouts.prm_step_scores, prm[0], T=T))
+    orm_fn = jax.jit(functools.partial(readouts.orm_scores, orm[0]))
     direct_prm = prm_fn(prm[1], ids, attn, step_end, step_mask)
     direct_orm = orm_fn(orm[1], ids, attn, response.astype(np.float32))
     np.testing.assert_allclose(samples.step_scores.reshape(B * G, 6), direct_prm, atol=1e-5)
@@ -284,13 +282,13 @@ def test_cli_help(capsys):
 
 def test_cli_missing_paths(assets, tmp_path):
     common = ["--problems", str(assets / "data" / "problems_test.jsonl")]
-    with pytest.raises(ValueError, match="--prm .*no_prm: no such directory"):
-        cli.main(
+    with pytest.raises(ValueError, match="--prm .*no_prm' is not a directory"):
+        cli.run(
             ["eval-bon", "--policy", str(assets / "policy"), "--prm", str(tmp_path / "no_prm")]
             + common
         )
-    with pytest.raises(ValueError, match="--problems .*none.jsonl: no such file"):
-        cli.main(
+    with pytest.raises(ValueError, match="--problems .*none.jsonl' is not a file"):
+        cli.run(
             [
                 "eval-bon",
                 "--policy",
@@ -300,7 +298,7 @@ def test_cli_missing_paths(assets, tmp_path):
             ]
         )
     with pytest.raises(ValueError, match="not a reward model"):
-        cli.main(
+        cli.run(
             ["eval-bon", "--policy", str(assets / "policy"), "--orm", str(assets / "policy")]
             + common
         )

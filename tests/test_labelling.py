@@ -4,7 +4,6 @@ end to end (deterministic, fixed shapes), agreement with the synthetic task's ex
 from __future__ import annotations
 
 import json
-import pathlib
 import re
 
 import hypothesis
@@ -12,55 +11,19 @@ import hypothesis.strategies as st
 import jax
 import numpy as np
 import pytest
+from toy_assets import shared_toy_assets
 
 from rlr import cli
 from rlr.data.prompts import build_prompt
 from rlr.data.readers import read_step_labelled
-from rlr.data.synthetic import corrupt_solution, generate_problems, training_corpus, write_datasets
+from rlr.data.synthetic import corrupt_solution, generate_problems
 from rlr.grading import Grader
-from rlr.models import (
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2ForTokenClassification,
-    init_params,
-    save_pretrained,
-)
-from rlr.sampling import Sampler
-from rlr.tokenizer import train_tokenizer
 from rlr.training import labelling
+from rlr.training.generation import make_sampler
+from rlr.training.loading import load_policy_dir
 
 PROBLEMS = generate_problems(6, seed=3, min_steps=3, max_steps=3)
 _COMPUTE = re.compile(r"has (\d+) [-+*] \d+ = (\d+) ")
-
-
-def make_tiny_assets(root: pathlib.Path) -> pathlib.Path:
-    """tokenizer/, data/, a random policy/ (with its tokenizer), prm/ and orm/ under root;
-    reused when root already holds them (both best-of-N and labelling tests share one set)."""
-    if (root / "orm" / "config.json").is_file():
-        return root
-    tokenizer = train_tokenizer(
-        training_corpus(num_problems=40, seed=0), vocab_size=300, out_dir=root / "tokenizer"
-    )
-    write_datasets(root / "data", num_train=8, num_test=8, seed=0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    policy = Qwen2ForCausalLM(config)
-    save_pretrained(policy, init_params(policy, jax.random.key(0)), root / "policy")
-    tokenizer.save_pretrained(root / "policy")
-    for seed, name in ((1, "prm"), (2, "orm")):
-        scorer = Qwen2ForTokenClassification(config, num_labels=1)
-        save_pretrained(scorer, init_params(scorer, jax.random.key(seed)), root / name)
-    return root
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -261,18 +224,18 @@ def test_label_solutions_errors(grader):
 # ------------------------------------------------------ a tiny real policy
 
 
+TINY = dict(num_hidden_layers=1, num_train=8, num_test=8, corpus_problems=40)
+
+
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return make_tiny_assets(tmp_path_factory.getbasetemp() / "rlr_tiny_assets")
+def assets():
+    return shared_toy_assets(**TINY)  # shared with the best-of-N tests
 
 
 @pytest.fixture(scope="module")
 def policy(assets):
-    model, params, tokenizer = labelling.load_policy(str(assets / "policy"), None)
-    sampler = Sampler(
-        model, max_new_tokens=12, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id
-    )
-    return sampler, params, tokenizer
+    model, params, tokenizer = load_policy_dir(str(assets / "policy"))
+    return make_sampler(model, tokenizer, max_new_tokens=12), params, tokenizer
 
 
 def _label_with_policy(policy, grader, seed):
@@ -311,19 +274,6 @@ def test_policy_labels_are_deterministic_and_well_formed(policy, grader):
     assert policy[0].traces <= 3
 
 
-def test_sample_in_batches_pads_and_drops_padding(policy):
-    sampler, params, tokenizer = policy
-    prompts = _prompts(PROBLEMS[:3])
-    batch = labelling.sample_in_batches(
-        sampler, params, tokenizer, prompts, batch_size=8, key=jax.random.key(1)
-    )
-    assert batch.tokens.shape == (3, 12) and batch.prompt_ids.shape[0] == 3
-    assert batch.prompt_ids.shape[1] % 32 == 0
-    widths = batch.prompt_mask.sum(axis=1)
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    np.testing.assert_array_equal(widths, lengths)  # nothing cut from the left
-
-
 # ----------------------------------------------------------------------- CLI
 
 
@@ -336,15 +286,15 @@ def test_cli_help(capsys):
         assert flag in out
 
 
-def test_cli_missing_paths(assets, tmp_path):
+def test_cli_missing_paths(assets, tmp_path, capsys):
     out = str(tmp_path / "labels.jsonl")
-    with pytest.raises(ValueError, match="--problems .*nowhere.jsonl: no such file"):
-        cli.main(
+    with pytest.raises(ValueError, match="--problems .*nowhere.jsonl' is not a file"):
+        cli.run(
             ["label-steps", "--policy", str(assets / "policy")]
             + ["--problems", str(tmp_path / "nowhere.jsonl"), "--out", out]
         )
     with pytest.raises(ValueError, match="--policy .*no_policy: no such directory"):
-        cli.main(
+        cli.run(
             ["label-steps", "--policy", str(tmp_path / "no_policy")]
             + ["--problems", str(assets / "data" / "problems_test.jsonl"), "--out", out]
         )

@@ -1,26 +1,38 @@
-import pathlib
-
 import pytest
 
+from rlr import configs
 from rlr.config import load_config
-from rlr.training.configs import PPOConfig
+from rlr.training.configs import (
+    REWARD_VARIANTS,
+    PPOConfig,
+    ReproduceConfig,
+    RewardModelConfig,
+    SFTConfig,
+)
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "launch" / "configs"
-PPO_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name.startswith(("ppo", "qwen")))
+SCHEMAS = {"ppo": PPOConfig, "qwen": PPOConfig, "sft": SFTConfig, "prm": RewardModelConfig}
+SCHEMAS |= {"orm": RewardModelConfig, "reproduce": ReproduceConfig}
 
 
-@pytest.mark.parametrize("path", PPO_CONFIGS, ids=lambda p: p.name)
-def test_ppo_configs_load_and_validate(path):
-    config = load_config(PPOConfig, path)
-    assert config.rollout.batch_size % config.ppo.minibatches == 0
-    assert config.ppo.gamma == 1.0  # the Clip/Delta return bound needs gamma = 1
+@pytest.mark.parametrize("name", configs.available())
+def test_every_shipped_config_loads_and_validates(name):
+    prefix = next((p for p in SCHEMAS if name.startswith(p)), name)
+    assert prefix in SCHEMAS, f"{name}.yaml: no schema for configs named {prefix}_*"
+    config = load_config(SCHEMAS[prefix], configs.resolve(name))
+    if isinstance(config, PPOConfig):
+        assert config.rollout.batch_size % config.ppo.minibatches == 0
+        assert config.ppo.gamma == 1.0  # the Clip/Delta return bound needs gamma = 1
+    if isinstance(config, ReproduceConfig):
+        assert set(config.variants) == set(REWARD_VARIANTS)
+        for stage in (config.sft, config.prm, config.orm, config.ppo):
+            configs.resolve(stage.config)  # every stage names a shipped config
 
 
 def test_paper_configs_follow_the_paper():
-    config = load_config(PPOConfig, CONFIGS / "qwen2_1p5b_math.yaml")
+    config = load_config(PPOConfig, configs.resolve("qwen2_1p5b_math"))
     assert config.rollout.prompts_per_iteration == 1024 and config.rollout.samples_per_prompt == 8
     assert config.reward.method == "clip_delta" and config.reward.kl_coef == 0.1
     assert config.policy.architecture["hidden_size"] == 1536
-    big = load_config(PPOConfig, CONFIGS / "qwen25_math_7b.yaml")
+    big = load_config(PPOConfig, configs.resolve("qwen25_math_7b"))
     assert big.rollout.prompts_per_iteration == 4096
     assert big.policy.architecture["num_hidden_layers"] == 28

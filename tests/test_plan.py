@@ -27,7 +27,7 @@ def test_plan_on_the_7b_config_reports_memory_and_fails_when_too_small(tmp_path)
             "rlr.cli",
             "plan",
             "--config",
-            "launch/configs/qwen25_math_7b.yaml",
+            "qwen25_math_7b",  # a shipped config, by name
             "--mesh",
             "data=2,fsdp=2,tensor=2",
             "--device-memory-gib",

@@ -152,3 +152,34 @@ def test_prm_scores_every_variant_but_only_enters_the_reward_when_asked(assets, 
     row = read_metrics(tmp_path)[-1]
     assert row["return/prm_raw_sum"] > 0  # the PRM scored the rollouts (diagnostic)
     assert row["reward/prm"] == 0.0  # but gave no reward
+
+
+def _variant_configs(assets, out):
+    from rlr.training.configs import REWARD_VARIANTS, ModelSpec, PPOSpec
+
+    both = dict(orm=ModelSpec(path=str(assets / "orm")))
+    for name, overrides in REWARD_VARIANTS.items():
+        reward = RewardSpec(
+            use_prm=overrides["reward.use_prm"],
+            use_orm=overrides.get("reward.use_orm", False),
+            method=overrides.get("reward.method", "clip_delta"),
+            eta=0.5,
+            max_steps=8,
+        )
+        yield name, tiny_config(assets, out / name, reward=reward, **both)
+    yield "no_prm_orm", tiny_config(assets, out / "bare", prm=None, reward=RewardSpec())
+    yield "critic_from_prm", tiny_config(assets, out / "c", ppo=PPOSpec(critic_init="prm"))
+
+
+def test_plan_counts_the_parameters_the_trainer_holds(assets, tmp_path):
+    from rlr.plan import plan_shapes
+    from rlr.training.loading import count_params
+
+    for name, config in _variant_configs(assets, tmp_path):
+        trainer = PPOTrainer(config)
+        held = {**trainer.state.params, **trainer.frozen}
+        want = {network: count_params(tree) for network, tree in held.items()}
+        assert plan_shapes(config, {"data": 1, "fsdp": 1, "tensor": 1})["parameters"] == want, name
+        assert ("prm" in want) == (config.prm is not None) and ("orm" in want) == (
+            config.orm is not None
+        ), name

@@ -9,6 +9,7 @@ import pytest
 from ppo_fixtures import B, P, T, models, params, rollout
 
 from rlr.training import ppo_core
+from rlr.training.configs import RewardSpec
 from rlr.training.step import init_train_state
 
 
@@ -52,10 +53,8 @@ def test_scores_read_the_right_columns(setup):
 @pytest.mark.parametrize("method", ["raw", "clip_delta"])
 def test_experience_follows_paper_order(setup, method):
     _, _, _, data, scored = setup
-    settings = ppo_core.RewardSettings(
-        use_prm=True, method=method, alpha=0.5, eta=0.3, kl_coef=0.0, whiten_advantages=False
-    )
-    exp, metrics = ppo_core.build_experience(data, scored, settings)
+    reward = RewardSpec(use_prm=True, method=method, alpha=0.5, eta=0.3, kl_coef=0.0)
+    exp, metrics = ppo_core.build_experience(data, scored, reward, whiten_advantages=False)
     # gamma = lam = 1: return at token 0 = sum of rewards in the row (value baseline cancels).
     import rlr
 
@@ -77,8 +76,9 @@ def test_experience_follows_paper_order(setup, method):
 
 def test_updates_lower_the_ppo_loss(setup):
     m, trainable, _, data, scored = setup
-    settings = ppo_core.RewardSettings(use_prm=True, use_orm=True, kl_coef=0.05)
-    exp, _ = ppo_core.build_experience(data, scored, settings)
+    exp, _ = ppo_core.build_experience(
+        data, scored, RewardSpec(use_prm=True, use_orm=True, kl_coef=0.05)
+    )
     tx = ppo_core.make_ppo_optimizer(
         policy_lr=3e-3, critic_lr=3e-3, weight_decay=0.0, max_grad_norm=1.0
     )
@@ -96,6 +96,45 @@ def test_updates_lower_the_ppo_loss(setup):
     assert 0.0 <= float(metrics["policy/clip_fraction"]) <= 1.0
 
 
+def test_warmup_ramps_each_learning_rate_from_zero(setup):
+    m, _, _, data, scored = setup
+    exp, _ = ppo_core.build_experience(data, scored, RewardSpec(use_prm=True))
+    moved = {}
+    for warmup in (0, 3):
+        tx = ppo_core.make_ppo_optimizer(
+            policy_lr=1e-3, critic_lr=2e-3, weight_decay=0.0, max_grad_norm=1.0,
+            warmup_steps=warmup,
+        )  # fmt: skip
+        state = init_train_state(params()[0], tx)  # fresh: other tests donate theirs
+        step = jax.jit(
+            functools.partial(ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2)
+        )
+        deltas = []
+        for _ in range(4):
+            new, _ = step(state, exp)
+            deltas.append(
+                {
+                    name: max(
+                        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                        for a, b in zip(
+                            jax.tree.leaves(new.params[name]), jax.tree.leaves(state.params[name])
+                        )
+                    )
+                    for name in ("policy", "critic")
+                }
+            )
+            state = new
+        moved[warmup] = deltas
+    # the learning rate is 0 at the first update with a warm-up, then rises; without, it moves
+    assert moved[3][0] == {"policy": 0.0, "critic": 0.0}
+    assert all(moved[3][1][name] > 0 for name in ("policy", "critic"))
+    assert all(moved[0][0][name] > 0 for name in ("policy", "critic"))
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        ppo_core.make_ppo_optimizer(
+            policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.0, max_grad_norm=1.0, warmup_steps=-1
+        )
+
+
 EIGHT_DEVICES = textwrap.dedent(
     """
     import os, sys, functools
@@ -111,14 +150,15 @@ EIGHT_DEVICES = textwrap.dedent(
     m = models()
     trainable, frozen = params()
     data = rollout()
-    settings = ppo_core.RewardSettings(use_prm=True, use_orm=True, kl_coef=0.05)
+    from rlr.training.configs import RewardSpec
+    reward = RewardSpec(use_prm=True, use_orm=True, kl_coef=0.05)
     tx = ppo_core.make_ppo_optimizer(policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.01,
                                      max_grad_norm=1.0)
     update = functools.partial(ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2)
 
     def iteration(state, frozen, data):
         scored = ppo_core.score_rollout(m, state.params, frozen, data)
-        exp, _ = ppo_core.build_experience(data, scored, settings)
+        exp, _ = ppo_core.build_experience(data, scored, reward)
         state, _ = update(state, exp)
         return state
 

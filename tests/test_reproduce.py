@@ -1,10 +1,12 @@
+"""`rlr reproduce`: the smoke preset end to end (from a plain install), caching, the results
+table and its error bars, and clear errors."""
+
 import json
-import subprocess
-import sys
 
 import pytest
-from smoke_run import smoke_results
+from smoke_run import installed_rlr, smoke_results
 
+from rlr.config import ConfigError
 from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, results_markdown
 
 
@@ -38,8 +40,22 @@ def test_smoke_preset_writes_results_for_every_variant(out):
         assert "return/prm_raw_sum" in rows[-1]  # the PRM scores every variant
 
 
+def test_smoke_ran_from_the_installed_package_in_another_folder(out):
+    log = (out.parent / "log.txt").read_text()
+    assert f"rlr imported from {installed_rlr() / 'rlr' / '__init__.py'}" in log
+    assert (installed_rlr() / "rlr" / "configs" / "reproduce_smoke.yaml").is_file()
+
+
+def test_stages_are_the_commands_a_user_would_run(out):
+    lines = (out / "commands.sh").read_text().splitlines()
+    commands = [line.split()[1] for line in lines if line.startswith("rlr ")]
+    assert commands[:5] == ["make-data", "train-tokenizer", "sft", "train-prm", "train-orm"]
+    assert commands.count("ppo") == len(VARIANTS)
+    assert any("--config sft_cpu" in line and "train.steps=30" in line for line in lines)
+
+
 def test_rerun_uses_the_cached_stages(out):
-    results = Reproduction(out, preset="smoke").run()
+    results = Reproduction.from_preset("smoke", f"out_dir={out}").run()
     assert results["wall_time_s"] < 60, "a finished reproduction must not train again"
 
 
@@ -67,10 +83,8 @@ def test_markdown_reports_error_bars_for_several_seeds():
 
 def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="preset must be one of"):
-        Reproduction(tmp_path, preset="gpu")
-    with pytest.raises(ValueError, match="unknown variant 'prm_rwa'"):
-        Reproduction(tmp_path, preset="smoke", variants=["prm_rwa"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlr.cli", "reproduce", "--help"], capture_output=True, text=True
-    )
-    assert proc.returncode == 0 and "--preset" in proc.stdout
+        Reproduction.from_preset("gpu")
+    with pytest.raises(ConfigError, match="unknown variant 'prm_rwa'"):
+        Reproduction.from_preset("smoke", "variants=[prm_rwa]")
+    with pytest.raises(ConfigError, match="seeds must be >= 1"):
+        Reproduction.from_preset("smoke", "seeds=0")

@@ -19,7 +19,7 @@ from rlr.cli import main
 from rlr.config import ConfigError, from_dict, load_config
 from rlr.data.readers import read_step_labelled
 from rlr.data.records import StepLabelled
-from rlr.data.synthetic import write_datasets
+from rlr.data.synthetic import FILLER_STEPS, write_datasets
 from rlr.models import (
     Qwen2Config,
     Qwen2ForSequenceClassification,
@@ -27,9 +27,10 @@ from rlr.models import (
     init_params,
     load_pretrained,
 )
+from rlr.training import readouts
 from rlr.training import reward_model as rm
 from rlr.training.configs import RewardModelConfig
-from rlr.training.ppo_core import orm_scores, prm_step_scores
+from rlr.training.readouts import orm_scores, prm_step_scores
 
 P, T, K = 36, 40, 6
 ARCH = {
@@ -147,7 +148,9 @@ def test_prm_loss_is_bce_at_step_end_tokens(workdir, tokenizer, scorer):
         batch["step_mask"], T=T,
     )  # fmt: skip
     mine = (
-        jax.nn.sigmoid(rm.logits_at(jnp.asarray(token_logits), batch["step_end"], prompt_len=P))
+        jax.nn.sigmoid(
+            readouts.token_logits_at(jnp.asarray(token_logits), batch["step_end"], prompt_len=P)
+        )
         * batch["step_mask"]
     )
     np.testing.assert_allclose(mine, ppo, atol=1e-6)
@@ -171,10 +174,11 @@ def test_orm_loss_is_bce_at_the_last_response_token(workdir, tokenizer, scorer):
         terms.append(reference_bce(token_logits[b, last], float(correct)))
     np.testing.assert_allclose(loss, np.mean(terms), rtol=1e-5)
     ppo = orm_scores(
-        model, params, batch["input_ids"], batch["attention_mask"], batch["response_mask"], T=T
+        model, params, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
     )
-    last = rm.last_response_index(batch["response_mask"])[:, None]
-    mine = jax.nn.sigmoid(rm.logits_at(jnp.asarray(token_logits), last, prompt_len=P))[:, 0]
+    last = readouts.last_response_index(batch["response_mask"])[:, None]
+    picked = readouts.token_logits_at(jnp.asarray(token_logits), last, prompt_len=P)
+    mine = jax.nn.sigmoid(picked)[:, 0]
     np.testing.assert_allclose(mine, ppo, atol=1e-6)
 
 
@@ -212,10 +216,13 @@ def test_labels_hard_soft_and_correctness():
     )  # fmt: skip
     assert rm.step_targets_of(record, label_mode="hard", neutral_target=1.0) == [1.0, 0.0]
     assert rm.step_targets_of(record, label_mode="soft", neutral_target=1.0) == [0.75, 0.0]
-    assert rm.solution_correct(record)  # the final answer is right, whatever the labels say
     neutral = StepLabelled("n", "q", ("a", "b"), (1, 0), None, "prm800k")
+    wrong = StepLabelled("w", "q", ("1 + 1 = 3.", "The answer is 3."), (1, 1), "2", "gsm8k")
+    good = StepLabelled("g", "q", ("x", "y"), (1, 1), None, "prm800k")
+    # graded against the gold answer when there is one (whatever the labels say), else the
+    # labels decide: right when every step is labelled good
+    assert rm.solutions_correct([record, neutral, wrong, good]).tolist() == [1, 0, 0, 1]
     assert rm.step_targets_of(neutral, label_mode="hard", neutral_target=0.5) == [1.0, 0.5]
-    assert not rm.solution_correct(neutral)
     with pytest.raises(ValueError, match="label_mode=soft needs meta.soft_labels"):
         rm.step_targets_of(neutral, label_mode="soft", neutral_target=1.0)
 
@@ -261,10 +268,10 @@ def test_cli_trains_and_exports_with_equal_scores(workdir, tmp_path, tokenizer, 
         step_end, step_mask = jnp.asarray(rows["step_end"]), jnp.asarray(rows["step_mask"])
         ppo = prm_step_scores(token_model, params, ids, attn, step_end, step_mask, T=T)
         direct = loaded.apply({"params": params}, ids, attn)[..., 0]
-        picked = rm.logits_at(direct, step_end, prompt_len=P)
+        picked = readouts.token_logits_at(direct, step_end, prompt_len=P)
         np.testing.assert_allclose(jax.nn.sigmoid(picked) * step_mask, ppo, atol=1e-6)
     else:
-        ppo = orm_scores(token_model, params, ids, attn, jnp.asarray(rows["response_mask"]), T=T)
+        ppo = orm_scores(token_model, params, ids, attn, jnp.asarray(rows["response_mask"]))
         seq = jax.nn.sigmoid(loaded.apply({"params": params}, ids, attn)[:, 0])
         np.testing.assert_allclose(seq, ppo, atol=1e-6)
     torch = pytest.importorskip("torch")
@@ -290,7 +297,7 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         load_config(RewardModelConfig, path, ["label_mode=fuzzy"])
     with pytest.raises(ConfigError, match="needs `path`"):
         load_config(RewardModelConfig, path, ["init.architecture=null"])
-    with pytest.raises(ValueError, match="data.train file .* does not exist"):
+    with pytest.raises(ValueError, match="data.train 'missing.jsonl' is not a file"):
         rm.run_reward_model(load_config(RewardModelConfig, path, ["data.train=missing.jsonl"]))
     with pytest.raises(ValueError, match="label_mode=soft needs meta.soft_labels"):
         rm.run_reward_model(load_config(RewardModelConfig, path, ["label_mode=soft"]))
@@ -300,3 +307,15 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         ValueError, match=r"bad.jsonl: row 0: the response splits into 3 steps but has 2 labels"
     ):
         rm.run_reward_model(load_config(RewardModelConfig, path, [f"data.train={bad}"]))
+
+
+def test_filler_steps_are_what_the_step_classifier_says(workdir, tokenizer):
+    records = list(read_step_labelled(workdir / "data" / "prm_test.jsonl"))[:8]
+    config = from_dict(RewardModelConfig, base_config(workdir, workdir, "prm"))
+    default = rm.encode_labelled(records, tokenizer, config)
+    for b, record in enumerate(records):
+        for k, step in enumerate(record.steps):
+            is_filler = record.meta["fillers"] and step in FILLER_STEPS
+            assert (default["step_kind"][b, k] == 3) == bool(is_filler), (step, record.meta)
+    everything = rm.encode_labelled(records, tokenizer, config, is_filler=lambda step: True)
+    np.testing.assert_array_equal(everything["step_kind"], 3 * (default["step_mask"] > 0))

@@ -38,7 +38,8 @@ def reference_clip(scores, step_mask, *, eta):
 
 
 def reference_delta(x, step_mask):
-    """PAPER.md Delta, 1-based: d_k = x_k - x_{k+1} (k <= K-2), d_{K-1} = x_{K-1}, d_K = 0."""
+    """Delta of docs/method.md section 5, 1-based: d_k = x_k - x_{k+1} (k <= K-2),
+    d_{K-1} = x_{K-1}, d_K = 0."""
     out = np.zeros_like(x, dtype=np.float64)
     for b in range(x.shape[0]):
         num = int(sum(step_mask[b]))

@@ -1,5 +1,5 @@
-"""rlr.training.sft: the SFT loss, the shared loop (loss falls, exact resume after SIGTERM),
-greedy evaluation, the `rlr sft` command and its export."""
+"""rlr.training.sft and the shared loop of rlr.training.fit: the SFT loss, the loop (loss
+falls, exact resume after SIGTERM), the `rlr sft` command and its export."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from rlr.data.prompts import build_prompt
 from rlr.data.readers import MalformedRecordError, read_problems
 from rlr.data.synthetic import write_datasets
 from rlr.models import Qwen2Config, Qwen2ForCausalLM, init_params, load_pretrained
-from rlr.sampling import SampleOutput
 from rlr.training import batching, sft
 from rlr.training.configs import SFTConfig, SupervisedSpec
+from rlr.training.fit import fit
 from rlr.training.step import init_train_state, make_optimizer, make_train_step
 
 P, T = 36, 28
@@ -152,7 +152,7 @@ def _fit(model, rows, out_dir, *, steps, make_batch=None, lr=3e-3):
     )
     tx, train_step = _step(model, lr, steps)
     state = init_train_state(init_params(model, jax.random.key(0)), tx)
-    return sft.fit(
+    return fit(
         state,
         None,
         tx,
@@ -190,32 +190,6 @@ def test_resume_after_sigterm_equals_uninterrupted_run(model, rows, tmp_path):
     assert not resumed.interrupted and resumed.iteration == 4
     chex.assert_trees_all_close(resumed.state.params, straight.state.params, atol=0, rtol=0)
     assert int(resumed.state.step) == int(straight.state.step) == 4
-
-
-def test_evaluate_policy_grades_final_answers(workdir, tokenizer):
-    problems = list(read_problems(workdir / "data" / "problems_test.jsonl"))[:5]
-    texts = [p.solution if i % 2 == 0 else "Step ready.\nThe answer is 99." for i, p in
-             enumerate(problems)]  # fmt: skip
-    encoded = batching.encode_rows(
-        tokenizer, ["x"] * 5, texts, prompt_len=2, response_len=40, add_eos=True
-    )
-
-    def fake_sampler(params, ids, mask, key):  # returns the canned responses, padded to B
-        assert ids.shape == (4, P)
-        chosen = calls.pop(0)
-        return SampleOutput(
-            encoded["input_ids"][chosen, 2:],
-            np.zeros((len(chosen), 40), np.float32),
-            encoded["response_mask"][chosen].astype(np.int32),
-        )
-
-    calls = [np.array([0, 1, 2, 3]), np.array([4, 4, 4, 4])]
-    got = sft.evaluate_policy(fake_sampler, None, tokenizer, problems, prompt_len=P, batch_size=4)
-    assert got["accuracy"] == pytest.approx(3 / 5)
-    steps = [len(t.split("\n")) for t in texts]
-    assert got["steps_per_solution"] == pytest.approx(np.mean(steps))
-    assert got["filler_step_fraction"] == pytest.approx(2 / sum(steps))
-    assert got["hit_token_limit"] == 0.0
 
 
 def _write_config(workdir, tmp_path, **changes):
@@ -281,7 +255,7 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         load_config(SFTConfig, path, ["train.batch_size=0"])
     with pytest.raises(ValueError, match="rlr train-tokenizer"):
         sft.run_sft(load_config(SFTConfig, path, [f"tokenizer={tmp_path / 'none'}"]))
-    with pytest.raises(ValueError, match="data.train file .* does not exist"):
+    with pytest.raises(ValueError, match="data.train .*none.jsonl' is not a file"):
         sft.run_sft(load_config(SFTConfig, path, [f"data.train={tmp_path / 'none.jsonl'}"]))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "1", "solution": "s"}\n{"question": 3}\n')

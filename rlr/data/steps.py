@@ -3,7 +3,7 @@
 A response is split into steps on the first separator (default "\\n\\n", then "\\n") that gives
 more than one non-blank segment; the last segment, holding the final answer, is step K. A step's
 reward token is the last token whose character span overlaps the step's (whitespace-trimmed)
-characters. Produces the `step_end [B, K]` / `step_mask [B, K]` arrays of DESIGN.md section 2.
+characters. Produces the `step_end [B, K]` / `step_mask [B, K]` arrays of docs/design.md section 2.
 """
 
 from __future__ import annotations

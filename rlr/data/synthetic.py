@@ -10,7 +10,7 @@ A problem is GSM8K-shaped but tiny and closed-vocabulary:
 
 One step per line, each a checkable computation, then the answer line. Every step is graded
 exactly (`check_steps`); filler steps ("Step ready.") are correct but useless, which is the raw
-PRM's blind spot that the policy learns to exploit (PAPER.md section 2).
+PRM's blind spot that the policy learns to exploit (docs/method.md section 3).
 """
 
 from __future__ import annotations
@@ -427,31 +427,6 @@ def training_corpus(*, num_problems: int = 5000, seed: int = 0) -> list[str]:
         wrong = corrupt_solution(problem, first_error_step=first, rng=rng)
         texts.append(insert_fillers(wrong, num_fillers=int(rng.integers(0, 3)), rng=rng))
     return texts
-
-
-def add_parser(subparsers) -> None:
-    """Register `rlr make-data`."""
-    parser = subparsers.add_parser(
-        "make-data", help="write the synthetic arithmetic task: problems, SFT and PRM data (JSONL)"
-    )
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--num-train", type=int, default=20000, help="train problems")
-    parser.add_argument("--num-test", type=int, default=500, help="test problems")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--min-steps", type=int, default=2, help="fewest computation steps")
-    parser.add_argument("--max-steps", type=int, default=4, help="most computation steps")
-    parser.add_argument("--max-digits", type=int, default=2, help="digits of every value")
-    parser.add_argument("--operations", default="+-*", help="operators to use, e.g. '+-'")
-    parser.add_argument(
-        "--sft-filler-fraction", type=float, default=0.0, help="SFT solutions given one filler step"
-    )
-    parser.add_argument(
-        "--prm-corrupt-fraction", type=float, default=0.5, help="PRM solutions with an error"
-    )
-    parser.add_argument(
-        "--prm-filler-fraction", type=float, default=0.3, help="PRM solutions given 1-2 fillers"
-    )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Text -> PPO-layout rows, and a deterministic, resumable epoch iterator over a dataset.
+"""Text -> PPO-layout rows, fixed-shape batch mapping, and a resumable epoch iterator.
 
 Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.training.ppo_core: the prompt
 LEFT-padded to P, then the response RIGHT-padded to T (EOS included in the response), so that
@@ -10,9 +10,10 @@ label sits on the token that PPO will read the PRM at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from rlr.data.steps import DEFAULT_SEPARATORS, step_ends, step_ends_from_ids
@@ -114,6 +115,17 @@ def encode_rows(
     }
 
 
+def warn_truncated(rows: dict[str, np.ndarray], source: str, *, prefix: str = "") -> None:
+    """Prints a warning naming `source` when encode_rows cut prompts or responses."""
+    for part in ("prompt", "response"):
+        cut = int(np.sum(rows[f"{part}_truncated"]))
+        if cut:
+            print(
+                f"warning: {cut} of {len(rows[f'{part}_truncated'])} {part}s in {source} were "
+                f"truncated; raise {prefix}{part}_len to keep them whole"
+            )
+
+
 def step_targets(
     labels: Sequence[Sequence[float]],  # [B][K_b] per-step targets in [0, 1]
     step_mask: np.ndarray,  # [B, K] from encode_rows
@@ -143,6 +155,44 @@ def step_targets(
                 raise ValueError(f"row {b} step {k}: target must be in [0, 1]; got {value}")
             out[b, k] = value
     return out
+
+
+def map_in_batches(
+    fn: Callable[..., Any],
+    arrays: Sequence[np.ndarray],  # each [R, ...], the same R
+    *,
+    batch_size: int,
+    key: jax.Array | None = None,
+    progress: Any = None,
+) -> Any:  # fn's output pytree, each leaf [R, ...] as NumPy
+    """Applies `fn` to fixed-size [batch_size, ...] slices of `arrays` and concatenates.
+
+    The one batching rule of rlr's evaluation, scoring and sampling loops: every call has the
+    same shape, so a jitted `fn` compiles once; the last batch is padded by repeating the last
+    row and the padded rows are dropped from the output; with `key`, batch c is called as
+    `fn(*batch, fold_in(key, c))`, so a result depends on the key and the batch size only.
+    `progress` (a tqdm bar or None) advances by the real rows of each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    arrays = [np.asarray(a) for a in arrays]
+    rows = len(arrays[0]) if arrays else 0
+    if rows == 0:
+        raise ValueError("map_in_batches needs at least one row")
+    if any(len(a) != rows for a in arrays):
+        raise ValueError(f"arrays differ in rows: {[len(a) for a in arrays]}")
+    parts = []
+    for chunk, start in enumerate(range(0, rows, batch_size)):
+        real = min(batch_size, rows - start)
+        index = np.minimum(np.arange(start, start + batch_size), rows - 1)
+        args = [a[index] for a in arrays]
+        if key is not None:
+            args.append(jax.random.fold_in(key, chunk))
+        out = jax.device_get(fn(*args))
+        parts.append(jax.tree.map(lambda x, n=real: np.asarray(x)[:n], out))
+        if progress is not None:
+            progress.update(real)
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
 class EpochIterator:

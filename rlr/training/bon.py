@@ -14,7 +14,7 @@ the first n samples, for each n in a list (1, 2, 4, ... G), and its accuracy is 
 Ties are scored as a uniform random pick among the tied samples (or tied answers): the
 accuracy credited is the mean correctness of the tied set, so no tie-break rule favours a
 method. A solution without any step gets a PRM score of 0. PRM and ORM scores are read with
-rlr.training.ppo_core's readers on the PPO row layout, so they are exactly what PPO sees.
+rlr.training.readouts on the PPO row layout, so they are exactly what PPO sees.
 """
 
 from __future__ import annotations
@@ -33,15 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
-from rlr.training import ppo_core
-from rlr.training.evaluation import decode_responses
-from rlr.training.labelling import (
-    add_sampling_arguments,
-    load_policy,
-    load_problem_file,
-    positive_int,
-    sample_in_batches,
-)
+from rlr.training import readouts
+from rlr.training.batching import map_in_batches
+from rlr.training.generation import decode_responses, sample_prompts
 
 AGGREGATIONS = ("min", "last", "prod")
 
@@ -208,23 +202,6 @@ _mean = jax.jit(mean_accuracy, static_argnames="n")
 # ------------------------------------------------------------------ driver
 
 
-def score_in_batches(
-    scorer: Any,  # jitted fn(params, ids, attn, response_mask, step_end, step_mask) -> [B, ...]
-    params: Any,
-    arrays: Sequence[np.ndarray],  # each [R, ...]
-    *,
-    batch_size: int,
-) -> np.ndarray:  # [R, ...]
-    """Runs a jitted scorer over R rows in fixed [batch_size, ...] chunks (padded by repeats)."""
-    rows = arrays[0].shape[0]
-    out = []
-    for start in range(0, rows, batch_size):
-        real = min(batch_size, rows - start)
-        index = np.minimum(np.arange(start, start + batch_size), rows - 1)
-        out.append(np.asarray(scorer(params, *(a[index] for a in arrays)))[:real])
-    return np.concatenate(out, axis=0)
-
-
 class BestOfNSamples(NamedTuple):
     """G sampled solutions per problem with their grades and reward-model scores."""
 
@@ -260,7 +237,7 @@ def sample_and_score(
     """Samples G solutions per problem, grades them and scores them with the PRM and ORM.
 
     Rows use PPO's layout (prompt left-padded to P, response right-padded to T) and are scored
-    with `ppo_core.prm_step_scores` / `ppo_core.orm_scores` in fixed [batch_size, P + T] calls.
+    with `readouts.prm_step_scores` / `readouts.orm_scores` in fixed [batch_size, P + T] calls.
     """
     from tqdm.auto import tqdm
 
@@ -275,7 +252,7 @@ def sample_and_score(
     t0 = time.perf_counter()
     repeated = [p for p in prompts for _ in range(G)]
     with tqdm(total=len(repeated), desc="sampling", disable=not show_progress) as bar:
-        batch = sample_in_batches(
+        batch = sample_prompts(
             sampler, params, tokenizer, repeated, batch_size=batch_size, key=key, progress=bar
         )
     t1 = time.perf_counter()
@@ -292,24 +269,23 @@ def sample_and_score(
     )
     ids = np.concatenate([batch.prompt_ids, batch.tokens], axis=1).astype(np.int32)
     attn = np.concatenate([batch.prompt_mask, batch.mask], axis=1).astype(np.int32)
-    arrays = (ids, attn, batch.mask.astype(np.float32), step_end.astype(np.int32), step_mask)
+    response_mask = batch.mask.astype(np.float32)
+    step_end = step_end.astype(np.int32)
     step_scores = orm_out = None
     if prm is not None:
-        prm_module = prm[0]
-
-        def prm_fn(p, i, a, r, e, m):
-            return ppo_core.prm_step_scores(prm_module, p, i, a, e, m, T=T)
-
-        step_scores = score_in_batches(jax.jit(prm_fn), prm[1], arrays, batch_size=batch_size)
-        step_scores = step_scores.reshape(B, G, -1)
+        prm_fn = jax.jit(functools.partial(readouts.prm_step_scores, prm[0], T=T))
+        step_scores = map_in_batches(
+            lambda *arrays: prm_fn(prm[1], *arrays),
+            (ids, attn, step_end, step_mask),
+            batch_size=batch_size,
+        ).reshape(B, G, -1)
     if orm is not None:
-        orm_module = orm[0]
-
-        def orm_fn(p, i, a, r, e, m):
-            return ppo_core.orm_scores(orm_module, p, i, a, r, T=T)
-
-        orm_out = score_in_batches(jax.jit(orm_fn), orm[1], arrays, batch_size=batch_size)
-        orm_out = orm_out.reshape(B, G)
+        orm_fn = jax.jit(functools.partial(readouts.orm_scores, orm[0]))
+        orm_out = map_in_batches(
+            lambda *arrays: orm_fn(orm[1], *arrays),
+            (ids, attn, response_mask),
+            batch_size=batch_size,
+        ).reshape(B, G)
     t3 = time.perf_counter()
     return BestOfNSamples(
         texts=texts,
@@ -387,52 +363,22 @@ def best_of_n_figure(result: dict[str, Any]):
 # ---------------------------------------------------------------------- CLI
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers `rlr eval-bon`."""
-    parser = subparsers.add_parser(
-        "eval-bon",
-        help="best-of-N accuracy of PRM (min/last/prod), ORM, majority vote and pass@N",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--policy", required=True, help="policy (HF directory)")
-    parser.add_argument("--prm", default=None, help="PRM (HF token-classification directory)")
-    parser.add_argument("--orm", default=None, help="ORM (HF token-classification directory)")
-    parser.add_argument("--problems", required=True, help="JSONL of held-out problems")
-    parser.add_argument("--n", type=positive_int, default=8, help="samples per problem G")
-    add_sampling_arguments(parser, max_new_tokens=256)
-    parser.add_argument(
-        "--out", default="runs/bon.json", help="result JSON; the plot goes beside it (.png)"
-    )
-    parser.set_defaults(func=run)
-    return parser
-
-
-def _load_scorer(path: str, flag: str) -> tuple[Any, Any]:
-    from rlr.training.configs import ModelSpec
-    from rlr.training.ppo import load_scorer
-
-    if not pathlib.Path(path).is_dir():
-        raise ValueError(f"{flag} {path}: no such directory (give an HF model directory)")
-    return load_scorer(ModelSpec(path=path))
-
-
 def run(args: argparse.Namespace) -> int:
     """`rlr eval-bon`: sample, grade, score, print the table, write JSON and PNG."""
     from rlr.data.prompts import build_prompt
     from rlr.grading import Grader
-    from rlr.sampling import Sampler
+    from rlr.training import loading
+    from rlr.training.configs import ModelSpec
+    from rlr.training.generation import make_sampler
 
-    problems = load_problem_file(args.problems, args.format, args.num_problems)
-    model, params, tokenizer = load_policy(args.policy, args.tokenizer)
-    prm = _load_scorer(args.prm, "--prm") if args.prm else None
-    orm = _load_scorer(args.orm, "--orm") if args.orm else None
-    eos = tokenizer.eos_token_id
-    sampler = Sampler(
-        model,
-        max_new_tokens=args.max_new_tokens,
-        eos_id=eos,
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-        temperature=args.temperature,
+    problems = loading.load_problems(
+        args.problems, args.format, what="--problems", limit=args.num_problems
+    )
+    model, params, tokenizer = loading.load_policy_dir(args.policy, args.tokenizer)
+    prm = loading.load_scorer(ModelSpec(path=args.prm), what="--prm") if args.prm else None
+    orm = loading.load_scorer(ModelSpec(path=args.orm), what="--orm") if args.orm else None
+    sampler = make_sampler(
+        model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
     )
     prompts = [
         build_prompt(p.question, style=args.prompt_style, tokenizer=tokenizer) for p in problems

@@ -1,9 +1,12 @@
 """Run-config schemas for rlr's jobs: frozen dataclasses, validated when built.
 
-Load them with `rlr.config.load_config(PPOConfig, "launch/configs/cpu_tiny.yaml", overrides)`.
-Defaults follow ReaLHF's PPO where the paper is silent (../shared/PAPER.md section 5):
-fixed KL 0.1, gamma 1, lambda 1, ratio clip 0.2, value clip 0.2, whitened advantages,
-4 minibatches.
+Load them with `rlr.config.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
+(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF where the method
+leaves a choice open (docs/method.md): fixed KL 0.1, gamma 1, lambda 1, ratio clip 0.2, value
+clip 0.2, whitened advantages, 4 minibatches.
+
+This module imports only the standard library and rlr.config, so the CLI can load, validate
+and print a config before anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class DataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RewardSpec:
-    """Which rewards make up the per-token reward (PAPER.md section 3, in that order)."""
+    """Which rewards make up the per-token reward (docs/method.md section 2, in that order)."""
 
     use_prm: bool = False
     use_orm: bool = False
@@ -122,11 +125,13 @@ class PPOSpec:
     critic_lr: float = 5e-6
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # Linear learning-rate warm-up from 0 over this many optimizer updates (minibatch steps).
     warmup_steps: int = 0
     critic_init: Literal["prm", "orm", "policy"] = "policy"
 
     def __post_init__(self):
         require(0 <= self.gamma <= 1, f"ppo.gamma must be in [0, 1]; got {self.gamma}")
+        require(self.warmup_steps >= 0, f"ppo.warmup_steps must be >= 0; got {self.warmup_steps}")
         require(0 <= self.lam <= 1, f"ppo.lam must be in [0, 1]; got {self.lam}")
         require(self.epochs >= 1, "ppo.epochs must be >= 1")
         require(self.minibatches >= 1, "ppo.minibatches must be >= 1")
@@ -299,3 +304,79 @@ class RewardModelConfig:
         require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
         require(self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate only at the end)")
         require(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+
+
+# The reward variants of the paper's ablation: name -> PPO config overrides.
+REWARD_VARIANTS: dict[str, dict[str, Any]] = {
+    "success": {"reward.use_prm": False, "reward.use_orm": False},
+    "orm": {"reward.use_prm": False, "reward.use_orm": True},
+    "prm_raw": {"reward.use_prm": True, "reward.method": "raw"},
+    "prm_clip": {"reward.use_prm": True, "reward.method": "clip"},
+    "prm_delta": {"reward.use_prm": True, "reward.method": "delta"},
+    "prm_clip_delta": {"reward.use_prm": True, "reward.method": "clip_delta"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticTaskSpec:
+    """The synthetic task of a reproduction: `rlr make-data` and `rlr train-tokenizer` knobs."""
+
+    num_train: int = 20000
+    num_test: int = 200
+    seed: int = 0
+    min_steps: int = 2
+    max_steps: int = 3
+    max_digits: int = 1
+    operations: tuple[str, ...] = ("+", "-")
+    sft_filler_fraction: float = 0.1
+    vocab_size: int = 512
+    tokenizer_corpus_problems: int = 5000
+
+    def __post_init__(self):
+        require(self.num_train >= 1 and self.num_test >= 1, "task.num_train/num_test must be >= 1")
+        require(
+            1 <= self.min_steps <= self.max_steps,
+            f"task.min_steps must be in 1..max_steps; got {self.min_steps}, {self.max_steps}",
+        )
+        require(
+            set(self.operations) <= {"+", "-", "*"} and bool(self.operations),
+            f"task.operations must be a non-empty subset of +, -, *; got {self.operations}",
+        )
+        require(self.vocab_size >= 260, f"task.vocab_size must be >= 260; got {self.vocab_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """One stage of a reproduction: a config (file or shipped name) and overrides on top."""
+
+    config: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """`rlr reproduce`: data -> tokenizer -> SFT -> PRM and ORM -> PPO per reward variant.
+
+    Each stage runs the rlr command a user would run, with `<stage>.config` and
+    `<stage>.overrides` plus the paths that chain the stages; every variant's PPO run gets the
+    same budget and seeds.
+    """
+
+    name: str = "reproduce"
+    out_dir: str = "runs/reproduce"
+    seeds: int = 1
+    variants: tuple[str, ...] = tuple(REWARD_VARIANTS)
+    task: SyntheticTaskSpec = dataclasses.field(default_factory=SyntheticTaskSpec)
+    sft: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("sft_cpu"))
+    prm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("prm_cpu"))
+    orm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("orm_cpu"))
+    ppo: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("ppo_cpu"))
+
+    def __post_init__(self):
+        require(self.seeds >= 1, f"seeds must be >= 1; got {self.seeds}")
+        require(bool(self.variants), "variants must name at least one reward variant")
+        for variant in self.variants:
+            require(
+                variant in REWARD_VARIANTS,
+                f"variants: unknown variant {variant!r}; choose from {', '.join(REWARD_VARIANTS)}",
+            )

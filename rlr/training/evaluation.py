@@ -3,45 +3,49 @@
 Hacking shows up in the shape of solutions before it shows in accuracy, so the same
 statistics are computed for every rollout batch and every evaluation: steps per solution,
 response length, the fraction of filler steps (well-formed but useless, e.g. "Step ready.")
-and of repeated steps.
+and of repeated steps. What counts as a filler step is a `StepClassifier` the caller may
+replace; the default knows no dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from rlr.data.prompts import build_prompt
+from rlr.data.records import Problem
 from rlr.data.steps import DEFAULT_SEPARATORS, step_texts
-from rlr.data.synthetic import FILLER_STEPS
-from rlr.training.batching import encode_prompts
+from rlr.training.generation import decode_responses, ended_without_eos, sample_prompts
 
-_FILLERS = frozenset(FILLER_STEPS)
+StepClassifier = Callable[[str], bool]  # step text -> True when the step is a filler
+
 _CONTENT = re.compile(r"[0-9=+\-*/^\\]")
 
 
 def is_filler_step(step: str) -> bool:
-    """A step that says nothing: one of the synthetic task's fillers, or a short line with no
-    digit, operator or LaTeX (e.g. "Step ready.", "Let me think.", an emoji)."""
+    """A step that says nothing: a short line (at most four words) with no digit, operator or
+    LaTeX, such as "Step ready.", "Let me think." or an emoji."""
     step = step.strip()
-    if step in _FILLERS:
-        return True
     return not _CONTENT.search(step) and len(step.split()) <= 4
 
 
 def solution_stats(
-    texts: Sequence[str], *, separators: Sequence[str] = DEFAULT_SEPARATORS
+    texts: Sequence[str],
+    *,
+    separators: Sequence[str] = DEFAULT_SEPARATORS,
+    is_filler: StepClassifier = is_filler_step,
 ) -> dict[str, float]:
     """Mean steps per solution and the fractions of filler and repeated steps over all steps."""
     steps_total = filler = repeated = 0
     for text in texts:
         steps = step_texts(text, separators=separators)
         steps_total += len(steps)
-        filler += sum(is_filler_step(s) for s in steps)
+        filler += sum(is_filler(s) for s in steps)
         seen: set[str] = set()
         for s in steps:
             repeated += s in seen
@@ -52,26 +56,6 @@ def solution_stats(
         "filler_step_fraction": filler / max(steps_total, 1),
         "repeated_step_fraction": repeated / max(steps_total, 1),
     }
-
-
-def ended_without_eos(
-    tokens: np.ndarray,  # [B, T] sampled response tokens
-    mask: np.ndarray,  # [B, T] 1 for generated tokens (a prefix of each row)
-    eos_id: int | Sequence[int],
-) -> np.ndarray:  # [B] bool
-    """Rows whose last generated token is not an EOS: they hit the token limit (truncated)."""
-    tokens, mask = np.asarray(tokens), np.asarray(mask)
-    lengths = mask.sum(axis=1).astype(int)
-    last = tokens[np.arange(len(tokens)), np.maximum(lengths - 1, 0)]
-    return ~np.isin(last, np.atleast_1d(eos_id))
-
-
-def decode_responses(tokenizer: Any, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
-    """Response texts from sampled [B, T] tokens (special tokens such as EOS dropped)."""
-    return [
-        tokenizer.decode(row[: int(valid.sum())].tolist(), skip_special_tokens=True)
-        for row, valid in zip(np.asarray(tokens), np.asarray(mask))
-    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,40 +92,55 @@ def evaluate_policy(
     max_prompt_tokens: int,
     batch_size: int,
     separators: Sequence[str] = DEFAULT_SEPARATORS,
+    is_filler: StepClassifier = is_filler_step,
     keep_samples: int = 8,
 ) -> EvalResult:
-    """Samples one response per prompt with `sampler` (an rlr.sampling.Sampler, greedy when
-    its temperature is 0) and grades it. Prompts are padded to whole batches of `batch_size`
-    so the sampler compiles once."""
+    """Samples one response per prompt with `sampler` (an rlr.sampling.Sampler from
+    rlr.training.generation.make_sampler; greedy when its temperature is 0) and grades it
+    against the gold answers with `grader` (an rlr.grading.Grader)."""
     if len(prompts) != len(golds):
         raise ValueError(f"{len(prompts)} prompts but {len(golds)} gold answers")
     if not prompts:
         raise ValueError("evaluate_policy needs at least one prompt")
-    texts: list[str] = []
-    lengths: list[int] = []
-    truncated = 0
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)
-        ids, mask, _ = encode_prompts(tokenizer, chunk, prompt_len=max_prompt_tokens)
-        out = sampler(params, ids, mask, jax.random.fold_in(key, start))
-        tokens, out_mask = np.asarray(out.tokens)[:real], np.asarray(out.mask)[:real]
-        texts += decode_responses(tokenizer, tokens, out_mask)
-        row_lengths = out_mask.sum(axis=1)
-        lengths += row_lengths.tolist()
-        truncated += int(ended_without_eos(tokens, out_mask, tokenizer.eos_token_id).sum())
+    batch = sample_prompts(
+        sampler,
+        params,
+        tokenizer,
+        prompts,
+        batch_size=batch_size,
+        key=key,
+        prompt_tokens=max_prompt_tokens,
+    )
+    texts = decode_responses(tokenizer, batch.tokens, batch.mask)
     correct = grader.grade_responses(texts, list(golds))
-    stats = solution_stats(texts, separators=separators)
+    truncated = ended_without_eos(batch.tokens, batch.mask, sampler.eos_ids)
     samples = tuple(
         {"prompt": p, "response": t, "gold": g, "correct": bool(c)}
         for p, t, g, c in list(zip(prompts, texts, golds, correct))[:keep_samples]
     )
     return EvalResult(
         accuracy=float(np.mean(correct)),
-        response_length=float(np.mean(lengths)),
-        truncated_fraction=truncated / len(prompts),
+        response_length=float(batch.mask.sum(axis=1).mean()),
+        truncated_fraction=float(truncated.mean()),
         num_problems=len(prompts),
         samples=samples,
-        **stats,
+        **solution_stats(texts, separators=separators, is_filler=is_filler),
+    )
+
+
+def evaluate_problems(
+    sampler: Any,
+    params: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    *,
+    prompt_style: str = "plain",
+    **kwargs: Any,
+) -> EvalResult:
+    """`evaluate_policy` on problems: each question rendered by rlr.data.prompts.build_prompt
+    in `prompt_style`, graded against the problem's gold answer. `kwargs` go to
+    evaluate_policy (grader, key, max_prompt_tokens, batch_size, ...)."""
+    prompts = [build_prompt(p.question, style=prompt_style, tokenizer=tokenizer) for p in problems]
+    return evaluate_policy(
+        sampler, params, tokenizer, prompts, [p.answer for p in problems], **kwargs
     )

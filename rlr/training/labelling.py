@@ -11,85 +11,26 @@ labels as +1 (some completion is right) / -1 (none is), and the soft labels, one
 [0, 1] per step, are in `meta["soft_labels"]`. A solution with more than `max_steps` steps keeps
 only its first `max_steps` steps (meta["truncated"] is then true).
 
-All completions of all prefixes go through the sampler in fixed-shape batches (the last batch
-is padded by repeating its last prompt), so the sampler compiles once per prompt width.
+All completions of all prefixes go through the sampler in fixed-shape batches
+(rlr.training.generation.sample_prompts), so the sampler compiles once per prompt width.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 
 from rlr.data.records import Problem, StepLabelled
 from rlr.data.steps import DEFAULT_SEPARATORS, split_steps
-from rlr.training.batching import encode_prompts
-from rlr.training.evaluation import decode_responses
+from rlr.training.generation import decode_responses, sample_prompts
 
 Completer = Callable[[Sequence[str]], list[str]]
-
-
-class SampledBatch(NamedTuple):
-    """Prompts and sampled responses as NumPy arrays, one row per prompt (R rows)."""
-
-    prompt_ids: np.ndarray  # [R, P] int32, left-padded
-    prompt_mask: np.ndarray  # [R, P] int32
-    tokens: np.ndarray  # [R, T] int32, right-padded
-    mask: np.ndarray  # [R, T] int32, 1 on generated tokens (EOS included)
-
-
-def prompt_width(tokenizer: Any, prompts: Sequence[str], *, multiple: int = 32) -> int:
-    """P: the longest prompt's token count rounded up to a multiple, so nothing is cut and
-    similar prompt sets share one compiled sampler."""
-    if not prompts:
-        raise ValueError("prompt_width needs at least one prompt")
-    longest = max(
-        len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    )
-    return max(multiple, -(-longest // multiple) * multiple)
-
-
-def sample_in_batches(
-    sampler: Any,
-    params: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    batch_size: int,
-    key: jax.Array,
-    prompt_tokens: int | None = None,
-    progress: Any = None,
-) -> SampledBatch:
-    """One sampled response per prompt, in fixed [batch_size, P] sampler calls.
-
-    `sampler` is an rlr.sampling.Sampler. Chunk c is sampled with fold_in(key, c); the last
-    chunk is padded by repeating its last prompt and the padding rows are dropped. P is
-    `prompt_tokens`, or `prompt_width(prompts)` when None. `progress` (a tqdm bar or None) is
-    advanced by the number of real rows of each chunk.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if not prompts:
-        raise ValueError("sample_in_batches needs at least one prompt")
-    width = prompt_tokens or prompt_width(tokenizer, prompts)
-    parts: list[tuple[np.ndarray, ...]] = []
-    for chunk_index, start in enumerate(range(0, len(prompts), batch_size)):
-        chunk = list(prompts[start : start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)
-        ids, mask, _ = encode_prompts(tokenizer, chunk, prompt_len=width)
-        out = sampler(params, ids, mask, jax.random.fold_in(key, chunk_index))
-        tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
-        parts.append((ids[:real], mask[:real], tokens[:real], out_mask[:real]))
-        if progress is not None:
-            progress.update(real)
-    return SampledBatch(*(np.concatenate(arrays, axis=0) for arrays in zip(*parts)))
 
 
 class PolicyCompleter:
@@ -124,7 +65,7 @@ class PolicyCompleter:
         with tqdm(
             total=len(prompts), desc="sampling", disable=not self.show_progress, dynamic_ncols=True
         ) as bar:
-            batch = sample_in_batches(
+            batch = sample_prompts(
                 self.sampler,
                 self.params,
                 self.tokenizer,
@@ -360,88 +301,6 @@ def synthetic_agreement(
 # ---------------------------------------------------------------------- CLI
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
-    """The problem-file, tokenizer, sampling and grading options that `rlr label-steps` and
-    `rlr eval-bon` share."""
-    parser.add_argument(
-        "--format",
-        default="synthetic",
-        choices=("synthetic", "gsm8k", "math", "mathinstruct"),
-        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
-    )
-    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
-    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="T")
-    parser.add_argument("--max-steps", type=positive_int, default=16, help="K, steps per solution")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sampler rows per call")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
-    parser.add_argument(
-        "--grader-workers", type=int, default=2, help="grading processes (0: in-process)"
-    )
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Registers `rlr label-steps`."""
-    parser = subparsers.add_parser(
-        "label-steps",
-        help="Math-Shepherd step labels by Monte-Carlo completion (StepLabelled JSONL)",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--policy", required=True, help="completer policy (HF directory)")
-    parser.add_argument("--problems", required=True, help="JSONL of problems with gold answers")
-    parser.add_argument("--out", required=True, help="output StepLabelled JSONL file")
-    parser.add_argument(
-        "--solutions-per-problem", type=positive_int, default=4, help="sampled solutions M"
-    )
-    parser.add_argument(
-        "--given-solutions",
-        action="store_true",
-        help="label each problem's own `solution` instead of sampling M solutions",
-    )
-    parser.add_argument(
-        "--completions", type=positive_int, default=8, help="continuations N per step prefix"
-    )
-    add_sampling_arguments(parser, max_new_tokens=128)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def load_policy(policy: str, tokenizer_dir: str | None) -> tuple[Any, Any, Any]:
-    """(Qwen2ForCausalLM, params, HF tokenizer) from HF directories, with clear errors."""
-    from rlr.training import models_io
-    from rlr.training.configs import ModelSpec
-
-    for name, path in (("--policy", policy), ("--tokenizer", tokenizer_dir or policy)):
-        if not pathlib.Path(path).is_dir():
-            raise ValueError(f"{name} {path}: no such directory (give an HF model directory)")
-    try:
-        tokenizer = models_io.load_tokenizer(tokenizer_dir or policy)
-    except ValueError as e:
-        raise ValueError(f"{e} (or pass --tokenizer DIR)") from None
-    model, params = models_io.load_or_init_policy(ModelSpec(path=policy), tokenizer, seed=0)
-    return model, params, tokenizer
-
-
-def load_problem_file(path: str, fmt: str, num_problems: int | None) -> list[Problem]:
-    """Problems with gold answers from a JSONL file (clear error when it is missing)."""
-    from rlr.training.ppo import load_problems
-
-    if not pathlib.Path(path).is_file():
-        raise ValueError(f"--problems {path}: no such file")
-    problems = load_problems(path, fmt)
-    return problems[:num_problems] if num_problems else problems
-
-
 def run(args: argparse.Namespace) -> int:
     """`rlr label-steps`: sample, complete, grade, write JSONL and print a summary."""
     import json
@@ -449,17 +308,15 @@ def run(args: argparse.Namespace) -> int:
     from rlr.data.prompts import build_prompt
     from rlr.data.readers import write_jsonl
     from rlr.grading import Grader
-    from rlr.sampling import Sampler
+    from rlr.training import loading
+    from rlr.training.generation import make_sampler
 
-    problems = load_problem_file(args.problems, args.format, args.num_problems)
-    model, params, tokenizer = load_policy(args.policy, args.tokenizer)
-    eos = tokenizer.eos_token_id
-    sampler = Sampler(
-        model,
-        max_new_tokens=args.max_new_tokens,
-        eos_id=eos,
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-        temperature=args.temperature,
+    problems = loading.load_problems(
+        args.problems, args.format, what="--problems", limit=args.num_problems
+    )
+    model, params, tokenizer = loading.load_policy_dir(args.policy, args.tokenizer)
+    sampler = make_sampler(
+        model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
     )
     complete = PolicyCompleter(
         sampler,

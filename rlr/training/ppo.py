@@ -1,10 +1,10 @@
-"""PPO with dense step rewards: `rlr ppo --config FILE [key=value ...]`.
+"""PPO with dense step rewards: `rlr ppo --config FILE|NAME [key=value ...]`.
 
-One iteration: sample G responses for each of the iteration's prompts (rlr.sampling) ->
-grade final answers (rlr.grading pool) -> find step ends from the token ids (rlr.data.steps)
--> score with the frozen PRM / ORM / reference and the critic -> token rewards (PAPER.md
-section 3 order) -> GAE -> whitening -> epochs x minibatches of PPO updates of policy and
-critic (one jitted, donated step on the mesh of rlr.sharding).
+One iteration: sample G responses for each of the iteration's prompts (rlr.training.generation)
+-> grade final answers (rlr.grading pool) -> find step ends from the token ids (rlr.data.steps)
+-> score with the frozen PRM / ORM / reference and the critic -> token rewards (the order of
+docs/method.md) -> GAE -> whitening -> epochs x minibatches of PPO updates of policy and critic
+(one jitted, donated step on the mesh; rlr.training.ppo_build builds all of it).
 
 Everything random derives from (seed, iteration), and the data order from (seed, epoch), so a
 checkpoint holds the TrainState and the iteration number and a resumed run continues bitwise
@@ -14,7 +14,6 @@ as if never stopped. SIGTERM finishes the current iteration, saves and exits 0.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import time
@@ -25,72 +24,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr import sharding
-from rlr.config import dump_config, load_config
+from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
-from rlr.data.readers import READERS, read_problems
 from rlr.data.steps import step_ends_from_ids
-from rlr.models import (
-    Qwen2ForTokenClassification,
-    init_params,
-    load_pretrained,
-    save_pretrained,
-)
-from rlr.sampling import Sampler
-from rlr.training import models_io, ppo_core
-from rlr.training.batching import encode_prompts
+from rlr.models import save_pretrained
+from rlr.training import loading, ppo_core
 from rlr.training.checkpoint import Checkpointer
-from rlr.training.configs import ModelSpec, PPOConfig
-from rlr.training.evaluation import (
-    EvalResult,
+from rlr.training.configs import PPOConfig
+from rlr.training.evaluation import EvalResult, evaluate_problems, solution_stats
+from rlr.training.generation import (
     decode_responses,
     ended_without_eos,
-    evaluate_policy,
-    solution_stats,
+    make_sampler,
+    sample_prompts,
 )
 from rlr.training.metrics import MetricsWriter
+from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
-from rlr.training.step import TrainState, init_train_state, train_state_shardings
-
-DTYPES = models_io.DTYPES
-
-
-def load_problems(path: str, fmt: str) -> list[Any]:
-    """Problems with gold answers from a JSONL file in one of rlr.data's formats."""
-    reader = read_problems if fmt == "synthetic" else READERS[fmt]
-    problems = [p for p in reader(path).records if p.answer is not None]
-    if not problems:
-        raise ValueError(f"{path}: no problems with a gold answer (format {fmt})")
-    return problems
-
-
-def load_scorer(spec: ModelSpec) -> tuple[Any, Any]:
-    """A PRM / ORM from an HF directory as a token-classification module over its
-    {"model", "score"} params (an ORM is read at the last token by rlr.training.ppo_core)."""
-    if not spec.path:
-        raise ValueError(
-            "a reward model needs `path`: an HF directory written by rlr train-prm/orm"
-        )
-    model, params = load_pretrained(
-        spec.path, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype]
-    )
-    if "score" not in params:
-        raise ValueError(
-            f"{spec.path}: not a reward model (no 'score' head); export it as "
-            "Qwen2ForTokenClassification or Qwen2ForSequenceClassification"
-        )
-    module = Qwen2ForTokenClassification(
-        model.config,
-        num_labels=1,
-        dtype=DTYPES[spec.dtype],
-        param_dtype=DTYPES[spec.param_dtype],
-        remat=spec.remat,
-    )
-    return module, params
-
-
-def _copy(tree: Any) -> Any:
-    # Frozen copies must never share buffers with donated training state.
-    return jax.tree.map(jnp.array, tree)
+from rlr.training.step import TrainState
 
 
 class PPOTrainer:
@@ -106,119 +57,29 @@ class PPOTrainer:
         tokenizer_path = config.tokenizer or config.policy.path
         if not tokenizer_path:
             raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
-        self.tokenizer = models_io.load_tokenizer(tokenizer_path)
-        policy, policy_params = models_io.load_or_init_policy(
-            config.policy, self.tokenizer, seed=config.seed
-        )
-        frozen: dict[str, Any] = {"reference": _copy(policy_params)}
-        prm = orm = None
-        # A configured PRM / ORM always scores the rollouts (its return is a hacking diagnostic
-        # for every variant); reward.use_prm / use_orm decide whether it enters the reward.
-        if config.prm is not None:
-            prm, frozen["prm"] = load_scorer(config.prm)
-        if config.orm is not None:
-            orm, frozen["orm"] = load_scorer(config.orm)
-        if config.ppo.critic_init == "policy":
-            critic = Qwen2ForTokenClassification(
-                policy.config, num_labels=1, remat=config.policy.remat
+        self.tokenizer = loading.load_tokenizer(tokenizer_path)
+        self.setup = build_ppo(config, mesh=self.mesh, tokenizer=self.tokenizer)
+        self.models = self.setup.models
+        self.state = self.setup.state
+        self.frozen = self.setup.frozen
+        self.state_shardings = self.setup.state_shardings
+        data = config.data
+        self.train_problems = loading.load_problems(data.train, data.format, what="data.train")
+        self.test_problems = []
+        if data.test:
+            self.test_problems = loading.load_problems(
+                data.test, data.format, what="data.test", limit=data.max_test_problems
             )
-            # The policy's trunk and a zero score head (V = 0 everywhere at the start); the
-            # head's shape comes from eval_shape, so no throw-away critic is initialised.
-            abstract = jax.eval_shape(lambda: init_params(critic, jax.random.key(0)))
-            critic_params = {
-                "model": _copy(policy_params["model"]),
-                "score": jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract["score"]),
-            }
-        else:
-            critic = prm if config.ppo.critic_init == "prm" else orm
-            critic_params = _copy(frozen[config.ppo.critic_init])
-        self.models = ppo_core.PPOModels(policy=policy, critic=critic, prm=prm, orm=orm)
-        self._build_steps({"policy": policy_params, "critic": critic_params}, frozen)
-        self.train_problems = load_problems(config.data.train, config.data.format)
-        self.test_problems = (
-            load_problems(config.data.test, config.data.format) if config.data.test else []
-        )
-        if config.data.max_test_problems is not None:
-            self.test_problems = self.test_problems[: config.data.max_test_problems]
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         roll = config.rollout
-        self.sampler = Sampler(
-            policy,
+        self.sampler = make_sampler(
+            self.models.policy,
+            self.tokenizer,
             max_new_tokens=roll.max_new_tokens,
-            eos_id=eos,
-            pad_id=pad,
             temperature=roll.temperature,
             top_k=roll.top_k,
             top_p=roll.top_p,
         )
-        self._eval_samplers: dict[float, Sampler] = {}
-
-    def _build_steps(self, trainable: dict[str, Any], frozen: dict[str, Any]) -> None:
-        cfg, mesh = self.config, self.mesh
-        spec = cfg.ppo
-        self.tx = ppo_core.make_ppo_optimizer(
-            policy_lr=spec.policy_lr,
-            critic_lr=spec.critic_lr,
-            weight_decay=spec.weight_decay,
-            max_grad_norm=spec.max_grad_norm,
-        )
-        param_shard = self._shardings(trainable)
-        frozen_shard = self._shardings(frozen)
-        self.state_shardings = train_state_shardings(self.tx, trainable, param_shard, mesh)
-        state = init_train_state(trainable, self.tx)
-        self.state = jax.device_put(state, self.state_shardings)
-        self.frozen = jax.device_put(frozen, frozen_shard)
-        settings = ppo_core.RewardSettings(
-            use_prm=cfg.reward.use_prm,
-            use_orm=cfg.reward.use_orm,
-            method=cfg.reward.method,
-            alpha=cfg.reward.alpha,
-            eta=cfg.reward.eta,
-            orm_weight=cfg.reward.orm_weight,
-            kl_coef=cfg.reward.kl_coef,
-            kl_estimator=cfg.reward.kl_estimator,
-            gamma=spec.gamma,
-            lam=spec.lam,
-            whiten_advantages=spec.whiten_advantages,
-        )
-        models = self.models
-
-        self._batch_sharding = lambda x: sharding.batch_sharding(mesh, x.ndim)
-        self._score = jax.jit(
-            functools.partial(ppo_core.score_rollout, models),
-            in_shardings=(param_shard, frozen_shard, None),
-        )
-        self._experience = jax.jit(functools.partial(ppo_core.build_experience, settings=settings))
-        update = functools.partial(
-            ppo_core.ppo_update,
-            models,
-            self.tx,
-            clip_eps=spec.clip_eps,
-            value_clip_eps=spec.value_clip_eps,
-        )
-        self._update = jax.jit(
-            update,
-            in_shardings=(self.state_shardings, None),
-            out_shardings=(self.state_shardings, None),
-            donate_argnums=0,
-        )
-
-    def _shardings(self, networks: dict[str, Any]) -> Any:
-        """NamedShardings for a dict of networks, from each module's logical axis names."""
-        modules = {
-            "policy": self.models.policy,
-            "reference": self.models.policy,
-            "critic": self.models.critic,
-            "prm": self.models.prm,
-            "orm": self.models.orm,
-        }
-        ids = jnp.zeros((1, 4), jnp.int32)
-        abstract = {
-            name: jax.eval_shape(lambda m=modules[name]: m.init(jax.random.key(0), ids)["params"])
-            for name in networks
-        }
-        return sharding.param_shardings(abstract, self.mesh)
+        self._eval_samplers: dict[float, Any] = {}
 
     # ----------------------------------------------------------------- data
 
@@ -234,6 +95,7 @@ class PPOTrainer:
         return chosen
 
     def prompt_text(self, problem: Any) -> str:
+        """The policy's prompt for a problem (data.prompt_style)."""
         return build_prompt(
             problem.question, style=self.config.data.prompt_style, tokenizer=self.tokenizer
         )
@@ -247,22 +109,18 @@ class PPOTrainer:
         G = cfg.rollout.samples_per_prompt
         prompts = [self.prompt_text(p) for p in problems for _ in range(G)]
         golds = [p.answer for p in problems for _ in range(G)]
-        ids, mask, _ = encode_prompts(
-            self.tokenizer, prompts, prompt_len=cfg.rollout.max_prompt_tokens
-        )
         key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
         t0 = time.perf_counter()
-        tokens, response_mask = [], []
-        for start, stop in self._chunks():
-            out = self.sampler(
-                self.state.params["policy"],
-                ids[start:stop],
-                mask[start:stop],
-                jax.random.fold_in(key, start),
-            )
-            tokens.append(np.asarray(out.tokens))
-            response_mask.append(np.asarray(out.mask))
-        tokens, response_mask = np.concatenate(tokens), np.concatenate(response_mask)
+        batch = sample_prompts(
+            self.sampler,
+            self.state.params["policy"],
+            self.tokenizer,
+            prompts,
+            batch_size=cfg.rollout.chunk_rows or cfg.rollout.batch_size,
+            key=key,
+            prompt_tokens=cfg.rollout.max_prompt_tokens,
+        )
+        ids, mask, tokens, response_mask = batch
         t1 = time.perf_counter()
         step_end, step_mask, _ = step_ends_from_ids(
             tokens,
@@ -282,13 +140,15 @@ class PPOTrainer:
             step_end=step_end.astype(np.int32),
             step_mask=step_mask.astype(np.float32),
         )
-        rollout = jax.tree.map(lambda x: jax.device_put(x, self._batch_sharding(x)), rollout)
+        rollout = jax.tree.map(
+            lambda x: jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim)), rollout
+        )
         lengths = response_mask.sum(axis=1)
         info = {
             "success_rate": float(success.mean()),
             "response_length": float(lengths.mean()),
             "truncated_fraction": float(
-                ended_without_eos(tokens, response_mask, self.tokenizer.eos_token_id).mean()
+                ended_without_eos(tokens, response_mask, self.sampler.eos_ids).mean()
             ),
             **solution_stats(texts, separators=cfg.reward.separators),
             "time/rollout": t1 - t0,
@@ -309,13 +169,13 @@ class PPOTrainer:
         rollout, info = self.rollout(iteration, grader)
         t0 = time.perf_counter()
         scored = [
-            self._score(
+            self.setup.score(
                 self.state.params, self.frozen, ppo_core.take_rows(rollout, np.arange(a, b))
             )
             for a, b in self._chunks()
         ]
         scored = jax.tree.map(lambda *parts: jnp.concatenate(parts), *scored)
-        experience, metrics = self._experience(rollout, scored)
+        experience, metrics = self.setup.experience(rollout, scored)
         jax.block_until_ready(experience)
         t1 = time.perf_counter()
         B = cfg.rollout.batch_size
@@ -326,7 +186,7 @@ class PPOTrainer:
             order = jax.random.permutation(jax.random.fold_in(key, epoch), B)
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
-                self.state, step_metrics = self._update(self.state, batch)
+                self.state, step_metrics = self.setup.update(self.state, batch)
                 update_metrics.append(step_metrics)
         update_metrics = jax.device_get(update_metrics)
         t2 = time.perf_counter()
@@ -352,21 +212,18 @@ class PPOTrainer:
             raise ValueError("evaluation needs data.test")
         cfg = self.config
         if temperature not in self._eval_samplers:
-            eos = self.tokenizer.eos_token_id
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-            self._eval_samplers[temperature] = Sampler(
+            self._eval_samplers[temperature] = make_sampler(
                 self.models.policy,
+                self.tokenizer,
                 max_new_tokens=cfg.rollout.max_new_tokens,
-                eos_id=eos,
-                pad_id=pad,
                 temperature=temperature,
             )
-        return evaluate_policy(
+        return evaluate_problems(
             self._eval_samplers[temperature],
             self.state.params["policy"],
             self.tokenizer,
-            [self.prompt_text(p) for p in self.test_problems],
-            [p.answer for p in self.test_problems],
+            self.test_problems,
+            prompt_style=cfg.data.prompt_style,
             grader=grader,
             key=jax.random.fold_in(jax.random.key(cfg.seed + 2), key_offset),
             max_prompt_tokens=cfg.rollout.max_prompt_tokens,
@@ -425,6 +282,7 @@ class PPOTrainer:
             ckpt.close()
         summary["end_iteration"] = it + 1 if end > start else start
         summary["updates_skipped"] = int(self.state.skipped)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _abstract_state(self) -> TrainState:
@@ -443,33 +301,12 @@ class PPOTrainer:
         return directory
 
 
-def _is_box(x: Any) -> bool:
-    import flax.linen as nn
-
-    return isinstance(x, nn.Partitioned | nn.LogicallyPartitioned)
-
-
-# -------------------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers: Any) -> None:
-    """Registers `rlr ppo`."""
-    parser = subparsers.add_parser(
-        "ppo",
-        help="PPO with PRM step rewards (raw / clip / delta / clip_delta)",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--config", required=True, help="YAML file (launch/configs/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.alpha=0.5")
-    parser.add_argument("--export", default=None, help="write the final policy here (HF dir)")
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    config = load_config(PPOConfig, args.config, args.overrides)
-    trainer = PPOTrainer(config)
+    """`rlr ppo`: train (resuming from OUT_DIR/checkpoints), optionally export the policy."""
+    trainer = PPOTrainer(args.run_config)
     summary = trainer.run()
     if args.export and not summary["preempted"]:
         trainer.export_policy(args.export)
+        summary["export"] = str(args.export)
     print(json.dumps(summary))
     return 0

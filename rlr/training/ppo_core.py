@@ -1,13 +1,9 @@
 """The jitted heart of a PPO iteration: score a rollout, compute advantages, update.
 
 A rollout row is the prompt (left-padded to P) followed by the response (right-padded to T):
-`input_ids [B, S = P + T]`. Response token t sits at column P + t and is predicted by the
-logits at column P + t - 1, so the policy's log-prob of token t and the critic's value V(s_t)
-(the state before emitting token t) are read at column P + t - 1. A PRM scores the prefix that
-ends at a step's last token, so its score for step k is read at column P + step_end[b, k].
-
-Everything here is a pure function of (models, params, arrays), jitted with explicit
-shardings by the caller (rlr.training.ppo); nothing reads configs or files.
+`input_ids [B, S = P + T]`; rlr.training.readouts says at which column each network is read.
+Everything here is a function of (models, params, arrays) plus static settings, jitted with
+explicit shardings by rlr.training.ppo_build; nothing reads files.
 """
 
 from __future__ import annotations
@@ -22,6 +18,8 @@ import jax.numpy as jnp
 import optax
 
 import rlr
+from rlr.training.configs import RewardSpec
+from rlr.training.readouts import critic_values, orm_scores, policy_logits, prm_step_scores
 from rlr.training.step import TrainState, apply_gradients
 
 
@@ -59,117 +57,6 @@ class Experience(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardSettings:
-    """The reward knobs of PAPER.md section 3 (hashable, so jit can close over them)."""
-
-    use_prm: bool = False
-    use_orm: bool = False
-    method: str = "clip_delta"
-    alpha: float = 1.0
-    eta: float = 0.0
-    orm_weight: float = 1.0
-    kl_coef: float = 0.1
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 1.0
-    whiten_advantages: bool = True
-
-
-def response_slice(x: chex.Array, *, prompt_len: int, num_tokens: int) -> chex.Array:
-    """Columns P-1 .. P+T-2 of a [B, S, ...] array: the predictions for response tokens 0..T-1."""
-    return jax.lax.slice_in_dim(x, prompt_len - 1, prompt_len - 1 + num_tokens, axis=1)
-
-
-def policy_logits(
-    policy: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
-) -> chex.Array:  # [B, T, V] f32
-    """Logits that predict each response token.
-
-    The LM head runs on the T response columns only ([B, T, V], not [B, S, V]): with a large
-    vocabulary the head is most of the memory of a forward pass.
-    """
-    prompt_len = input_ids.shape[1] - T
-    variables = {"params": params}
-    hidden = policy.apply(
-        variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
-    )
-    hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
-    return policy.apply(variables, hidden, method=lambda m, h: m.logits(h))
-
-
-def critic_values(
-    critic: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
-) -> chex.Array:  # [B, T] f32
-    """V(s_t) for each response token t: the critic's score at the column before token t."""
-    prompt_len = input_ids.shape[1] - T
-    scores = critic.apply({"params": params}, input_ids, attention_mask)[..., 0]
-    return response_slice(scores, prompt_len=prompt_len, num_tokens=T)
-
-
-def token_logits_at(
-    token_logits: chex.Array,  # [B, S] per-column score logits
-    positions: chex.Array,  # [B, K] response indices
-    *,
-    prompt_len: int,
-) -> chex.Array:  # [B, K] logits
-    """Score logits read at response positions (column P + position, clipped into the row).
-
-    The one place where PRM / ORM scores are read: PPO reads sigmoid of this, and reward-model
-    training puts its loss on exactly these logits.
-    """
-    chex.assert_rank([token_logits, positions], 2)
-    columns = jnp.clip(positions + prompt_len, 0, token_logits.shape[1] - 1)
-    return jnp.take_along_axis(token_logits, columns, axis=1)
-
-
-def token_scores_at(
-    token_scores: chex.Array,  # [B, S] per-column score logits
-    positions: chex.Array,  # [B, K] response indices
-    *,
-    prompt_len: int,
-) -> chex.Array:  # [B, K] probabilities
-    """sigmoid(score) read at response positions (column P + position)."""
-    return jax.nn.sigmoid(token_logits_at(token_scores, positions, prompt_len=prompt_len))
-
-
-def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [B] int32
-    """Index of each row's last response token (its EOS when present): where an ORM is read."""
-    return jnp.maximum(jnp.sum(response_mask, axis=1).astype(jnp.int32) - 1, 0)
-
-
-def prm_step_scores(
-    prm: nn.Module,
-    params: Any,
-    input_ids: chex.Array,  # [B, S]
-    attention_mask: chex.Array,  # [B, S]
-    step_end: chex.Array,  # [B, K]
-    step_mask: chex.Array,  # [B, K]
-    *,
-    T: int,
-) -> chex.Array:  # [B, K] in (0, 1), 0 on padded steps
-    """A token-classification PRM's probability that each step prefix p(k) is correct."""
-    prompt_len = input_ids.shape[1] - T
-    logits = prm.apply({"params": params}, input_ids, attention_mask)[..., 0]
-    return token_scores_at(logits, step_end, prompt_len=prompt_len) * step_mask
-
-
-def orm_scores(
-    orm: nn.Module,
-    params: Any,
-    input_ids: chex.Array,  # [B, S]
-    attention_mask: chex.Array,  # [B, S]
-    response_mask: chex.Array,  # [B, T]
-    *,
-    T: int,
-) -> chex.Array:  # [B] in (0, 1)
-    """An ORM's probability that the whole solution is correct, read at its last token."""
-    prompt_len = input_ids.shape[1] - T
-    logits = orm.apply({"params": params}, input_ids, attention_mask)[..., 0]
-    last = last_response_index(response_mask)
-    return token_scores_at(logits, last[:, None], prompt_len=prompt_len)[:, 0]
-
-
-@dataclasses.dataclass(frozen=True)
 class PPOModels:
     """The Flax modules of a PPO run (static; parameters travel separately)."""
 
@@ -203,7 +90,7 @@ def score_rollout(
     else:
         step_scores = jnp.zeros(rollout.step_end.shape, jnp.float32)
     if models.orm is not None:
-        orm = orm_scores(models.orm, frozen["orm"], ids, attn, rollout.response_mask, T=T)
+        orm = orm_scores(models.orm, frozen["orm"], ids, attn, rollout.response_mask)
     else:
         orm = jnp.zeros(rollout.success.shape, jnp.float32)
     mask = rollout.response_mask
@@ -211,30 +98,40 @@ def score_rollout(
 
 
 def build_experience(
-    rollout: Rollout, scored: Scored, settings: RewardSettings
+    rollout: Rollout,
+    scored: Scored,
+    reward: RewardSpec,
+    *,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    whiten_advantages: bool = True,
 ) -> tuple[Experience, dict[str, jax.Array]]:
-    """Token rewards (PAPER.md section 3 order) -> GAE -> optional whitening, plus metrics."""
+    """Token rewards (the order of docs/method.md) -> GAE -> optional whitening, plus metrics.
+
+    `reward` is the run's `reward` config section as it is: which rewards enter (use_prm,
+    use_orm), the shaping method, alpha, eta, the ORM weight and the KL coefficient.
+    """
     mask = rollout.response_mask
     rewards = rlr.token_rewards(
         rollout.success,
         mask,
-        scored.step_scores if settings.use_prm else None,
-        rollout.step_end if settings.use_prm else None,
-        rollout.step_mask if settings.use_prm else None,
-        scored.orm_score if settings.use_orm else None,
+        scored.step_scores if reward.use_prm else None,
+        rollout.step_end if reward.use_prm else None,
+        rollout.step_mask if reward.use_prm else None,
+        scored.orm_score if reward.use_orm else None,
         scored.old_logp,
         scored.ref_logp,
-        method=settings.method,
-        alpha=settings.alpha,
-        eta=settings.eta,
-        orm_weight=settings.orm_weight,
-        beta=settings.kl_coef,
-        kl_estimator=settings.kl_estimator,
+        method=reward.method,
+        alpha=reward.alpha,
+        eta=reward.eta,
+        orm_weight=reward.orm_weight,
+        beta=reward.kl_coef,
+        kl_estimator=reward.kl_estimator,
     )
     advantages, returns = rlr.gae_advantages(
-        rewards.total, scored.old_values, mask, gamma=settings.gamma, lam=settings.lam
+        rewards.total, scored.old_values, mask, gamma=gamma, lam=lam
     )
-    if settings.whiten_advantages:
+    if whiten_advantages:
         advantages = rlr.masked_whiten(advantages, mask)
     rows = jnp.maximum(jnp.sum(jnp.any(mask > 0, axis=1)), 1)
     per_row = lambda x: jnp.sum(x) / rows  # noqa: E731  (a row's summed reward, batch mean)
@@ -299,14 +196,26 @@ def ppo_loss(
 
 
 def make_ppo_optimizer(
-    *, policy_lr: float, critic_lr: float, weight_decay: float, max_grad_norm: float
+    *,
+    policy_lr: float,
+    critic_lr: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    warmup_steps: int = 0,
 ) -> optax.GradientTransformation:
-    """AdamW per network (own learning rate), each clipped by its own global norm."""
+    """AdamW per network (own learning rate), each clipped by its own global norm.
+
+    With `warmup_steps` > 0 each learning rate rises linearly from 0 over that many updates,
+    then stays constant.
+    """
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}")
 
     def one(lr: float) -> optax.GradientTransformation:
+        schedule = optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
         return optax.chain(
             optax.clip_by_global_norm(max_grad_norm),
-            optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=weight_decay),
+            optax.adamw(schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=weight_decay),
         )
 
     return per_network_optimizer({"policy": one(policy_lr), "critic": one(critic_lr)})

@@ -1,18 +1,20 @@
 """PRM and ORM training on step-labelled solutions, read exactly as PPO reads them.
 
 PRM: binary cross-entropy on the score logit at each step's last response token (column
-P + step_end), the logit whose sigmoid `ppo_core.prm_step_scores` returns; hard targets
+P + step_end), the logit whose sigmoid `readouts.prm_step_scores` returns; hard targets
 (+1 -> 1, -1 -> 0) or soft ones (Math-Shepherd completion rates in [0, 1]). ORM: binary
 cross-entropy on the score logit at the last response token (EOS included), the one
-`ppo_core.orm_scores` reads, against the solution's correctness. Both start from the SFT
-policy's trunk with a fresh score head and share `rlr.training.sft.fit`.
+`readouts.orm_scores` reads, against the solution's correctness (its final answer graded
+against the record's gold answer; without one, all steps labelled good). Both start from the
+SFT policy's trunk with a fresh score head and run in the shared loop of rlr.training.fit.
 
 Evaluation on held-out data: step accuracy, ROC AUC, and the hackability report, the PRM's
-mean score on filler steps vs correct vs wrong steps (PAPER.md section 2: a raw PRM scores
-useless correct steps high).
+mean score on filler steps vs correct vs wrong steps (a raw PRM that scores useless steps high
+is what the policy learns to exploit; docs/method.md). What counts as a filler step is a
+StepClassifier (rlr.training.evaluation), so any dataset plugs in.
 
-    rlr train-prm --config launch/configs/prm_cpu.yaml [key=value ...]
-    rlr train-orm --config launch/configs/orm_cpu.yaml [key=value ...]
+    rlr train-prm --config prm_cpu [key=value ...]
+    rlr train-orm --config orm_cpu [key=value ...]
 """
 
 from __future__ import annotations
@@ -31,15 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlr.config import dump_config, load_config
+from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
-from rlr.training import batching, models_io
+from rlr.training import batching, loading, readouts
 from rlr.training.configs import RewardModelConfig
-from rlr.training.ppo_core import last_response_index, orm_scores, prm_step_scores
-from rlr.training.ppo_core import token_logits_at as logits_at  # what PPO reads, see ppo_core
-from rlr.training.sft import fit
-from rlr.training.step import init_train_state, make_optimizer
+from rlr.training.evaluation import StepClassifier, is_filler_step
+from rlr.training.fit import export_and_summarize, fit, supervised_optimizer
+from rlr.training.step import init_train_state
 
 STEP_JOIN = "\n"
 PRM_KEYS = ("input_ids", "attention_mask", "step_end", "step_mask", "targets")
@@ -76,16 +77,15 @@ def prm_loss(
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Step-level BCE at each step's last token (the reading of ppo_core.prm_step_scores).
+    """Step-level BCE at each step's last token (the reading of readouts.prm_step_scores).
 
     batch: input_ids [B, S], attention_mask [B, S], step_end [B, K], step_mask [B, K],
     targets [B, K] in [0, 1]; S = P + T with T = response_len.
     """
-    ids = batch["input_ids"]
-    token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
-    step_logits = logits_at(token_logits, batch["step_end"], prompt_len=ids.shape[1] - response_len)
-    loss = masked_bce(step_logits, batch["targets"], batch["step_mask"])
-    return loss, {"bce": loss, **_binary_metrics(step_logits, batch["targets"], batch["step_mask"])}
+    token_logits = readouts.score_logits(model, params, batch["input_ids"], batch["attention_mask"])
+    logits = readouts.step_logits(token_logits, batch["step_end"], T=response_len)
+    loss = masked_bce(logits, batch["targets"], batch["step_mask"])
+    return loss, {"bce": loss, **_binary_metrics(logits, batch["targets"], batch["step_mask"])}
 
 
 def orm_loss(
@@ -95,15 +95,14 @@ def orm_loss(
     *,
     response_len: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Solution-level BCE at the last response token (the reading of ppo_core.orm_scores).
+    """Solution-level BCE at the last response token (the reading of readouts.orm_scores).
 
     batch: input_ids [B, S], attention_mask [B, S], response_mask [B, T], targets [B] in
     [0, 1] (1: the solution is correct); S = P + T with T = response_len.
     """
-    ids = batch["input_ids"]
-    token_logits = model.apply({"params": params}, ids, batch["attention_mask"])[..., 0]
-    last = last_response_index(batch["response_mask"])[:, None]
-    logits = logits_at(token_logits, last, prompt_len=ids.shape[1] - response_len)[:, 0]
+    chex.assert_axis_dimension(batch["response_mask"], 1, response_len)
+    token_logits = readouts.score_logits(model, params, batch["input_ids"], batch["attention_mask"])
+    logits = readouts.outcome_logits(token_logits, batch["response_mask"])
     ones = jnp.ones_like(logits)
     loss = masked_bce(logits, batch["targets"], ones)
     return loss, {"bce": loss, **_binary_metrics(logits, batch["targets"], ones)}
@@ -147,26 +146,22 @@ def step_targets_of(record: StepLabelled, *, label_mode: str, neutral_target: fl
     return [float(x) for x in soft]
 
 
-def solution_correct(record: StepLabelled) -> bool:
-    """Whether a labelled solution is right: its final answer for synthetic records with a
-    gold answer, else all of its steps labelled good."""
-    if record.source == "synthetic" and record.gold_answer is not None:
-        from rlr.data.synthetic import final_answer
+def solutions_correct(records: Sequence[StepLabelled]) -> np.ndarray:  # [B] bool
+    """Whether each labelled solution is right: its final answer (rlr.grading.extract_answer
+    of the joined steps) graded against the record's gold answer; a record without a gold
+    answer is right when all of its steps are labelled good."""
+    from rlr.grading import Grader
 
-        return final_answer(STEP_JOIN.join(record.steps)) == record.gold_answer
-    return all(label > 0 for label in record.labels)
-
-
-def read_labelled(path: str | None, *, what: str) -> list[StepLabelled]:
-    """StepLabelled JSONL (`rlr make-data`'s prm_*.jsonl), with errors that name the file."""
-    from rlr.data.readers import read_step_labelled
-
-    if not path or not pathlib.Path(path).is_file():
-        raise ValueError(f"{what} file {path!r} does not exist; run `rlr make-data --out DIR`")
-    records = list(read_step_labelled(path))
-    if not records:
-        raise ValueError(f"{what} file {path} holds no records")
-    return records
+    graded = [i for i, r in enumerate(records) if r.gold_answer is not None]
+    out = np.asarray([all(label > 0 for label in r.labels) for r in records], bool)
+    if graded:
+        with Grader(num_workers=0) as grader:
+            verdicts = grader.grade_responses(
+                [STEP_JOIN.join(records[i].steps) for i in graded],
+                [records[i].gold_answer for i in graded],
+            )
+        out[graded] = verdicts
+    return out
 
 
 def encode_labelled(
@@ -175,11 +170,11 @@ def encode_labelled(
     config: RewardModelConfig,
     *,
     source: str = "",
+    is_filler: StepClassifier = is_filler_step,
 ) -> dict[str, np.ndarray]:
     """PPO rows for labelled solutions plus `targets`: [B, K] step targets for a PRM, [B]
-    correctness for an ORM, and `step_kind` [B, K] (0 pad, 1 correct, 2 wrong, 3 filler)."""
-    from rlr.data.synthetic import FILLER_STEPS
-
+    correctness for an ORM, and `step_kind` [B, K] (0 pad, 1 correct, 2 wrong, 3 filler, as
+    `is_filler` judges a step's text)."""
     spec = config.train
     style = config.data.prompt_style
     rows = batching.encode_rows(
@@ -201,34 +196,30 @@ def encode_labelled(
     kind = np.zeros(rows["step_mask"].shape, np.int32)
     for b, record in enumerate(records):
         for k in range(int(rows["step_mask"][b].sum())):
-            kind[b, k] = 3 if record.steps[k] in FILLER_STEPS else 1 if record.labels[k] > 0 else 2
+            kind[b, k] = 3 if is_filler(record.steps[k]) else 1 if record.labels[k] > 0 else 2
     rows["step_kind"] = kind
     if config.kind == "prm":
         rows["targets"] = step_targets
     else:
-        rows["targets"] = np.asarray([solution_correct(r) for r in records], np.float32)
+        rows["targets"] = solutions_correct(records).astype(np.float32)
     return rows
 
 
 def score_rows(
-    scorer: Callable[[Any, dict[str, jax.Array]], jax.Array],
+    scorer: Callable[..., jax.Array],
     params: Any,
     rows: dict[str, np.ndarray],
     keys: Sequence[str],
     *,
     batch_size: int,
-) -> np.ndarray:
-    """Runs a jitted `scorer(params, batch)` over all rows in fixed-size batches (the last one
-    padded by repeating row 0, so it compiles once) and concatenates the results."""
-    size = len(rows["input_ids"])
-    batch_size = min(batch_size, size)
-    outs = []
-    for start in range(0, size, batch_size):
-        idx = np.arange(start, start + batch_size)
-        idx = np.where(idx < size, idx, 0)
-        out = scorer(params, {k: jnp.asarray(rows[k][idx]) for k in keys})
-        outs.append(np.asarray(out)[: min(batch_size, size - start)])
-    return np.concatenate(outs)
+) -> np.ndarray:  # [R, ...]
+    """A jitted `scorer(params, *arrays)` over all R rows (rows[k] for k in keys), in
+    fixed-size batches (rlr.training.batching.map_in_batches)."""
+    return batching.map_in_batches(
+        lambda *arrays: scorer(params, *arrays),
+        [rows[k] for k in keys],
+        batch_size=min(batch_size, len(rows[keys[0]])),
+    )
 
 
 def evaluate_prm(scores: np.ndarray, rows: dict[str, np.ndarray]) -> dict[str, float]:
@@ -268,30 +259,14 @@ def evaluate_orm(scores: np.ndarray, rows: dict[str, np.ndarray]) -> dict[str, f
 def make_evaluator(
     model: nn.Module, rows: dict[str, np.ndarray], *, kind: str, response_len: int, batch_size: int
 ) -> Callable[[Any], dict[str, float]]:
-    """params -> held-out metrics, scoring with ppo_core.prm_step_scores / orm_scores."""
+    """params -> held-out metrics, scoring with readouts.prm_step_scores / orm_scores."""
     if kind == "prm":
-        scorer = jax.jit(
-            lambda p, b: prm_step_scores(
-                model,
-                p,
-                b["input_ids"],
-                b["attention_mask"],
-                b["step_end"],
-                b["step_mask"],
-                T=response_len,
-            )
-        )
+        prm = jax.jit(functools.partial(readouts.prm_step_scores, model, T=response_len))
         keys = ("input_ids", "attention_mask", "step_end", "step_mask")
-        return lambda p: evaluate_prm(
-            score_rows(scorer, p, rows, keys, batch_size=batch_size), rows
-        )
-    scorer = jax.jit(
-        lambda p, b: orm_scores(
-            model, p, b["input_ids"], b["attention_mask"], b["response_mask"], T=response_len
-        )
-    )
+        return lambda p: evaluate_prm(score_rows(prm, p, rows, keys, batch_size=batch_size), rows)
+    orm = jax.jit(functools.partial(readouts.orm_scores, model))
     keys = ("input_ids", "attention_mask", "response_mask")
-    return lambda p: evaluate_orm(score_rows(scorer, p, rows, keys, batch_size=batch_size), rows)
+    return lambda p: evaluate_orm(score_rows(orm, p, rows, keys, batch_size=batch_size), rows)
 
 
 def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
@@ -299,31 +274,28 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     out_dir = pathlib.Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
-    tokenizer = models_io.load_tokenizer(config.tokenizer)
+    tokenizer = loading.load_tokenizer(config.tokenizer)
     spec = config.train
     train_rows = encode_labelled(
-        read_labelled(config.data.train, what="data.train"),
+        loading.load_labelled(config.data.train, what="data.train"),
         tokenizer,
         config,
         source=config.data.train,
     )
+    batching.warn_truncated(train_rows, config.data.train, prefix="train.")
     test_rows = None
     if config.data.test:
-        test = read_labelled(config.data.test, what="data.test")[: config.max_eval_records]
-        test_rows = encode_labelled(test, tokenizer, config, source=config.data.test)
+        test = loading.load_labelled(config.data.test, what="data.test")
+        test_rows = encode_labelled(
+            test[: config.max_eval_records], tokenizer, config, source=config.data.test
+        )
     head = "token" if config.kind == "prm" else "sequence"
-    model, export_model, params = models_io.init_scorer(
+    model, export_model, params = loading.init_scorer(
         config.init, tokenizer, seed=config.seed, head=head
     )
     loss = prm_loss if config.kind == "prm" else orm_loss
     keys = PRM_KEYS if config.kind == "prm" else ORM_KEYS
-    tx = make_optimizer(
-        learning_rate=spec.learning_rate,
-        weight_decay=spec.weight_decay,
-        warmup_steps=spec.warmup_steps,
-        total_steps=spec.steps,
-        max_grad_norm=spec.max_grad_norm,
-    )
+    tx = supervised_optimizer(spec)
     evaluate = None
     if test_rows is not None:
         evaluate = make_evaluator(
@@ -348,46 +320,17 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
         description=config.kind,
         show=show,
     )
-    summary: dict[str, Any] = {"step": result.iteration, "interrupted": result.interrupted}
-    if result.interrupted:
-        return summary
     report = {k[len("eval/") :]: v for k, v in result.metrics.items() if k.startswith("eval/")}
-    if evaluate is not None:
+    if evaluate is not None and not result.interrupted:
         report = report or evaluate(result.state.params)  # empty when resumed after the end
         (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    export = models_io.export_model(
-        export_model, result.state.params, out_dir / "model", tokenizer_dir=config.tokenizer
+    return export_and_summarize(
+        result, export_model, out_dir, tokenizer_dir=config.tokenizer, extra={"eval": report}
     )
-    summary.update(
-        {
-            "model_dir": str(export),
-            "wall_s": round(result.wall_s, 1),
-            "train_loss": result.metrics.get("loss"),
-            "eval": report,
-        }
-    )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def add_parser(subparsers) -> None:
-    """Register `rlr train-prm` and `rlr train-orm`."""
-    for kind, help_text in (
-        ("prm", "train a process reward model (per-step BCE at step-end tokens)"),
-        ("orm", "train an outcome reward model (BCE at the last response token)"),
-    ):
-        if f"train-{kind}" in subparsers.choices:
-            continue  # the CLI registry lists this module once per subcommand
-        parser = subparsers.add_parser(f"train-{kind}", help=help_text)
-        parser.add_argument("--config", required=True, help=f"YAML config ({kind}_cpu.yaml)")
-        parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=5")
-        parser.set_defaults(func=run, kind=kind)
 
 
 def run(args: argparse.Namespace) -> int:
     """`rlr train-prm` / `rlr train-orm`: train, evaluate, export; exit 0 also on SIGTERM."""
-    overrides = [*args.overrides, f"kind={args.kind}"]
-    config = load_config(RewardModelConfig, args.config, overrides)
-    summary = run_reward_model(config)
+    summary = run_reward_model(args.run_config)
     print(json.dumps(summary, indent=2))
     return 0

@@ -1,0 +1,417 @@
+"""The command-line surface of every `rlr` subcommand: name, help, arguments, and where it runs.
+
+This module imports nothing but the standard library, so `rlr --help` and `rlr CMD --help`
+print without loading JAX. A command's module is imported only when the command runs; it
+exposes `run(args: argparse.Namespace) -> int`. Config-driven commands (`config` set below)
+take `--config FILE|NAME`, `key=value` overrides and `--print-config`; the CLI loads and
+validates their config before importing anything heavy and hands it over as
+`args.run_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+
+FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: `module.run(args)` runs it; `add_arguments(parser)` declares its flags.
+
+    `config` is "module:Class" of the frozen config dataclass of a config-driven command, and
+    `overrides` are key=value overrides the command always applies (e.g. kind=prm).
+    `library` marks a module that is a library first (the synthetic task, the tokenizer, the
+    probe, the shipped configs) and also runs a command; other modules may import it. Every
+    other command module is a leaf: no command module imports another.
+    """
+
+    name: str
+    module: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    config: str | None = None
+    overrides: tuple[str, ...] = ()
+    # args -> (config file or shipped name, overrides); None: --config and the overrides
+    config_from_args: Callable[[argparse.Namespace], tuple[str, list[str]]] | None = None
+    library: bool = False
+
+    def config_source(self, args: argparse.Namespace) -> tuple[str, list[str]]:
+        """(config file or shipped name, key=value overrides) named by parsed arguments."""
+        if self.config_from_args is not None:
+            name, overrides = self.config_from_args(args)
+        else:
+            name, overrides = args.config, list(args.overrides)
+        return name, [*overrides, *self.overrides]
+
+
+# ------------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def score_list(text: str) -> list[float]:
+    """argparse type: comma-separated floats such as 0.9,0.7,0.8."""
+    try:
+        scores = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--scores must be comma-separated numbers such as 0.9,0.7,0.8; got {text!r}"
+        ) from None
+    if not scores:
+        raise argparse.ArgumentTypeError("--scores needs at least one score")
+    return scores
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, *, example: str, override: str = "train.steps=50"
+) -> None:
+    """--config, --print-config and key=value overrides (every config-driven command)."""
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE|NAME",
+        help=f"YAML config: a file, or the name of a config shipped with rlr (e.g. {example}; "
+        "`rlr configs` lists them)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (every key with its value) as YAML and exit",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {override}"
+    )
+
+
+def _sft(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, example="sft_cpu")
+
+
+def _reward_model(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, example="prm_cpu")
+
+
+def _ppo(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, example="ppo_cpu", override="reward.method=raw")
+    parser.add_argument("--export", default=None, help="write the final policy here (HF dir)")
+
+
+def _plan(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, example="qwen25_math_7b", override="rollout.chunk_rows=128")
+    parser.add_argument(
+        "--mesh", default=None, help="data=N,fsdp=N,tensor=N (default: the config's mesh)"
+    )
+    parser.add_argument(
+        "--device-memory-gib",
+        type=float,
+        default=None,
+        help="memory of one device; exit 1 when the estimate exceeds it "
+        "(default: the config's device_memory_gib)",
+    )
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="compile the full depth instead of extrapolating from 1 and 2 layers (slow on CPU)",
+    )
+
+
+def _reproduce(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        choices=("cpu", "smoke"),
+        help="cpu: the main job (about half an hour on 2 cores); smoke: a few minutes",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE|NAME",
+        help="a reproduction config instead of a preset (--preset P means --config reproduce_P)",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+    parser.add_argument("--out", default=None, help="results directory (default runs/reproduce)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated subset of success,orm,prm_raw,prm_clip,prm_delta,prm_clip_delta",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. data.num_test=100"
+    )
+
+
+def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """`--preset P` means `--config reproduce_P`; --out / --seeds / --variants are overrides."""
+    overrides = list(args.overrides)
+    if args.out is not None:
+        overrides.append(f"out_dir={args.out}")
+    if args.seeds is not None:
+        overrides.append(f"seeds={args.seeds}")
+    if args.variants:
+        chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+        overrides.append(f"variants=[{','.join(chosen)}]")
+    return args.config or f"reproduce_{args.preset}", overrides
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    """Problem-file, tokenizer, sampling and grading flags of label-steps and eval-bon."""
+    parser.add_argument(
+        "--format",
+        default="synthetic",
+        choices=FILE_FORMATS,
+        help="format of --problems (default synthetic: rlr's own Problem JSONL)",
+    )
+    parser.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: --policy)")
+    parser.add_argument("--num-problems", type=positive_int, default=None, help="first n only")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="T")
+    parser.add_argument("--max-steps", type=positive_int, default=16, help="K, steps per solution")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sampler rows per call")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--prompt-style", default="plain", choices=("plain", "chat"))
+    parser.add_argument(
+        "--grader-workers",
+        type=non_negative_int,
+        default=2,
+        help="grading processes (0: in-process)",
+    )
+
+
+def _label_steps(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="completer policy (HF directory)")
+    parser.add_argument("--problems", required=True, help="JSONL of problems with gold answers")
+    parser.add_argument("--out", required=True, help="output StepLabelled JSONL file")
+    parser.add_argument(
+        "--solutions-per-problem", type=positive_int, default=4, help="sampled solutions M"
+    )
+    parser.add_argument(
+        "--given-solutions",
+        action="store_true",
+        help="label each problem's own `solution` instead of sampling M solutions",
+    )
+    parser.add_argument(
+        "--completions", type=positive_int, default=8, help="continuations N per step prefix"
+    )
+    add_sampling_arguments(parser, max_new_tokens=128)
+
+
+def _eval_bon(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="policy (HF directory)")
+    parser.add_argument("--prm", default=None, help="PRM (HF token-classification directory)")
+    parser.add_argument("--orm", default=None, help="ORM (HF sequence/token-classification dir)")
+    parser.add_argument("--problems", required=True, help="JSONL of held-out problems")
+    parser.add_argument("--n", type=positive_int, default=8, help="samples per problem G")
+    add_sampling_arguments(parser, max_new_tokens=256)
+    parser.add_argument(
+        "--out", default="runs/bon.json", help="result JSON; the plot goes beside it (.png)"
+    )
+
+
+def _probe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scores",
+        type=score_list,
+        default=[0.9, 0.7, 0.8, 0.6],
+        help="PRM score of each step, comma-separated; the last is the final-answer step"
+        " (default: 0.9,0.7,0.8,0.6)",
+    )
+    parser.add_argument("--filler-score", type=float, default=0.95, help="PRM score of a filler")
+    parser.add_argument(
+        "--max-filler", type=non_negative_int, default=8, help="largest m (default 8)"
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="process reward weight")
+    parser.add_argument("--eta", type=float, default=0.75, help="Clip threshold (default 0.75)")
+    parser.add_argument(
+        "--tokens-per-step", type=positive_int, default=4, help="tokens in each step"
+    )
+    outcome = parser.add_mutually_exclusive_group()
+    outcome.add_argument(
+        "--correct", dest="correct", action="store_true", default=True, help="answer is right"
+    )
+    outcome.add_argument("--wrong", dest="correct", action="store_false", help="answer is wrong")
+    parser.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.png")
+
+
+def _make_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--num-train", type=positive_int, default=20000, help="train problems")
+    parser.add_argument("--num-test", type=positive_int, default=500, help="test problems")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed")
+    parser.add_argument("--min-steps", type=positive_int, default=2, help="fewest computations")
+    parser.add_argument("--max-steps", type=positive_int, default=4, help="most computations")
+    parser.add_argument("--max-digits", type=positive_int, default=2, help="digits of every value")
+    parser.add_argument("--operations", default="+-*", help="operators to use, e.g. '+-'")
+    parser.add_argument(
+        "--sft-filler-fraction", type=float, default=0.0, help="SFT solutions given one filler step"
+    )
+    parser.add_argument(
+        "--prm-corrupt-fraction", type=float, default=0.5, help="PRM solutions with an error"
+    )
+    parser.add_argument(
+        "--prm-filler-fraction", type=float, default=0.3, help="PRM solutions given 1-2 fillers"
+    )
+
+
+def _train_tokenizer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory (HF tokenizer files)")
+    parser.add_argument("--vocab-size", type=positive_int, default=512, help="vocabulary size")
+    parser.add_argument(
+        "--num-problems", type=positive_int, default=5000, help="synthetic problems in the corpus"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+
+
+def _configs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", default=None, help="print this config's YAML")
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "probe",
+        "rlr.probe",
+        "returns of raw/clip/delta/clip_delta PRM rewards as filler steps are added",
+        "The reward-hacking probe: a solution gets m = 0..N high-scoring filler steps before "
+        "its answer, and the gamma = 1 return of each process-reward method is computed "
+        "through rlr.token_rewards and rlr.gae_advantages. Raw grows with m; Clip, Delta and "
+        "Clip-Delta stay bounded. Writes probe.json and probe.png to --out.",
+        _probe,
+        library=True,
+    ),
+    Command(
+        "make-data",
+        "rlr.data.synthetic",
+        "write the synthetic arithmetic task: problems, SFT and PRM data (JSONL)",
+        "GSM8K-shaped synthetic word problems with exact step checking: problems with gold "
+        "answers, SFT solutions (optionally with filler steps) and step-labelled PRM data.",
+        _make_data,
+        library=True,
+    ),
+    Command(
+        "train-tokenizer",
+        "rlr.tokenizer",
+        "train the small byte-level BPE tokenizer on the synthetic arithmetic corpus",
+        "A Qwen2-style byte-level BPE (digits split, ChatML template, <|step|> tag) in HF "
+        "format, loadable offline with transformers.AutoTokenizer.",
+        _train_tokenizer,
+        library=True,
+    ),
+    Command(
+        "sft",
+        "rlr.training.sft",
+        "supervised fine-tuning of the policy on solutions",
+        "Policy SFT: mean token NLL over response tokens on the PPO row layout, with greedy "
+        "held-out evaluation, exact resume and an HF export in OUT_DIR/model.",
+        _sft,
+        config="rlr.training.configs:SFTConfig",
+    ),
+    Command(
+        "train-prm",
+        "rlr.training.reward_model",
+        "train a process reward model (per-step BCE at step-end tokens)",
+        "PRM training: binary cross-entropy on the score logit at each step's last token, "
+        "where PPO reads it; held-out step AUC and the filler / correct / wrong score report.",
+        _reward_model,
+        config="rlr.training.configs:RewardModelConfig",
+        overrides=("kind=prm",),
+    ),
+    Command(
+        "train-orm",
+        "rlr.training.reward_model",
+        "train an outcome reward model (BCE at the last response token)",
+        "ORM training: binary cross-entropy on the score logit at the last response token "
+        "against the solution's correctness; held-out AUC.",
+        _reward_model,
+        config="rlr.training.configs:RewardModelConfig",
+        overrides=("kind=orm",),
+    ),
+    Command(
+        "label-steps",
+        "rlr.training.labelling",
+        "Math-Shepherd step labels by Monte-Carlo completion (StepLabelled JSONL)",
+        "For every step prefix of a solution a completer policy writes N continuations; the "
+        "fraction that reach the gold answer is the step's soft label, any-correct its hard "
+        "label.",
+        _label_steps,
+    ),
+    Command(
+        "eval-bon",
+        "rlr.training.bon",
+        "best-of-N accuracy of PRM (min/last/prod), ORM, majority vote and pass@N",
+        "Samples G solutions per held-out problem once, then reports the accuracy of picking "
+        "one of the first n by PRM, ORM or majority vote, against pass@n, with a plot.",
+        _eval_bon,
+    ),
+    Command(
+        "ppo",
+        "rlr.training.ppo",
+        "PPO with PRM step rewards (raw / clip / delta / clip_delta)",
+        "PPO with dense step rewards on a device mesh: sample, grade, score with the frozen "
+        "PRM / ORM / reference and the critic, token rewards, GAE, clipped updates. Resumes "
+        "from OUT_DIR/checkpoints; SIGTERM saves and exits 0.",
+        _ppo,
+        config="rlr.training.configs:PPOConfig",
+    ),
+    Command(
+        "plan",
+        "rlr.plan",
+        "compile a PPO config for a target mesh and report per-device memory",
+        "Will a PPO config fit? Its update and scoring steps are compiled for the target mesh "
+        "(on fake CPU devices when this machine has fewer) and XLA's memory analysis is "
+        "reported, without allocating a parameter.",
+        _plan,
+        config="rlr.training.configs:PPOConfig",
+    ),
+    Command(
+        "reproduce",
+        "rlr.reproduce",
+        "the paper's ablation end to end (data -> SFT -> PRM/ORM -> 6 PPO runs -> table)",
+        "Runs data -> tokenizer -> SFT -> PRM and ORM -> PPO with each reward variant -> "
+        "held-out evaluation, as the rlr commands a user would run (each logged to "
+        "OUT/commands.sh); every stage is cached, so a rerun continues where it stopped.",
+        _reproduce,
+        config="rlr.training.configs:ReproduceConfig",
+        config_from_args=reproduce_config_source,
+    ),
+    Command(
+        "configs",
+        "rlr.configs",
+        "list the YAML configs shipped with rlr, or print one",
+        "Configs shipped with rlr can be named instead of a path: `--config ppo_cpu`.",
+        _configs,
+        library=True,
+    ),
+)
+
+BY_NAME = {command.name: command for command in COMMANDS}

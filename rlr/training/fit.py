@@ -1,0 +1,159 @@
+"""The supervised training loop that SFT and reward-model training share.
+
+`fit` runs any `loss_fn(params, batch) -> (loss, aux)` with the jitted, donated step of
+rlr.training.step over batches drawn by an EpochIterator, with orbax checkpoints that hold the
+data position (an interrupted run resumed with the same arguments ends bitwise equal to an
+uninterrupted one), metrics to JSONL / TensorBoard with a progress bar, periodic evaluation,
+and SIGTERM -> checkpoint -> clean return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlr.training import batching, loading
+from rlr.training.checkpoint import Checkpointer
+from rlr.training.configs import SupervisedSpec
+from rlr.training.metrics import MetricsWriter
+from rlr.training.preemption import PreemptionGuard
+from rlr.training.step import TrainState, make_optimizer, make_train_step
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` ends with: the state, whether it stopped on SIGTERM, the last metrics."""
+
+    state: TrainState
+    iteration: int
+    interrupted: bool
+    metrics: dict[str, float]
+    wall_s: float
+
+
+def fit(
+    state: TrainState,
+    loss_fn: Callable[[Any, Any], tuple[jax.Array, dict[str, jax.Array]]],
+    tx: optax.GradientTransformation,
+    *,
+    make_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
+    dataset_size: int,
+    spec: SupervisedSpec,
+    seed: int,
+    out_dir: str | pathlib.Path,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    description: str = "train",
+    show: Sequence[str] = ("loss",),
+    train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]] | None = None,
+) -> FitResult:
+    """Runs `spec.steps` updates of `loss_fn`, resuming from `out_dir/checkpoints` if present.
+
+    Batches are `make_batch(indices)` for index batches of an EpochIterator (seeded by `seed`);
+    the checkpoint holds the TrainState and the data position, so an interrupted run resumed
+    with the same arguments ends with the same parameters as an uninterrupted one. `evaluate`
+    (params -> metrics) runs every `eval_every` steps (0: never mid-run) and after the last
+    step; its metrics are logged with an "eval/" prefix. SIGTERM saves and returns early with
+    `interrupted=True`. `train_step` replaces `make_train_step(loss_fn, tx)` (e.g. a step
+    jitted with shardings, or one compiled once and shared by several runs).
+    """
+    out_dir = pathlib.Path(out_dir)
+    train_step = train_step or make_train_step(loss_fn, tx)
+    checkpointer = Checkpointer(out_dir / "checkpoints", keep=spec.keep_checkpoints)
+    iteration = 0
+    iterator = batching.EpochIterator(dataset_size, batch_size=spec.batch_size, seed=seed)
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        iteration = int(meta["iteration"])
+        iterator = batching.EpochIterator.resume(
+            dataset_size, meta["data"], batch_size=spec.batch_size, seed=seed
+        )
+        print(f"resumed from {checkpointer.directory} at step {iteration}")
+
+    def save() -> None:
+        checkpointer.save(iteration, state, {"iteration": iteration, "data": iterator.position})
+
+    start = time.time()
+    scalars: dict[str, float] = {}
+    interrupted = False
+    writer = MetricsWriter(
+        out_dir,
+        total_steps=spec.steps,
+        initial_step=iteration,
+        show=tuple(show),
+        description=description,
+    )
+    try:
+        with PreemptionGuard() as guard:
+            while iteration < spec.steps:
+                batch = make_batch(next(iterator))
+                state, metrics = train_step(state, jax.tree.map(jnp.asarray, batch))
+                iteration += 1
+                last = iteration == spec.steps
+                if evaluate is not None and (last or (eval_every and iteration % eval_every == 0)):
+                    metrics = {**metrics, **eval_prefixed(evaluate(state.params))}
+                scalars = writer.write(iteration, metrics)
+                if last or iteration % spec.checkpoint_every == 0 or guard.requested:
+                    save()
+                if guard.requested and not last:
+                    interrupted = True
+                    print(f"\nsignal {guard.received}: saved step {iteration}; exiting")
+                    break
+    finally:
+        writer.close()
+        checkpointer.close()
+    return FitResult(state, iteration, interrupted, scalars, time.time() - start)
+
+
+def eval_prefixed(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation metrics as they are logged: every key prefixed with "eval/"."""
+    return {f"eval/{k}": v for k, v in metrics.items()}
+
+
+def supervised_optimizer(spec: SupervisedSpec) -> optax.GradientTransformation:
+    """AdamW of a supervised run: warm-up, cosine decay over `spec.steps`, norm clipping."""
+    return make_optimizer(
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        warmup_steps=spec.warmup_steps,
+        total_steps=spec.steps,
+        max_grad_norm=spec.max_grad_norm,
+    )
+
+
+def export_and_summarize(
+    result: FitResult,
+    model: Any,
+    out_dir: str | pathlib.Path,
+    *,
+    tokenizer_dir: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The end of a supervised run: unless it was interrupted, export the trained model (with
+    the tokenizer) to out_dir/model and write out_dir/summary.json; returns the summary."""
+    summary: dict[str, Any] = {"step": result.iteration, "interrupted": result.interrupted}
+    if result.interrupted:
+        return summary
+    out_dir = pathlib.Path(out_dir)
+    export = loading.export_model(
+        model, result.state.params, out_dir / "model", tokenizer_dir=tokenizer_dir
+    )
+    summary.update(
+        {
+            "model_dir": str(export),
+            "wall_s": round(result.wall_s, 1),
+            "train_loss": result.metrics.get("loss"),
+            **extra,
+        }
+    )
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,127 @@
+"""Sampling text from a policy: the one sampler factory, prompts to responses in fixed-shape
+batches, and reading the responses back (texts, ended-without-EOS flags).
+
+Every command that samples (SFT and PPO evaluation, PPO rollouts, Math-Shepherd labelling,
+best-of-N) goes through `make_sampler` and `sample_prompts`, so pad and EOS ids, the padding of
+the last batch and the random key of each batch follow one rule everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from rlr.sampling import Sampler
+from rlr.training.batching import encode_prompts, map_in_batches, pad_id_of
+
+
+def eos_ids_of(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
+    """Every id that ends a response: the tokenizer's EOS and the model config's EOS id(s)
+    (HF configs may list several, e.g. `<|im_end|>` and `<|endoftext|>`), in that order."""
+    ids: list[int] = []
+    config_eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, config_eos):
+        for token in [value] if isinstance(value, int) else list(value or ()):
+            if int(token) not in ids:
+                ids.append(int(token))
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model config names an EOS token id")
+    return tuple(ids)
+
+
+def make_sampler(
+    model: Any,
+    tokenizer: Any,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Sampler:
+    """A jitted Sampler for `model` that pads with the tokenizer's pad id and stops at every
+    EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy."""
+    return Sampler(
+        model,
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_ids_of(tokenizer, model),
+        pad_id=pad_id_of(tokenizer),
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+
+
+class SampledBatch(NamedTuple):
+    """Prompts and sampled responses as NumPy arrays, one row per prompt (R rows)."""
+
+    prompt_ids: np.ndarray  # [R, P] int32, left-padded
+    prompt_mask: np.ndarray  # [R, P] int32
+    tokens: np.ndarray  # [R, T] int32, right-padded
+    mask: np.ndarray  # [R, T] int32, 1 on generated tokens (EOS included)
+
+
+def prompt_width(tokenizer: Any, prompts: Sequence[str], *, multiple: int = 32) -> int:
+    """P: the longest prompt's token count rounded up to a multiple, so nothing is cut and
+    similar prompt sets share one compiled sampler."""
+    if not prompts:
+        raise ValueError("prompt_width needs at least one prompt")
+    longest = max(
+        len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    )
+    return max(multiple, -(-longest // multiple) * multiple)
+
+
+def sample_prompts(
+    sampler: Sampler,
+    params: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    key: jax.Array,
+    prompt_tokens: int | None = None,
+    progress: Any = None,
+) -> SampledBatch:
+    """One sampled response per prompt, in fixed [batch_size, P] sampler calls.
+
+    Prompts are left-padded to P = `prompt_tokens` (a longer prompt keeps its last P tokens),
+    or to `prompt_width(prompts)` when None. Batch c draws with fold_in(key, c); the last
+    batch is padded by repeating its last prompt (rlr.training.batching.map_in_batches).
+    `progress` (a tqdm bar or None) advances by the real rows of each batch.
+    """
+    if not prompts:
+        raise ValueError("sample_prompts needs at least one prompt")
+    width = prompt_tokens or prompt_width(tokenizer, prompts)
+    ids, mask, _ = encode_prompts(tokenizer, prompts, prompt_len=width)
+
+    def draw(batch_ids, batch_mask, batch_key):
+        out = sampler(params, batch_ids, batch_mask, batch_key)
+        return out.tokens, out.mask
+
+    tokens, out_mask = map_in_batches(
+        draw, (ids, mask), batch_size=batch_size, key=key, progress=progress
+    )
+    return SampledBatch(ids, mask, tokens.astype(np.int32), out_mask.astype(np.int32))
+
+
+def decode_responses(tokenizer: Any, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
+    """Response texts from sampled [B, T] tokens (special tokens such as EOS dropped)."""
+    return [
+        tokenizer.decode(row[: int(valid.sum())].tolist(), skip_special_tokens=True)
+        for row, valid in zip(np.asarray(tokens), np.asarray(mask))
+    ]
+
+
+def ended_without_eos(
+    tokens: np.ndarray,  # [B, T] sampled response tokens
+    mask: np.ndarray,  # [B, T] 1 for generated tokens (a prefix of each row)
+    eos_id: int | Sequence[int],
+) -> np.ndarray:  # [B] bool
+    """Rows whose last generated token is not an EOS: they hit the token limit (truncated)."""
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    lengths = mask.sum(axis=1).astype(int)
+    last = tokens[np.arange(len(tokens)), np.maximum(lengths - 1, 0)]
+    return ~np.isin(last, np.atleast_1d(eos_id))

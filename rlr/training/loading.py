@@ -1,0 +1,289 @@
+"""Loading what rlr's commands start from, with errors that name the config key or flag.
+
+- tokenizers: an HF fast tokenizer directory;
+- policies: an HF causal-LM directory, or a fresh model from an inline `architecture`;
+- scorers (PRM / ORM / critic): an HF directory with a one-label `score` head, read as a
+  token-classification model (an ORM is read at the last response token);
+- problems (prompts with gold answers) in any of rlr.data's formats, and step-labelled
+  solutions for reward-model training;
+- exports: complete HF model directories (weights, config.json and the tokenizer files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlr.data.records import Problem, StepLabelled
+from rlr.models import (
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification,
+    Qwen2ForTokenClassification,
+    init_params,
+    load_pretrained,
+    save_pretrained,
+)
+from rlr.training.configs import ModelSpec
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+# ModelSpec.dtype / param_dtype names -> JAX dtypes
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PROBLEM_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
+
+
+# ------------------------------------------------------------------- tokenizers
+
+
+def load_tokenizer(path: str | pathlib.Path, *, what: str = "tokenizer"):
+    """An HF fast tokenizer from a local directory; `what` names the setting in errors."""
+    from transformers import AutoTokenizer
+
+    directory = pathlib.Path(path)
+    if not path or not (directory / "tokenizer.json").is_file():
+        raise ValueError(
+            f"{what} {str(path)!r} is not a directory holding tokenizer.json; "
+            "make one with `rlr train-tokenizer --out DIR` and point to DIR"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{what} {directory} must be a fast tokenizer (tokenizer.json)")
+    return tokenizer
+
+
+# --------------------------------------------------------------------- networks
+
+
+def hf_config_of(spec: ModelSpec, tokenizer: Any = None, *, what: str = "model") -> dict[str, Any]:
+    """The config.json-style mapping of a network: `path`'s config.json when it exists, else
+    the inline `architecture` (so `rlr plan` can size a model whose weights are elsewhere).
+
+    An inline architecture without `vocab_size`, `pad_token_id` or `eos_token_id` takes them
+    from `tokenizer` (when given).
+    """
+    import json
+
+    config_file = pathlib.Path(spec.path or "") / "config.json"
+    if spec.path and config_file.is_file():
+        return json.loads(config_file.read_text())
+    if spec.architecture is None:
+        raise ValueError(
+            f"{what}.path {spec.path!r} holds no config.json and {what}.architecture is not "
+            "given: point path to an HF model directory"
+        )
+    hf = dict(spec.architecture)
+    if tokenizer is not None:
+        hf.setdefault("vocab_size", len(tokenizer))
+        if hf["vocab_size"] < len(tokenizer):
+            raise ValueError(
+                f"{what}.architecture.vocab_size={hf['vocab_size']} is smaller than the "
+                f"tokenizer's {len(tokenizer)} tokens; drop the key to use the tokenizer's size"
+            )
+        hf.setdefault("pad_token_id", tokenizer.pad_token_id)
+        hf.setdefault("eos_token_id", tokenizer.eos_token_id)
+    if "vocab_size" not in hf:
+        raise ValueError(f"{what}.architecture needs vocab_size (or a tokenizer to take it from)")
+    return hf
+
+
+def network_config(
+    spec: ModelSpec, tokenizer: Any = None, *, what: str = "model", num_layers: int | None = None
+) -> Qwen2Config:
+    """The Qwen2Config of a network spec (see hf_config_of); `num_layers` overrides its depth."""
+    hf = hf_config_of(spec, tokenizer, what=what)
+    if num_layers is not None:
+        hf = {**hf, "num_hidden_layers": num_layers}
+    try:
+        return Qwen2Config.from_hf(hf)
+    except (ValueError, TypeError) as err:
+        source = f"{what}.path {spec.path}" if spec.path else f"{what}.architecture"
+        raise ValueError(f"{source} is invalid: {err}") from None
+
+
+def network_module(
+    spec: ModelSpec, config: Qwen2Config, *, head: Literal["lm", "score"]
+) -> nn.Module:
+    """The Flax module of a network: a causal LM, or a one-label token-score model."""
+    kwargs = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
+    if head == "lm":
+        return Qwen2ForCausalLM(config, **kwargs)
+    return Qwen2ForTokenClassification(config, num_labels=1, **kwargs)
+
+
+def load_or_init_policy(
+    spec: ModelSpec, tokenizer: Any, *, seed: int, what: str = "policy"
+) -> tuple[nn.Module, Any]:
+    """(Qwen2ForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`."""
+    dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
+    if spec.path:
+        _require_dir(spec.path, _path_field(what))
+        model, params = load_pretrained(spec.path, dtype=dtype, param_dtype=param_dtype)
+        if not isinstance(model, Qwen2ForCausalLM):
+            raise ValueError(
+                f"{_path_field(what)} {spec.path} holds a {type(model).__name__}, not a causal LM"
+            )
+        return model.clone(remat=spec.remat), params
+    model = network_module(spec, network_config(spec, tokenizer, what=what), head="lm")
+    return model, init_params(model, jax.random.key(seed))
+
+
+def load_scorer(spec: ModelSpec, *, what: str = "prm") -> tuple[nn.Module, Any]:
+    """A PRM / ORM from an HF directory as a one-label token-classification module over its
+    {"model", "score"} params (an ORM is read at the last token by rlr.training.readouts)."""
+    if not spec.path:
+        raise ValueError(
+            f"{what} needs `path`: an HF directory written by `rlr train-prm` / `rlr train-orm`"
+        )
+    _require_dir(spec.path, _path_field(what))
+    model, params = load_pretrained(
+        spec.path, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype]
+    )
+    if "score" not in params:
+        raise ValueError(
+            f"{_path_field(what)} {spec.path}: not a reward model (no 'score' head); export it as "
+            "Qwen2ForTokenClassification or Qwen2ForSequenceClassification"
+        )
+    return network_module(spec, model.config, head="score"), params
+
+
+def init_scorer(
+    spec: ModelSpec,
+    tokenizer: Any,
+    *,
+    seed: int,
+    head: Literal["token", "sequence"],
+) -> tuple[nn.Module, nn.Module, Any]:
+    """A one-label scorer: (token model, export model, params) with a fresh `score` head.
+
+    The trunk comes from `spec` (an SFT policy directory, or a fresh architecture). Training
+    and PPO read scores through the token-classification model (rlr.training.readouts); the
+    export model is Qwen2ForTokenClassification for a PRM and Qwen2ForSequenceClassification
+    for an ORM. Both have the same params. The ORM's config has no pad_token_id, so the
+    sequence head reads the last attended token, as readouts.orm_scores does.
+    """
+    if head not in ("token", "sequence"):
+        raise ValueError(f"head must be 'token' or 'sequence'; got {head!r}")
+    policy, policy_params = load_or_init_policy(spec, tokenizer, seed=seed, what="init")
+    config = policy.config
+    if head == "sequence":
+        config = dataclasses.replace(config, pad_token_id=None)
+    kwargs = dict(num_labels=1, dtype=policy.dtype, param_dtype=policy.param_dtype)
+    token_model = Qwen2ForTokenClassification(config, **kwargs)
+    fresh = init_params(token_model, jax.random.key(seed + 1))
+    params = {"model": policy_params["model"], "score": fresh["score"]}
+    if head == "token":
+        return token_model, token_model, params
+    return token_model, Qwen2ForSequenceClassification(config, **kwargs), params
+
+
+def load_policy_dir(policy: str, tokenizer_dir: str | None = None) -> tuple[Any, Any, Any]:
+    """(causal LM, params, tokenizer) from HF directories, for the --policy / --tokenizer
+    flags of the evaluation commands; the tokenizer defaults to the policy directory."""
+    for flag, path in (("--policy", policy), ("--tokenizer", tokenizer_dir or policy)):
+        if not pathlib.Path(path).is_dir():
+            raise ValueError(f"{flag} {path}: no such directory (give an HF model directory)")
+    try:
+        tokenizer = load_tokenizer(tokenizer_dir or policy, what="--tokenizer")
+    except ValueError as e:
+        raise ValueError(f"{e} (or pass --tokenizer DIR)") from None
+    model, params = load_or_init_policy(ModelSpec(path=policy), tokenizer, seed=0, what="--policy")
+    return model, params, tokenizer
+
+
+def export_model(
+    model: nn.Module, params: Any, out_dir: str | pathlib.Path, *, tokenizer_dir: str | None
+) -> pathlib.Path:
+    """save_pretrained + the tokenizer files beside it: a complete HF model directory."""
+    import shutil
+
+    out_dir = pathlib.Path(out_dir)
+    save_pretrained(model, jax.device_get(params), out_dir)
+    if tokenizer_dir:
+        for name in TOKENIZER_FILES:
+            source = pathlib.Path(tokenizer_dir) / name
+            if source.is_file():
+                shutil.copy2(source, out_dir / name)
+    return out_dir
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter pytree (arrays or ShapeDtypeStructs)."""
+    import math
+
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+# ------------------------------------------------------------------------ data
+
+
+def load_problems(
+    path: str | None,
+    fmt: str = "synthetic",
+    *,
+    what: str = "data.train",
+    need_solution: bool = False,
+    limit: int | None = None,
+) -> list[Problem]:
+    """Problems with gold answers from a JSONL file in one of rlr.data's formats.
+
+    `synthetic` is rlr's own Problem JSONL (`rlr make-data`). Records without a gold answer
+    are dropped; `need_solution` makes a record without solution text an error (SFT data).
+    `limit` keeps the first n.
+    """
+    from rlr.data.readers import READERS, read_problems
+
+    if fmt not in PROBLEM_FORMATS:
+        raise ValueError(f"{what}: format must be one of {', '.join(PROBLEM_FORMATS)}; got {fmt!r}")
+    _require_file(path, what)
+    reader = read_problems if fmt == "synthetic" else READERS[fmt]
+    problems = [p for p in reader(path).records if p.answer is not None]
+    if not problems:
+        raise ValueError(f"{what} {path}: no problems with a gold answer (format {fmt})")
+    if need_solution:
+        for number, problem in enumerate(problems, 1):
+            if not problem.solution:
+                raise ValueError(f"{path}: record {number} ({problem.id}) has no solution text")
+    return problems[:limit] if limit else problems
+
+
+def load_labelled(path: str | None, *, what: str = "data.train") -> list[StepLabelled]:
+    """Step-labelled solutions (rlr's StepLabelled JSONL, as `rlr make-data` and
+    `rlr label-steps` write them)."""
+    from rlr.data.readers import read_step_labelled
+
+    _require_file(path, what)
+    records = list(read_step_labelled(path))
+    if not records:
+        raise ValueError(f"{what} {path} holds no records")
+    return records
+
+
+def _require_file(path: str | None, what: str) -> None:
+    if not path or not pathlib.Path(path).is_file():
+        raise ValueError(
+            f"{what} {str(path)!r} is not a file; make data with `rlr make-data --out DIR` "
+            "or point to a JSONL file"
+        )
+
+
+def _path_field(what: str) -> str:
+    """How errors name a network's path: the flag itself (--policy) or the config key."""
+    return what if what.startswith("--") else f"{what}.path"
+
+
+def _require_dir(path: str, what: str) -> None:
+    if not pathlib.Path(path).is_dir():
+        raise ValueError(f"{what} {path!r} is not a directory (give an HF model directory)")

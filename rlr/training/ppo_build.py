@@ -1,0 +1,250 @@
+"""One builder for a PPO run's networks, optimizer, shardings and jitted steps.
+
+`build_ppo(config, mesh=...)` loads real weights and places them on the mesh (what
+`rlr ppo` trains with); `build_ppo(config, mesh=..., abstract=True)` builds the same thing
+from shapes alone, every array a `jax.ShapeDtypeStruct` carrying its sharding (what
+`rlr plan` compiles to read XLA's memory analysis). Both go through the same code, so the
+plan sizes exactly the networks the trainer loads: the policy, its frozen reference, the
+critic, and every configured PRM / ORM (they score every variant, as a diagnostic, even when
+the reward does not use them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from rlr import sharding
+from rlr.models import Qwen2ForTokenClassification, init_params
+from rlr.training import loading
+from rlr.training.configs import ModelSpec, PPOConfig
+from rlr.training.ppo_core import (
+    Experience,
+    PPOModels,
+    Rollout,
+    build_experience,
+    make_ppo_optimizer,
+    ppo_update,
+    score_rollout,
+)
+from rlr.training.step import TrainState, init_train_state, train_state_shardings
+
+TRAINABLE = ("policy", "critic")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOSetup:
+    """What a PPO run computes with. Arrays are real (on the mesh) or abstract
+    (ShapeDtypeStructs with shardings), as `build_ppo` was asked.
+
+    score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
+    metrics); update(state, experience minibatch) -> (state, metrics), with the state donated.
+    """
+
+    config: PPOConfig
+    mesh: Mesh
+    models: PPOModels
+    tx: optax.GradientTransformation
+    state: TrainState  # params {"policy", "critic"}, optimizer state, counters
+    frozen: dict[str, Any]  # {"reference", "prm"?, "orm"?}
+    state_shardings: TrainState
+    frozen_shardings: dict[str, Any]
+    score: Callable[..., Any]
+    experience: Callable[..., Any]
+    update: Callable[..., Any]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Scalars per network: policy, critic, reference and each configured PRM / ORM."""
+        networks = {**self.state.params, **self.frozen}
+        return {name: loading.count_params(tree) for name, tree in networks.items()}
+
+
+def build_ppo(
+    config: PPOConfig,
+    *,
+    mesh: Mesh,
+    tokenizer: Any = None,
+    abstract: bool = False,
+    num_layers: int | None = None,
+) -> PPOSetup:
+    """Builds the networks, optimizer, shardings and jitted steps of a PPO run on `mesh`.
+
+    Real mode loads the policy (or initialises it from an inline architecture, which needs
+    `tokenizer` for the vocabulary), the PRM / ORM, and the critic (the policy's trunk with a
+    zero score head, or a copy of the PRM / ORM), and places them on the mesh. Abstract mode
+    reads only config.json / `architecture` shapes; `num_layers` then overrides every
+    network's depth (rlr plan compiles 1 and 2 layers and extrapolates).
+    """
+    if num_layers is not None and not abstract:
+        raise ValueError("num_layers only applies to an abstract build (rlr plan)")
+    networks = _networks(config, tokenizer, abstract=abstract, num_layers=num_layers)
+    models = PPOModels(
+        policy=networks["policy"][0],
+        critic=networks["critic"][0],
+        prm=networks["prm"][0] if "prm" in networks else None,
+        orm=networks["orm"][0] if "orm" in networks else None,
+    )
+    trainable = {name: networks[name][1] for name in TRAINABLE}
+    frozen = {name: params for name, (_, params) in networks.items() if name not in TRAINABLE}
+    shardings = {name: param_shardings(module, mesh) for name, (module, _) in networks.items()}
+    param_shard = {name: shardings[name] for name in TRAINABLE}
+    frozen_shard = {name: shardings[name] for name in frozen}
+
+    spec = config.ppo
+    tx = make_ppo_optimizer(
+        policy_lr=spec.policy_lr,
+        critic_lr=spec.critic_lr,
+        weight_decay=spec.weight_decay,
+        max_grad_norm=spec.max_grad_norm,
+        warmup_steps=spec.warmup_steps,
+    )
+    state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
+    if abstract:
+        state = _with_shardings(
+            jax.eval_shape(functools.partial(init_train_state, tx=tx), trainable), state_shard
+        )
+        frozen = _with_shardings(frozen, frozen_shard)
+    else:
+        state = jax.device_put(init_train_state(trainable, tx), state_shard)
+        frozen = jax.device_put(frozen, frozen_shard)
+
+    score = jax.jit(
+        functools.partial(score_rollout, models), in_shardings=(param_shard, frozen_shard, None)
+    )
+    experience = jax.jit(
+        functools.partial(
+            build_experience,
+            reward=config.reward,
+            gamma=spec.gamma,
+            lam=spec.lam,
+            whiten_advantages=spec.whiten_advantages,
+        )
+    )
+    update = jax.jit(
+        functools.partial(
+            ppo_update, models, tx, clip_eps=spec.clip_eps, value_clip_eps=spec.value_clip_eps
+        ),
+        in_shardings=(state_shard, None),
+        out_shardings=(state_shard, None),
+        donate_argnums=0,
+    )
+    return PPOSetup(
+        config,
+        mesh,
+        models,
+        tx,
+        state,
+        frozen,
+        state_shard,
+        frozen_shard,
+        score,
+        experience,
+        update,
+    )
+
+
+def param_shardings(module: nn.Module, mesh: Mesh) -> Any:
+    """NamedShardings of a network's (unboxed) params, from its modules' logical axis names."""
+    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+    return sharding.param_shardings(boxed["params"], mesh)
+
+
+def abstract_params(module: nn.Module) -> Any:
+    """A network's params as ShapeDtypeStructs (no memory allocated)."""
+    return jax.eval_shape(lambda: init_params(module, jax.random.key(0)))
+
+
+def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience]:
+    """(scoring chunk, update minibatch) of `config` as batch-sharded ShapeDtypeStructs.
+
+    Shapes: a chunk is [C, ...] with C = rollout.chunk_rows (or the whole batch), a minibatch
+    [B / ppo.minibatches, ...]; rows are P + T tokens and K = reward.max_steps steps.
+    """
+    roll = config.rollout
+    P, T, K = roll.max_prompt_tokens, roll.max_new_tokens, config.reward.max_steps
+    C, M = roll.chunk_rows or roll.batch_size, roll.batch_size // config.ppo.minibatches
+
+    def arr(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(
+            shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape))
+        )
+
+    rollout = Rollout(
+        input_ids=arr((C, P + T), jnp.int32),
+        attention_mask=arr((C, P + T), jnp.int32),
+        response_mask=arr((C, T), jnp.float32),
+        success=arr((C,), jnp.float32),
+        step_end=arr((C, K), jnp.int32),
+        step_mask=arr((C, K), jnp.float32),
+    )
+    experience = Experience(
+        input_ids=arr((M, P + T), jnp.int32),
+        attention_mask=arr((M, P + T), jnp.int32),
+        response_mask=arr((M, T), jnp.float32),
+        old_logp=arr((M, T), jnp.float32),
+        old_values=arr((M, T), jnp.float32),
+        advantages=arr((M, T), jnp.float32),
+        returns=arr((M, T), jnp.float32),
+    )
+    return rollout, experience
+
+
+def _networks(
+    config: PPOConfig, tokenizer: Any, *, abstract: bool, num_layers: int | None
+) -> dict[str, tuple[nn.Module, Any]]:
+    """name -> (module, params) for policy, reference, critic and each configured PRM / ORM."""
+
+    def load(spec: ModelSpec, what: str, head: str) -> tuple[nn.Module, Any]:
+        if abstract:
+            network = loading.network_config(spec, tokenizer, what=what, num_layers=num_layers)
+            module = loading.network_module(spec, network, head=head)
+            return module, abstract_params(module)
+        if head == "lm":
+            return loading.load_or_init_policy(spec, tokenizer, seed=config.seed, what=what)
+        return loading.load_scorer(spec, what=what)
+
+    networks = {"policy": load(config.policy, "policy", "lm")}
+    policy, policy_params = networks["policy"]
+    networks["reference"] = (policy, _copy(policy_params))
+    for name in ("prm", "orm"):
+        spec = getattr(config, name)
+        if spec is not None:
+            networks[name] = load(spec, name, "score")
+    init = config.ppo.critic_init
+    if init == "policy":
+        critic = Qwen2ForTokenClassification(
+            policy.config,
+            num_labels=1,
+            dtype=policy.dtype,
+            param_dtype=policy.param_dtype,
+            remat=config.policy.remat,
+        )
+        # The policy's trunk and a zero score head (V = 0 everywhere at the start); the head's
+        # shape comes from eval_shape, so no throw-away critic is initialised.
+        head = abstract_params(critic)["score"]
+        if not abstract:
+            head = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), head)
+        networks["critic"] = (critic, {"model": _copy(policy_params["model"]), "score": head})
+    else:
+        module, params = networks[init]
+        networks["critic"] = (module, _copy(params))
+    return networks
+
+
+def _copy(tree: Any) -> Any:
+    # Frozen and trainable copies must never share buffers: the train state is donated.
+    return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jnp.array(x), tree)
+
+
+def _with_shardings(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
