@@ -2,6 +2,8 @@
 # Create .venv, install rlr with its test extras, lint, and run the test suite.
 # Extra arguments go to pytest, e.g. `bash launch/test.sh -k rewards -x`.
 # RLR_NO_TORCH=1 skips installing the CPU torch reference (its parity tests then skip).
+# Tests run in RLR_TEST_WORKERS pytest-xdist processes (default: the CPU count, at most 4;
+# 1 runs them in this process).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev
 if [ "${RLR_NO_TORCH:-0}" != "1" ] && ! python -c "import torch" 2>/dev/null; then
@@ -17,4 +19,10 @@ export JAX_PLATFORMS=cpu
 # trainers of the suite reuse each other's compilations.
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RLR_ROOT/.cache/jax}"
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
-python -m pytest -q "$@"
+workers="${RLR_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
+if [ "$workers" -gt 1 ]; then
+  # loadgroup: tests sharing one expensive session resource (the smoke run) share a worker.
+  python -m pytest -q -n "$workers" --dist loadgroup "$@"
+else
+  python -m pytest -q "$@"
+fi

@@ -121,22 +121,20 @@ def _tokenizer() -> str:
     return str(tokenizer_dir())
 
 
-def test_malformed_data_line_is_one_line_naming_file_and_line(tmp_path):
+def test_malformed_data_line_is_one_line_naming_file_and_line(tmp_path, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "1", "solution": "s"}\n{"question": 3}\n')
-    proc = rlr_process(
-        "sft", "--config", "sft_cpu", f"data.train={bad}", f"tokenizer={_tokenizer()}",
-        f"out_dir={tmp_path / 'run'}",
-    )  # fmt: skip
+    argv = ["sft", "--config", "sft_cpu", f"data.train={bad}", f"tokenizer={_tokenizer()}"]
+    argv.append(f"out_dir={tmp_path / 'run'}")
+    proc = rlr_process(*argv)  # the console, as a user sees it
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert f"rlr sft: error: {bad}:2" in proc.stderr
-    debug = rlr_process(
-        "sft", "--config", "sft_cpu", f"data.train={bad}", f"tokenizer={_tokenizer()}",
-        f"out_dir={tmp_path / 'run'}", env={"RLR_DEBUG": "1"},
-    )  # fmt: skip
-    assert debug.returncode == 1 and "Traceback" in debug.stderr
-    assert "MalformedRecordError" in debug.stderr
+    monkeypatch.setenv("RLR_DEBUG", "1")  # the traceback comes back
+    from rlr.data.readers import MalformedRecordError
+
+    with pytest.raises(MalformedRecordError, match="bad.jsonl:2"):
+        cli.main(argv)
 
 
 def test_shipped_configs_resolve_by_name_and_list(capsys):

@@ -88,7 +88,6 @@ RUN = textwrap.dedent(
     original = trainer.iteration
     def iteration(it, grader):
         if mode == "kill" and it == 2:
-            trainer_ckpt = out / "checkpoints" / "2"
             os.kill(os.getpid(), signal.SIGKILL)
         result = original(it, grader)
         if mode == "term" and it == 1:
@@ -110,24 +109,23 @@ def run_script(assets, out, mode):
     )
 
 
-def final_params(trainer_dir, assets):
-    trainer = PPOTrainer(tiny_config(assets, trainer_dir, iterations=4))
-    trainer.run()  # restores the finished checkpoint, nothing left to do
-    return jax.device_get(trainer.state.params)
+def params_after_run(assets, out_dir):
+    """Runs (or resumes) the 4-iteration config in this process; returns the final params."""
+    trainer = PPOTrainer(tiny_config(assets, out_dir, iterations=4))
+    summary = trainer.run()
+    return jax.device_get(trainer.state.params), summary
 
 
 @pytest.mark.slow_subprocess
 def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(assets, tmp_path):
     killed = run_script(assets, tmp_path / "resumed", "kill")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = run_script(assets, tmp_path / "resumed", "plain")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "'start_iteration': 2" in resumed.stdout or "'start_iteration': 1" in resumed.stdout
-    straight = run_script(assets, tmp_path / "straight", "plain")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    a = final_params(tmp_path / "resumed", assets)
-    b = final_params(tmp_path / "straight", assets)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    resumed, summary = params_after_run(assets, tmp_path / "resumed")
+    # the checkpoint of iteration 2 is written asynchronously: the kill may beat it
+    assert summary["start_iteration"] in (1, 2) and summary["end_iteration"] == 4
+    straight, summary = params_after_run(assets, tmp_path / "straight")
+    assert summary["start_iteration"] == 0
+    for x, y in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_array_equal(x, y)
     rows = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
     assert rows[-1]["step"] == 4

@@ -96,43 +96,53 @@ def test_updates_lower_the_ppo_loss(setup):
     assert 0.0 <= float(metrics["policy/clip_fraction"]) <= 1.0
 
 
-def test_warmup_ramps_each_learning_rate_from_zero(setup):
-    m, _, _, data, scored = setup
-    exp, _ = ppo_core.build_experience(data, scored, RewardSpec(use_prm=True))
-    moved = {}
-    for warmup in (0, 3):
+def test_warmup_ramps_each_learning_rate_from_zero():
+    params = {"policy": {"w": np.ones(3, np.float32)}, "critic": {"w": np.ones(2, np.float32)}}
+    grads = jax.tree.map(np.ones_like, params)
+
+    def steps(warmup):
         tx = ppo_core.make_ppo_optimizer(
-            policy_lr=1e-3, critic_lr=2e-3, weight_decay=0.0, max_grad_norm=1.0,
+            policy_lr=1e-2, critic_lr=2e-2, weight_decay=0.0, max_grad_norm=10.0,
             warmup_steps=warmup,
         )  # fmt: skip
-        state = init_train_state(params()[0], tx)  # fresh: other tests donate theirs
-        step = jax.jit(
-            functools.partial(ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2)
-        )
-        deltas = []
+        state, current, moves = tx.init(params), params, []
         for _ in range(4):
-            new, _ = step(state, exp)
-            deltas.append(
-                {
-                    name: max(
-                        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                        for a, b in zip(
-                            jax.tree.leaves(new.params[name]), jax.tree.leaves(state.params[name])
-                        )
-                    )
-                    for name in ("policy", "critic")
-                }
-            )
-            state = new
-        moved[warmup] = deltas
-    # the learning rate is 0 at the first update with a warm-up, then rises; without, it moves
-    assert moved[3][0] == {"policy": 0.0, "critic": 0.0}
-    assert all(moved[3][1][name] > 0 for name in ("policy", "critic"))
-    assert all(moved[0][0][name] > 0 for name in ("policy", "critic"))
+            updates, state = tx.update(grads, state, current)
+            moves.append({k: float(np.abs(updates[k]["w"]).max()) for k in updates})
+            current = jax.tree.map(lambda p, u: p + u, current, updates)
+        return moves
+
+    plain, warm = steps(0), steps(3)
+    # Adam's first steps move every weight by about lr; the warm-up scales lr by t / 3
+    np.testing.assert_allclose([m["policy"] for m in plain], 1e-2, rtol=1e-3)
+    np.testing.assert_allclose([m["critic"] for m in plain], 2e-2, rtol=1e-3)
+    np.testing.assert_allclose(
+        [m["policy"] for m in warm], [0, 1e-2 / 3, 2e-2 / 3, 1e-2], rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        [m["critic"] for m in warm], [0, 2e-2 / 3, 4e-2 / 3, 2e-2], rtol=1e-3
+    )
     with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
         ppo_core.make_ppo_optimizer(
             policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.0, max_grad_norm=1.0, warmup_steps=-1
         )
+
+
+def test_the_ppo_config_warmup_reaches_the_optimizer(monkeypatch):
+    from rlr import sharding
+    from rlr.training import ppo_build
+    from rlr.training.configs import ModelSpec, PPOConfig, PPOSpec
+
+    seen = {}
+    real = ppo_build.make_ppo_optimizer
+    monkeypatch.setattr(ppo_build, "make_ppo_optimizer", lambda **kw: seen.update(kw) or real(**kw))
+    arch = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1}  # fmt: skip
+    config = PPOConfig(
+        tokenizer="-", policy=ModelSpec(architecture=arch), ppo=PPOSpec(warmup_steps=7)
+    )
+    ppo_build.build_ppo(config, mesh=sharding.make_mesh(), abstract=True)
+    assert seen["warmup_steps"] == 7
 
 
 EIGHT_DEVICES = textwrap.dedent(

@@ -9,6 +9,9 @@ from smoke_run import installed_rlr, smoke_results
 from rlr.config import ConfigError
 from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, results_markdown
 
+# The smoke run is shared with the reproduction notebook: one worker runs both under xdist.
+pytestmark = pytest.mark.xdist_group("smoke")
+
 
 @pytest.fixture(scope="module")
 def out():
