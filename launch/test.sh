@@ -21,8 +21,8 @@ export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RLR_ROOT/.cache/
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.2}"
 workers="${RLR_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
 if [ "$workers" -gt 1 ]; then
-  # loadgroup: tests sharing one expensive session resource (the smoke run) share a worker.
-  python -m pytest -q -n "$workers" --dist loadgroup "$@"
+  # Workers share the one smoke reproduction through a file lock (tests/smoke_run.py).
+  python -m pytest -q -n "$workers" "$@"
 else
   python -m pytest -q "$@"
 fi

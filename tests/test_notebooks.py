@@ -62,15 +62,7 @@ def test_notebooks_exist():
     assert NOTEBOOKS, "notebooks/ holds no .ipynb file"
 
 
-# A notebook that reads the session's smoke run joins its xdist group (one run, one worker).
-SMOKE_READERS = {"reproduction.ipynb"}
-CASES = [
-    pytest.param(p, marks=[pytest.mark.xdist_group("smoke")] if p.name in SMOKE_READERS else [])
-    for p in NOTEBOOKS
-]
-
-
-@pytest.mark.parametrize("path", CASES, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, kernel_env, tmp_path, monkeypatch):
     for key, value in kernel_env.items():
         monkeypatch.setenv(key, value)

@@ -2,15 +2,13 @@
 table and its error bars, and clear errors."""
 
 import json
+import shutil
 
 import pytest
 from smoke_run import installed_rlr, smoke_results
 
 from rlr.config import ConfigError
 from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, results_markdown
-
-# The smoke run is shared with the reproduction notebook: one worker runs both under xdist.
-pytestmark = pytest.mark.xdist_group("smoke")
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +55,10 @@ def test_stages_are_the_commands_a_user_would_run(out):
     assert any("--config sft_cpu" in line and "train.steps=30" in line for line in lines)
 
 
-def test_rerun_uses_the_cached_stages(out):
-    results = Reproduction.from_preset("smoke", f"out_dir={out}").run()
+def test_rerun_uses_the_cached_stages(out, tmp_path):
+    copy = tmp_path / "reproduce"  # a copy: other workers may be reading the shared run
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("jax_cache"))
+    results = Reproduction.from_preset("smoke", f"out_dir={copy}").run()
     assert results["wall_time_s"] < 60, "a finished reproduction must not train again"
 
 

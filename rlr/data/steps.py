@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlr.tokenizer import pad_id_of
+
 DEFAULT_SEPARATORS = ("\n\n", "\n")
 DEFAULT_STEP_TAG = "<|step|>"
 
@@ -278,7 +280,7 @@ def prm_inputs(
         )
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     batch = len(prompts)
     input_ids = np.full((batch, max_length), pad_id, np.int32)
     attention_mask = np.zeros((batch, max_length), np.int32)

@@ -17,14 +17,7 @@ import jax
 import numpy as np
 
 from rlr.data.steps import DEFAULT_SEPARATORS, step_ends, step_ends_from_ids
-
-
-def pad_id_of(tokenizer) -> int:
-    """The tokenizer's pad id, else its EOS id, else 0."""
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    return 0
+from rlr.tokenizer import pad_id_of
 
 
 def encode_prompts(

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from rlr.sampling import Sampler
-from rlr.training.batching import encode_prompts, map_in_batches, pad_id_of
+from rlr.tokenizer import pad_id_of
+from rlr.training.batching import encode_prompts, map_in_batches
 
 
 def eos_ids_of(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
