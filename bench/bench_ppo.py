@@ -70,6 +70,7 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> None:
             f"orm.path={assets / 'orm'}",
             f"data.train={assets / 'data' / 'problems_train.jsonl'}",
             f"data.test={assets / 'data' / 'problems_test.jsonl'}",
+            "rollout.max_new_tokens=80",  # the shapes bench_ppo_trl gives trl
             *args.overrides,
         ],
     )

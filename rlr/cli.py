@@ -3,7 +3,8 @@
 Subcommands are declared in rlr.commands, which imports only the standard library, and each
 command's module is imported only when it runs, so help is instant. A user's mistake (a
 config typo, a bad value, a malformed data line, a missing file) prints one line,
-`rlr CMD: error: ...`, and exits with status 2; set RLR_DEBUG=1 to see the traceback.
+`rlr CMD: error: ...`, and exits with status 2; set RLR_DEBUG=1 to see the traceback. A fault
+inside rlr or a library keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +22,7 @@ from rlr.commands import BY_NAME, COMMANDS, Command
 # Kept for callers that list subcommands: name -> module that runs it.
 SUBCOMMANDS: dict[str, str] = {command.name: command.module for command in COMMANDS}
 USAGE_ERROR = 2
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,15 +77,33 @@ def run(argv: Sequence[str] | None = None) -> int:
     return int(importlib.import_module(command.module).run(args) or 0)
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether an exception reports a user's mistake rather than a fault in rlr or a library:
+    an OSError (a missing or unreadable file), or a ValueError that rlr raised itself (rlr
+    checks configs, flags and data and says what is wrong). A ValueError from inside JAX or
+    another library is a fault and keeps its traceback."""
+    if isinstance(err, OSError):
+        return True
+    if not isinstance(err, ValueError):
+        return False
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    origin = pathlib.Path(frame.tb_frame.f_code.co_filename).resolve()
+    return PACKAGE_DIR in origin.parents
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rlr` console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run(argv)
     except (ValueError, OSError) as err:
-        if os.environ.get("RLR_DEBUG"):
+        if os.environ.get("RLR_DEBUG") or not is_user_error(err):
             raise
-        name = next((a for a in argv if a in BY_NAME), "")
+        name = argv[0] if argv and argv[0] in BY_NAME else ""
         prog = f"rlr {name}".strip()
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)

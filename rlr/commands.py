@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Callable
 
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
@@ -168,7 +169,7 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of success,orm,prm_raw,prm_clip,prm_delta,prm_clip_delta",
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. data.num_test=100"
+        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. task.num_test=100"
     )
 
 
@@ -176,7 +177,7 @@ def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
     """`--preset P` means `--config reproduce_P`; --out / --seeds / --variants are overrides."""
     overrides = list(args.overrides)
     if args.out is not None:
-        overrides.append(f"out_dir={args.out}")
+        overrides.append(f"out_dir={json.dumps(args.out)}")  # quoted: a path is a string
     if args.seeds is not None:
         overrides.append(f"seeds={args.seeds}")
     if args.variants:

@@ -51,7 +51,9 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     from rlr.training.ppo_build import abstract_batches, build_ppo
 
     mesh = sharding.make_mesh(**mesh_sizes)
-    setup = build_ppo(config, mesh=mesh, abstract=True, num_layers=layers or None)
+    setup = build_ppo(
+        config, mesh=mesh, tokenizer=_tokenizer(config), abstract=True, num_layers=layers or None
+    )
     rollout, experience = abstract_batches(config, mesh)
 
     def nbytes(tree):
@@ -98,6 +100,31 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     return result
 
 
+def _tokenizer(config: Any) -> Any:
+    """The run's tokenizer when its directory is here (an inline architecture may take its
+    vocabulary size from it, as `rlr ppo` does); None when the plan runs without it."""
+    import pathlib
+
+    path = config.tokenizer or config.policy.path
+    if path and (pathlib.Path(path) / "tokenizer.json").is_file():
+        from rlr.training.loading import load_tokenizer
+
+        return load_tokenizer(path)
+    return None
+
+
+def network_depths(config: Any) -> dict[str, int]:
+    """Layers of each configured network (policy, prm, orm), from config.json / architecture."""
+    from rlr.training.loading import hf_config_of
+
+    specs = {"policy": config.policy, "prm": config.prm, "orm": config.orm}
+    return {
+        name: int(hf_config_of(spec, what=name).get("num_hidden_layers", 0))
+        for name, spec in specs.items()
+        if spec is not None
+    }
+
+
 def plan_shapes(config: Any, mesh_sizes: dict[str, int]) -> dict[str, Any]:
     """plan() without compiling: parameter counts per network and the per-device bytes of the
     trainable parameters, optimizer state and frozen networks at the config's full depth."""
@@ -118,9 +145,8 @@ def plan(
     backend compiles a deep unrolled model very slowly, and every Qwen2 layer adds the same
     buffers).
     """
-    from rlr.training.loading import hf_config_of
-
-    depth = int(hf_config_of(config.policy, what="policy")["num_hidden_layers"])
+    depths = network_depths(config)
+    depth = depths["policy"]
     if exact or depth <= 2:
         return _plan_at(config, mesh_sizes, layers=None)
     one = _plan_at(config, mesh_sizes, layers=1)
@@ -132,6 +158,11 @@ def plan(
         }
     full["compiled_at_layers"] = [1, 2]
     full["extrapolated_to_layers"] = depth
+    if len(set(depths.values())) > 1:
+        full["warning"] = (
+            f"networks differ in depth ({depths}); the extrapolation scales all of them to the "
+            f"policy's {depth} layers: use --exact for a measured figure"
+        )
     full["peak_bytes_per_device"] = _peak(full)
     return full
 
@@ -167,6 +198,8 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
             f"(steps compiled at 1 and 2 layers, extrapolated to "
             f"{result['extrapolated_to_layers']}; --exact compiles the full depth)"
         )
+    if "warning" in result:
+        lines.append(f"warning: {result['warning']}")
     if device_memory_gib is not None:
         fits = result["peak_bytes_per_device"] <= device_memory_gib * GIB
         lines.append(

@@ -42,13 +42,8 @@ PAPER_TABLE = {
 }
 
 
-def _done(path: pathlib.Path) -> bool:
-    return (path / "DONE").exists()
-
-
-def _mark_done(path: pathlib.Path, info: dict[str, Any] | None = None) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "DONE").write_text(json.dumps(_jsonable(info or {}), indent=2))
+class StagePreempted(Exception):
+    """A stage stopped before finishing (SIGTERM): its state is saved; rerun to continue."""
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:
@@ -76,8 +71,12 @@ def _log(message: str) -> None:
 
 
 def _override(key: str, value: Any) -> str:
-    """key=value with the value written as YAML flow (JSON is valid YAML)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+    """key=value with the value written so that YAML reads it back unchanged (JSON is YAML)."""
+    import yaml
+
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return f"{key}={value}"
+    return f"{key}={json.dumps(value)}"
 
 
 def stage_overrides(stage: StageSpec) -> list[str]:
@@ -124,91 +123,132 @@ class Reproduction:
             raise RuntimeError(f"`{line}` exited with status {code}")
 
     def path(self, *parts: str) -> str:
+        """A path under the output directory, as text for a command line."""
         return str(self.out.joinpath(*parts))
+
+    def stage(
+        self,
+        directory: pathlib.Path,
+        argv: list[str],
+        *,
+        produces: pathlib.Path | None = None,
+        action: Any = None,
+    ) -> dict[str, Any]:
+        """Runs one cached stage: `rlr ARGV` (or `action()`, for a stage that is no command),
+        unless `directory/DONE` says the same argv already finished there.
+
+        DONE holds the argv (paths under the output directory written as $OUT) and the stage's
+        summary. A DONE written by a different argv is an error (the cache would be stale); a
+        stage that stops early (SIGTERM) or does not write `produces` raises StagePreempted and
+        writes no DONE, so a rerun continues it.
+        """
+        done = directory / "DONE"
+        # Paths inside the output directory are kept relative to it, so a moved or copied
+        # reproduction still recognises its finished stages.
+        key = [arg.replace(str(self.out), "$OUT") for arg in argv]
+        if done.exists():
+            info = json.loads(done.read_text())
+            if info.get("argv") != key:
+                raise ValueError(
+                    f"{directory} was made by `{shlex.join(info.get('argv') or [])}`, not "
+                    f"`{shlex.join(key)}`: delete it, or reproduce into another --out"
+                )
+            return info
+        if action is None:
+            self.command(argv)
+            summary = _read_json(directory / "summary.json")
+        else:
+            summary = action()
+        if summary.get("interrupted") or summary.get("preempted"):
+            raise StagePreempted(f"`rlr {shlex.join(argv)}` stopped early")
+        if produces is not None and not produces.exists():
+            raise StagePreempted(f"`rlr {shlex.join(argv)}` did not write {produces}")
+        info = {"argv": key, **_jsonable(summary)}
+        directory.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(info, indent=2))
+        return info
 
     # ------------------------------------------------------------------ stages
 
-    def data(self) -> pathlib.Path:
+    def data_arguments(self) -> list[str]:
+        """`rlr make-data` arguments of the task."""
+        task = self.config.task
+        return [
+            "make-data",
+            "--out",
+            self.path("data"),
+            f"--num-train={task.num_train}",
+            f"--num-test={task.num_test}",
+            f"--seed={task.seed}",
+            f"--min-steps={task.min_steps}",
+            f"--max-steps={task.max_steps}",
+            f"--max-digits={task.max_digits}",
+            f"--operations={''.join(task.operations)}",
+            f"--sft-filler-fraction={task.sft_filler_fraction}",
+        ]
+
+    def data(self) -> dict[str, Any]:
+        """The synthetic problems, SFT solutions and step-labelled data."""
         path = self.out / "data"
-        if not _done(path):
-            task = self.config.task
-            self.command(
-                [
-                    "make-data",
-                    "--out",
-                    str(path),
-                    f"--num-train={task.num_train}",
-                    f"--num-test={task.num_test}",
-                    f"--seed={task.seed}",
-                    f"--min-steps={task.min_steps}",
-                    f"--max-steps={task.max_steps}",
-                    f"--max-digits={task.max_digits}",
-                    f"--operations={''.join(task.operations)}",
-                    f"--sft-filler-fraction={task.sft_filler_fraction}",
-                ]
-            )
-            _mark_done(path, _read_json(path / "manifest.json").get("counts", {}))
-        return path
+        info = self.stage(path, self.data_arguments(), produces=path / "manifest.json")
+        if "counts" not in info:
+            info = {**info, **_read_json(path / "manifest.json")}
+        return info
 
-    def tokenizer(self) -> pathlib.Path:
+    def tokenizer(self) -> dict[str, Any]:
+        """The byte-level BPE trained on the task's corpus."""
+        task = self.config.task
         path = self.out / "tokenizer"
-        if not _done(path):
-            task = self.config.task
-            self.command(
-                [
-                    "train-tokenizer",
-                    "--out",
-                    str(path),
-                    f"--vocab-size={task.vocab_size}",
-                    f"--num-problems={task.tokenizer_corpus_problems}",
-                ]
-            )
-            _mark_done(path)
-        return path
+        argv = ["train-tokenizer", "--out", str(path), f"--vocab-size={task.vocab_size}"]
+        argv.append(f"--num-problems={task.tokenizer_corpus_problems}")
+        return self.stage(path, argv, produces=path / "tokenizer.json")
 
-    def sft(self) -> pathlib.Path:
+    def sft_arguments(self) -> list[str]:
+        """`rlr sft` arguments: the stage's config, the chaining paths, its overrides."""
+        stage = self.config.sft
+        return [
+            "sft",
+            "--config",
+            stage.config,
+            f"out_dir={self.path('sft')}",
+            f"tokenizer={self.path('tokenizer')}",
+            f"data.train={self.path('data', 'sft_train.jsonl')}",
+            f"data.test={self.path('data', 'problems_test.jsonl')}",
+            *stage_overrides(stage),
+        ]
+
+    def sft(self) -> dict[str, Any]:
+        """The SFT policy (exported to sft/model)."""
         path = self.out / "sft"
-        if not _done(path):
-            stage = self.config.sft
-            self.command(
-                [
-                    "sft",
-                    "--config",
-                    stage.config,
-                    f"out_dir={path}",
-                    f"tokenizer={self.path('tokenizer')}",
-                    f"data.train={self.path('data', 'sft_train.jsonl')}",
-                    f"data.test={self.path('data', 'problems_test.jsonl')}",
-                    *stage_overrides(stage),
-                ]
-            )
-            _mark_done(path, _read_json(path / "summary.json"))
-        return path / "model"
+        return self.stage(path, self.sft_arguments(), produces=path / "model" / "config.json")
 
-    def reward_model(self, kind: str) -> pathlib.Path:
+    def reward_model_arguments(self, kind: str) -> list[str]:
+        """`rlr train-prm` / `train-orm` arguments on the SFT trunk."""
+        stage = getattr(self.config, kind)
+        return [
+            f"train-{kind}",
+            "--config",
+            stage.config,
+            f"out_dir={self.path(kind)}",
+            f"tokenizer={self.path('tokenizer')}",
+            f"init.path={self.path('sft', 'model')}",
+            f"data.train={self.path('data', 'prm_train.jsonl')}",
+            f"data.test={self.path('data', 'prm_test.jsonl')}",
+            *stage_overrides(stage),
+        ]
+
+    def reward_model(self, kind: str) -> dict[str, Any]:
+        """The PRM or ORM (exported to prm/model or orm/model)."""
         path = self.out / kind
-        if not _done(path):
-            stage = getattr(self.config, kind)
-            self.command(
-                [
-                    f"train-{kind}",
-                    "--config",
-                    stage.config,
-                    f"out_dir={path}",
-                    f"tokenizer={self.path('tokenizer')}",
-                    f"init.path={self.path('sft', 'model')}",
-                    f"data.train={self.path('data', 'prm_train.jsonl')}",
-                    f"data.test={self.path('data', 'prm_test.jsonl')}",
-                    *stage_overrides(stage),
-                ]
-            )
-            _mark_done(path, _read_json(path / "summary.json"))
-        return path / "model"
+        argv = self.reward_model_arguments(kind)
+        return self.stage(path, argv, produces=path / "model" / "config.json")
 
     def ppo_arguments(self, variant: str, seed: int) -> list[str]:
-        """`rlr ppo` arguments of one variant and seed (the config and its overrides)."""
+        """`rlr ppo` arguments of one variant and seed. The variant's reward settings come
+        last (ReproduceConfig forbids them in ppo.overrides), so a variant is what it says."""
         stage = self.config.ppo
         return [
+            "ppo",
             "--config",
             stage.config,
             f"name={variant}",
@@ -220,42 +260,51 @@ class Reproduction:
             f"orm.path={self.path('orm', 'model')}",
             f"data.train={self.path('data', 'problems_train.jsonl')}",
             f"data.test={self.path('data', 'problems_test.jsonl')}",
-            *(_override(k, v) for k, v in VARIANTS[variant].items()),
             *stage_overrides(stage),
+            *(_override(k, v) for k, v in VARIANTS[variant].items()),
+            "--export",
+            str(self.variant_dir(variant, seed) / "model"),
         ]
 
     def ppo_config(self, variant: str, seed: int) -> Any:
-        """The resolved PPOConfig of one variant and seed."""
-        from rlr import configs
-        from rlr.config import load_config
-        from rlr.training.configs import PPOConfig
-
-        config, *overrides = self.ppo_arguments(variant, seed)[1:]
-        return load_config(PPOConfig, configs.resolve(config), overrides)
+        """The resolved PPOConfig of one variant and seed (what `rlr ppo` runs with)."""
+        return _command_config(self.ppo_arguments(variant, seed))
 
     def variant_dir(self, variant: str, seed: int) -> pathlib.Path:
-        return self.out / "ppo" / (variant if self.seeds == 1 else f"{variant}_seed{seed}")
+        """Where one variant and seed trains: ppo/VARIANT (ppo/VARIANT_seedN with seeds)."""
+        return variant_dir(self.out, variant, seed, self.seeds)
 
     def ppo(self, variant: str, seed: int) -> dict[str, Any]:
+        """One PPO run, then its exported policy evaluated greedily and at temperature 1."""
         path = self.variant_dir(variant, seed)
-        if _done(path):
-            return json.loads((path / "DONE").read_text())
-        model = path / "model"
-        self.command(["ppo", *self.ppo_arguments(variant, seed), "--export", str(model)])
-        if _read_json(path / "summary.json").get("preempted"):
-            raise KeyboardInterrupt("preempted; run the same command again to continue")
-        result = evaluate_policy_dir(model, self.ppo_config(variant, seed))
-        _mark_done(path, result)
-        return result
+        argv = self.ppo_arguments(variant, seed)
+
+        def train_and_evaluate() -> dict[str, Any]:
+            self.command(argv)  # resumes from the run's checkpoints, if any
+            summary = _read_json(path / "summary.json")
+            if summary.get("preempted"):
+                return summary
+            return evaluate_policy_dir(path / "model", self.ppo_config(variant, seed))
+
+        model = path / "model" / "config.json"
+        return self.stage(path, argv, produces=model, action=train_and_evaluate)
 
     def evaluate_sft(self) -> dict[str, Any]:
         """The SFT policy on the same held-out problems with the same evaluation as PPO's."""
-        path = self.out / "sft_eval"
-        if _done(path):
-            return json.loads((path / "DONE").read_text())
-        result = evaluate_policy_dir(self.out / "sft" / "model", self.ppo_config("success", 0))
-        _mark_done(path, result)
-        return result
+        argv = ["evaluate", self.path("sft", "model"), *self.ppo_arguments("success", 0)]
+        policy = self.out / "sft" / "model"
+        evaluate = lambda: evaluate_policy_dir(policy, self.ppo_config("success", 0))  # noqa: E731
+        return self.stage(self.out / "sft_eval", argv, action=evaluate)
+
+    def validate(self) -> None:
+        """Loads every stage's config as its command will, before anything trains: a typo in
+        a late stage's overrides fails at once, not after an hour of earlier stages."""
+        _command_config(self.sft_arguments())
+        for kind in ("prm", "orm"):
+            _command_config(self.reward_model_arguments(kind))
+        for variant in self.variants:
+            for seed in range(self.seeds):
+                self.ppo_config(variant, seed)
 
     # --------------------------------------------------------------------- all
 
@@ -264,6 +313,7 @@ class Reproduction:
         from rlr.config import dump_config
 
         start = time.time()
+        self.validate()
         self.out.mkdir(parents=True, exist_ok=True)
         dump_config(self.config, self.out / "config.yaml")
         enable_compilation_cache(self.out / "jax_cache")
@@ -329,19 +379,30 @@ class Reproduction:
         }
 
 
+def variant_dir(out: pathlib.Path, variant: str, seed: int, seeds: int) -> pathlib.Path:
+    """ppo/VARIANT under `out`, or ppo/VARIANT_seedN when a reproduction runs several seeds."""
+    return out / "ppo" / (variant if seeds == 1 else f"{variant}_seed{seed}")
+
+
+def _command_config(argv: list[str]) -> Any:
+    """The config `rlr ARGV` would run with (validated), without running anything."""
+    from rlr import cli
+    from rlr.commands import BY_NAME
+
+    return cli.load_run_config(BY_NAME[argv[0]], cli.build_parser().parse_args(argv))
+
+
 def evaluate_policy_dir(policy_dir: str | os.PathLike, config: Any) -> dict[str, Any]:
     """Greedy and temperature-1 evaluation of an exported policy on the held-out problems of
     a PPO config (its data.test, prompt style, token budgets, batch size, grader and seed, as
     PPOTrainer.evaluate uses them): accuracies, solution shape and a few greedy samples."""
-    import jax
-
     from rlr.grading import Grader
     from rlr.training import loading
-    from rlr.training.evaluation import evaluate_problems
+    from rlr.training.evaluation import evaluate_ppo_policy
     from rlr.training.generation import make_sampler
 
     model, params, tokenizer = loading.load_policy_dir(str(policy_dir), config.tokenizer or None)
-    data, roll = config.data, config.rollout
+    data = config.data
     problems = loading.load_problems(
         data.test, data.format, what="data.test", limit=data.max_test_problems
     )
@@ -351,19 +412,13 @@ def evaluate_policy_dir(policy_dir: str | os.PathLike, config: Any) -> dict[str,
     ) as grader:
         for offset, temperature in enumerate((0.0, 1.0)):
             sampler = make_sampler(
-                model, tokenizer, max_new_tokens=roll.max_new_tokens, temperature=temperature
-            )
-            results[temperature] = evaluate_problems(
-                sampler,
-                params,
+                model,
                 tokenizer,
-                problems,
-                prompt_style=data.prompt_style,
-                grader=grader,
-                key=jax.random.fold_in(jax.random.key(config.seed + 2), offset),
-                max_prompt_tokens=roll.max_prompt_tokens,
-                batch_size=roll.batch_size,
-                separators=config.reward.separators,
+                max_new_tokens=config.rollout.max_new_tokens,
+                temperature=temperature,
+            )
+            results[temperature] = evaluate_ppo_policy(
+                sampler, params, tokenizer, problems, config, grader=grader, key_offset=offset
             )
     greedy, sampled = results[0.0], results[1.0]
     return {
@@ -460,7 +515,7 @@ def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathl
     for variant in variants:
         curves = []
         for seed in range(seeds):
-            directory = out / "ppo" / (variant if seeds == 1 else f"{variant}_seed{seed}")
+            directory = variant_dir(out, variant, seed, seeds)
             if (directory / "metrics.jsonl").exists():
                 curves.append(read_metrics(directory))
         if not curves:
@@ -484,9 +539,14 @@ def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathl
 
 
 def run(args: argparse.Namespace) -> int:
-    """`rlr reproduce`: every stage (cached), then print the table and where results are."""
+    """`rlr reproduce`: every stage (cached), then print the table and where results are.
+    A stage stopped by SIGTERM has saved its state: exit 0, and the same command continues."""
     reproduction = Reproduction(args.run_config)
-    results = reproduction.run()
+    try:
+        results = reproduction.run()
+    except StagePreempted as stop:
+        print(f"[rlr reproduce] {stop}; run the same command again to continue", flush=True)
+        return 0
     print(results_markdown(results))
     out = reproduction.out
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}")

@@ -53,14 +53,6 @@ def build_bpe_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def pad_id_of(tokenizer) -> int:
-    """The id rlr pads rows with: the tokenizer's pad id, else its EOS id, else 0."""
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    return 0
-
-
 def train_tokenizer(
     texts: Iterable[str],
     *,

@@ -181,3 +181,22 @@ def test_the_command_line_layer_stays_light():
             name for name in _imports(module) if name.split(".")[0] in {"jax", "flax", "numpy"}
         }
         assert not heavy, (module, heavy)
+
+
+def test_only_rlrs_own_checks_and_file_errors_count_as_user_mistakes():
+    with pytest.raises(ValueError) as ours:
+        configs.resolve("no_such_config")
+    assert cli.is_user_error(ours.value)
+    assert cli.is_user_error(FileNotFoundError("x"))
+    import numpy as np
+
+    with pytest.raises(ValueError) as library:
+        np.zeros(3).reshape(2)  # a fault inside a library keeps its traceback
+    assert not cli.is_user_error(library.value)
+    assert not cli.is_user_error(RuntimeError("x"))
+
+
+def test_a_bad_yaml_value_in_an_override_is_one_line(capsys):
+    assert cli.main(["ppo", "--config", "ppo_cpu", "--print-config", "reward.separators=[a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the value is not valid YAML" in err

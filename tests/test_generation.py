@@ -12,8 +12,8 @@ from test_labelling import TINY
 from toy_assets import shared_toy_assets
 
 from rlr.data.prompts import build_prompt
+from rlr.data.steps import pad_id_of
 from rlr.data.synthetic import generate_problems
-from rlr.tokenizer import pad_id_of
 from rlr.training.batching import map_in_batches
 from rlr.training.generation import eos_ids_of, make_sampler, sample_prompts
 from rlr.training.loading import load_policy_dir

@@ -181,3 +181,55 @@ def test_plan_counts_the_parameters_the_trainer_holds(assets, tmp_path):
         assert ("prm" in want) == (config.prm is not None) and ("orm" in want) == (
             config.orm is not None
         ), name
+
+
+SHARDED_BUILD = textwrap.dedent(
+    """
+    import os, sys, pathlib
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    sys.path.insert(0, sys.argv[1])
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec
+    from ppo_setup import tiny_config
+    from rlr import sharding
+    from rlr.training.loading import load_tokenizer
+    from rlr.training.ppo_build import build_ppo
+
+    root, out = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+    config = tiny_config(root, out)
+    mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
+    setup = build_ppo(config, mesh=mesh, tokenizer=load_tokenizer(config.tokenizer))
+    gate = lambda p: p["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
+    params, frozen = setup.state.params, setup.frozen
+    for name, tree in [("policy", params["policy"]), ("critic", params["critic"]),
+                       ("reference", frozen["reference"]), ("prm", frozen["prm"])]:
+        kernel = gate(tree)
+        assert kernel.sharding.spec == PartitionSpec("fsdp", "tensor"), (name, kernel.sharding)
+        shard = kernel.addressable_shards[0].data.shape
+        assert shard == (kernel.shape[0] // 4, kernel.shape[1] // 2), (name, shard)
+    # the reference and the critic's trunk are copies of the policy, in their own buffers
+    for other in (frozen["reference"], params["critic"]):
+        a, b = gate(params["policy"]), gate(other)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.addressable_shards[0].data.unsafe_buffer_pointer() != (
+            b.addressable_shards[0].data.unsafe_buffer_pointer())
+    assert not np.any(np.asarray(params["critic"]["score"]["kernel"]))  # V = 0 at the start
+    mu = setup.state.opt_state["policy"][1][0].mu
+    assert gate(mu).sharding.spec == PartitionSpec("fsdp", "tensor")  # Adam follows the params
+    print("ok")
+    """
+)
+
+
+@pytest.mark.sharding
+def test_a_real_build_puts_every_network_straight_into_its_shards(assets, tmp_path):
+    here = str(__import__("pathlib").Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_BUILD, here, str(assets), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "ok" in proc.stdout

@@ -8,7 +8,7 @@ import pytest
 from smoke_run import installed_rlr, smoke_results
 
 from rlr.config import ConfigError
-from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, results_markdown
+from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, StagePreempted, results_markdown
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,22 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         Reproduction.from_preset("smoke", "variants=[prm_rwa]")
     with pytest.raises(ConfigError, match="seeds must be >= 1"):
         Reproduction.from_preset("smoke", "seeds=0")
+    with pytest.raises(ConfigError, match="ppo.overrides sets reward.method, which every"):
+        Reproduction.from_preset("smoke", "ppo.overrides={reward.method: raw}")
+    with pytest.raises(ConfigError, match="unknown key 'stesp'"):  # a late stage, checked first
+        Reproduction.from_preset("smoke", "ppo.overrides={ppo.stesp: 1}").validate()
+
+
+def test_a_stage_is_cached_only_when_it_finished_with_the_same_command(tmp_path):
+    reproduction = Reproduction.from_preset("smoke", f"out_dir={tmp_path}")
+    stage = tmp_path / "stage"
+    assert reproduction.stage(stage, ["a", "1"], action=lambda: {"x": 1.0})["x"] == 1.0
+    assert reproduction.stage(stage, ["a", "1"], action=lambda: {"x": 2.0})["x"] == 1.0
+    with pytest.raises(ValueError, match="was made by `a 1`, not `a 2`: delete it"):
+        reproduction.stage(stage, ["a", "2"], action=lambda: {"x": 3.0})
+    other = tmp_path / "stopped"
+    with pytest.raises(StagePreempted, match="stopped early"):
+        reproduction.stage(other, ["b"], action=lambda: {"interrupted": True})
+    with pytest.raises(StagePreempted, match="did not write"):
+        reproduction.stage(other, ["b"], produces=other / "model", action=lambda: {})
+    assert not (other / "DONE").exists()  # a rerun runs the stage again

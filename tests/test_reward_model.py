@@ -221,7 +221,12 @@ def test_labels_hard_soft_and_correctness():
     good = StepLabelled("g", "q", ("x", "y"), (1, 1), None, "prm800k")
     # graded against the gold answer when there is one (whatever the labels say), else the
     # labels decide: right when every step is labelled good
-    assert rm.solutions_correct([record, neutral, wrong, good]).tolist() == [1, 0, 0, 1]
+    records = [record, neutral, wrong, good]
+    targets = [rm.step_targets_of(r, label_mode="hard", neutral_target=0.0) for r in records]
+    assert rm.solutions_correct(records, targets).tolist() == [1, 0, 0, 1]
+    # without a gold answer the step targets decide, so neutral_target matters for an ORM too
+    lenient = [rm.step_targets_of(r, label_mode="hard", neutral_target=1.0) for r in records]
+    assert rm.solutions_correct(records, lenient).tolist() == [1, 1, 0, 1]
     assert rm.step_targets_of(neutral, label_mode="hard", neutral_target=0.5) == [1.0, 0.5]
     with pytest.raises(ValueError, match="label_mode=soft needs meta.soft_labels"):
         rm.step_targets_of(neutral, label_mode="soft", neutral_target=1.0)

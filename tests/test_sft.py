@@ -266,5 +266,7 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         sft.run_sft(load_config(SFTConfig, path, [f"data.train={bad}"]))
     with pytest.raises(ValueError, match="model.architecture is invalid"):
         sft.run_sft(load_config(SFTConfig, path, ["model.architecture={hidden_size: 8}"]))
+    with pytest.raises(ConfigError, match="data.max_test_problems is not used by rlr sft"):
+        load_config(SFTConfig, path, ["data.max_test_problems=3"])
     with pytest.raises(ConfigError, match="model needs path or architecture"):
         from_dict(SFTConfig, {"tokenizer": "t", "data": {"train": "x"}})

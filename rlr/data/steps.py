@@ -15,8 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlr.tokenizer import pad_id_of
-
 DEFAULT_SEPARATORS = ("\n\n", "\n")
 DEFAULT_STEP_TAG = "<|step|>"
 
@@ -252,6 +250,14 @@ def insert_step_tags(
         position = end
     out.append(text[position:])
     return "".join(out)
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id rlr pads rows with: the tokenizer's pad id, else its EOS id, else 0."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def prm_inputs(

@@ -534,9 +534,19 @@ def math_shepherd_step_scores(
 
 
 def init_params(
-    model: nn.Module, key: chex.PRNGKey, *, batch: int = 1, length: int = 4
+    model: nn.Module,
+    key: chex.PRNGKey,
+    *,
+    batch: int = 1,
+    length: int = 4,
+    shardings: Any = None,
 ) -> dict[str, Any]:
-    """Random parameters for `model` as a plain pytree (logical-axis boxes removed)."""
+    """Random parameters for `model` as a plain pytree (logical-axis boxes removed).
+
+    `shardings` (a pytree of Shardings shaped like the params) initialises every parameter
+    directly into its shards, so no device holds the whole model.
+    """
     ids = jnp.zeros((batch, length), jnp.int32)
     # Jitted: one compile is far cheaper than hundreds of eager initialiser dispatches.
-    return jax.jit(lambda k: nn.meta.unbox(model.init(k, ids))["params"])(key)
+    init = jax.jit(lambda k: nn.meta.unbox(model.init(k, ids))["params"], out_shardings=shardings)
+    return init(key)

@@ -1,6 +1,6 @@
 """Text -> PPO-layout rows, fixed-shape batch mapping, and a resumable epoch iterator.
 
-Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.training.ppo_core: the prompt
+Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.training.readouts: the prompt
 LEFT-padded to P, then the response RIGHT-padded to T (EOS included in the response), so that
 `input_ids [B, S = P + T]`, `attention_mask [B, S]` and `response_mask [B, T]` mean the same
 thing everywhere. Step ends are found from the response token ids with
@@ -16,8 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlr.data.steps import DEFAULT_SEPARATORS, step_ends, step_ends_from_ids
-from rlr.tokenizer import pad_id_of
+from rlr.data.steps import DEFAULT_SEPARATORS, pad_id_of, step_ends, step_ends_from_ids
 
 
 def encode_prompts(

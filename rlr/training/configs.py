@@ -12,12 +12,21 @@ and print a config before anything heavy is imported.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Literal
 
 from rlr.config import require
 
 RewardMethod = Literal["raw", "clip", "delta", "clip_delta"]
 DType = Literal["float32", "bfloat16"]
+# Problem files (prompts with gold answers): rlr's own Problem JSONL ("synthetic", as
+# `rlr make-data` writes it) or a public dataset's format.
+ProblemFormat = Literal["synthetic", "gsm8k", "math", "mathinstruct"]
+PROBLEM_FORMATS: tuple[str, ...] = typing.get_args(ProblemFormat)
+# Step-labelled solution files: rlr's own StepLabelled JSONL ("rlr", as `rlr make-data` and
+# `rlr label-steps` write it), PRM800K or Math-Shepherd.
+LabelledFormat = Literal["rlr", "prm800k", "math_shepherd"]
+LABELLED_FORMATS: tuple[str, ...] = typing.get_args(LabelledFormat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +56,30 @@ class DataSpec:
 
     train: str = ""
     test: str | None = None
-    format: Literal["synthetic", "gsm8k", "math", "mathinstruct"] = "synthetic"
+    format: ProblemFormat = "synthetic"
     prompt_style: Literal["plain", "chat"] = "plain"
     max_test_problems: int | None = None
 
     def __post_init__(self):
         require(bool(self.train), "data.train must name a JSONL file of training prompts")
+        require(
+            self.max_test_problems is None or self.max_test_problems >= 1,
+            f"data.max_test_problems must be >= 1 (or null: all); got {self.max_test_problems}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledDataSpec:
+    """Step-labelled solutions for reward-model training: JSONL files in one of
+    LABELLED_FORMATS."""
+
+    train: str = ""
+    test: str | None = None
+    format: LabelledFormat = "rlr"
+    prompt_style: Literal["plain", "chat"] = "plain"
+
+    def __post_init__(self):
+        require(bool(self.train), "data.train must name a JSONL file of step-labelled solutions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,8 +280,9 @@ class SFTEvalSpec:
 class SFTConfig:
     """Policy SFT on solution text: `rlr sft --config FILE key=value ...`.
 
-    `data.train` is a Problem JSONL with solutions (`rlr make-data`'s sft_train.jsonl),
-    `data.test` one with gold answers for greedy evaluation (problems_test.jsonl).
+    `data.train` holds problems with solution text (`rlr make-data`'s sft_train.jsonl, or a
+    dataset such as GSM8K or MATH in `data.format`), `data.test` problems with gold answers for
+    greedy evaluation (problems_test.jsonl); `eval.num_problems` of them are evaluated.
     """
 
     name: str = "sft"
@@ -271,17 +299,24 @@ class SFTConfig:
         require(
             bool(self.model.path or self.model.architecture), "model needs path or architecture"
         )
+        require(
+            self.data.max_test_problems is None,
+            "data.max_test_problems is not used by rlr sft: set eval.num_problems",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardModelConfig:
     """PRM or ORM training: `rlr train-prm` / `rlr train-orm --config FILE key=value ...`.
 
-    `data.train` / `data.test` are StepLabelled JSONL (`rlr make-data`'s prm_train / prm_test).
+    `data.train` / `data.test` are step-labelled solutions (`rlr make-data`'s prm_train /
+    prm_test, `rlr label-steps` output, PRM800K or Math-Shepherd files, as `data.format` says).
     `init` is usually the SFT policy directory: its trunk is kept, the score head is fresh.
-    PRM targets: `label_mode=hard` maps +1 -> 1, -1 -> 0 and a neutral 0 -> `neutral_target`;
+    Step targets: `label_mode=hard` maps +1 -> 1, -1 -> 0 and a neutral 0 -> `neutral_target`;
     `soft` reads per-step fractions in [0, 1] from each record's meta["soft_labels"]
-    (Math-Shepherd-style completion rates). ORM targets: 1 when the solution is correct.
+    (Math-Shepherd-style completion rates). PRM targets are the step targets. ORM targets: 1
+    when the solution is correct: its final answer graded against the record's gold answer,
+    or, for a record without one, every step target >= 0.5.
     """
 
     name: str = "prm"
@@ -290,7 +325,7 @@ class RewardModelConfig:
     out_dir: str = "runs/prm"
     tokenizer: str = ""
     init: ModelSpec = dataclasses.field(default_factory=lambda: ModelSpec(path=""))
-    data: DataSpec = dataclasses.field(default_factory=lambda: DataSpec(train="-"))
+    data: LabelledDataSpec = dataclasses.field(default_factory=lambda: LabelledDataSpec("-"))
     label_mode: Literal["hard", "soft"] = "hard"
     neutral_target: float = 1.0
     train: SupervisedSpec = dataclasses.field(default_factory=SupervisedSpec)
@@ -304,6 +339,10 @@ class RewardModelConfig:
         require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
         require(self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate only at the end)")
         require(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        require(
+            self.max_eval_records is None or self.max_eval_records >= 1,
+            f"max_eval_records must be >= 1 (or null: all); got {self.max_eval_records}",
+        )
 
 
 # The reward variants of the paper's ablation: name -> PPO config overrides.
@@ -374,6 +413,13 @@ class ReproduceConfig:
 
     def __post_init__(self):
         require(self.seeds >= 1, f"seeds must be >= 1; got {self.seeds}")
+        variant_keys = {key for overrides in REWARD_VARIANTS.values() for key in overrides}
+        clash = sorted(variant_keys & set(self.ppo.overrides))
+        require(
+            not clash,
+            f"ppo.overrides sets {', '.join(clash)}, which every reward variant sets itself; "
+            "choose the variants instead",
+        )
         require(bool(self.variants), "variants must name at least one reward variant")
         for variant in self.variants:
             require(

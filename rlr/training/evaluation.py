@@ -144,3 +144,35 @@ def evaluate_problems(
     return evaluate_policy(
         sampler, params, tokenizer, prompts, [p.answer for p in problems], **kwargs
     )
+
+
+def evaluate_ppo_policy(
+    sampler: Any,
+    params: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    config: Any,
+    *,
+    grader: Any,
+    key_offset: int = 0,
+) -> EvalResult:
+    """How a PPO run evaluates a policy on its held-out problems, wherever it is done
+    (PPOTrainer.evaluate during training, rlr reproduce on an exported policy).
+
+    `config` is the run's PPOConfig: its prompt style, prompt width, separators and seed, and
+    batches of rollout.chunk_rows (or the whole rollout batch) rows, so evaluation never asks
+    for more rows at once than a rollout does. The key is fold_in(key(seed + 2), key_offset).
+    """
+    roll = config.rollout
+    return evaluate_problems(
+        sampler,
+        params,
+        tokenizer,
+        problems,
+        prompt_style=config.data.prompt_style,
+        grader=grader,
+        key=jax.random.fold_in(jax.random.key(config.seed + 2), key_offset),
+        max_prompt_tokens=roll.max_prompt_tokens,
+        batch_size=roll.chunk_rows or roll.batch_size,
+        separators=config.reward.separators,
+    )

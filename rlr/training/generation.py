@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from rlr.data.steps import pad_id_of
 from rlr.sampling import Sampler
-from rlr.tokenizer import pad_id_of
 from rlr.training.batching import encode_prompts, map_in_batches
 
 

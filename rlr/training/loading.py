@@ -29,7 +29,7 @@ from rlr.models import (
     load_pretrained,
     save_pretrained,
 )
-from rlr.training.configs import ModelSpec
+from rlr.training.configs import LABELLED_FORMATS, PROBLEM_FORMATS, ModelSpec
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -42,7 +42,6 @@ TOKENIZER_FILES = (
 )
 # ModelSpec.dtype / param_dtype names -> JAX dtypes
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-PROBLEM_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
 
 # ------------------------------------------------------------------- tokenizers
@@ -52,15 +51,14 @@ def load_tokenizer(path: str | pathlib.Path, *, what: str = "tokenizer"):
     """An HF fast tokenizer from a local directory; `what` names the setting in errors."""
     from transformers import AutoTokenizer
 
-    directory = pathlib.Path(path)
-    if not path or not (directory / "tokenizer.json").is_file():
+    if not path or not (pathlib.Path(path) / "tokenizer.json").is_file():
         raise ValueError(
             f"{what} {str(path)!r} is not a directory holding tokenizer.json; "
             "make one with `rlr train-tokenizer --out DIR` and point to DIR"
         )
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(pathlib.Path(path))
     if not tokenizer.is_fast:
-        raise ValueError(f"{what} {directory} must be a fast tokenizer (tokenizer.json)")
+        raise ValueError(f"{what} {path} must be a fast tokenizer (tokenizer.json)")
     return tokenizer
 
 
@@ -124,32 +122,68 @@ def network_module(
 
 
 def load_or_init_policy(
-    spec: ModelSpec, tokenizer: Any, *, seed: int, what: str = "policy"
+    spec: ModelSpec, tokenizer: Any, *, seed: int, what: str = "policy", shardings: Any = None
 ) -> tuple[nn.Module, Any]:
-    """(Qwen2ForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`."""
+    """(Qwen2ForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`.
+
+    With `shardings` (NamedShardings shaped like the params) every parameter goes straight to
+    its shards as it is read or initialised.
+    """
     dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
     if spec.path:
         _require_dir(spec.path, _path_field(what))
-        model, params = load_pretrained(spec.path, dtype=dtype, param_dtype=param_dtype)
+        model, params = load_pretrained(
+            spec.path, dtype=dtype, param_dtype=param_dtype, shardings=shardings
+        )
         if not isinstance(model, Qwen2ForCausalLM):
             raise ValueError(
                 f"{_path_field(what)} {spec.path} holds a {type(model).__name__}, not a causal LM"
             )
-        return model.clone(remat=spec.remat), params
+        config = with_generation_eos(model.config, spec.path)
+        return model.clone(config=config, remat=spec.remat), params
     model = network_module(spec, network_config(spec, tokenizer, what=what), head="lm")
-    return model, init_params(model, jax.random.key(seed))
+    return model, init_params(model, jax.random.key(seed), shardings=shardings)
 
 
-def load_scorer(spec: ModelSpec, *, what: str = "prm") -> tuple[nn.Module, Any]:
+def with_generation_eos(config: Qwen2Config, directory: str | pathlib.Path) -> Qwen2Config:
+    """`config` with the EOS ids of the directory's generation_config.json added (HF chat
+    models list several there, e.g. `<|im_end|>` and `<|endoftext|>`), so sampling stops at
+    every one of them."""
+    import json
+
+    path = pathlib.Path(directory) / "generation_config.json"
+    if not path.is_file():
+        return config
+    try:
+        listed = json.loads(path.read_text()).get("eos_token_id")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+    ids = []
+    for value in (config.eos_token_id, listed):
+        for token in [value] if isinstance(value, int) else list(value or ()):
+            if int(token) not in ids:
+                ids.append(int(token))
+    if not ids:
+        return config
+    return dataclasses.replace(config, eos_token_id=ids[0] if len(ids) == 1 else tuple(ids))
+
+
+def load_scorer(
+    spec: ModelSpec, *, what: str = "prm", shardings: Any = None
+) -> tuple[nn.Module, Any]:
     """A PRM / ORM from an HF directory as a one-label token-classification module over its
-    {"model", "score"} params (an ORM is read at the last token by rlr.training.readouts)."""
+    {"model", "score"} params (an ORM is read at the last token by rlr.training.readouts).
+    `shardings` places each parameter straight into its shards as it is read."""
     if not spec.path:
         raise ValueError(
             f"{what} needs `path`: an HF directory written by `rlr train-prm` / `rlr train-orm`"
         )
     _require_dir(spec.path, _path_field(what))
     model, params = load_pretrained(
-        spec.path, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype]
+        spec.path,
+        dtype=DTYPES[spec.dtype],
+        param_dtype=DTYPES[spec.param_dtype],
+        shardings=shardings,
     )
     if "score" not in params:
         raise ValueError(
@@ -248,24 +282,34 @@ def load_problems(
     if fmt not in PROBLEM_FORMATS:
         raise ValueError(f"{what}: format must be one of {', '.join(PROBLEM_FORMATS)}; got {fmt!r}")
     _require_file(path, what)
+    if limit is not None and limit < 1:
+        raise ValueError(f"{what}: the number of problems to keep must be >= 1; got {limit}")
     reader = read_problems if fmt == "synthetic" else READERS[fmt]
-    problems = [p for p in reader(path).records if p.answer is not None]
-    if not problems:
-        raise ValueError(f"{what} {path}: no problems with a gold answer (format {fmt})")
+    records = reader(path).records
     if need_solution:
-        for number, problem in enumerate(problems, 1):
+        for number, problem in enumerate(records, 1):
             if not problem.solution:
                 raise ValueError(f"{path}: record {number} ({problem.id}) has no solution text")
-    return problems[:limit] if limit else problems
+    problems = [p for p in records if p.answer is not None]
+    if not problems:
+        raise ValueError(f"{what} {path}: no problems with a gold answer (format {fmt})")
+    return problems if limit is None else problems[:limit]
 
 
-def load_labelled(path: str | None, *, what: str = "data.train") -> list[StepLabelled]:
-    """Step-labelled solutions (rlr's StepLabelled JSONL, as `rlr make-data` and
-    `rlr label-steps` write them)."""
-    from rlr.data.readers import read_step_labelled
+def load_labelled(
+    path: str | None, fmt: str = "rlr", *, what: str = "data.train"
+) -> list[StepLabelled]:
+    """Step-labelled solutions: rlr's StepLabelled JSONL ("rlr", as `rlr make-data` and
+    `rlr label-steps` write it), or a PRM800K / Math-Shepherd file."""
+    from rlr.data.readers import READERS, read_step_labelled
 
+    if fmt not in LABELLED_FORMATS:
+        raise ValueError(
+            f"{what}: format must be one of {', '.join(LABELLED_FORMATS)}; got {fmt!r}"
+        )
     _require_file(path, what)
-    records = list(read_step_labelled(path))
+    reader = read_step_labelled if fmt == "rlr" else READERS[fmt]
+    records = list(reader(path))
     if not records:
         raise ValueError(f"{what} {path} holds no records")
     return records

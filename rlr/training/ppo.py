@@ -27,11 +27,11 @@ from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.steps import step_ends_from_ids
-from rlr.models import save_pretrained
 from rlr.training import loading, ppo_core
+from rlr.training.batching import EpochIterator
 from rlr.training.checkpoint import Checkpointer
 from rlr.training.configs import PPOConfig
-from rlr.training.evaluation import EvalResult, evaluate_problems, solution_stats
+from rlr.training.evaluation import EvalResult, evaluate_ppo_policy, solution_stats
 from rlr.training.generation import (
     decode_responses,
     ended_without_eos,
@@ -54,22 +54,22 @@ class PPOTrainer:
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
-        tokenizer_path = config.tokenizer or config.policy.path
-        if not tokenizer_path:
-            raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
-        self.tokenizer = loading.load_tokenizer(tokenizer_path)
-        self.setup = build_ppo(config, mesh=self.mesh, tokenizer=self.tokenizer)
-        self.models = self.setup.models
-        self.state = self.setup.state
-        self.frozen = self.setup.frozen
-        self.state_shardings = self.setup.state_shardings
-        data = config.data
+        data = config.data  # read first: a bad data file fails before any network loads
         self.train_problems = loading.load_problems(data.train, data.format, what="data.train")
         self.test_problems = []
         if data.test:
             self.test_problems = loading.load_problems(
                 data.test, data.format, what="data.test", limit=data.max_test_problems
             )
+        self.tokenizer_path = config.tokenizer or config.policy.path
+        if not self.tokenizer_path:
+            raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
+        self.tokenizer = loading.load_tokenizer(self.tokenizer_path)
+        self.setup = build_ppo(config, mesh=self.mesh, tokenizer=self.tokenizer)
+        self.models = self.setup.models
+        self.state = self.setup.state
+        self.frozen = self.setup.frozen
+        self.state_shardings = self.setup.state_shardings
         roll = config.rollout
         self.sampler = make_sampler(
             self.models.policy,
@@ -84,15 +84,13 @@ class PPOTrainer:
     # ----------------------------------------------------------------- data
 
     def prompts_for(self, iteration: int) -> list[Any]:
-        """The iteration's problems: a per-epoch permutation of the training set (by seed)."""
+        """The iteration's problems: the next prompts_per_iteration indices of an EpochIterator
+        over the training set (a permutation per epoch, drawn from (seed, epoch))."""
         n = len(self.train_problems)
         per = self.config.rollout.prompts_per_iteration
-        chosen = []
-        for g in range(iteration * per, (iteration + 1) * per):
-            epoch, index = divmod(g, n)
-            order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
-            chosen.append(self.train_problems[order[index]])
-        return chosen
+        epoch, index = divmod(iteration * per, n)
+        order = EpochIterator(n, batch_size=per, seed=self.config.seed, epoch=epoch, index=index)
+        return [self.train_problems[i] for i in next(order)]
 
     def prompt_text(self, problem: Any) -> str:
         """The policy's prompt for a problem (data.prompt_style)."""
@@ -159,6 +157,8 @@ class PPOTrainer:
         return rollout, info
 
     def _chunks(self) -> list[tuple[int, int]]:
+        # Exact row slices of the device-resident, sharded rollout (chunk_rows divides B), so
+        # scoring stays on the mesh; host-side batching (map_in_batches) would gather it.
         B = self.config.rollout.batch_size
         size = self.config.rollout.chunk_rows or B
         return [(start, start + size) for start in range(0, B, size)]
@@ -218,17 +218,14 @@ class PPOTrainer:
                 max_new_tokens=cfg.rollout.max_new_tokens,
                 temperature=temperature,
             )
-        return evaluate_problems(
+        return evaluate_ppo_policy(
             self._eval_samplers[temperature],
             self.state.params["policy"],
             self.tokenizer,
             self.test_problems,
-            prompt_style=cfg.data.prompt_style,
+            cfg,
             grader=grader,
-            key=jax.random.fold_in(jax.random.key(cfg.seed + 2), key_offset),
-            max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-            batch_size=cfg.rollout.batch_size,
-            separators=cfg.reward.separators,
+            key_offset=key_offset,
         )
 
     # ---------------------------------------------------------------------- run
@@ -294,11 +291,12 @@ class PPOTrainer:
 
     def export_policy(self, directory: str | pathlib.Path) -> pathlib.Path:
         """Writes the trained policy (and its tokenizer) as an HF directory."""
-        directory = pathlib.Path(directory)
-        params = jax.device_get(self.state.params["policy"])
-        save_pretrained(self.models.policy, params, directory)
-        self.tokenizer.save_pretrained(directory)
-        return directory
+        return loading.export_model(
+            self.models.policy,
+            self.state.params["policy"],
+            directory,
+            tokenizer_dir=self.tokenizer_path,
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,7 +46,9 @@ class PPOSetup:
     (ShapeDtypeStructs with shardings), as `build_ppo` was asked.
 
     score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
-    metrics); update(state, experience minibatch) -> (state, metrics), with the state donated.
+    metrics); update(state, experience minibatch) -> (state, metrics). `state` is the initial
+    state: update donates its argument, so after the first update the caller (PPOTrainer)
+    holds the live state and this one's buffers are gone.
     """
 
     config: PPOConfig
@@ -79,25 +81,16 @@ def build_ppo(
 
     Real mode loads the policy (or initialises it from an inline architecture, which needs
     `tokenizer` for the vocabulary), the PRM / ORM, and the critic (the policy's trunk with a
-    zero score head, or a copy of the PRM / ORM), and places them on the mesh. Abstract mode
-    reads only config.json / `architecture` shapes; `num_layers` then overrides every
-    network's depth (rlr plan compiles 1 and 2 layers and extrapolates).
+    zero score head, or a copy of the PRM / ORM). Every array goes straight to its shards
+    (shardings come from eval_shape and the rules of rlr.sharding; copies and the optimizer
+    state are made by jitted functions with those shardings), so no device holds more than its
+    share. Abstract mode reads only config.json / `architecture` shapes; `num_layers` then
+    overrides every network's depth (rlr plan compiles 1 and 2 layers and extrapolates).
     """
     if num_layers is not None and not abstract:
         raise ValueError("num_layers only applies to an abstract build (rlr plan)")
-    networks = _networks(config, tokenizer, abstract=abstract, num_layers=num_layers)
-    models = PPOModels(
-        policy=networks["policy"][0],
-        critic=networks["critic"][0],
-        prm=networks["prm"][0] if "prm" in networks else None,
-        orm=networks["orm"][0] if "orm" in networks else None,
-    )
-    trainable = {name: networks[name][1] for name in TRAINABLE}
-    frozen = {name: params for name, (_, params) in networks.items() if name not in TRAINABLE}
-    shardings = {name: param_shardings(module, mesh) for name, (module, _) in networks.items()}
-    param_shard = {name: shardings[name] for name in TRAINABLE}
-    frozen_shard = {name: shardings[name] for name in frozen}
-
+    modules = _modules(config, tokenizer, num_layers=num_layers)
+    shardings = {name: param_shardings(module, mesh) for name, module in modules.items()}
     spec = config.ppo
     tx = make_ppo_optimizer(
         policy_lr=spec.policy_lr,
@@ -106,15 +99,30 @@ def build_ppo(
         max_grad_norm=spec.max_grad_norm,
         warmup_steps=spec.warmup_steps,
     )
-    state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
+    param_shard = {name: shardings[name] for name in TRAINABLE}
+    frozen_shard = {name: shardings[name] for name in modules if name not in TRAINABLE}
     if abstract:
+        params = {name: abstract_params(module) for name, module in modules.items()}
+        trainable = {name: params[name] for name in TRAINABLE}
+        state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
         state = _with_shardings(
             jax.eval_shape(functools.partial(init_train_state, tx=tx), trainable), state_shard
         )
-        frozen = _with_shardings(frozen, frozen_shard)
+        frozen = _with_shardings({name: params[name] for name in frozen_shard}, frozen_shard)
     else:
-        state = jax.device_put(init_train_state(trainable, tx), state_shard)
-        frozen = jax.device_put(frozen, frozen_shard)
+        modules, params = _load(config, tokenizer, modules, shardings)
+        trainable = {name: params[name] for name in TRAINABLE}
+        state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
+        init = functools.partial(init_train_state, tx=tx)
+        with jax.set_mesh(mesh):
+            state = jax.jit(init, out_shardings=state_shard)(trainable)
+        frozen = {name: params[name] for name in frozen_shard}
+    models = PPOModels(
+        policy=modules["policy"],
+        critic=modules["critic"],
+        prm=modules.get("prm"),
+        orm=modules.get("orm"),
+    )
 
     score = jax.jit(
         functools.partial(score_rollout, models), in_shardings=(param_shard, frozen_shard, None)
@@ -197,51 +205,70 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
     return rollout, experience
 
 
-def _networks(
-    config: PPOConfig, tokenizer: Any, *, abstract: bool, num_layers: int | None
-) -> dict[str, tuple[nn.Module, Any]]:
-    """name -> (module, params) for policy, reference, critic and each configured PRM / ORM."""
+def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> dict[str, nn.Module]:
+    """name -> Flax module for policy, reference, critic and each configured PRM / ORM, from
+    config.json / `architecture` alone (no weights are read)."""
 
-    def load(spec: ModelSpec, what: str, head: str) -> tuple[nn.Module, Any]:
-        if abstract:
-            network = loading.network_config(spec, tokenizer, what=what, num_layers=num_layers)
-            module = loading.network_module(spec, network, head=head)
-            return module, abstract_params(module)
-        if head == "lm":
-            return loading.load_or_init_policy(spec, tokenizer, seed=config.seed, what=what)
-        return loading.load_scorer(spec, what=what)
+    def module(spec: ModelSpec, what: str, head: str) -> nn.Module:
+        network = loading.network_config(spec, tokenizer, what=what, num_layers=num_layers)
+        return loading.network_module(spec, network, head=head)
 
-    networks = {"policy": load(config.policy, "policy", "lm")}
-    policy, policy_params = networks["policy"]
-    networks["reference"] = (policy, _copy(policy_params))
+    modules = {"policy": module(config.policy, "policy", "lm")}
+    modules["reference"] = modules["policy"]
     for name in ("prm", "orm"):
         spec = getattr(config, name)
         if spec is not None:
-            networks[name] = load(spec, name, "score")
-    init = config.ppo.critic_init
-    if init == "policy":
-        critic = Qwen2ForTokenClassification(
+            modules[name] = module(spec, name, "score")
+    if config.ppo.critic_init == "policy":
+        policy = modules["policy"]
+        modules["critic"] = Qwen2ForTokenClassification(
             policy.config,
             num_labels=1,
             dtype=policy.dtype,
             param_dtype=policy.param_dtype,
             remat=config.policy.remat,
         )
-        # The policy's trunk and a zero score head (V = 0 everywhere at the start); the head's
-        # shape comes from eval_shape, so no throw-away critic is initialised.
-        head = abstract_params(critic)["score"]
-        if not abstract:
-            head = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), head)
-        networks["critic"] = (critic, {"model": _copy(policy_params["model"]), "score": head})
     else:
-        module, params = networks[init]
-        networks["critic"] = (module, _copy(params))
-    return networks
+        modules["critic"] = modules[config.ppo.critic_init]
+    return modules
 
 
-def _copy(tree: Any) -> Any:
+def _load(
+    config: PPOConfig, tokenizer: Any, modules: dict[str, nn.Module], shardings: dict[str, Any]
+) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """Real parameters of every network, each written straight into its shards."""
+    modules = dict(modules)
+    policy, policy_params = loading.load_or_init_policy(
+        config.policy, tokenizer, seed=config.seed, shardings=shardings["policy"]
+    )
+    modules["policy"] = modules["reference"] = policy  # with the checkpoint's EOS ids
+    params = {"policy": policy_params}
+    params["reference"] = _sharded_copy(policy_params, shardings["reference"])
+    for name in ("prm", "orm"):
+        if name in modules:
+            modules[name], params[name] = loading.load_scorer(
+                getattr(config, name), what=name, shardings=shardings[name]
+            )
+    init = config.ppo.critic_init
+    if init == "policy":
+        # The policy's trunk and a zero score head: V = 0 everywhere at the start.
+        head = jax.jit(
+            lambda: jax.tree.map(
+                lambda x: jnp.zeros(x.shape, x.dtype), abstract_params(modules["critic"])["score"]
+            ),
+            out_shardings=shardings["critic"]["score"],
+        )()
+        trunk = _sharded_copy(policy_params["model"], shardings["critic"]["model"])
+        params["critic"] = {"model": trunk, "score": head}
+    else:
+        modules["critic"] = modules[init]
+        params["critic"] = _sharded_copy(params[init], shardings["critic"])
+    return modules, params
+
+
+def _sharded_copy(tree: Any, shardings: Any) -> Any:
     # Frozen and trainable copies must never share buffers: the train state is donated.
-    return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jnp.array(x), tree)
+    return jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=shardings)(tree)
 
 
 def _with_shardings(tree: Any, shardings: Any) -> Any:

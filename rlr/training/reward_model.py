@@ -146,14 +146,18 @@ def step_targets_of(record: StepLabelled, *, label_mode: str, neutral_target: fl
     return [float(x) for x in soft]
 
 
-def solutions_correct(records: Sequence[StepLabelled]) -> np.ndarray:  # [B] bool
+def solutions_correct(
+    records: Sequence[StepLabelled], step_targets: Sequence[Sequence[float]]
+) -> np.ndarray:  # [B] bool
     """Whether each labelled solution is right: its final answer (rlr.grading.extract_answer
     of the joined steps) graded against the record's gold answer; a record without a gold
-    answer is right when all of its steps are labelled good."""
+    answer is right when every one of its step targets (step_targets_of) is >= 0.5."""
     from rlr.grading import Grader
 
+    if len(records) != len(step_targets):
+        raise ValueError(f"{len(records)} records but {len(step_targets)} rows of step targets")
     graded = [i for i, r in enumerate(records) if r.gold_answer is not None]
-    out = np.asarray([all(label > 0 for label in r.labels) for r in records], bool)
+    out = np.asarray([all(t >= 0.5 for t in row) for row in step_targets], bool)
     if graded:
         with Grader(num_workers=0) as grader:
             verdicts = grader.grade_responses(
@@ -201,7 +205,7 @@ def encode_labelled(
     if config.kind == "prm":
         rows["targets"] = step_targets
     else:
-        rows["targets"] = solutions_correct(records).astype(np.float32)
+        rows["targets"] = solutions_correct(records, per_step).astype(np.float32)
     return rows
 
 
@@ -277,7 +281,7 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     tokenizer = loading.load_tokenizer(config.tokenizer)
     spec = config.train
     train_rows = encode_labelled(
-        loading.load_labelled(config.data.train, what="data.train"),
+        loading.load_labelled(config.data.train, config.data.format, what="data.train"),
         tokenizer,
         config,
         source=config.data.train,
@@ -285,7 +289,7 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     batching.warn_truncated(train_rows, config.data.train, prefix="train.")
     test_rows = None
     if config.data.test:
-        test = loading.load_labelled(config.data.test, what="data.test")
+        test = loading.load_labelled(config.data.test, config.data.format, what="data.test")
         test_rows = encode_labelled(
             test[: config.max_eval_records], tokenizer, config, source=config.data.test
         )

@@ -98,21 +98,17 @@ def make_evaluator(
 
 def run_sft(config: SFTConfig) -> dict[str, Any]:
     """Trains, evaluates and exports the policy of `config`; returns a summary dict."""
+    data = config.data
+    tokenizer = loading.load_tokenizer(config.tokenizer)
+    train = loading.load_problems(data.train, data.format, what="data.train", need_solution=True)
+    test = []
+    if data.test and config.eval.num_problems:
+        test = loading.load_problems(
+            data.test, data.format, what="data.test", limit=config.eval.num_problems
+        )
     out_dir = pathlib.Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
-    if config.data.format != "synthetic":
-        raise ValueError(
-            f"data.format={config.data.format!r}: rlr sft trains on rlr Problem JSONL "
-            "(format: synthetic), as written by `rlr make-data`"
-        )
-    tokenizer = loading.load_tokenizer(config.tokenizer)
-    train = loading.load_problems(config.data.train, what="data.train", need_solution=True)
-    test = []
-    if config.data.test and config.eval.num_problems:
-        test = loading.load_problems(
-            config.data.test, what="data.test", limit=config.eval.num_problems
-        )
     spec = config.train
     style = config.data.prompt_style
     rows = batching.encode_rows(
