@@ -1,4 +1,5 @@
-"""Shared test fixtures: the real public data committed in tests/data."""
+"""Shared test fixtures: the real public data committed in tests/data; and the session's smoke
+reproduction, started in the background as soon as a collected test reads it."""
 
 from __future__ import annotations
 
@@ -17,3 +18,17 @@ REAL_DATA = REPO_ROOT / "tests" / "data"
 def real_data() -> pathlib.Path:
     """tests/data: GSM8K test split, GSM8K model solutions and MATH500 (see its README)."""
     return REAL_DATA
+
+
+# Tests that read the session's smoke reproduction (tests/smoke_run.py).
+SMOKE_READERS = (
+    "tests/test_reproduce.py::",
+    "tests/test_notebooks.py::test_notebook_runs[reproduction",
+)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.nodeid.startswith(SMOKE_READERS) for item in session.items):
+        from smoke_run import start_smoke_run
+
+        start_smoke_run()

@@ -2,8 +2,10 @@
 
 It runs from a plain (non-editable) install of rlr in a temporary folder, started from another
 temporary folder, so it also shows that the shipped configs travel with the package and that
-nothing reads the checkout. Under pytest-xdist the workers of one run share the install and
-the results: the first worker to ask builds them under a file lock, the others wait and read.
+nothing reads the checkout. It starts in the background as soon as the session has collected
+a test that reads it (tests/conftest.py), so it overlaps the rest of the suite. Under
+pytest-xdist the workers of one run share the install and the results through file locks:
+the first worker starts the run, every reader waits for its exit code.
 """
 
 from __future__ import annotations
@@ -17,13 +19,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# Runs the reproduction, then writes its exit code beside the log (what readers wait for).
 RUN = (
-    "import sys, rlr, rlr.cli\n"
+    "import pathlib, sys, rlr, rlr.cli\n"
     "print('rlr imported from', rlr.__file__, flush=True)\n"
-    "sys.exit(rlr.cli.main(sys.argv[1:]))\n"
+    "code = 1\n"
+    "try:\n"
+    "    code = rlr.cli.main(sys.argv[2:])\n"
+    "finally:\n"
+    "    pathlib.Path(sys.argv[1]).write_text(str(code))\n"
+    "sys.exit(code)\n"
 )
+TIMEOUT_S = 1800
 
 
 @functools.cache
@@ -69,27 +79,57 @@ def installed_rlr() -> pathlib.Path:
     return target
 
 
-def smoke_results() -> pathlib.Path:
-    """Runs the smoke preset once per test run and returns its output directory (log.txt, the
-    command's output, sits beside it)."""
+def _work() -> pathlib.Path:
+    return _session_root() / "smoke"
+
+
+def start_smoke_run() -> None:
+    """Starts the smoke reproduction in the background, unless this run already did."""
     site = installed_rlr()
-    work = _session_root() / "smoke"
-    out = work / "reproduce"
+    work = _work()
     with _locked("smoke"):
-        if (out / "results.json").is_file():
-            return out
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, "reproduce", "--preset", "smoke", "--out", str(out)],
+        if (work / "started").exists():
+            return
+        work.mkdir(exist_ok=True)
+        (work / "started").write_text(str(time.time()))
+        log = open(work / "log.txt", "w")  # noqa: SIM115 - the child writes it until it exits
+        child = subprocess.Popen(
+            [sys.executable, "-c", RUN, str(work / "exit_code")]
+            + ["reproduce", "--preset", "smoke", "--out", str(work / "reproduce")],
             cwd=work,
             env={**os.environ, "PYTHONPATH": str(site)},
-            capture_output=True,
-            text=True,
-            timeout=1800,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        (work / "log.txt").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            log = (proc.stdout + proc.stderr)[-4000:]
-            raise RuntimeError(f"the smoke reproduction failed:\n{log}")
-    return out
+        log.close()
+        (work / "pid").write_text(str(child.pid))
+
+
+def smoke_results() -> pathlib.Path:
+    """Waits for the session's smoke reproduction (starting it if nobody has) and returns its
+    output directory; log.txt, the command's output, sits beside it."""
+    start_smoke_run()
+    work = _work()
+    deadline = time.time() + TIMEOUT_S
+    while not (work / "exit_code").exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"the smoke reproduction ran over {TIMEOUT_S} s; see {work}")
+        if not _alive(int((work / "pid").read_text())) and not (work / "exit_code").exists():
+            log = (work / "log.txt").read_text()[-4000:]
+            raise RuntimeError(f"the smoke reproduction died without an exit code:\n{log}")
+        time.sleep(0.5)
+    code = (work / "exit_code").read_text().strip()
+    if code != "0":
+        log = (work / "log.txt").read_text()[-4000:]
+        raise RuntimeError(f"the smoke reproduction failed (exit {code}):\n{log}")
+    return work / "reproduce"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
