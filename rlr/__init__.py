@@ -15,7 +15,10 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "gae_advantages": "rlr.advantages",
+    "group_outcome_advantages": "rlr.advantages",
+    "group_process_advantages": "rlr.advantages",
     "masked_whiten": "rlr.advantages",
+    "aggregate_token_losses": "rlr.losses",
     "entropy_from_logits": "rlr.losses",
     "masked_mean": "rlr.losses",
     "masked_sum": "rlr.losses",

@@ -1,8 +1,10 @@
-"""Generalised advantage estimation over token rewards, and masked whitening.
+"""Advantages: GAE over token rewards (with a critic), masked whitening, and the critic-free
+group-relative advantages of GRPO, Dr. GRPO and RLOO.
 
 Time convention (docs/design.md section 2): reward t is received after emitting token t; `mask`
 marks the response tokens, a prefix of each row. After the last valid token the episode ends
 and the next value is 0, unless the row was truncated and a bootstrap value is given.
+Group-relative functions take G samples of each of P prompts as [P, G, ...] arrays.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from rlr.losses import check_floating, check_shapes, masked_mean, masked_var
-from rlr.rewards import last_token_onehot
+from rlr.rewards import last_token_onehot, place_at_tokens
+
+GROUP_SCALES = ("std", "none")
 
 
 def discounted_reverse_cumsum(
@@ -116,3 +120,95 @@ def masked_whiten(
     if not shift_mean:
         out = out + mean
     return jnp.where(mask.astype(bool), out, 0.0)
+
+
+def _check_group(fn_name: str, group_size: int, scale: str) -> None:
+    if scale not in GROUP_SCALES:
+        raise ValueError(
+            f"{fn_name}: scale must be one of {', '.join(GROUP_SCALES)}; got {scale!r}"
+        )
+    if group_size < 2:
+        raise ValueError(
+            f"{fn_name}: a group needs G >= 2 samples of each prompt to compare; got G={group_size}"
+        )
+
+
+def group_outcome_advantages(
+    rewards: chex.Array,  # [P, G] outcome reward of sample g of prompt p
+    *,
+    scale: str = "std",
+    leave_one_out: bool = False,
+    eps: float = 1e-6,
+) -> chex.Array:  # [P, G] float32
+    """Critic-free advantages of whole samples, relative to the other samples of their prompt.
+
+    scale="std": (r - mean_g r) / (std_g r + eps), the sample std (ddof=1), as GRPO;
+    scale="none": r - mean_g r, as Dr. GRPO; leave_one_out=True uses the mean of the *other*
+    samples as the baseline, r_i - mean_{j != i} r_j (RLOO), before any scaling. A group whose
+    rewards are all equal gets 0 (never NaN). G < 2 is a ValueError.
+    """
+    sizes = check_shapes("group_outcome_advantages", rewards=(rewards, "PG"))
+    check_floating("group_outcome_advantages", rewards=rewards)
+    _check_group("group_outcome_advantages", sizes["G"], scale)
+    r = rewards.astype(jnp.float32)
+    group = sizes["G"]
+    advantages = r - jnp.mean(r, axis=1, keepdims=True)
+    if leave_one_out:  # r_i - (sum - r_i) / (G - 1) = G / (G - 1) * (r_i - mean)
+        advantages = advantages * (group / (group - 1))
+    if scale == "std":
+        advantages = advantages / (jnp.std(r, axis=1, ddof=1, keepdims=True) + eps)
+    # Exactly 0 for equal rewards: rounding in the mean must not be divided by eps.
+    constant = jnp.max(r, axis=1, keepdims=True) == jnp.min(r, axis=1, keepdims=True)
+    return jnp.where(constant, 0.0, advantages)
+
+
+def group_process_advantages(
+    step_rewards: chex.Array,  # [P, G, K] reward of each step (e.g. shaped PRM scores)
+    step_mask: chex.Array,  # [P, G, K] 1 for real steps, a prefix of each row
+    step_end: chex.Array,  # [P, G, K] int, response index of each step's last token
+    mask: chex.Array,  # [P, G, T] response tokens, a prefix of each row
+    *,
+    scale: str = "std",
+    center: bool = True,
+    eps: float = 1e-6,
+) -> chex.Array:  # [P, G, T] float32, 0 on padding
+    """Process supervision without a critic (DeepSeekMath): every real step reward of a
+    prompt's group is normalised by the mean and std (ddof=1) of all real step rewards in that
+    group, and the advantage of token t is the sum of the normalised rewards of the steps whose
+    step_end >= t.
+
+    scale="none" only subtracts the group mean. center=False skips the mean and only divides
+    by the std, which keeps every reward's sign: step rewards that are all <= 0 (Clip) stay
+    <= 0, and Delta's sums still telescope, so padding cannot earn advantage. A group with at
+    most one real step, or equal step rewards, gets 0. G < 2 is a ValueError.
+    """
+    sizes = check_shapes(
+        "group_process_advantages",
+        step_rewards=(step_rewards, "PGK"),
+        step_mask=(step_mask, "PGK"),
+        step_end=(step_end, "PGK"),
+        mask=(mask, "PGT"),
+    )
+    check_floating("group_process_advantages", step_rewards=step_rewards)
+    _check_group("group_process_advantages", sizes["G"], scale)
+    P, G, K, T = sizes["P"], sizes["G"], sizes["K"], sizes["T"]
+    real = step_mask.astype(bool)
+    r = jnp.where(real, step_rewards.astype(jnp.float32), 0.0)
+    mean = masked_mean(r, real, axis=(1, 2))[:, None, None]
+    std = jnp.sqrt(masked_var(r, real, axis=(1, 2), unbiased=True))[:, None, None]
+    normalised = r - mean if center else r
+    if scale == "std":
+        normalised = normalised / (std + eps)
+    # A group whose real steps all have one value (or with at most one real step) carries
+    # no relative signal: exactly 0, whatever rounding the mean left.
+    highest = jnp.max(jnp.where(real, r, -jnp.inf), axis=(1, 2))[:, None, None]
+    lowest = jnp.min(jnp.where(real, r, jnp.inf), axis=(1, 2))[:, None, None]
+    normalised = jnp.where(real & (highest > lowest), normalised, 0.0)
+    at_tokens = place_at_tokens(
+        normalised.reshape(P * G, K),
+        step_end.reshape(P * G, K).astype(jnp.int32),
+        real.reshape(P * G, K),
+        num_tokens=T,
+    )
+    to_go = jnp.flip(jnp.cumsum(jnp.flip(at_tokens, axis=1), axis=1), axis=1)
+    return jnp.where(mask.astype(bool), to_go.reshape(P, G, T), 0.0)

@@ -169,12 +169,19 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of success,orm,prm_raw,prm_clip,prm_delta,prm_clip_delta",
     )
     parser.add_argument(
+        "--algorithm",
+        default=None,
+        help="comma-separated RL algorithms to run every variant under: ppo (default), grpo, "
+        "dr_grpo, rloo; results_<algorithm>.md for each one but ppo",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides, e.g. task.num_test=100"
     )
 
 
 def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """`--preset P` means `--config reproduce_P`; --out / --seeds / --variants are overrides."""
+    """`--preset P` means `--config reproduce_P`; --out, --seeds, --variants and --algorithm
+    are overrides."""
     overrides = list(args.overrides)
     if args.out is not None:
         overrides.append(f"out_dir={json.dumps(args.out)}")  # quoted: a path is a string
@@ -183,6 +190,9 @@ def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
     if args.variants:
         chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
         overrides.append(f"variants=[{','.join(chosen)}]")
+    if args.algorithm:
+        chosen = [a.strip() for a in args.algorithm.split(",") if a.strip()]
+        overrides.append(f"algorithms=[{','.join(chosen)}]")
     return args.config or f"reproduce_{args.preset}", overrides
 
 

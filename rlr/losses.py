@@ -1,4 +1,5 @@
-"""Masked reductions and the PPO losses: policy (clipped ratio), value (clipped), entropy.
+"""Masked reductions and the PPO losses: policy (clipped ratio, with a choice of how tokens
+are aggregated), value (clipped), entropy.
 
 All reductions over tokens are masked means, sum / count over the valid tokens of the whole
 batch, never a mean over padding; a mask with no valid token gives 0, not NaN.
@@ -116,6 +117,36 @@ def masked_var(
     return jnp.where(denom > 0, sq / jnp.maximum(denom, 1.0), 0.0)
 
 
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum")
+
+
+def aggregate_token_losses(
+    losses: chex.Array,  # [B, T] per-token loss
+    mask: chex.Array,  # [B, T] 1 on response tokens
+    *,
+    aggregation: str = "token_mean",
+) -> chex.Array:  # []
+    """One loss from per-token losses.
+
+    token_mean: sum / count over every valid token of the batch (long responses weigh more);
+    sequence_mean: each row's token mean, then the mean over rows with a valid token (GRPO);
+    token_sum: the sum over valid tokens divided by the constant B * T, T the generation budget,
+    so no response's tokens are weighted by its length (Dr. GRPO).
+    """
+    check_shapes("aggregate_token_losses", losses=(losses, "BT"), mask=(mask, "BT"))
+    if aggregation == "token_mean":
+        return masked_mean(losses, mask)
+    if aggregation == "sequence_mean":
+        per_row = masked_mean(losses, mask, axis=1)
+        has_tokens = jnp.any(mask.astype(bool), axis=1)
+        return masked_mean(per_row, has_tokens)
+    if aggregation == "token_sum":
+        return masked_sum(losses, mask) / (losses.shape[0] * losses.shape[1])
+    raise ValueError(
+        f"aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}; got {aggregation!r}"
+    )
+
+
 def ppo_policy_loss(
     logp: chex.Array,  # [B, T] log pi(a_t | s_t) under the current policy
     old_logp: chex.Array,  # [B, T] the same under the policy that sampled the batch
@@ -123,8 +154,10 @@ def ppo_policy_loss(
     mask: chex.Array,  # [B, T] 1 on response tokens
     *,
     clip_eps: float = 0.2,
+    aggregation: str = "token_mean",
 ) -> tuple[chex.Array, dict[str, chex.Array]]:  # loss [], metrics of []
-    """PPO clipped surrogate: mean over valid tokens of max(-A r, -A clip(r, 1-eps, 1+eps)).
+    """PPO clipped surrogate max(-A r, -A clip(r, 1-eps, 1+eps)) per token, aggregated over
+    tokens as `aggregation` says (aggregate_token_losses; default the mean over valid tokens).
 
     r = exp(logp - old_logp). Gradients flow through logp only. Metrics: clip_fraction (tokens
     where the clipped term was the larger), approx_kl (Schulman's k3, (r - 1) - log r) and
@@ -143,7 +176,7 @@ def ppo_policy_loss(
     ratio = jnp.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(jnp.maximum(unclipped, clipped), mask)
+    loss = aggregate_token_losses(jnp.maximum(unclipped, clipped), mask, aggregation=aggregation)
     metrics = {
         "clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
         "approx_kl": masked_mean(jax.lax.stop_gradient((ratio - 1.0) - log_ratio), mask),

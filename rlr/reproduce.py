@@ -243,17 +243,20 @@ class Reproduction:
         argv = self.reward_model_arguments(kind)
         return self.stage(path, argv, produces=path / "model" / "config.json")
 
-    def ppo_arguments(self, variant: str, seed: int) -> list[str]:
-        """`rlr ppo` arguments of one variant and seed. The variant's reward settings come
-        last (ReproduceConfig forbids them in ppo.overrides), so a variant is what it says."""
+    def ppo_arguments(self, variant: str, seed: int, algorithm: str = "ppo") -> list[str]:
+        """`rlr ppo` arguments of one variant, seed and algorithm. The variant's reward
+        settings come last (ReproduceConfig forbids them in ppo.overrides), so a variant is
+        what it says."""
         stage = self.config.ppo
+        directory = self.variant_dir(variant, seed, algorithm)
         return [
             "ppo",
             "--config",
             stage.config,
-            f"name={variant}",
+            f"name={variant if algorithm == 'ppo' else f'{algorithm}_{variant}'}",
+            f"algorithm={algorithm}",
             f"seed={seed}",
-            f"out_dir={self.variant_dir(variant, seed)}",
+            f"out_dir={directory}",
             f"tokenizer={self.path('tokenizer')}",
             f"policy.path={self.path('sft', 'model')}",
             f"prm.path={self.path('prm', 'model')}",
@@ -263,28 +266,28 @@ class Reproduction:
             *stage_overrides(stage),
             *(_override(k, v) for k, v in VARIANTS[variant].items()),
             "--export",
-            str(self.variant_dir(variant, seed) / "model"),
+            str(directory / "model"),
         ]
 
-    def ppo_config(self, variant: str, seed: int) -> Any:
-        """The resolved PPOConfig of one variant and seed (what `rlr ppo` runs with)."""
-        return _command_config(self.ppo_arguments(variant, seed))
+    def ppo_config(self, variant: str, seed: int, algorithm: str = "ppo") -> Any:
+        """The resolved PPOConfig of one run (what `rlr ppo` runs with)."""
+        return _command_config(self.ppo_arguments(variant, seed, algorithm))
 
-    def variant_dir(self, variant: str, seed: int) -> pathlib.Path:
-        """Where one variant and seed trains: ppo/VARIANT (ppo/VARIANT_seedN with seeds)."""
-        return variant_dir(self.out, variant, seed, self.seeds)
+    def variant_dir(self, variant: str, seed: int, algorithm: str = "ppo") -> pathlib.Path:
+        """Where one run trains: ALGORITHM/VARIANT (ALGORITHM/VARIANT_seedN with seeds)."""
+        return variant_dir(self.out, variant, seed, self.seeds, algorithm)
 
-    def ppo(self, variant: str, seed: int) -> dict[str, Any]:
-        """One PPO run, then its exported policy evaluated greedily and at temperature 1."""
-        path = self.variant_dir(variant, seed)
-        argv = self.ppo_arguments(variant, seed)
+    def ppo(self, variant: str, seed: int, algorithm: str = "ppo") -> dict[str, Any]:
+        """One RL run, then its exported policy evaluated greedily and at temperature 1."""
+        path = self.variant_dir(variant, seed, algorithm)
+        argv = self.ppo_arguments(variant, seed, algorithm)
 
         def train_and_evaluate() -> dict[str, Any]:
             self.command(argv)  # resumes from the run's checkpoints, if any
             summary = _read_json(path / "summary.json")
             if summary.get("preempted"):
                 return summary
-            return evaluate_policy_dir(path / "model", self.ppo_config(variant, seed))
+            return evaluate_policy_dir(path / "model", self.ppo_config(variant, seed, algorithm))
 
         model = path / "model" / "config.json"
         return self.stage(path, argv, produces=model, action=train_and_evaluate)
@@ -302,14 +305,17 @@ class Reproduction:
         _command_config(self.sft_arguments())
         for kind in ("prm", "orm"):
             _command_config(self.reward_model_arguments(kind))
-        for variant in self.variants:
-            for seed in range(self.seeds):
-                self.ppo_config(variant, seed)
+        for algorithm in self.config.algorithms:
+            for variant in self.variants:
+                for seed in range(self.seeds):
+                    self.ppo_config(variant, seed, algorithm)
 
     # --------------------------------------------------------------------- all
 
     def run(self) -> dict[str, Any]:
-        """Every stage, then results.json, results.md and curves.png. Returns the results."""
+        """Every stage, then results.json, results.md and curves.png (results_<algorithm>.*
+        and curves_<algorithm>.png for each algorithm besides ppo). Returns the results of
+        the first algorithm."""
         from rlr.config import dump_config
 
         start = time.time()
@@ -329,19 +335,30 @@ class Reproduction:
             with _Timed(self.out, name):
                 result = stage()
         sft_result = result
+        results = {}
+        for algorithm in self.config.algorithms:
+            results[algorithm] = self.run_algorithm(algorithm, sft_result, start)
+        return results[self.config.algorithms[0]]
+
+    def run_algorithm(
+        self, algorithm: str, sft_result: dict[str, Any], start: float
+    ) -> dict[str, Any]:
+        """Every variant and seed under one algorithm; writes its results files and curves."""
         # The raw PRM (where hacking shows) and Clip-Delta run first, so their curves can be
         # read while the other variants train; results keep the table order.
         first = [v for v in ("prm_raw", "prm_clip_delta") if v in self.variants]
         runs = {}
         for variant in first + [v for v in self.variants if v not in first]:
-            with _Timed(self.out, f"ppo/{variant}"):
-                runs[variant] = [self.ppo(variant, seed) for seed in range(self.seeds)]
+            with _Timed(self.out, f"{algorithm}/{variant}"):
+                runs[variant] = [self.ppo(variant, s, algorithm) for s in range(self.seeds)]
         runs = {v: runs[v] for v in self.variants}
         results = self.collect(sft_result, runs, wall_time_s=time.time() - start)
-        (self.out / "results.json").write_text(json.dumps(results, indent=2))
-        (self.out / "results.md").write_text(results_markdown(results))
-        plot_curves(self.out, self.variants, self.seeds)
-        _log(f"done in {results['wall_time_s'] / 60:.1f} min: {self.out / 'results.md'}")
+        results["algorithm"] = algorithm
+        suffix = "" if algorithm == "ppo" else f"_{algorithm}"
+        (self.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
+        (self.out / f"results{suffix}.md").write_text(results_markdown(results))
+        plot_curves(self.out, self.variants, self.seeds, algorithm=algorithm)
+        _log(f"{algorithm} done after {results['wall_time_s'] / 60:.1f} min: results{suffix}.md")
         return results
 
     def collect(
@@ -379,9 +396,12 @@ class Reproduction:
         }
 
 
-def variant_dir(out: pathlib.Path, variant: str, seed: int, seeds: int) -> pathlib.Path:
-    """ppo/VARIANT under `out`, or ppo/VARIANT_seedN when a reproduction runs several seeds."""
-    return out / "ppo" / (variant if seeds == 1 else f"{variant}_seed{seed}")
+def variant_dir(
+    out: pathlib.Path, variant: str, seed: int, seeds: int, algorithm: str = "ppo"
+) -> pathlib.Path:
+    """ALGORITHM/VARIANT under `out` (ppo/prm_raw, grpo/prm_raw, ...), or
+    ALGORITHM/VARIANT_seedN when a reproduction runs several seeds."""
+    return out / algorithm / (variant if seeds == 1 else f"{variant}_seed{seed}")
 
 
 def _command_config(argv: list[str]) -> Any:
@@ -468,7 +488,8 @@ def results_markdown(results: dict[str, Any]) -> str:
 
     total = results.get("total_stage_seconds", results["wall_time_s"])
     lines = [
-        f"rlr reproduction, preset `{results['preset']}`, seeds {results['seeds']}, "
+        f"rlr reproduction, preset `{results['preset']}`, "
+        f"algorithm {results.get('algorithm', 'ppo')}, seeds {results['seeds']}, "
         f"{results['date']}, wall time {total / 60:.1f} min (all stages)",
         "",
         "| reward | greedy acc. % | sampling acc. % | steps / solution | filler-step fraction "
@@ -497,8 +518,11 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathlib.Path:
-    """curves.png: rollout accuracy, steps per solution and PRM return per PPO iteration."""
+def plot_curves(
+    out: pathlib.Path, variants: Sequence[str], seeds: int, *, algorithm: str = "ppo"
+) -> pathlib.Path:
+    """curves.png (curves_<algorithm>.png besides ppo): rollout accuracy, steps per solution
+    and PRM return per iteration of every variant, with a band over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -515,7 +539,7 @@ def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathl
     for variant in variants:
         curves = []
         for seed in range(seeds):
-            directory = variant_dir(out, variant, seed, seeds)
+            directory = variant_dir(out, variant, seed, seeds, algorithm)
             if (directory / "metrics.jsonl").exists():
                 curves.append(read_metrics(directory))
         if not curves:
@@ -529,10 +553,10 @@ def plot_curves(out: pathlib.Path, variants: Sequence[str], seeds: int) -> pathl
                 std = np.nanstd(values, axis=0)
                 ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             ax.set_title(title)
-            ax.set_xlabel("PPO iteration")
+            ax.set_xlabel(f"{algorithm.upper()} iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = out / "curves.png"
+    path = out / ("curves.png" if algorithm == "ppo" else f"curves_{algorithm}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

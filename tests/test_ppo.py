@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import signal
 import subprocess
@@ -166,6 +167,7 @@ def _variant_configs(assets, out):
         )
         yield name, tiny_config(assets, out / name, reward=reward, **both)
     yield "no_prm_orm", tiny_config(assets, out / "bare", prm=None, reward=RewardSpec())
+    yield "grpo", tiny_config(assets, out / "grpo", algorithm="grpo", **both)
     yield "critic_from_prm", tiny_config(assets, out / "c", ppo=PPOSpec(critic_init="prm"))
 
 
@@ -181,6 +183,7 @@ def test_plan_counts_the_parameters_the_trainer_holds(assets, tmp_path):
         assert ("prm" in want) == (config.prm is not None) and ("orm" in want) == (
             config.orm is not None
         ), name
+        assert ("critic" in want) == (config.algorithm == "ppo"), name
 
 
 SHARDED_BUILD = textwrap.dedent(
@@ -233,3 +236,17 @@ def test_a_real_build_puts_every_network_straight_into_its_shards(assets, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "ok" in proc.stdout
+
+
+def test_grpo_trains_checkpoints_and_resumes_without_a_critic(assets, tmp_path):
+    config = tiny_config(assets, tmp_path, algorithm="grpo", iterations=1)
+    trainer = PPOTrainer(config)
+    assert set(trainer.state.params) == {"policy"} and trainer.models.critic is None
+    trainer.run()
+    row = read_metrics(tmp_path)[-1]
+    assert row["loss/kl"] >= 0 and "loss/value" not in row and "value/mean" not in row
+    assert row["policy/clip_fraction"] >= 0
+    resumed = PPOTrainer(dataclasses.replace(config, iterations=2))
+    summary = resumed.run()
+    assert summary["start_iteration"] == 1 and summary["end_iteration"] == 2
+    assert set(resumed.state.params) == {"policy"}

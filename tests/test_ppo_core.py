@@ -147,7 +147,7 @@ def test_the_ppo_config_warmup_reaches_the_optimizer(monkeypatch):
 
 EIGHT_DEVICES = textwrap.dedent(
     """
-    import os, sys, functools
+    import dataclasses, os, sys, functools
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, sys.argv[1])
@@ -155,46 +155,60 @@ EIGHT_DEVICES = textwrap.dedent(
     from ppo_fixtures import models, params, rollout
     from rlr import sharding
     from rlr.training import ppo_core
+    from rlr.training.configs import RewardSpec
     from rlr.training.step import init_train_state, train_state_shardings
 
-    m = models()
-    trainable, frozen = params()
     data = rollout()
-    from rlr.training.configs import RewardSpec
     reward = RewardSpec(use_prm=True, use_orm=True, kl_coef=0.05)
-    tx = ppo_core.make_ppo_optimizer(policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.01,
-                                     max_grad_norm=1.0)
-    update = functools.partial(ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2)
+    # ppo: critic + GAE; grpo: no critic, groups of 4 samples, KL in a sequence-mean loss
+    for algorithm in ("ppo", "grpo"):
+        m, (trainable, frozen) = models(), params()
+        critic_lr = 1e-3
+        if algorithm == "grpo":
+            m, critic_lr = dataclasses.replace(m, critic=None), None
+            trainable = {"policy": trainable["policy"]}
+        tx = ppo_core.make_ppo_optimizer(policy_lr=1e-3, critic_lr=critic_lr, weight_decay=0.01,
+                                         max_grad_norm=1.0)
+        kl_in_loss = algorithm == "grpo"
+        update = functools.partial(
+            ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2,
+            aggregation="sequence_mean" if kl_in_loss else "token_mean",
+            kl_loss_coef=0.05 if kl_in_loss else 0.0)
+        experience = functools.partial(ppo_core.build_experience, reward=reward,
+            algorithm=algorithm, group_size=4, kl_in_loss=kl_in_loss)
 
-    def iteration(state, frozen, data):
-        scored = ppo_core.score_rollout(m, state.params, frozen, data)
-        exp, _ = ppo_core.build_experience(data, scored, reward)
-        state, _ = update(state, exp)
-        return state
+        def iteration(state, frozen, data):
+            scored = ppo_core.score_rollout(m, state.params, frozen, data)
+            exp, _ = experience(data, scored)
+            state, _ = update(state, exp)
+            return state
 
-    ref = jax.jit(iteration)(init_train_state(trainable, tx), frozen, data)
+        start = init_train_state(jax.tree.map(jnp.copy, trainable), tx)
+        ref = jax.jit(iteration)(start, frozen, data)
 
-    for shape in [dict(data=8), dict(data=1, fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2)]:
-        mesh = sharding.make_mesh(**shape)
-        abstract = jax.eval_shape(lambda: {"policy": m.policy.init(jax.random.key(0),
-            np.zeros((1, 4), np.int32))["params"], "critic": m.critic.init(jax.random.key(0),
-            np.zeros((1, 4), np.int32))["params"]})
-        p_shard = sharding.param_shardings(abstract, mesh)
-        f_shard = {"reference": p_shard["policy"], "prm": p_shard["critic"],
-                   "orm": p_shard["critic"]}
-        state_shard = train_state_shardings(tx, trainable, p_shard, mesh)
-        fresh = jax.tree.map(jnp.copy, trainable)  # donation must not free the originals
-        state = jax.device_put(init_train_state(fresh, tx), state_shard)
-        put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
-        batch = jax.tree.map(put, data)
-        out = jax.jit(iteration, out_shardings=state_shard, donate_argnums=0)(
-            state, jax.device_put(frozen, f_shard), batch)
-        gate = out.params["policy"]["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
-        assert gate.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor"), gate.sharding
-        worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(ref.params)))
-        assert worst < 1e-5, (shape, worst)
-        print("ok", shape, worst)
+        for shape in [dict(data=8), dict(data=1, fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2)]:
+            mesh = sharding.make_mesh(**shape)
+            scorer = models().critic
+            abstract = jax.eval_shape(lambda: {"policy": m.policy.init(jax.random.key(0),
+                np.zeros((1, 4), np.int32))["params"], "critic": scorer.init(jax.random.key(0),
+                np.zeros((1, 4), np.int32))["params"]})
+            shard = sharding.param_shardings(abstract, mesh)
+            p_shard = {name: shard[name] for name in trainable}
+            f_shard = {"reference": shard["policy"], "prm": shard["critic"], "orm": shard["critic"]}
+            state_shard = train_state_shardings(tx, trainable, p_shard, mesh)
+            fresh = jax.tree.map(jnp.copy, trainable)  # donation must not free the originals
+            state = jax.device_put(init_train_state(fresh, tx), state_shard)
+            put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+            batch = jax.tree.map(put, data)
+            out = jax.jit(iteration, out_shardings=state_shard, donate_argnums=0)(
+                state, jax.device_put(frozen, f_shard), batch)
+            gate = out.params["policy"]["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
+            assert gate.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor"), gate.sharding
+            assert set(out.params) == set(trainable), (algorithm, set(out.params))
+            worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                        for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(ref.params)))
+            assert worst < 1e-5, (algorithm, shape, worst)
+            print("ok", algorithm, shape, worst)
     """
 )
 
@@ -208,4 +222,4 @@ def test_sharded_ppo_update_matches_unsharded_on_eight_fake_devices():
         [sys.executable, "-c", EIGHT_DEVICES, here], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("ok") == 3, proc.stdout
+    assert proc.stdout.count("ok") == 6, proc.stdout

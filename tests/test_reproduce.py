@@ -41,6 +41,19 @@ def test_smoke_preset_writes_results_for_every_variant(out):
         assert "return/prm_raw_sum" in rows[-1]  # the PRM scores every variant
 
 
+def test_smoke_preset_runs_every_variant_under_grpo_too(out):
+    results = json.loads((out / "results_grpo.json").read_text())
+    assert results["algorithm"] == "grpo" and set(results["variants"]) == set(VARIANTS)
+    assert results["sft"] == json.loads((out / "results.json").read_text())["sft"]
+    assert "algorithm grpo" in (out / "results_grpo.md").read_text()
+    assert (out / "curves_grpo.png").stat().st_size > 10_000
+    for name in VARIANTS:
+        rows = [json.loads(x) for x in open(out / "grpo" / name / "metrics.jsonl")]
+        assert "loss/kl" in rows[-1] and "loss/value" not in rows[-1]
+        config = (out / "grpo" / name / "config.yaml").read_text()
+        assert "algorithm: grpo" in config
+
+
 def test_smoke_ran_from_the_installed_package_in_another_folder(out):
     log = (out.parent / "log.txt").read_text()
     assert f"rlr imported from {installed_rlr() / 'rlr' / '__init__.py'}" in log
@@ -51,7 +64,8 @@ def test_stages_are_the_commands_a_user_would_run(out):
     lines = (out / "commands.sh").read_text().splitlines()
     commands = [line.split()[1] for line in lines if line.startswith("rlr ")]
     assert commands[:5] == ["make-data", "train-tokenizer", "sft", "train-prm", "train-orm"]
-    assert commands.count("ppo") == len(VARIANTS)
+    assert commands.count("ppo") == 2 * len(VARIANTS)  # under ppo and under grpo
+    assert sum("algorithm=grpo" in line for line in lines) == len(VARIANTS)
     assert any("--config sft_cpu" in line and "train.steps=30" in line for line in lines)
 
 

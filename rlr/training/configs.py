@@ -27,6 +27,29 @@ PROBLEM_FORMATS: tuple[str, ...] = typing.get_args(ProblemFormat)
 # `rlr label-steps` write it), PRM800K or Math-Shepherd.
 LabelledFormat = Literal["rlr", "prm800k", "math_shepherd"]
 LABELLED_FORMATS: tuple[str, ...] = typing.get_args(LabelledFormat)
+Algorithm = Literal["ppo", "grpo", "dr_grpo", "rloo"]
+LossAggregation = Literal["token_mean", "sequence_mean", "token_sum"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmDefaults:
+    """What an `algorithm` means: a critic with GAE (ppo), or group-relative advantages of the
+    G samples of each prompt, scaled by the group std or not, with a leave-one-out baseline or
+    the group mean; how the policy loss aggregates tokens; where the KL penalty goes."""
+
+    critic: bool
+    group_scale: str  # "std" | "none" (group-relative algorithms only)
+    leave_one_out: bool
+    loss_aggregation: str
+    kl_in_loss: bool
+
+
+ALGORITHM_DEFAULTS: dict[str, AlgorithmDefaults] = {
+    "ppo": AlgorithmDefaults(True, "none", False, "token_mean", False),
+    "grpo": AlgorithmDefaults(False, "std", False, "sequence_mean", True),
+    "dr_grpo": AlgorithmDefaults(False, "none", False, "token_sum", True),
+    "rloo": AlgorithmDefaults(False, "none", True, "token_mean", False),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +117,12 @@ class RewardSpec:
     orm_weight: float = 1.0
     kl_coef: float = 0.1
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    # Where the KL penalty goes: false, a per-token reward (kl_estimator); true, a k3 term in
+    # the policy loss, as GRPO does; null, the algorithm's default (ALGORITHM_DEFAULTS).
+    kl_in_loss: bool | None = None
+    # Group-relative process advantages: centre step rewards on the group mean before scaling
+    # (DeepSeekMath), or only scale them, which keeps Clip's signs (docs/method.md section 11).
+    process_centering: bool = True
     separators: tuple[str, ...] = ("\n\n", "\n")
     max_steps: int = 16
 
@@ -154,6 +183,8 @@ class PPOSpec:
     max_grad_norm: float = 1.0
     # Linear learning-rate warm-up from 0 over this many optimizer updates (minibatch steps).
     warmup_steps: int = 0
+    # How the policy loss aggregates tokens; null: the algorithm's default (ALGORITHM_DEFAULTS).
+    loss_aggregation: LossAggregation | None = None
     critic_init: Literal["prm", "orm", "policy"] = "policy"
 
     def __post_init__(self):
@@ -184,9 +215,11 @@ class GradingSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """A whole PPO run: `rlr ppo --config FILE key=value ...`."""
+    """A whole RL run: `rlr ppo --config FILE key=value ...`. `algorithm` is PPO with a
+    critic, or a critic-free group-relative algorithm (grpo, dr_grpo, rloo)."""
 
     name: str = "ppo"
+    algorithm: Algorithm = "ppo"
     seed: int = 0
     out_dir: str = "runs/ppo"
     iterations: int = 100
@@ -205,8 +238,35 @@ class PPOConfig:
     eval_every: int = 0
     device_memory_gib: float | None = None
 
+    @property
+    def defaults(self) -> AlgorithmDefaults:
+        """What `algorithm` means (ALGORITHM_DEFAULTS)."""
+        return ALGORITHM_DEFAULTS[self.algorithm]
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the run trains a critic (ppo) or is group-relative (grpo, dr_grpo, rloo)."""
+        return self.defaults.critic
+
+    @property
+    def loss_aggregation(self) -> str:
+        """ppo.loss_aggregation, or the algorithm's default."""
+        return self.ppo.loss_aggregation or self.defaults.loss_aggregation
+
+    @property
+    def kl_in_loss(self) -> bool:
+        """reward.kl_in_loss, or the algorithm's default."""
+        if self.reward.kl_in_loss is None:
+            return self.defaults.kl_in_loss
+        return self.reward.kl_in_loss
+
     def __post_init__(self):
         require(self.iterations >= 1, "iterations must be >= 1")
+        require(
+            self.uses_critic or self.rollout.samples_per_prompt >= 2,
+            f"algorithm={self.algorithm} compares the samples of each prompt: "
+            f"rollout.samples_per_prompt must be >= 2; got {self.rollout.samples_per_prompt}",
+        )
         require(
             not self.reward.use_prm or self.prm is not None,
             "reward.use_prm is true but no `prm` model is given",
@@ -405,6 +465,9 @@ class ReproduceConfig:
     out_dir: str = "runs/reproduce"
     seeds: int = 1
     variants: tuple[str, ...] = tuple(REWARD_VARIANTS)
+    # The RL algorithms every variant runs under, each with the same budget and seeds:
+    # ppo (results.json) and any of grpo, dr_grpo, rloo (results_<algorithm>.json).
+    algorithms: tuple[Algorithm, ...] = ("ppo",)
     task: SyntheticTaskSpec = dataclasses.field(default_factory=SyntheticTaskSpec)
     sft: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("sft_cpu"))
     prm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("prm_cpu"))
@@ -421,6 +484,10 @@ class ReproduceConfig:
             "choose the variants instead",
         )
         require(bool(self.variants), "variants must name at least one reward variant")
+        require(
+            bool(self.algorithms) and len(set(self.algorithms)) == len(self.algorithms),
+            f"algorithms must name each algorithm once; got {list(self.algorithms)}",
+        )
         for variant in self.variants:
             require(
                 variant in REWARD_VARIANTS,

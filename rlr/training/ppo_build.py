@@ -37,7 +37,11 @@ from rlr.training.ppo_core import (
 )
 from rlr.training.step import TrainState, init_train_state, train_state_shardings
 
-TRAINABLE = ("policy", "critic")
+
+def trainable_networks(config: PPOConfig) -> tuple[str, ...]:
+    """The networks a run trains: the policy, and the critic unless the algorithm is
+    group-relative (GRPO, Dr. GRPO, RLOO build, shard and checkpoint no critic)."""
+    return ("policy", "critic") if config.uses_critic else ("policy",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,18 +96,19 @@ def build_ppo(
     modules = _modules(config, tokenizer, num_layers=num_layers)
     shardings = {name: param_shardings(module, mesh) for name, module in modules.items()}
     spec = config.ppo
+    trainable_names = trainable_networks(config)
     tx = make_ppo_optimizer(
         policy_lr=spec.policy_lr,
-        critic_lr=spec.critic_lr,
+        critic_lr=spec.critic_lr if config.uses_critic else None,
         weight_decay=spec.weight_decay,
         max_grad_norm=spec.max_grad_norm,
         warmup_steps=spec.warmup_steps,
     )
-    param_shard = {name: shardings[name] for name in TRAINABLE}
-    frozen_shard = {name: shardings[name] for name in modules if name not in TRAINABLE}
+    param_shard = {name: shardings[name] for name in trainable_names}
+    frozen_shard = {name: shardings[name] for name in modules if name not in trainable_names}
     if abstract:
         params = {name: abstract_params(module) for name, module in modules.items()}
-        trainable = {name: params[name] for name in TRAINABLE}
+        trainable = {name: params[name] for name in trainable_names}
         state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
         state = _with_shardings(
             jax.eval_shape(functools.partial(init_train_state, tx=tx), trainable), state_shard
@@ -111,7 +116,7 @@ def build_ppo(
         frozen = _with_shardings({name: params[name] for name in frozen_shard}, frozen_shard)
     else:
         modules, params = _load(config, tokenizer, modules, shardings)
-        trainable = {name: params[name] for name in TRAINABLE}
+        trainable = {name: params[name] for name in trainable_names}
         state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
         init = functools.partial(init_train_state, tx=tx)
         with jax.set_mesh(mesh):
@@ -119,7 +124,7 @@ def build_ppo(
         frozen = {name: params[name] for name in frozen_shard}
     models = PPOModels(
         policy=modules["policy"],
-        critic=modules["critic"],
+        critic=modules.get("critic"),
         prm=modules.get("prm"),
         orm=modules.get("orm"),
     )
@@ -131,6 +136,9 @@ def build_ppo(
         functools.partial(
             build_experience,
             reward=config.reward,
+            algorithm=config.algorithm,
+            group_size=config.rollout.samples_per_prompt,
+            kl_in_loss=config.kl_in_loss,
             gamma=spec.gamma,
             lam=spec.lam,
             whiten_advantages=spec.whiten_advantages,
@@ -138,7 +146,13 @@ def build_ppo(
     )
     update = jax.jit(
         functools.partial(
-            ppo_update, models, tx, clip_eps=spec.clip_eps, value_clip_eps=spec.value_clip_eps
+            ppo_update,
+            models,
+            tx,
+            clip_eps=spec.clip_eps,
+            value_clip_eps=spec.value_clip_eps,
+            aggregation=config.loss_aggregation,
+            kl_loss_coef=config.reward.kl_coef if config.kl_in_loss else 0.0,
         ),
         in_shardings=(state_shard, None),
         out_shardings=(state_shard, None),
@@ -198,6 +212,7 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
         attention_mask=arr((M, P + T), jnp.int32),
         response_mask=arr((M, T), jnp.float32),
         old_logp=arr((M, T), jnp.float32),
+        ref_logp=arr((M, T), jnp.float32),
         old_values=arr((M, T), jnp.float32),
         advantages=arr((M, T), jnp.float32),
         returns=arr((M, T), jnp.float32),
@@ -206,7 +221,8 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
 
 
 def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> dict[str, nn.Module]:
-    """name -> Flax module for policy, reference, critic and each configured PRM / ORM, from
+    """name -> Flax module for policy, reference, each configured PRM / ORM and, when the
+    algorithm has one, the critic, from
     config.json / `architecture` alone (no weights are read)."""
 
     def module(spec: ModelSpec, what: str, head: str) -> nn.Module:
@@ -219,7 +235,7 @@ def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> di
         spec = getattr(config, name)
         if spec is not None:
             modules[name] = module(spec, name, "score")
-    if config.ppo.critic_init == "policy":
+    if config.uses_critic and config.ppo.critic_init == "policy":
         policy = modules["policy"]
         modules["critic"] = Qwen2ForTokenClassification(
             policy.config,
@@ -228,7 +244,7 @@ def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> di
             param_dtype=policy.param_dtype,
             remat=config.policy.remat,
         )
-    else:
+    elif config.uses_critic:
         modules["critic"] = modules[config.ppo.critic_init]
     return modules
 
@@ -250,7 +266,7 @@ def _load(
                 getattr(config, name), what=name, shardings=shardings[name]
             )
     init = config.ppo.critic_init
-    if init == "policy":
+    if config.uses_critic and init == "policy":
         # The policy's trunk and a zero score head: V = 0 everywhere at the start.
         head = jax.jit(
             lambda: jax.tree.map(
@@ -260,7 +276,7 @@ def _load(
         )()
         trunk = _sharded_copy(policy_params["model"], shardings["critic"]["model"])
         params["critic"] = {"model": trunk, "score": head}
-    else:
+    elif config.uses_critic:
         modules["critic"] = modules[init]
         params["critic"] = _sharded_copy(params[init], shardings["critic"])
     return modules, params

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 import rlr
-from rlr.training.configs import RewardSpec
+from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
 from rlr.training.readouts import critic_values, orm_scores, policy_logits, prm_step_scores
 from rlr.training.step import TrainState, apply_gradients
 
@@ -45,12 +45,14 @@ class Scored(NamedTuple):
 
 
 class Experience(NamedTuple):
-    """A minibatch-able PPO training batch (all [B, ...])."""
+    """A minibatch-able training batch (all [B, ...]); without a critic, old_values and
+    returns are zeros."""
 
     input_ids: jax.Array  # [B, S]
     attention_mask: jax.Array  # [B, S]
     response_mask: jax.Array  # [B, T]
     old_logp: jax.Array  # [B, T]
+    ref_logp: jax.Array  # [B, T] the reference policy (for a KL term in the loss)
     old_values: jax.Array  # [B, T]
     advantages: jax.Array  # [B, T]
     returns: jax.Array  # [B, T]
@@ -58,10 +60,11 @@ class Experience(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class PPOModels:
-    """The Flax modules of a PPO run (static; parameters travel separately)."""
+    """The Flax modules of a run (static; parameters travel separately). A group-relative
+    algorithm (GRPO, Dr. GRPO, RLOO) has no critic."""
 
     policy: nn.Module  # Qwen2ForCausalLM
-    critic: nn.Module  # Qwen2ForTokenClassification(num_labels=1)
+    critic: nn.Module | None  # Qwen2ForTokenClassification(num_labels=1), or None
     prm: nn.Module | None = None  # Qwen2ForTokenClassification(num_labels=1)
     orm: nn.Module | None = None  # token-classification trunk read at the last token
 
@@ -82,7 +85,10 @@ def score_rollout(
     ref_logp = rlr.token_logprobs(
         policy_logits(models.policy, frozen["reference"], ids, attn, T=T), tokens
     )
-    values = critic_values(models.critic, params["critic"], ids, attn, T=T)
+    if models.critic is not None:
+        values = critic_values(models.critic, params["critic"], ids, attn, T=T)
+    else:
+        values = jnp.zeros(tokens.shape, jnp.float32)
     if models.prm is not None:
         step_scores = prm_step_scores(
             models.prm, frozen["prm"], ids, attn, rollout.step_end, rollout.step_mask, T=T
@@ -102,16 +108,26 @@ def build_experience(
     scored: Scored,
     reward: RewardSpec,
     *,
+    algorithm: str = "ppo",
+    group_size: int = 1,
+    kl_in_loss: bool = False,
     gamma: float = 1.0,
     lam: float = 1.0,
     whiten_advantages: bool = True,
 ) -> tuple[Experience, dict[str, jax.Array]]:
-    """Token rewards (the order of docs/method.md) -> GAE -> optional whitening, plus metrics.
+    """Advantages of a rollout, plus metrics.
 
     `reward` is the run's `reward` config section as it is: which rewards enter (use_prm,
-    use_orm), the shaping method, alpha, eta, the ORM weight and the KL coefficient.
+    use_orm), the shaping method, alpha, eta, the ORM weight and the KL coefficient (0 in the
+    reward when `kl_in_loss`: the loss carries it). ppo: token rewards (the order of
+    docs/method.md section 2) -> GAE with the critic -> optional whitening. grpo, dr_grpo,
+    rloo: rows are `group_size` samples of each prompt; the outcome reward of a sample (success,
+    weighted ORM and summed KL) gives group_outcome_advantages on every token, and with
+    use_prm the shaped step rewards add alpha times group_process_advantages
+    (docs/method.md section 11).
     """
     mask = rollout.response_mask
+    beta = 0.0 if kl_in_loss else reward.kl_coef
     rewards = rlr.token_rewards(
         rollout.success,
         mask,
@@ -125,19 +141,22 @@ def build_experience(
         alpha=reward.alpha,
         eta=reward.eta,
         orm_weight=reward.orm_weight,
-        beta=reward.kl_coef,
+        beta=beta,
         kl_estimator=reward.kl_estimator,
     )
-    advantages, returns = rlr.gae_advantages(
-        rewards.total, scored.old_values, mask, gamma=gamma, lam=lam
-    )
-    if whiten_advantages:
-        advantages = rlr.masked_whiten(advantages, mask)
+    if ALGORITHM_DEFAULTS[algorithm].critic:
+        advantages, returns = rlr.gae_advantages(
+            rewards.total, scored.old_values, mask, gamma=gamma, lam=lam
+        )
+        if whiten_advantages:
+            advantages = rlr.masked_whiten(advantages, mask)
+    else:
+        advantages = group_advantages(
+            rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size
+        )
+        returns = jnp.zeros_like(advantages)
     rows = jnp.maximum(jnp.sum(jnp.any(mask > 0, axis=1)), 1)
     per_row = lambda x: jnp.sum(x) / rows  # noqa: E731  (a row's summed reward, batch mean)
-    explained = 1.0 - rlr.masked_var(returns - scored.old_values, mask) / jnp.maximum(
-        rlr.masked_var(returns, mask), 1e-8
-    )
     metrics = {
         "reward/total": per_row(rewards.total),
         "reward/success": per_row(rewards.success),
@@ -146,21 +165,70 @@ def build_experience(
         "reward/kl": per_row(rewards.kl),
         "return/prm_raw_sum": per_row(scored.step_scores * rollout.step_mask),
         "kl/k1_per_token": rlr.masked_mean(scored.old_logp - scored.ref_logp, mask),
-        "value/mean": rlr.masked_mean(scored.old_values, mask),
-        "value/explained_variance": explained,
         "advantage/mean": rlr.masked_mean(advantages, mask),
-        "return/mean_first_token": jnp.sum(returns[:, 0]) / rows,
+        "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
+    if ALGORITHM_DEFAULTS[algorithm].critic:
+        explained = 1.0 - rlr.masked_var(returns - scored.old_values, mask) / jnp.maximum(
+            rlr.masked_var(returns, mask), 1e-8
+        )
+        metrics["value/mean"] = rlr.masked_mean(scored.old_values, mask)
+        metrics["value/explained_variance"] = explained
+        metrics["return/mean_first_token"] = jnp.sum(returns[:, 0]) / rows
     experience = Experience(
         rollout.input_ids,
         rollout.attention_mask,
         mask,
         scored.old_logp,
+        scored.ref_logp,
         scored.old_values,
         advantages * mask,
         returns * mask,
     )
     return experience, metrics
+
+
+def group_advantages(
+    rollout: Rollout,
+    scored: Scored,
+    rewards: rlr.TokenRewards,
+    reward: RewardSpec,
+    *,
+    algorithm: str,
+    group_size: int,
+) -> jax.Array:  # [B, T]
+    """Critic-free token advantages of B = P x G rows (G consecutive samples per prompt).
+
+    Outcome: each sample's reward (success + ORM term + summed KL reward) relative to its
+    group (group_outcome_advantages), on every token. Process (use_prm): the shaped step
+    rewards (raw, clip, delta or clip_delta) through group_process_advantages, times alpha.
+    """
+    defaults = ALGORITHM_DEFAULTS[algorithm]
+    mask = rollout.response_mask
+    B, T = mask.shape
+    if B % group_size:
+        raise ValueError(f"{B} rows do not split into groups of G={group_size}")
+    P, G = B // group_size, group_size
+    outcome = jnp.sum((rewards.success + rewards.outcome + rewards.kl) * mask, axis=1)
+    per_sample = rlr.group_outcome_advantages(
+        outcome.reshape(P, G), scale=defaults.group_scale, leave_one_out=defaults.leave_one_out
+    )
+    advantages = per_sample.reshape(B)[:, None] * mask
+    if reward.use_prm:
+        K = rollout.step_end.shape[1]
+        shaped = rlr.shape_process_rewards(
+            scored.step_scores, rollout.step_mask, method=reward.method, eta=reward.eta
+        )
+        process = rlr.group_process_advantages(
+            shaped.reshape(P, G, K),
+            rollout.step_mask.reshape(P, G, K),
+            rollout.step_end.reshape(P, G, K),
+            mask.reshape(P, G, T),
+            scale=defaults.group_scale,
+            center=reward.process_centering,
+        )
+        advantages = advantages + reward.alpha * process.reshape(B, T)
+    return advantages
 
 
 def ppo_loss(
@@ -170,40 +238,53 @@ def ppo_loss(
     *,
     clip_eps: float,
     value_clip_eps: float,
+    aggregation: str = "token_mean",
+    kl_loss_coef: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Policy surrogate + clipped value loss on one minibatch (separate networks)."""
+    """Policy surrogate (tokens aggregated as `aggregation` says), plus the clipped value loss
+    when there is a critic, plus kl_loss_coef times the k3 KL to the reference aggregated the
+    same way (GRPO's KL in the loss; 0 leaves it out)."""
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
     logits = policy_logits(models.policy, params["policy"], ids, attn, T=T)
     logp = rlr.token_logprobs(logits, ids[:, ids.shape[1] - T :])
     policy_loss, policy_metrics = rlr.ppo_policy_loss(
-        logp, batch.old_logp, batch.advantages, mask, clip_eps=clip_eps
-    )
-    values = critic_values(models.critic, params["critic"], ids, attn, T=T)
-    value_loss, value_metrics = rlr.ppo_value_loss(
-        values, batch.old_values, batch.returns, mask, clip_eps=value_clip_eps
+        logp, batch.old_logp, batch.advantages, mask, clip_eps=clip_eps, aggregation=aggregation
     )
     entropy = rlr.masked_mean(jax.lax.stop_gradient(rlr.entropy_from_logits(logits)), mask)
     metrics = {
         "loss/policy": policy_loss,
-        "loss/value": value_loss,
         "policy/entropy": entropy,
         **{f"policy/{k}": v for k, v in policy_metrics.items()},
-        **{f"value/{k}": v for k, v in value_metrics.items()},
     }
-    return policy_loss + value_loss, metrics
+    total = policy_loss
+    if models.critic is not None:
+        values = critic_values(models.critic, params["critic"], ids, attn, T=T)
+        value_loss, value_metrics = rlr.ppo_value_loss(
+            values, batch.old_values, batch.returns, mask, clip_eps=value_clip_eps
+        )
+        metrics["loss/value"] = value_loss
+        metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
+        total = total + value_loss
+    if kl_loss_coef:
+        kl = rlr.kl_penalty(logp, batch.ref_logp, estimator="k3")
+        kl_loss = rlr.aggregate_token_losses(kl, mask, aggregation=aggregation)
+        metrics["loss/kl"] = kl_loss
+        total = total + kl_loss_coef * kl_loss
+    return total, metrics
 
 
 def make_ppo_optimizer(
     *,
     policy_lr: float,
-    critic_lr: float,
+    critic_lr: float | None,
     weight_decay: float,
     max_grad_norm: float,
     warmup_steps: int = 0,
 ) -> optax.GradientTransformation:
-    """AdamW per network (own learning rate), each clipped by its own global norm.
+    """AdamW per network (own learning rate), each clipped by its own global norm; a
+    critic_lr of None means there is no critic (the state holds the policy alone).
 
     With `warmup_steps` > 0 each learning rate rises linearly from 0 over that many updates,
     then stays constant.
@@ -218,7 +299,10 @@ def make_ppo_optimizer(
             optax.adamw(schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=weight_decay),
         )
 
-    return per_network_optimizer({"policy": one(policy_lr), "critic": one(critic_lr)})
+    transforms = {"policy": one(policy_lr)}
+    if critic_lr is not None:
+        transforms["critic"] = one(critic_lr)
+    return per_network_optimizer(transforms)
 
 
 def per_network_optimizer(
@@ -251,10 +335,19 @@ def ppo_update(
     *,
     clip_eps: float,
     value_clip_eps: float,
+    aggregation: str = "token_mean",
+    kl_loss_coef: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step of policy and critic on a minibatch; non-finite updates are skipped."""
+    """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
+    skipped. Keywords as ppo_loss."""
     loss_fn = lambda p: ppo_loss(  # noqa: E731
-        models, p, batch, clip_eps=clip_eps, value_clip_eps=value_clip_eps
+        models,
+        p,
+        batch,
+        clip_eps=clip_eps,
+        value_clip_eps=value_clip_eps,
+        aggregation=aggregation,
+        kl_loss_coef=kl_loss_coef,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state, update_metrics = apply_gradients(state, grads, loss, tx)
