@@ -177,10 +177,12 @@ def group_process_advantages(
     group, and the advantage of token t is the sum of the normalised rewards of the steps whose
     step_end >= t.
 
-    scale="none" only subtracts the group mean. center=False skips the mean and only divides
-    by the std, which keeps every reward's sign: step rewards that are all <= 0 (Clip) stay
-    <= 0, and Delta's sums still telescope, so padding cannot earn advantage. A group with at
-    most one real step, or equal step rewards, gets 0. G < 2 is a ValueError.
+    scale="none" only subtracts the group mean. center=False skips the mean: with
+    scale="none" the advantage is the plain reward-to-go of the step rewards, which keeps the
+    gamma = 1 bounds of Clip and Delta exactly (an added step adds its own reward and nothing
+    else); with scale="std" it only divides by the group std, which keeps every sign but
+    depends on the group's steps. A centred or std-scaled group with at most one real step, or
+    with equal step rewards, gets 0. G < 2 is a ValueError.
     """
     sizes = check_shapes(
         "group_process_advantages",
@@ -201,9 +203,10 @@ def group_process_advantages(
         normalised = normalised / (std + eps)
     # A group whose real steps all have one value (or with at most one real step) carries
     # no relative signal: exactly 0, whatever rounding the mean left.
-    highest = jnp.max(jnp.where(real, r, -jnp.inf), axis=(1, 2))[:, None, None]
-    lowest = jnp.min(jnp.where(real, r, jnp.inf), axis=(1, 2))[:, None, None]
-    normalised = jnp.where(real & (highest > lowest), normalised, 0.0)
+    if center or scale == "std":
+        highest = jnp.max(jnp.where(real, r, -jnp.inf), axis=(1, 2))[:, None, None]
+        lowest = jnp.min(jnp.where(real, r, jnp.inf), axis=(1, 2))[:, None, None]
+        normalised = jnp.where(real & (highest > lowest), normalised, 0.0)
     at_tokens = place_at_tokens(
         normalised.reshape(P * G, K),
         step_end.reshape(P * G, K).astype(jnp.int32),

@@ -5,7 +5,13 @@ inserted before its final-answer step, as a policy hacking a raw PRM would. For 
 (raw, clip, delta, clip_delta) the trajectory return with gamma = 1 is computed through the real
 reward path, `rlr.token_rewards` then `rlr.gae_advantages` with a zero critic, so the return is
 the return-to-go at the first token. Raw grows with m; Clip, Delta and Clip-Delta stay bounded.
-Writes probe.json and probe.png to --out and prints the table.
+
+Without a critic (GRPO and its kin) the same padded solution sits in a group beside the
+unpadded one, and its first-token process advantage is computed with
+`rlr.group_process_advantages`, with the step rewards normalised over the group or taken as
+their plain reward-to-go: centring on the group mean lets padding pay again under every method,
+the plain reward-to-go keeps the bounds. Writes probe.json and probe.png to --out and prints
+both tables.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.advantages import gae_advantages
-from rlr.rewards import PROCESS_REWARD_METHODS, token_rewards
+from rlr.advantages import gae_advantages, group_process_advantages
+from rlr.rewards import PROCESS_REWARD_METHODS, shape_process_rewards, token_rewards
+
+GROUP_NORMALIZATIONS = ("group", "none")
 
 DEFAULT_SCORES = (0.9, 0.7, 0.8, 0.6)
 
@@ -121,6 +129,47 @@ def probe_returns(
     }
 
 
+def group_probe(
+    scores: tuple[float, ...] | list[float] = DEFAULT_SCORES,
+    *,
+    filler_score: float = 0.95,
+    max_filler: int = 8,
+    eta: float = 0.75,
+    tokens_per_step: int = 4,
+) -> dict[str, Any]:
+    """First-token process advantage of a padded solution in a GRPO group, m = 0..max_filler.
+
+    The group holds two samples of one prompt: the solution with m fillers before its answer,
+    and the same solution without them. Step rewards are shaped by each method and turned into
+    advantages by group_process_advantages: "group" normalises them over the group (mean and
+    std, as GRPO with process supervision does), "none" takes their plain reward-to-go.
+    Returns {"num_filler", "advantages": {"<method>/<normalization>": [advantage at m...]}}.
+    """
+    batch = probe_batch(
+        scores, filler_score=filler_score, max_filler=max_filler, tokens_per_step=tokens_per_step
+    )
+    out: dict[str, list[float]] = {}
+    for method in PROCESS_REWARD_METHODS:
+        shaped = np.asarray(
+            shape_process_rewards(batch["scores"], batch["step_mask"], method=method, eta=eta)
+        )
+        for normalization in GROUP_NORMALIZATIONS:
+            values = []
+            for m in range(max_filler + 1):
+                rows = [m, 0]  # the padded solution and the unpadded one, one group
+                advantages = group_process_advantages(
+                    shaped[rows][None],
+                    batch["step_mask"][rows][None],
+                    batch["step_end"][rows][None],
+                    batch["mask"][rows][None],
+                    scale="std" if normalization == "group" else "none",
+                    center=normalization == "group",
+                )
+                values.append(float(advantages[0, 0, 0]))
+            out[f"{method}/{normalization}"] = values
+    return {"num_filler": list(range(max_filler + 1)), "advantages": out}
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The probe result as a plain-text table: one row per m, one column per method."""
     methods = list(result["returns"])
@@ -128,6 +177,16 @@ def format_table(result: dict[str, Any]) -> str:
     for i, m in enumerate(result["num_filler"]):
         cells = " ".join(f"{result['returns'][name][i]:>10.4f}" for name in methods)
         lines.append(f"{m:>3} {result['num_steps'][i]:>5} {cells}")
+    return "\n".join(lines)
+
+
+def format_group_table(result: dict[str, Any]) -> str:
+    """group_probe's result as text: one row per m, one column per method / normalization."""
+    names = list(result["advantages"])
+    lines = [f"{'m':>3} " + " ".join(f"{name:>18}" for name in names)]
+    for i, m in enumerate(result["num_filler"]):
+        cells = " ".join(f"{result['advantages'][name][i]:>18.4f}" for name in names)
+        lines.append(f"{m:>3} {cells}")
     return "\n".join(lines)
 
 
@@ -165,10 +224,20 @@ def run(args: argparse.Namespace) -> int:
         eta=args.eta,
         tokens_per_step=args.tokens_per_step,
     )
+    result["group"] = group_probe(
+        args.scores,
+        filler_score=args.filler_score,
+        max_filler=args.max_filler,
+        eta=args.eta,
+        tokens_per_step=args.tokens_per_step,
+    )
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
     probe_figure(result).savefig(out / "probe.png")
+    print("return with gamma = 1 (PPO's token rewards):")
     print(format_table(result))
+    print("\nfirst-token process advantage of the padded sample in a group of two (GRPO):")
+    print(format_group_table(result["group"]))
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0

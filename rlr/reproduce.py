@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from rlr.training.configs import REWARD_VARIANTS, ReproduceConfig, StageSpec
+from rlr.training.configs import (
+    ALGORITHM_DEFAULTS,
+    GROUP_ONLY_VARIANTS,
+    REWARD_VARIANTS,
+    ReproduceConfig,
+    StageSpec,
+)
 
 VARIANTS = REWARD_VARIANTS
 
@@ -269,6 +275,12 @@ class Reproduction:
             str(directory / "model"),
         ]
 
+    def variants_for(self, algorithm: str) -> tuple[str, ...]:
+        """The configured variants an algorithm runs (a critic skips the group-only ones)."""
+        if not ALGORITHM_DEFAULTS[algorithm].critic:
+            return self.variants
+        return tuple(v for v in self.variants if v not in GROUP_ONLY_VARIANTS)
+
     def ppo_config(self, variant: str, seed: int, algorithm: str = "ppo") -> Any:
         """The resolved PPOConfig of one run (what `rlr ppo` runs with)."""
         return _command_config(self.ppo_arguments(variant, seed, algorithm))
@@ -306,7 +318,7 @@ class Reproduction:
         for kind in ("prm", "orm"):
             _command_config(self.reward_model_arguments(kind))
         for algorithm in self.config.algorithms:
-            for variant in self.variants:
+            for variant in self.variants_for(algorithm):
                 for seed in range(self.seeds):
                     self.ppo_config(variant, seed, algorithm)
 
@@ -346,18 +358,19 @@ class Reproduction:
         """Every variant and seed under one algorithm; writes its results files and curves."""
         # The raw PRM (where hacking shows) and Clip-Delta run first, so their curves can be
         # read while the other variants train; results keep the table order.
-        first = [v for v in ("prm_raw", "prm_clip_delta") if v in self.variants]
+        variants = self.variants_for(algorithm)
+        first = [v for v in ("prm_raw", "prm_clip_delta") if v in variants]
         runs = {}
-        for variant in first + [v for v in self.variants if v not in first]:
+        for variant in first + [v for v in variants if v not in first]:
             with _Timed(self.out, f"{algorithm}/{variant}"):
                 runs[variant] = [self.ppo(variant, s, algorithm) for s in range(self.seeds)]
-        runs = {v: runs[v] for v in self.variants}
+        runs = {v: runs[v] for v in variants}
         results = self.collect(sft_result, runs, wall_time_s=time.time() - start)
         results["algorithm"] = algorithm
         suffix = "" if algorithm == "ppo" else f"_{algorithm}"
         (self.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
         (self.out / f"results{suffix}.md").write_text(results_markdown(results))
-        plot_curves(self.out, self.variants, self.seeds, algorithm=algorithm)
+        plot_curves(self.out, variants, self.seeds, algorithm=algorithm)
         _log(f"{algorithm} done after {results['wall_time_s'] / 60:.1f} min: results{suffix}.md")
         return results
 

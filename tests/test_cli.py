@@ -73,7 +73,16 @@ def test_help_imports_only_what_it_prints():
 @pytest.mark.parametrize("name", CONFIG_COMMANDS)
 def test_print_config_prints_every_key_resolved(name, capsys):
     argv = {
-        "reproduce": ["reproduce", "--preset", "smoke", "--seeds", "2", "task.num_test=7"],
+        "reproduce": [
+            "reproduce",
+            "--preset",
+            "smoke",
+            "--seeds",
+            "2",
+            "--algorithm",
+            "grpo,rloo",
+            "task.num_test=7",
+        ],
         "train-prm": ["train-prm", "--config", "prm_cpu", "train.steps=5"],
         "train-orm": ["train-orm", "--config", "orm_cpu", "train.steps=5"],
         "sft": ["sft", "--config", "sft_cpu", "train.steps=5"],
@@ -89,6 +98,7 @@ def test_print_config_prints_every_key_resolved(name, capsys):
     assert printed == to_dict(config)  # every key, with its resolved value
     if name == "reproduce":
         assert printed["seeds"] == 2 and printed["task"]["num_test"] == 7
+        assert printed["algorithms"] == ["grpo", "rloo"]
     elif name == "train-orm":
         assert printed["kind"] == "orm" and printed["train"]["steps"] == 5
     elif name == "ppo":

@@ -46,7 +46,8 @@ def reference_process(step_rewards, step_mask, step_end, mask, *, scale, center,
                 total = 0.0
                 for k in range(K):
                     spread = max(values) > min(values) if values else False
-                    if step_mask[p, g, k] and step_end[p, g, k] >= t and spread:
+                    counts = spread or (scale == "none" and not center)
+                    if step_mask[p, g, k] and step_end[p, g, k] >= t and counts:
                         x = float(step_rewards[p, g, k]) - (mean if center else 0.0)
                         total += x / (std + eps) if scale == "std" else x
                 out[p, g, t] = total
@@ -114,7 +115,7 @@ def test_group_outcome_properties(rewards):
 
 class GroupProcessTest(parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters(("std", True), ("none", True), ("std", False))
+    @parameterized.parameters(("std", True), ("none", True), ("std", False), ("none", False))
     def test_matches_loop_reference(self, scale, center):
         rewards, step_mask, step_end, mask = random_groups(4, 3, 5, 9, seed=1)
         fn = functools.partial(rlr.group_process_advantages, scale=scale, center=center)
@@ -135,6 +136,24 @@ class GroupProcessTest(parameterized.TestCase):
         )
         outcome = rlr.group_outcome_advantages(rewards)
         np.testing.assert_allclose(process, outcome[..., None] * mask, rtol=1e-5, atol=1e-5)
+
+    def test_plain_reward_to_go_keeps_the_clip_and_delta_bounds(self):
+        """scale="none", center=False: padding a solution with more steps never raises its
+        first-token process advantage under Clip, and under Delta it is x_1 whatever K is."""
+        mask = np.ones((1, 2, 12), np.float32)
+        for m in range(4):
+            x = np.array([[0.9, 0.7] + [0.95] * m + [0.8], [0.6, 0.6, 0.6] + [0.0] * m])
+            step_mask = np.array([[1.0] * (3 + m), [1.0] * 3 + [0.0] * m], np.float32)
+            ends = np.tile(np.arange(3 + m, dtype=np.int32) * 2 + 1, (2, 1))
+            for method, bound in (("clip", 0.0), ("delta", 0.9), ("clip_delta", 0.0)):
+                shaped = rlr.shape_process_rewards(x, step_mask, method=method, eta=0.85)
+                adv = rlr.group_process_advantages(
+                    shaped[None], step_mask[None], ends[None], mask, scale="none", center=False
+                )
+                first = float(adv[0, 0, 0])
+                assert first <= bound + 1e-6, (method, m, first)
+                if method == "delta":
+                    assert first == pytest.approx(0.9)  # telescoped to x_1
 
     def test_uncentred_scaling_keeps_clip_rewards_non_positive(self):
         rewards, step_mask, step_end, mask = random_groups(3, 4, 5, 8, seed=3)

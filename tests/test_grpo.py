@@ -66,27 +66,27 @@ def reference_advantages(data, scored, reward, algorithm, kl_in_loss):
             np.asarray(data.step_mask).reshape(B // G, G, K),
             np.asarray(data.step_end).reshape(B // G, G, K),
             mask.reshape(B // G, G, T),
-            scale=defaults.group_scale,
-            center=reward.process_centering,
+            scale=defaults.group_scale if reward.process_normalization == "group" else "none",
+            center=reward.process_normalization == "group",
         )
         expected = expected + reward.alpha * process.reshape(B, T)
     return expected
 
 
 @pytest.mark.parametrize(
-    "algorithm, method, centering, kl_in_loss",
+    "algorithm, method, normalization, kl_in_loss",
     [
-        ("grpo", "clip_delta", True, True),
-        ("grpo", "raw", False, False),
-        ("dr_grpo", "clip", True, True),
-        ("rloo", "delta", True, False),
+        ("grpo", "clip_delta", "group", True),
+        ("grpo", "raw", "none", False),
+        ("dr_grpo", "clip", "group", True),
+        ("rloo", "delta", "none", False),
     ],
 )
-def test_experience_matches_the_loop_reference(setup, algorithm, method, centering, kl_in_loss):
+def test_experience_matches_the_loop_reference(setup, algorithm, method, normalization, kl_in_loss):
     _, _, data, scored = setup
     reward = RewardSpec(
         use_prm=True, use_orm=True, method=method, alpha=0.5, eta=0.6, orm_weight=0.3,
-        kl_coef=0.05, process_centering=centering,
+        kl_coef=0.05, process_normalization=normalization,
     )  # fmt: skip
     fn = functools.partial(
         ppo_core.build_experience,

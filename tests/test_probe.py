@@ -74,3 +74,24 @@ def test_bad_arguments(tmp_path, capsys):
         cli.main(["probe", "--correct", "--wrong"])
     with pytest.raises(ValueError, match="at least one step score"):
         probe.probe_returns([])
+
+
+def test_group_normalization_lets_padding_pay_and_the_plain_reward_to_go_does_not():
+    result = probe.group_probe([0.9, 0.7, 0.8, 0.6], filler_score=0.95, max_filler=4, eta=0.75)
+    adv = result["advantages"]
+    assert result["num_filler"] == [0, 1, 2, 3, 4]
+    # Clip under the group mean and std: every added filler raises the padded sample's advantage
+    assert all(b > a for a, b in zip(adv["clip/group"], adv["clip/group"][1:]))
+    # the plain reward-to-go keeps the bounds: Clip's sum of c_k, Delta's x_1, Clip-Delta's c_1
+    assert adv["clip/none"] == pytest.approx([-0.2] * 5)
+    assert adv["delta/none"] == pytest.approx([0.9] * 5)
+    assert adv["clip_delta/none"] == pytest.approx([0.0] * 5)
+    assert adv["raw/none"] == pytest.approx([3.0 + 0.95 * m for m in range(5)])
+
+
+def test_the_probe_command_writes_the_group_table(probe_run):
+    _, out = probe_run
+    group = json.loads((out / "probe.json").read_text())["group"]
+    assert set(group["advantages"]) == {
+        f"{m}/{n}" for m in ("raw", "clip", "delta", "clip_delta") for n in ("group", "none")
+    }

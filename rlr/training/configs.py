@@ -120,9 +120,10 @@ class RewardSpec:
     # Where the KL penalty goes: false, a per-token reward (kl_estimator); true, a k3 term in
     # the policy loss, as GRPO does; null, the algorithm's default (ALGORITHM_DEFAULTS).
     kl_in_loss: bool | None = None
-    # Group-relative process advantages: centre step rewards on the group mean before scaling
-    # (DeepSeekMath), or only scale them, which keeps Clip's signs (docs/method.md section 11).
-    process_centering: bool = True
+    # Critic-free process advantages: "group" normalises the shaped step rewards over the
+    # prompt's group (DeepSeekMath; the algorithm's scale); "none" takes their plain
+    # reward-to-go, which keeps Clip's and Delta's gamma = 1 bounds (docs/method.md section 11).
+    process_normalization: Literal["group", "none"] = "group"
     separators: tuple[str, ...] = ("\n\n", "\n")
     max_steps: int = 16
 
@@ -413,7 +414,21 @@ REWARD_VARIANTS: dict[str, dict[str, Any]] = {
     "prm_clip": {"reward.use_prm": True, "reward.method": "clip"},
     "prm_delta": {"reward.use_prm": True, "reward.method": "delta"},
     "prm_clip_delta": {"reward.use_prm": True, "reward.method": "clip_delta"},
+    # Critic-free only: the process advantage as the plain reward-to-go of the shaped step
+    # rewards, not normalised over the group (docs/method.md section 11).
+    "prm_clip_unnormalized": {
+        "reward.use_prm": True,
+        "reward.method": "clip",
+        "reward.process_normalization": "none",
+    },
+    "prm_clip_delta_unnormalized": {
+        "reward.use_prm": True,
+        "reward.method": "clip_delta",
+        "reward.process_normalization": "none",
+    },
 }
+# Variants that differ from another only without a critic: a ppo reproduction skips them.
+GROUP_ONLY_VARIANTS = ("prm_clip_unnormalized", "prm_clip_delta_unnormalized")
 
 
 @dataclasses.dataclass(frozen=True)

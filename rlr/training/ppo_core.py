@@ -201,7 +201,9 @@ def group_advantages(
 
     Outcome: each sample's reward (success + ORM term + summed KL reward) relative to its
     group (group_outcome_advantages), on every token. Process (use_prm): the shaped step
-    rewards (raw, clip, delta or clip_delta) through group_process_advantages, times alpha.
+    rewards (raw, clip, delta or clip_delta) through group_process_advantages, normalised over
+    the group (reward.process_normalization="group") or as their plain reward-to-go ("none"),
+    times alpha.
     """
     defaults = ALGORITHM_DEFAULTS[algorithm]
     mask = rollout.response_mask
@@ -224,8 +226,8 @@ def group_advantages(
             rollout.step_mask.reshape(P, G, K),
             rollout.step_end.reshape(P, G, K),
             mask.reshape(P, G, T),
-            scale=defaults.group_scale,
-            center=reward.process_centering,
+            scale=defaults.group_scale if reward.process_normalization == "group" else "none",
+            center=reward.process_normalization == "group",
         )
         advantages = advantages + reward.alpha * process.reshape(B, T)
     return advantages
