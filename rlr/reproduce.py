@@ -327,7 +327,7 @@ class Reproduction:
     def run(self) -> dict[str, Any]:
         """Every stage, then results.json, results.md and curves.png (results_<algorithm>.*
         and curves_<algorithm>.png for each algorithm besides ppo). Returns the results of
-        the first algorithm."""
+        the last algorithm."""
         from rlr.config import dump_config
 
         start = time.time()
@@ -350,7 +350,7 @@ class Reproduction:
         results = {}
         for algorithm in self.config.algorithms:
             results[algorithm] = self.run_algorithm(algorithm, sft_result, start)
-        return results[self.config.algorithms[0]]
+        return results[self.config.algorithms[-1]]
 
     def run_algorithm(
         self, algorithm: str, sft_result: dict[str, Any], start: float
@@ -586,5 +586,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(results_markdown(results))
     out = reproduction.out
-    print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}")
+    for algorithm in reproduction.config.algorithms:
+        suffix = "" if algorithm == "ppo" else f"_{algorithm}"
+        files = [f"results{suffix}.json", f"results{suffix}.md", f"curves{suffix}.png"]
+        print(f"{algorithm} results: " + ", ".join(str(out / name) for name in files))
     return 0
