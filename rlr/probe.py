@@ -170,24 +170,25 @@ def group_probe(
     return {"num_filler": list(range(max_filler + 1)), "advantages": out}
 
 
+def _columns(keys: dict[str, list[int]], values: dict[str, list[float]], width: int) -> str:
+    """A plain-text table: integer key columns, then one column of floats per name."""
+    head = " ".join(f"{k:>5}" for k in keys) + " " + " ".join(f"{n:>{width}}" for n in values)
+    lines = [head]
+    for i in range(len(next(iter(keys.values())))):
+        cells = " ".join(f"{column[i]:>{width}.4f}" for column in values.values())
+        lines.append(" ".join(f"{column[i]:>5}" for column in keys.values()) + " " + cells)
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The probe result as a plain-text table: one row per m, one column per method."""
-    methods = list(result["returns"])
-    lines = [f"{'m':>3} {'steps':>5} " + " ".join(f"{name:>10}" for name in methods)]
-    for i, m in enumerate(result["num_filler"]):
-        cells = " ".join(f"{result['returns'][name][i]:>10.4f}" for name in methods)
-        lines.append(f"{m:>3} {result['num_steps'][i]:>5} {cells}")
-    return "\n".join(lines)
+    keys = {"m": result["num_filler"], "steps": result["num_steps"]}
+    return _columns(keys, result["returns"], 10)
 
 
 def format_group_table(result: dict[str, Any]) -> str:
     """group_probe's result as text: one row per m, one column per method / normalization."""
-    names = list(result["advantages"])
-    lines = [f"{'m':>3} " + " ".join(f"{name:>18}" for name in names)]
-    for i, m in enumerate(result["num_filler"]):
-        cells = " ".join(f"{result['advantages'][name][i]:>18.4f}" for name in names)
-        lines.append(f"{m:>3} {cells}")
-    return "\n".join(lines)
+    return _columns({"m": result["num_filler"]}, result["advantages"], 18)
 
 
 def probe_figure(result: dict[str, Any]):
