@@ -105,7 +105,7 @@ def _tokenizer(config: Any) -> Any:
     vocabulary size from it, as `rlr ppo` does); None when the plan runs without it."""
     import pathlib
 
-    path = config.tokenizer or config.policy.path
+    path = config.tokenizer_dir
     if path and (pathlib.Path(path) / "tokenizer.json").is_file():
         from rlr.training.loading import load_tokenizer
 

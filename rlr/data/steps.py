@@ -12,6 +12,7 @@ import codecs
 import functools
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -250,6 +251,17 @@ def insert_step_tags(
         position = end
     out.append(text[position:])
     return "".join(out)
+
+
+def unique_token_ids(*values: Any) -> tuple[int, ...]:
+    """The token ids named by `values` (each an int, a list / tuple of ints, or None), in
+    order, each once: how EOS ids from a tokenizer and HF configs are merged."""
+    ids: list[int] = []
+    for value in values:
+        for token in [value] if isinstance(value, int) else list(value or ()):
+            if int(token) not in ids:
+                ids.append(int(token))
+    return tuple(ids)
 
 
 def pad_id_of(tokenizer) -> int:

@@ -240,6 +240,11 @@ class PPOConfig:
     device_memory_gib: float | None = None
 
     @property
+    def tokenizer_dir(self) -> str:
+        """The tokenizer's directory: `tokenizer`, else the policy's HF directory."""
+        return self.tokenizer or self.policy.path or ""
+
+    @property
     def defaults(self) -> AlgorithmDefaults:
         """What `algorithm` means (ALGORITHM_DEFAULTS)."""
         return ALGORITHM_DEFAULTS[self.algorithm]

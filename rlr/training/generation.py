@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from rlr.data.steps import pad_id_of
+from rlr.data.steps import pad_id_of, unique_token_ids
 from rlr.sampling import Sampler
 from rlr.training.batching import encode_prompts, map_in_batches
 
@@ -22,15 +22,11 @@ from rlr.training.batching import encode_prompts, map_in_batches
 def eos_ids_of(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
     """Every id that ends a response: the tokenizer's EOS and the model config's EOS id(s)
     (HF configs may list several, e.g. `<|im_end|>` and `<|endoftext|>`), in that order."""
-    ids: list[int] = []
     config_eos = getattr(getattr(model, "config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, config_eos):
-        for token in [value] if isinstance(value, int) else list(value or ()):
-            if int(token) not in ids:
-                ids.append(int(token))
+    ids = unique_token_ids(tokenizer.eos_token_id, config_eos)
     if not ids:
         raise ValueError("neither the tokenizer nor the model config names an EOS token id")
-    return tuple(ids)
+    return ids
 
 
 def make_sampler(

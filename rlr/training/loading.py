@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rlr.data.records import Problem, StepLabelled
+from rlr.data.steps import unique_token_ids
 from rlr.models import (
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -158,11 +159,7 @@ def with_generation_eos(config: Qwen2Config, directory: str | pathlib.Path) -> Q
         listed = json.loads(path.read_text()).get("eos_token_id")
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
-    ids = []
-    for value in (config.eos_token_id, listed):
-        for token in [value] if isinstance(value, int) else list(value or ()):
-            if int(token) not in ids:
-                ids.append(int(token))
+    ids = unique_token_ids(config.eos_token_id, listed)
     if not ids:
         return config
     return dataclasses.replace(config, eos_token_id=ids[0] if len(ids) == 1 else tuple(ids))

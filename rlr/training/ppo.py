@@ -41,7 +41,6 @@ from rlr.training.generation import (
 from rlr.training.metrics import MetricsWriter
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
-from rlr.training.step import TrainState
 
 
 class PPOTrainer:
@@ -61,15 +60,13 @@ class PPOTrainer:
             self.test_problems = loading.load_problems(
                 data.test, data.format, what="data.test", limit=data.max_test_problems
             )
-        self.tokenizer_path = config.tokenizer or config.policy.path
-        if not self.tokenizer_path:
+        if not config.tokenizer_dir:
             raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
-        self.tokenizer = loading.load_tokenizer(self.tokenizer_path)
+        self.tokenizer = loading.load_tokenizer(config.tokenizer_dir)
         self.setup = build_ppo(config, mesh=self.mesh, tokenizer=self.tokenizer)
         self.models = self.setup.models
         self.state = self.setup.state
         self.frozen = self.setup.frozen
-        self.state_shardings = self.setup.state_shardings
         roll = config.rollout
         self.sampler = make_sampler(
             self.models.policy,
@@ -243,7 +240,8 @@ class PPOTrainer:
         ckpt = Checkpointer(self.out_dir / "checkpoints", keep=cfg.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
-            restored, meta = ckpt.restore(self._abstract_state())
+            # the live state's arrays give the restore its shapes and shardings
+            restored, meta = ckpt.restore(self.state)
             self.state = restored
             start = int(meta["iteration"])
         end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
@@ -282,20 +280,13 @@ class PPOTrainer:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _abstract_state(self) -> TrainState:
-        return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            self.state,
-            self.state_shardings,
-        )
-
     def export_policy(self, directory: str | pathlib.Path) -> pathlib.Path:
         """Writes the trained policy (and its tokenizer) as an HF directory."""
         return loading.export_model(
             self.models.policy,
             self.state.params["policy"],
             directory,
-            tokenizer_dir=self.tokenizer_path,
+            tokenizer_dir=self.config.tokenizer_dir,
         )
 
 

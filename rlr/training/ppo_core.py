@@ -127,6 +127,7 @@ def build_experience(
     (docs/method.md section 11).
     """
     mask = rollout.response_mask
+    critic = ALGORITHM_DEFAULTS[algorithm].critic
     beta = 0.0 if kl_in_loss else reward.kl_coef
     rewards = rlr.token_rewards(
         rollout.success,
@@ -144,7 +145,7 @@ def build_experience(
         beta=beta,
         kl_estimator=reward.kl_estimator,
     )
-    if ALGORITHM_DEFAULTS[algorithm].critic:
+    if critic:
         advantages, returns = rlr.gae_advantages(
             rewards.total, scored.old_values, mask, gamma=gamma, lam=lam
         )
@@ -168,7 +169,7 @@ def build_experience(
         "advantage/mean": rlr.masked_mean(advantages, mask),
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
-    if ALGORITHM_DEFAULTS[algorithm].critic:
+    if critic:
         explained = 1.0 - rlr.masked_var(returns - scored.old_values, mask) / jnp.maximum(
             rlr.masked_var(returns, mask), 1e-8
         )
