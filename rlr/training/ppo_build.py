@@ -94,7 +94,11 @@ def build_ppo(
     if num_layers is not None and not abstract:
         raise ValueError("num_layers only applies to an abstract build (rlr plan)")
     modules = _modules(config, tokenizer, num_layers=num_layers)
-    shardings = {name: param_shardings(module, mesh) for name, module in modules.items()}
+    by_module: dict[int, Any] = {}  # the reference (and a critic from a PRM) share a module
+    for module in modules.values():
+        if id(module) not in by_module:
+            by_module[id(module)] = param_shardings(module, mesh)
+    shardings = {name: by_module[id(module)] for name, module in modules.items()}
     spec = config.ppo
     trainable_names = trainable_networks(config)
     tx = make_ppo_optimizer(
@@ -108,20 +112,18 @@ def build_ppo(
     frozen_shard = {name: shardings[name] for name in modules if name not in trainable_names}
     if abstract:
         params = {name: abstract_params(module) for name, module in modules.items()}
-        trainable = {name: params[name] for name in trainable_names}
-        state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
-        state = _with_shardings(
-            jax.eval_shape(functools.partial(init_train_state, tx=tx), trainable), state_shard
-        )
-        frozen = _with_shardings({name: params[name] for name in frozen_shard}, frozen_shard)
     else:
         modules, params = _load(config, tokenizer, modules, shardings)
-        trainable = {name: params[name] for name in trainable_names}
-        state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
-        init = functools.partial(init_train_state, tx=tx)
+    trainable = {name: params[name] for name in trainable_names}
+    frozen = {name: params[name] for name in frozen_shard}
+    state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
+    init = functools.partial(init_train_state, tx=tx)
+    if abstract:
+        state = _with_shardings(jax.eval_shape(init, trainable), state_shard)
+        frozen = _with_shardings(frozen, frozen_shard)
+    else:
         with jax.set_mesh(mesh):
             state = jax.jit(init, out_shardings=state_shard)(trainable)
-        frozen = {name: params[name] for name in frozen_shard}
     models = PPOModels(
         policy=modules["policy"],
         critic=modules.get("critic"),
