@@ -295,6 +295,22 @@ def _make_data(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _prepare_prm_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("prm800k", "math-shepherd"),
+        help="format of --input: prm800k (phase-1/phase-2 JSONL) or math-shepherd",
+    )
+    parser.add_argument("--input", required=True, help="the public step-labelled JSONL file")
+    parser.add_argument("--out", required=True, help="output StepLabelled JSONL file")
+    parser.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="skip malformed lines and count them instead of stopping at the first",
+    )
+
+
 def _train_tokenizer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (HF tokenizer files)")
     parser.add_argument("--vocab-size", type=positive_int, default=512, help="vocabulary size")
@@ -328,6 +344,17 @@ COMMANDS: tuple[Command, ...] = (
         "answers, SFT solutions (optionally with filler steps) and step-labelled PRM data.",
         _make_data,
         library=True,
+    ),
+    Command(
+        "prepare-prm-data",
+        "rlr.data.prepare",
+        "convert PRM800K or Math-Shepherd JSONL into the StepLabelled JSONL of train-prm",
+        "Reads public step-labelled data and writes rlr's StepLabelled JSONL (data.format: "
+        "rlr). PRM800K ratings are kept: +1 -> correct (1), 0 -> neutral (0), -1 -> wrong "
+        "(-1) (train-prm's label_mode=hard trains a neutral step toward neutral_target, "
+        "default 1.0); Math-Shepherd step tags become '+' -> 1, '-' -> -1. A malformed line "
+        "stops it with FILE:LINE unless --skip-malformed. Prints a one-line JSON summary.",
+        _prepare_prm_data,
     ),
     Command(
         "train-tokenizer",
