@@ -55,7 +55,7 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def train_flops(params, config: models.Qwen2Config, batch: int, seq: int) -> float:
+def train_flops(params, config: models.DecoderConfig, batch: int, seq: int) -> float:
     """6 * N_matmul * tokens + causal attention (QK^T and PV, forward + backward).
 
     N_matmul counts every weight used in a matmul: all kernels plus the (tied) LM head,

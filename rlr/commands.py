@@ -220,6 +220,21 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: i
     )
 
 
+STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow")
+
+
+def add_prm_arguments(parser: argparse.ArgumentParser, *, help: str) -> None:  # noqa: A002
+    """--prm PATH and --prm-format FORMAT (default: read from the PRM's config.json)."""
+    parser.add_argument("--prm", default=None, help=help)
+    parser.add_argument(
+        "--prm-format",
+        default=None,
+        choices=STEP_FORMATS,
+        help="how the PRM renders and scores steps (default: read from its config.json; "
+        "rlr is what `rlr train-prm` writes)",
+    )
+
+
 def _label_steps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="completer policy (HF directory)")
     parser.add_argument("--problems", required=True, help="JSONL of problems with gold answers")
@@ -235,12 +250,23 @@ def _label_steps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--completions", type=positive_int, default=8, help="continuations N per step prefix"
     )
+    add_prm_arguments(
+        parser,
+        help="label with this PRM's step scores instead of Monte-Carlo completions (an HF "
+        "directory or cached org/name id; e.g. a released PRM, to distil it into rlr's)",
+    )
+    parser.add_argument(
+        "--prm-threshold",
+        type=float,
+        default=0.5,
+        help="with --prm: a step scored at least this is labelled +1, else -1 (default 0.5)",
+    )
     add_sampling_arguments(parser, max_new_tokens=128)
 
 
 def _eval_bon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="policy (HF directory)")
-    parser.add_argument("--prm", default=None, help="PRM (HF token-classification directory)")
+    add_prm_arguments(parser, help="PRM: an HF directory or cached org/name id")
     parser.add_argument("--orm", default=None, help="ORM (HF sequence/token-classification dir)")
     parser.add_argument("--problems", required=True, help="JSONL of held-out problems")
     parser.add_argument("--n", type=positive_int, default=8, help="samples per problem G")

@@ -81,12 +81,29 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             "response_tokens": roll.max_new_tokens,
         },
     }
+    steps = [
+        ("update", setup.update, (setup.state, experience)),
+        ("scoring", setup.score, (setup.state.params, setup.frozen, rollout, None)),
+    ]
+    if setup.read_prm_steps is not None:  # a PRM that reads the steps as text
+        from rlr.training.ppo_build import prm_read_shapes
+
+        C, S, K = prm_read_shapes(config)
+        rows = sharding.batch_sharding(mesh, 2)
+        row = lambda width: jax.ShapeDtypeStruct((C, width), jnp.int32, sharding=rows)  # noqa: E731
+        result["text_prm"] = {
+            "format": setup.prm_format,
+            "rows": C,
+            "tokens": S,
+            "steps": K,
+            "param_bytes": nbytes(setup.frozen["prm"]),
+        }
+        steps.append(
+            ("prm_scoring", setup.read_prm_steps, (setup.frozen["prm"], row(S), row(S), row(K)))
+        )
     if layers == 0:  # shapes only
         return result
-    for name, fn, args in (
-        ("update", setup.update, (setup.state, experience)),
-        ("scoring", setup.score, (setup.state.params, setup.frozen, rollout)),
-    ):
+    for name, fn, args in steps:
         with jax.set_mesh(mesh):
             compiled = fn.lower(*args).compile()
         mem = compiled.memory_analysis()
@@ -152,7 +169,7 @@ def plan(
     one = _plan_at(config, mesh_sizes, layers=1)
     two = _plan_at(config, mesh_sizes, layers=2)
     full = plan_shapes(config, mesh_sizes)
-    for step in ("update_step", "scoring_step"):
+    for step in compiled_steps(one):
         full[step] = {
             k: one[step][k] + (depth - 1) * (two[step][k] - one[step][k]) for k in one[step]
         }
@@ -167,6 +184,11 @@ def plan(
     return full
 
 
+def compiled_steps(result: dict[str, Any]) -> list[str]:
+    """The compiled programs a plan() result reports, in order."""
+    return [s for s in ("update_step", "scoring_step", "prm_scoring_step") if s in result]
+
+
 def _peak(result: dict[str, Any]) -> int:
     upd, scr = result["update_step"], result["scoring_step"]
     # Frozen networks stay resident during updates; the update's own arguments are the state
@@ -175,7 +197,13 @@ def _peak(result: dict[str, Any]) -> int:
     peak_update += result["per_device_bytes"]["frozen_params"]
     peak_scoring = scr["arguments"] + scr["outputs"] + scr["temporaries"]
     peak_scoring += result["per_device_bytes"]["optimizer_state"]
-    return max(peak_update, peak_scoring)
+    peaks = [peak_update, peak_scoring]
+    if "prm_scoring_step" in result:
+        # the text PRM's program, with everything else resident beside it
+        prm = result["prm_scoring_step"]
+        resident = sum(result["per_device_bytes"].values()) - result["text_prm"]["param_bytes"]
+        peaks.append(prm["arguments"] + prm["outputs"] + prm["temporaries"] + resident)
+    return max(peaks)
 
 
 def format_report(result: dict[str, Any], device_memory_gib: float | None) -> str:
@@ -189,7 +217,13 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
     ]
     for k, v in result["per_device_bytes"].items():
         lines.append(f"  {k:<28}{gib(v)}")
-    for step in ("update_step", "scoring_step"):
+    if "text_prm" in result:
+        prm = result["text_prm"]
+        lines.append(
+            f"text PRM ({prm['format']}): rows of {prm['rows']} x {prm['tokens']} tokens, "
+            f"{prm['steps']} steps"
+        )
+    for step in compiled_steps(result):
         for k, v in result[step].items():
             lines.append(f"  {step + ' ' + k:<28}{gib(v)}")
     lines.append(f"  {'peak (estimate)':<28}{gib(result['peak_bytes_per_device'])}")

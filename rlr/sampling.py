@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rlr.losses import token_logprobs
-from rlr.models.qwen2 import default_positions, init_cache
+from rlr.models.decoder import default_positions, init_cache
 
 
 class SampleOutput(NamedTuple):
@@ -105,7 +105,7 @@ def sample(
     short answers cost short loops; loop="scan" runs all T steps in a `lax.scan` instead (the
     same tokens; kept for measuring the two against each other). Step t draws with
     fold_in(key, t), so the result is a deterministic function of the key. `model` is a
-    `Qwen2ForCausalLM`; jit this with the model and keyword arguments static (or use
+    `DecoderForCausalLM`; jit this with the model and keyword arguments static (or use
     `Sampler`).
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.models import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification, init_params
+from rlr.models import DecoderConfig, DecoderForCausalLM, DecoderForTokenClassification, init_params
 from rlr.training.ppo_core import PPOModels, Rollout
 
-CONFIG = Qwen2Config(
+CONFIG = DecoderConfig(
     vocab_size=64,
     hidden_size=32,
     intermediate_size=64,
@@ -23,9 +23,9 @@ B, P, T, K = 8, 6, 10, 3
 
 
 def models(with_prm: bool = True, with_orm: bool = True) -> PPOModels:
-    critic = Qwen2ForTokenClassification(CONFIG, num_labels=1)
+    critic = DecoderForTokenClassification(CONFIG, num_labels=1)
     return PPOModels(
-        policy=Qwen2ForCausalLM(CONFIG),
+        policy=DecoderForCausalLM(CONFIG),
         critic=critic,
         prm=critic if with_prm else None,
         orm=critic if with_orm else None,

@@ -282,7 +282,7 @@ def test_cli_help(capsys):
 
 def test_cli_missing_paths(assets, tmp_path):
     common = ["--problems", str(assets / "data" / "problems_test.jsonl")]
-    with pytest.raises(ValueError, match="--prm .*no_prm' is not a directory"):
+    with pytest.raises(ValueError, match="--prm .*no_prm' does not exist"):
         cli.run(
             ["eval-bon", "--policy", str(assets / "policy"), "--prm", str(tmp_path / "no_prm")]
             + common

@@ -58,7 +58,7 @@ def test_tokenizer_and_network_errors_name_the_setting(tmp_path):
         loading.load_tokenizer(None)
     with pytest.raises(ValueError, match="--tokenizer '.*nowhere' is not a directory"):
         loading.load_tokenizer(str(tmp_path / "nowhere"), what="--tokenizer")
-    with pytest.raises(ValueError, match="policy.path .* is not a directory"):
+    with pytest.raises(ValueError, match="policy.path .* does not exist"):
         loading.load_or_init_policy(ModelSpec(path=str(tmp_path / "none")), None, seed=0)
     with pytest.raises(ValueError, match="prm.path .* holds no config.json and prm.architecture"):
         loading.hf_config_of(ModelSpec(path=str(tmp_path)), what="prm")

@@ -1,4 +1,5 @@
-"""rlr.models: parity with transformers' torch Qwen2, HF weight I/O, padding, heads, errors."""
+"""rlr.models on Qwen2: parity with transformers' torch Qwen2, HF weight I/O, padding, heads,
+errors (the other families: test_model_families.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from rlr import models
 VOCAB = 96
 
 
-def tiny_config(**overrides) -> models.Qwen2Config:
+def tiny_config(**overrides) -> models.DecoderConfig:
     fields = dict(
         vocab_size=VOCAB,
         hidden_size=32,
@@ -30,7 +31,7 @@ def tiny_config(**overrides) -> models.Qwen2Config:
         rope_theta=10000.0,
     )
     fields.update(overrides)
-    return models.Qwen2Config(**fields)
+    return models.DecoderConfig(**fields)
 
 
 def random_params(model, seed: int):
@@ -108,7 +109,7 @@ def test_causal_lm_matches_transformers(torch_hf, tmp_path, case):
     hf_model = hf_random_model(torch, transformers, "Qwen2ForCausalLM", **CAUSAL_CASES[case])
     hf_model.save_pretrained(tmp_path)
     model, params = models.load_pretrained(tmp_path)
-    assert isinstance(model, models.Qwen2ForCausalLM)
+    assert isinstance(model, models.DecoderForCausalLM)
     assert model.config.tie_word_embeddings == hf_model.config.tie_word_embeddings
     assert ("lm_head" in params) != model.config.tie_word_embeddings
     ids = random_ids(3, 11, seed=1)
@@ -153,7 +154,7 @@ def test_token_classification_matches_transformers(torch_hf, tmp_path, bias):
     )
     hf_model.save_pretrained(tmp_path)
     model, params = models.load_pretrained(tmp_path)
-    assert isinstance(model, models.Qwen2ForTokenClassification)
+    assert isinstance(model, models.DecoderForTokenClassification)
     assert (model.num_labels, model.use_bias) == (3, bias)
     ids = random_ids(2, 7, seed=3)
     got = jax.jit(model.apply)({"params": params}, jnp.asarray(ids))
@@ -180,7 +181,7 @@ def test_sequence_classification_matches_transformers(torch_hf, tmp_path):
     )
     hf_model.save_pretrained(tmp_path)
     model, params = models.load_pretrained(tmp_path)
-    assert isinstance(model, models.Qwen2ForSequenceClassification)
+    assert isinstance(model, models.DecoderForSequenceClassification)
     ids = random_ids(3, 8, seed=4)
     mask = np.ones_like(ids)
     ids[1, 5:], mask[1, 5:] = pad, 0  # right padded
@@ -217,7 +218,7 @@ def test_sharded_checkpoints_round_trip(torch_hf, tmp_path):
 
 @pytest.fixture(scope="module")
 def causal():
-    model = models.Qwen2ForCausalLM(tiny_config())
+    model = models.DecoderForCausalLM(tiny_config())
     params = random_params(model, seed=0)
     return model, params, jax.jit(model.apply)
 
@@ -250,7 +251,7 @@ def test_logits_are_causal(causal):
 
 def test_bf16_params_with_f32_compute_stay_close(causal):
     model, params, apply = causal
-    model16 = models.Qwen2ForCausalLM(model.config, dtype=jnp.float32, param_dtype=jnp.bfloat16)
+    model16 = models.DecoderForCausalLM(model.config, dtype=jnp.float32, param_dtype=jnp.bfloat16)
     params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
     ids = jnp.asarray(random_ids(2, 5, seed=8))
     want = apply({"params": params}, ids)
@@ -263,7 +264,7 @@ def test_bf16_params_with_f32_compute_stay_close(causal):
 
 def test_bf16_compute_stays_close(causal):
     model, params, apply = causal
-    model16 = models.Qwen2ForCausalLM(model.config, dtype=jnp.bfloat16)
+    model16 = models.DecoderForCausalLM(model.config, dtype=jnp.bfloat16)
     ids = jnp.asarray(random_ids(2, 5, seed=10))
     want = np.asarray(apply({"params": params}, ids))
     got = jax.jit(model16.apply)({"params": params}, ids)
@@ -292,7 +293,7 @@ def as_tuples(specs):
 def test_parameters_carry_logical_axis_names():
     cfg = tiny_config(tie_word_embeddings=False)
     boxed = jax.eval_shape(
-        lambda: models.Qwen2ForCausalLM(cfg).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+        lambda: models.DecoderForCausalLM(cfg).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
     )
     specs = as_tuples(nn.get_partition_spec(boxed))["params"]
     layer = specs["model"]["layers_0"]
@@ -307,7 +308,7 @@ def test_parameters_carry_logical_axis_names():
     assert layer["input_layernorm"]["scale"] == ("norm",)
     assert specs["lm_head"]["kernel"] == ("embed", "vocab")
     score = jax.eval_shape(
-        lambda: models.Qwen2ForTokenClassification(cfg, num_labels=1).init(
+        lambda: models.DecoderForTokenClassification(cfg, num_labels=1).init(
             jax.random.key(0), jnp.zeros((1, 2), jnp.int32)
         )
     )
@@ -316,7 +317,7 @@ def test_parameters_carry_logical_axis_names():
 
 def test_heads_share_a_trunk(causal):
     model, params, apply = causal
-    critic = models.Qwen2ForTokenClassification(model.config, num_labels=1)
+    critic = models.DecoderForTokenClassification(model.config, num_labels=1)
     head = models.ScoreHead(1)
     head_params = head.init(jax.random.key(3), jnp.zeros((1, model.config.hidden_size)))
     ids = jnp.asarray(random_ids(2, 5, seed=9))
@@ -403,36 +404,36 @@ def base_hf_config(**overrides):
         (dict(rope_parameters={"rope_type": "yarn", "factor": 4.0}), "rope_type"),
         (dict(num_key_value_heads=3), "num_key_value_heads"),
         (dict(hidden_act="gelu"), "hidden_act"),
-        (dict(model_type="llama"), "model_type"),
+        (dict(model_type="gemma"), "model_type"),
         (dict(vocab_size=0), "vocab_size"),
         (dict(head_dim=7), "head_dim"),
     ],
 )
 def test_bad_configs_raise(overrides, field):
     with pytest.raises(ValueError, match=field):
-        models.Qwen2Config.from_hf(base_hf_config(**overrides))
+        models.DecoderConfig.from_hf(base_hf_config(**overrides))
 
 
 def test_config_round_trips_and_reads_rope_forms():
     cfg = tiny_config(head_dim=16, rope_theta=1e6, eos_token_id=(3, 4))
-    assert models.Qwen2Config.from_hf(cfg.to_hf()) == cfg
+    assert models.DecoderConfig.from_hf(cfg.to_hf()) == cfg
     hf = base_hf_config(rope_parameters=None, rope_theta=123.0)
-    assert models.Qwen2Config.from_hf(hf).rope_theta == 123.0
+    assert models.DecoderConfig.from_hf(hf).rope_theta == 123.0
     hf = base_hf_config(rope_parameters={"rope_type": "default", "rope_theta": 77.0})
     del hf["rope_theta"]
-    assert models.Qwen2Config.from_hf(hf).rope_theta == 77.0
-    assert models.Qwen2Config.from_hf(base_hf_config(head_dim=None)).head_dim == 8
+    assert models.DecoderConfig.from_hf(hf).rope_theta == 77.0
+    assert models.DecoderConfig.from_hf(base_hf_config(head_dim=None)).head_dim == 8
     with pytest.raises(ValueError, match="num_hidden_layers"):
         hf = base_hf_config()
         del hf["num_hidden_layers"]
-        models.Qwen2Config.from_hf(hf)
+        models.DecoderConfig.from_hf(hf)
 
 
 def test_sliding_window_shorter_than_sequence_raises():
     hf = base_hf_config(use_sliding_window=True, sliding_window=4, max_window_layers=0)
-    cfg = models.Qwen2Config.from_hf(hf)
+    cfg = models.DecoderConfig.from_hf(hf)
     assert cfg.sliding_window == 4
-    model = models.Qwen2ForCausalLM(cfg)
+    model = models.DecoderForCausalLM(cfg)
     params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0)))
     apply = functools.partial(jax.eval_shape, model.apply, {"params": params})
     apply(jnp.zeros((1, 4), jnp.int32))  # fits in the window
@@ -440,7 +441,7 @@ def test_sliding_window_shorter_than_sequence_raises():
         apply(jnp.zeros((1, 5), jnp.int32))
     # A window that no layer uses (all layers below max_window_layers) is no restriction.
     hf = base_hf_config(use_sliding_window=True, sliding_window=4, max_window_layers=2)
-    assert models.Qwen2Config.from_hf(hf).sliding_window is None
+    assert models.DecoderConfig.from_hf(hf).sliding_window is None
 
 
 def test_load_errors_name_the_problem(causal, tmp_path):
@@ -473,7 +474,7 @@ def test_load_errors_name_the_problem(causal, tmp_path):
 
 
 def test_remat_keeps_parameters_and_gradients():
-    config = models.Qwen2Config(
+    config = models.DecoderConfig(
         vocab_size=64,
         hidden_size=32,
         intermediate_size=64,
@@ -482,8 +483,8 @@ def test_remat_keeps_parameters_and_gradients():
         num_key_value_heads=2,
         max_position_embeddings=64,
     )
-    plain = models.Qwen2ForCausalLM(config)
-    remat = models.Qwen2ForCausalLM(config, remat=True)
+    plain = models.DecoderForCausalLM(config)
+    remat = models.DecoderForCausalLM(config, remat=True)
     params = models.init_params(plain, jax.random.key(0))
     assert jax.tree.structure(models.init_params(remat, jax.random.key(0))) == (
         jax.tree.structure(params)

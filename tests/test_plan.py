@@ -66,6 +66,59 @@ def test_plan_on_the_7b_config_reports_memory_and_fails_when_too_small(tmp_path)
     assert "fits" in report and "DOES NOT FIT" not in report
 
 
+@pytest.mark.sharding
+def test_plan_sizes_a_7b_released_prm_beside_a_1p5b_policy(tmp_path):
+    """qwen2_1p5b_math_prm7b: Qwen2.5-Math-PRM-7B read as text beside a Qwen2-1.5B policy;
+    the PRM's own scoring program is compiled and counted in the per-device peak."""
+    out = tmp_path / "plan.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlr.cli",
+            "plan",
+            "--config",
+            "qwen2_1p5b_math_prm7b",
+            "--mesh",
+            "data=2,fsdp=4,tensor=1",
+            "--json",
+            str(out),
+            "policy.architecture.num_hidden_layers=1",
+            "prm.architecture.num_hidden_layers=1",
+            "rollout.prompts_per_iteration=8",
+            "rollout.samples_per_prompt=2",
+            "rollout.chunk_rows=16",
+            "ppo.minibatches=2",
+            "rollout.max_prompt_tokens=16",
+            "rollout.max_new_tokens=16",
+            "reward.max_steps=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "text PRM (qwen_math_prm)" in proc.stdout, proc.stdout
+    result = json.loads(out.read_text())
+    # 7B widths at one layer: embeddings + trunk layer + the D x D and D x 2 score MLP
+    assert result["parameters"]["prm"] > 152064 * 3584 + 3584 * 3584
+    assert result["text_prm"] == {
+        "format": "qwen_math_prm",
+        "rows": 16,
+        "tokens": 16 + 16 + 8 * 4,
+        "steps": 4,
+        "param_bytes": result["text_prm"]["param_bytes"],
+    }
+    prm = result["prm_scoring_step"]
+    assert prm["temporaries"] > 0 and prm["arguments"] >= result["text_prm"]["param_bytes"]
+    resident = sum(result["per_device_bytes"].values()) - result["text_prm"]["param_bytes"]
+    assert result["peak_bytes_per_device"] >= (
+        prm["arguments"] + prm["outputs"] + prm["temporaries"] + resident
+    )
+
+
 def test_layer_extrapolation_matches_an_exact_compile():
     from rlr.plan import plan
     from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec

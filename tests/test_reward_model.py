@@ -21,9 +21,9 @@ from rlr.data.readers import read_step_labelled
 from rlr.data.records import StepLabelled
 from rlr.data.synthetic import FILLER_STEPS, write_datasets
 from rlr.models import (
-    Qwen2Config,
-    Qwen2ForSequenceClassification,
-    Qwen2ForTokenClassification,
+    DecoderConfig,
+    DecoderForSequenceClassification,
+    DecoderForTokenClassification,
     init_params,
     load_pretrained,
 )
@@ -93,8 +93,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def scorer(tokenizer):
-    config = Qwen2Config.from_hf({**ARCH, "vocab_size": len(tokenizer)})
-    model = Qwen2ForTokenClassification(config, num_labels=1)
+    config = DecoderConfig.from_hf({**ARCH, "vocab_size": len(tokenizer)})
+    model = DecoderForTokenClassification(config, num_labels=1)
     return model, init_params(model, jax.random.key(0))
 
 
@@ -263,12 +263,12 @@ def test_cli_trains_and_exports_with_equal_scores(workdir, tmp_path, tokenizer, 
         assert 0.0 <= report["auc"] <= 1.0 and report["num_solutions"] == 16
     export = tmp_path / kind / "model"
     loaded, params = load_pretrained(export)
-    want_cls = Qwen2ForTokenClassification if kind == "prm" else Qwen2ForSequenceClassification
+    want_cls = DecoderForTokenClassification if kind == "prm" else DecoderForSequenceClassification
     assert type(loaded) is want_cls
     assert (export / "tokenizer.json").is_file()
     records, rows = _rows(workdir, tokenizer, kind, n=4)
     ids, attn = jnp.asarray(rows["input_ids"]), jnp.asarray(rows["attention_mask"])
-    token_model = Qwen2ForTokenClassification(loaded.config, num_labels=1)
+    token_model = DecoderForTokenClassification(loaded.config, num_labels=1)
     if kind == "prm":
         step_end, step_mask = jnp.asarray(rows["step_end"]), jnp.asarray(rows["step_mask"])
         ppo = prm_step_scores(token_model, params, ids, attn, step_end, step_mask, T=T)

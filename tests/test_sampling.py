@@ -20,7 +20,7 @@ VOCAB, STEPS, EOS, PAD = 64, 6, 3, 0
 
 @pytest.fixture(scope="module")
 def lm():
-    cfg = models.Qwen2Config(
+    cfg = models.DecoderConfig(
         vocab_size=VOCAB,
         hidden_size=32,
         intermediate_size=64,
@@ -28,7 +28,7 @@ def lm():
         num_attention_heads=4,
         num_key_value_heads=2,
     )
-    model = models.Qwen2ForCausalLM(cfg)
+    model = models.DecoderForCausalLM(cfg)
     params = models.init_params(model, jax.random.key(0))
     # Sharper logits than init gives, so greedy paths and EOS are not decided by noise.
     params = jax.tree.map(lambda x: x * 4.0 if x.ndim == 2 else x, params)

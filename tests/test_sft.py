@@ -20,7 +20,7 @@ from rlr.config import ConfigError, from_dict, load_config
 from rlr.data.prompts import build_prompt
 from rlr.data.readers import MalformedRecordError, read_problems
 from rlr.data.synthetic import write_datasets
-from rlr.models import Qwen2Config, Qwen2ForCausalLM, init_params, load_pretrained
+from rlr.models import DecoderConfig, DecoderForCausalLM, init_params, load_pretrained
 from rlr.training import batching, sft
 from rlr.training.configs import SFTConfig, SupervisedSpec
 from rlr.training.fit import fit
@@ -77,8 +77,8 @@ def rows(workdir, tokenizer):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    config = Qwen2Config.from_hf({**ARCH, "vocab_size": len(tokenizer)})
-    return Qwen2ForCausalLM(config)
+    config = DecoderConfig.from_hf({**ARCH, "vocab_size": len(tokenizer)})
+    return DecoderForCausalLM(config)
 
 
 def reference_sft_loss(logits, tokens, mask):
@@ -218,7 +218,7 @@ def test_cli_trains_evaluates_and_exports_a_complete_hf_dir(workdir, tmp_path, c
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (export / name).is_file(), name
     loaded, params = load_pretrained(export)
-    assert isinstance(loaded, Qwen2ForCausalLM)
+    assert isinstance(loaded, DecoderForCausalLM)
     # the exported params are the final training state's
     from rlr.training.checkpoint import Checkpointer
 

@@ -14,7 +14,7 @@ import tempfile
 import jax
 
 from rlr.data.synthetic import training_corpus, write_datasets
-from rlr.models import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification, init_params
+from rlr.models import DecoderConfig, DecoderForCausalLM, DecoderForTokenClassification, init_params
 from rlr.tokenizer import train_tokenizer
 from rlr.training.loading import export_model
 
@@ -43,7 +43,7 @@ def make_toy_assets(
         out_dir=root / "tokenizer",
     )
     write_datasets(root / "data", num_train=num_train, num_test=num_test, seed=0)
-    config = Qwen2Config(
+    config = DecoderConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -56,11 +56,11 @@ def make_toy_assets(
         pad_token_id=tokenizer.pad_token_id,
     )
     tokenizer_dir = str(root / "tokenizer")
-    policy = Qwen2ForCausalLM(config)
+    policy = DecoderForCausalLM(config)
     export_model(
         policy, init_params(policy, jax.random.key(0)), root / "policy", tokenizer_dir=tokenizer_dir
     )
-    scorer = Qwen2ForTokenClassification(config, num_labels=1)
+    scorer = DecoderForTokenClassification(config, num_labels=1)
     for seed, name in ((1, "prm"), (2, "orm")):
         export_model(
             scorer, init_params(scorer, jax.random.key(seed)), root / name, tokenizer_dir=None

@@ -1,34 +1,52 @@
-"""Qwen2-family networks in Flax: decoder, heads (LM, token/sequence scores), HF weight I/O."""
+"""Decoder-only networks in Flax for the Qwen2/2.5, Qwen3, Llama 3.x and Mistral families:
+one decoder, its heads (LM, token / sequence scores, released PRM heads), HF weight I/O."""
 
-from rlr.models.config import Qwen2Config
-from rlr.models.hf_io import load_pretrained, save_pretrained
-from rlr.models.qwen2 import (
+from rlr.models.config import FAMILIES, DecoderConfig, RopeScaling
+from rlr.models.decoder import (
+    DecoderForCausalLM,
+    DecoderForProcessReward,
+    DecoderForSequenceClassification,
+    DecoderForTokenClassification,
+    DecoderModel,
+    DecoderWithValueHead,
     KVCache,
-    Qwen2ForCausalLM,
-    Qwen2ForSequenceClassification,
-    Qwen2ForTokenClassification,
-    Qwen2Model,
+    MLPScoreHead,
     ScoreHead,
+    ValueHead,
     default_positions,
     init_cache,
     init_params,
     last_token_index,
     math_shepherd_step_scores,
+    rope_frequencies,
 )
+from rlr.models.hf_io import load_pretrained, pretrained_module, save_pretrained
+from rlr.models.step_scorers import STEP_FORMATS, StepScorer, load_step_scorer
 
 __all__ = [
+    "FAMILIES",
+    "DecoderConfig",
+    "DecoderForCausalLM",
+    "DecoderForProcessReward",
+    "DecoderForSequenceClassification",
+    "DecoderForTokenClassification",
+    "DecoderModel",
+    "DecoderWithValueHead",
     "KVCache",
-    "Qwen2Config",
-    "Qwen2ForCausalLM",
-    "Qwen2ForSequenceClassification",
-    "Qwen2ForTokenClassification",
-    "Qwen2Model",
+    "MLPScoreHead",
+    "RopeScaling",
     "ScoreHead",
+    "ValueHead",
     "default_positions",
     "init_cache",
     "init_params",
     "last_token_index",
     "load_pretrained",
     "math_shepherd_step_scores",
+    "rope_frequencies",
+    "pretrained_module",
     "save_pretrained",
+    "STEP_FORMATS",
+    "StepScorer",
+    "load_step_scorer",
 ]

@@ -19,22 +19,29 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rlr.models.config import Qwen2Config
-from rlr.models.qwen2 import (
-    Qwen2ForCausalLM,
-    Qwen2ForSequenceClassification,
-    Qwen2ForTokenClassification,
+from rlr.models.config import DecoderConfig
+from rlr.models.decoder import (
+    DecoderForCausalLM,
+    DecoderForProcessReward,
+    DecoderForSequenceClassification,
+    DecoderForTokenClassification,
+    DecoderWithValueHead,
 )
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
+# architectures[0] suffix -> module; the prefix names the family (Qwen2, Qwen3, Llama, Mistral).
 _HEADS = {
-    "ForCausalLM": Qwen2ForCausalLM,
-    "ForTokenClassification": Qwen2ForTokenClassification,
-    "ForSequenceClassification": Qwen2ForSequenceClassification,
+    "ForCausalLM": DecoderForCausalLM,
+    "ForTokenClassification": DecoderForTokenClassification,
+    "ForSequenceClassification": DecoderForSequenceClassification,
+    "ForProcessRewardModel": DecoderForProcessReward,  # Qwen2.5-Math-PRM
+    "ForPrmModel": DecoderWithValueHead,  # Skywork-o1-Open-PRM
 }
+# what save_pretrained writes (the others are read-only: their HF classes are remote code)
+_SAVED_HEADS = ("ForCausalLM", "ForTokenClassification", "ForSequenceClassification")
 
 
 def hf_name(path: tuple[str, ...]) -> tuple[str, bool]:
@@ -79,6 +86,13 @@ class _TensorReader:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape, without reading it."""
+        if name not in self.files:
+            raise ValueError(f"tensor {name!r} is missing from {self.described}")
+        with safe_open(self.files[name], framework="numpy") as f:
+            return tuple(f.get_slice(name).get_shape())
+
     def read(self, name: str) -> np.ndarray:
         if name not in self.files:
             raise ValueError(f"tensor {name!r} is missing from {self.described}")
@@ -92,8 +106,8 @@ class _TensorReader:
 
 
 def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) -> nn.Module:
-    config = Qwen2Config.from_hf(hf)
-    architectures = hf.get("architectures") or ["Qwen2ForCausalLM"]
+    config = DecoderConfig.from_hf(hf)
+    architectures = hf.get("architectures") or [f"{config.family}ForCausalLM"]
     arch = architectures[0]
     cls = next((c for suffix, c in _HEADS.items() if arch.endswith(suffix)), None)
     if cls is None:
@@ -101,32 +115,22 @@ def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) 
             f"config.json architectures={architectures!r} is not supported; rlr loads "
             f"*{', *'.join(_HEADS)}"
         )
-    if cls is Qwen2ForCausalLM:
-        return cls(config, dtype=dtype, param_dtype=param_dtype)
-    num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
-    return cls(
-        config,
-        num_labels=num_labels,
-        use_bias="score.bias" in reader,
-        dtype=dtype,
-        param_dtype=param_dtype,
-    )
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    if cls is DecoderForCausalLM:
+        return cls(config, **kw)
+    if cls is DecoderWithValueHead:
+        return cls(config, **kw)
+    # The number of labels is the head's real output size, whatever config.json says.
+    last = "score.2.weight" if cls is DecoderForProcessReward else "score.weight"
+    num_labels = reader.shape(last)[0]
+    if cls is DecoderForProcessReward:
+        return cls(config, num_labels=num_labels, **kw)
+    return cls(config, num_labels=num_labels, use_bias="score.bias" in reader, **kw)
 
 
-def load_pretrained(
-    path: str | pathlib.Path,
-    *,
-    dtype: Any = jnp.float32,
-    param_dtype: Any = jnp.float32,
-    shardings: Any = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Reads an HF Qwen2 directory -> (model, params); the head follows config architectures.
-
-    dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
-    shardings, optional, is a pytree of `jax.sharding.Sharding` shaped like params (e.g. from
-    the logical-axis rules): each tensor goes straight to its shards as it is read, so no
-    device ever holds more than its share.
-    """
+def _open(
+    path: str | pathlib.Path, dtype: Any, param_dtype: Any
+) -> tuple[nn.Module, _TensorReader]:
     directory = pathlib.Path(path)
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
@@ -136,7 +140,33 @@ def load_pretrained(
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_path} is not valid JSON: {err}") from None
     reader = _TensorReader(directory)
-    model = _build_model(hf, reader, dtype, param_dtype)
+    return _build_model(hf, reader, dtype, param_dtype), reader
+
+
+def pretrained_module(
+    path: str | pathlib.Path, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32
+) -> nn.Module:
+    """The Flax module `load_pretrained` would return for `path`, without reading weights
+    (config.json and the safetensors headers only): what shardings are computed from."""
+    return _open(path, dtype, param_dtype)[0]
+
+
+def load_pretrained(
+    path: str | pathlib.Path,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    shardings: Any = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Reads an HF Qwen2, Qwen3, Llama or Mistral directory -> (model, params); the head
+    follows config.json `architectures` and the head tensors' shapes.
+
+    dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
+    shardings, optional, is a pytree of `jax.sharding.Sharding` shaped like params (e.g. from
+    the logical-axis rules): each tensor goes straight to its shards as it is read, so no
+    device ever holds more than its share.
+    """
+    model, reader = _open(path, dtype, param_dtype)
     shapes = jax.eval_shape(
         lambda: nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     )["params"]
@@ -182,9 +212,12 @@ def save_pretrained(
     With max_shard_bytes, tensors are split over model-0000i-of-0000n.safetensors files with a
     model.safetensors.index.json, as HF does for large models.
     """
-    head = next((s for s, cls in _HEADS.items() if isinstance(model, cls)), None)
+    head = next((s for s in _SAVED_HEADS if type(model) is _HEADS[s]), None)
     if head is None:
-        raise ValueError(f"save_pretrained needs one of rlr's Qwen2 heads; got {type(model)}")
+        raise ValueError(
+            f"save_pretrained writes DecoderForCausalLM, DecoderForTokenClassification or "
+            f"DecoderForSequenceClassification; got {type(model).__name__}"
+        )
     directory = pathlib.Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -194,7 +227,7 @@ def save_pretrained(
         tensors[name] = np.ascontiguousarray(array.T) if transpose else array
     dtypes = {str(t.dtype) for t in tensors.values()}
     hf = model.config.to_hf()
-    hf["architectures"] = [f"Qwen2{head}"]
+    hf["architectures"] = [f"{model.config.family}{head}"]
     hf["dtype"] = "bfloat16" if dtypes == {"bfloat16"} else "float32"
     if head != "ForCausalLM":
         hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}

@@ -33,9 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
+from rlr.models.step_scorers import StepScorer
 from rlr.training import readouts
 from rlr.training.batching import map_in_batches
 from rlr.training.generation import decode_responses, sample_prompts
+from rlr.training.step_scoring import score_policy_steps
 
 AGGREGATIONS = ("min", "last", "prod")
 
@@ -228,7 +230,8 @@ def sample_and_score(
     key: jax.Array,
     samples_per_problem: int,
     batch_size: int,
-    prm: tuple[Any, Any] | None = None,  # (token-classification module, params)
+    prm: Any = None,  # (token-classification module, params), or a StepScorer
+    questions: Sequence[str] | None = None,  # [B] what a StepScorer renders
     orm: tuple[Any, Any] | None = None,
     max_steps: int = 16,
     separators: Sequence[str] = DEFAULT_SEPARATORS,
@@ -237,7 +240,9 @@ def sample_and_score(
     """Samples G solutions per problem, grades them and scores them with the PRM and ORM.
 
     Rows use PPO's layout (prompt left-padded to P, response right-padded to T) and are scored
-    with `readouts.prm_step_scores` / `readouts.orm_scores` in fixed [batch_size, P + T] calls.
+    with `readouts.prm_step_scores` / `readouts.orm_scores` in fixed [batch_size, P + T] calls;
+    a PRM given as a StepScorer (a released PRM, or one with its own tokenizer) scores the
+    steps as text, rendered with `questions`, and its scores are aligned with the same steps.
     """
     from tqdm.auto import tqdm
 
@@ -272,7 +277,18 @@ def sample_and_score(
     response_mask = batch.mask.astype(np.float32)
     step_end = step_end.astype(np.int32)
     step_scores = orm_out = None
-    if prm is not None:
+    if isinstance(prm, StepScorer):
+        if questions is None or len(questions) != B:
+            raise ValueError("a StepScorer PRM needs one question per prompt (questions=)")
+        step_scores = score_policy_steps(
+            prm,
+            [q for q in questions for _ in range(G)],
+            tokenizer,
+            batch.tokens,
+            step_end,
+            step_mask,
+        ).reshape(B, G, -1)
+    elif prm is not None:
         prm_fn = jax.jit(functools.partial(readouts.prm_step_scores, prm[0], T=T))
         step_scores = map_in_batches(
             lambda *arrays: prm_fn(prm[1], *arrays),
@@ -370,12 +386,24 @@ def run(args: argparse.Namespace) -> int:
     from rlr.training import loading
     from rlr.training.configs import ModelSpec
     from rlr.training.generation import make_sampler
+    from rlr.training.step_scoring import same_tokenizer
 
     problems = loading.load_problems(
         args.problems, args.format, what="--problems", limit=args.num_problems
     )
     model, params, tokenizer = loading.load_policy_dir(args.policy, args.tokenizer)
-    prm = loading.load_scorer(ModelSpec(path=args.prm), what="--prm") if args.prm else None
+    prm = None
+    if args.prm:
+        spec = ModelSpec(path=args.prm, format=args.prm_format)
+        in_graph = loading.scorer_format(spec, what="--prm") == "rlr" and same_tokenizer(
+            loading.model_dir(args.prm, "--prm"), args.tokenizer or args.policy
+        )
+        if in_graph:
+            prm = loading.load_scorer(spec, what="--prm")
+        else:
+            prm = loading.load_text_scorer(
+                spec, what="--prm", prompt_style=args.prompt_style, batch_size=args.batch_size
+            )
     orm = loading.load_scorer(ModelSpec(path=args.orm), what="--orm") if args.orm else None
     sampler = make_sampler(
         model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
@@ -395,6 +423,7 @@ def run(args: argparse.Namespace) -> int:
             samples_per_problem=args.n,
             batch_size=args.batch_size,
             prm=prm,
+            questions=[p.question for p in problems],
             orm=orm,
             max_steps=args.max_steps,
             show_progress=True,
@@ -403,6 +432,7 @@ def run(args: argparse.Namespace) -> int:
     result["config"] = {
         "policy": args.policy,
         "prm": args.prm,
+        "prm_format": prm.format.name if isinstance(prm, StepScorer) else "rlr" if prm else None,
         "orm": args.orm,
         "problems": args.problems,
         "temperature": args.temperature,

@@ -27,6 +27,9 @@ PROBLEM_FORMATS: tuple[str, ...] = typing.get_args(ProblemFormat)
 # `rlr label-steps` write it), PRM800K or Math-Shepherd.
 LabelledFormat = Literal["rlr", "prm800k", "math_shepherd"]
 LABELLED_FORMATS: tuple[str, ...] = typing.get_args(LabelledFormat)
+# How a PRM renders and reads steps (rlr.models.step_scorers; null: from its config.json)
+StepFormat = Literal["rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow"]
+STEP_FORMATS: tuple[str, ...] = typing.get_args(StepFormat)
 Algorithm = Literal["ppo", "grpo", "dr_grpo", "rloo"]
 LossAggregation = Literal["token_mean", "sequence_mean", "token_sum"]
 
@@ -62,6 +65,8 @@ class ModelSpec:
 
     path: str | None = None
     architecture: dict[str, Any] | None = None
+    # a PRM's step format (STEP_FORMATS); null: read from config.json (rlr's own otherwise)
+    format: StepFormat | None = None
     dtype: DType = "float32"
     param_dtype: DType = "float32"
     remat: bool = False  # recompute layer activations in backward (large models)

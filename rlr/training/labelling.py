@@ -1,4 +1,5 @@
-"""Math-Shepherd step labels by Monte-Carlo completion: `rlr label-steps`.
+"""Math-Shepherd step labels by Monte-Carlo completion (or by a PRM's scores, `--prm`):
+`rlr label-steps`.
 
 For every step prefix p(k) of a solution, a completer policy writes N continuations; each full
 text (prefix + continuation) is graded against the gold answer. The soft label of step k is the
@@ -218,6 +219,68 @@ def label_solutions(
     )
 
 
+def label_with_prm(
+    problems: Sequence[Problem],
+    solutions: Sequence[Sequence[str]],
+    *,
+    scorer: Any,
+    grader: Any,
+    threshold: float = 0.5,
+    separators: Sequence[str] = DEFAULT_SEPARATORS,
+    max_steps: int = 16,
+) -> LabellingResult:
+    """Step labels from a PRM instead of completions: the soft label of a step is the PRM's
+    probability (`scorer.score_steps`, any rlr.models step format), the hard label +1 when it
+    is at least `threshold`, else -1. Records match label_solutions' (meta["labeller"] names
+    the PRM's format), so a released PRM can be distilled into an rlr PRM."""
+    if len(problems) != len(solutions):
+        raise ValueError(f"{len(problems)} problems but {len(solutions)} solution lists")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"the PRM threshold must lie in [0, 1]; got {threshold}")
+    t0 = time.perf_counter()
+    entries, skipped = [], 0
+    for i, texts in enumerate(solutions):
+        for m, text in enumerate(texts):
+            spans = split_steps(text, separators=separators)
+            if not spans:
+                skipped += 1
+                continue
+            steps = tuple(text[a:b] for a, b in spans[:max_steps])
+            entries.append((i, m, text, steps, len(spans) > max_steps))
+    scores = scorer.score_steps(
+        [problems[i].question for i, *_ in entries],
+        [[step.strip() for step in steps] for *_, steps, _ in entries],
+    )
+    t1 = time.perf_counter()
+    correct = grader.grade_responses(
+        [text for _, _, text, _, _ in entries], [problems[i].answer for i, *_ in entries]
+    )
+    t2 = time.perf_counter()
+    records = []
+    for (i, m, text, steps, truncated), soft, right in zip(entries, scores, correct):
+        problem = problems[i]
+        records.append(
+            StepLabelled(
+                id=f"{problem.id}-s{m}",
+                question=problem.question,
+                steps=steps,
+                labels=tuple(1 if p >= threshold else -1 for p in soft),
+                gold_answer=problem.answer,
+                source="prm",
+                meta={
+                    "problem_id": problem.id,
+                    "sample": m,
+                    "soft_labels": [round(p, 6) for p in soft],
+                    "labeller": f"prm:{scorer.format.name}",
+                    "solution_correct": bool(right),
+                    "truncated": bool(truncated),
+                    "solution": text,
+                },
+            )
+        )
+    return LabellingResult(records, skipped, 0, {"scoring": t1 - t0, "grading": t2 - t1})
+
+
 # ----------------------------------------------------------------- agreement
 
 
@@ -309,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
     from rlr.data.readers import write_jsonl
     from rlr.grading import Grader
     from rlr.training import loading
+    from rlr.training.configs import ModelSpec
     from rlr.training.generation import make_sampler
 
     problems = loading.load_problems(
@@ -340,15 +404,31 @@ def run(args: argparse.Namespace) -> int:
         solutions = sample_solutions(complete, prompts, num_samples=args.solutions_per_problem)
     t1 = time.perf_counter()
     with Grader(num_workers=args.grader_workers) as grader:
-        result = label_solutions(
-            problems,
-            prompts,
-            solutions,
-            complete=complete,
-            grader=grader,
-            num_completions=args.completions,
-            max_steps=args.max_steps,
-        )
+        if args.prm:
+            scorer = loading.load_text_scorer(
+                ModelSpec(path=args.prm, format=args.prm_format),
+                what="--prm",
+                prompt_style=args.prompt_style,
+                batch_size=args.batch_size,
+            )
+            result = label_with_prm(
+                problems,
+                solutions,
+                scorer=scorer,
+                grader=grader,
+                threshold=args.prm_threshold,
+                max_steps=args.max_steps,
+            )
+        else:
+            result = label_solutions(
+                problems,
+                prompts,
+                solutions,
+                complete=complete,
+                grader=grader,
+                num_completions=args.completions,
+                max_steps=args.max_steps,
+            )
     write_jsonl(args.out, result.records)
     steps = sum(len(r.steps) for r in result.records)
     summary = {

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from rlr.data.records import Problem, StepLabelled
 from rlr.data.steps import unique_token_ids
 from rlr.models import (
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2ForSequenceClassification,
-    Qwen2ForTokenClassification,
+    DecoderConfig,
+    DecoderForCausalLM,
+    DecoderForSequenceClassification,
+    DecoderForTokenClassification,
     init_params,
     load_pretrained,
     save_pretrained,
@@ -52,6 +52,11 @@ def load_tokenizer(path: str | pathlib.Path, *, what: str = "tokenizer"):
     """An HF fast tokenizer from a local directory; `what` names the setting in errors."""
     from transformers import AutoTokenizer
 
+    if path and not pathlib.Path(path).exists() and "/" in str(path):
+        try:  # an org/name id in the local Hugging Face cache
+            path = model_dir(str(path), what)
+        except ValueError:
+            pass
     if not path or not (pathlib.Path(path) / "tokenizer.json").is_file():
         raise ValueError(
             f"{what} {str(path)!r} is not a directory holding tokenizer.json; "
@@ -75,8 +80,14 @@ def hf_config_of(spec: ModelSpec, tokenizer: Any = None, *, what: str = "model")
     """
     import json
 
-    config_file = pathlib.Path(spec.path or "") / "config.json"
-    if spec.path and config_file.is_file():
+    config_file = None
+    if spec.path:
+        try:
+            config_file = model_dir(spec.path, what) / "config.json"
+        except ValueError:
+            if spec.architecture is None:
+                raise
+    if config_file is not None and config_file.is_file():
         return json.loads(config_file.read_text())
     if spec.architecture is None:
         raise ValueError(
@@ -100,53 +111,100 @@ def hf_config_of(spec: ModelSpec, tokenizer: Any = None, *, what: str = "model")
 
 def network_config(
     spec: ModelSpec, tokenizer: Any = None, *, what: str = "model", num_layers: int | None = None
-) -> Qwen2Config:
-    """The Qwen2Config of a network spec (see hf_config_of); `num_layers` overrides its depth."""
+) -> DecoderConfig:
+    """The DecoderConfig of a network spec (see hf_config_of); `num_layers` overrides its depth."""
     hf = hf_config_of(spec, tokenizer, what=what)
     if num_layers is not None:
         hf = {**hf, "num_hidden_layers": num_layers}
     try:
-        return Qwen2Config.from_hf(hf)
+        return DecoderConfig.from_hf(hf)
     except (ValueError, TypeError) as err:
         source = f"{what}.path {spec.path}" if spec.path else f"{what}.architecture"
         raise ValueError(f"{source} is invalid: {err}") from None
 
 
 def network_module(
-    spec: ModelSpec, config: Qwen2Config, *, head: Literal["lm", "score"]
+    spec: ModelSpec, config: DecoderConfig, *, head: Literal["lm", "score"]
 ) -> nn.Module:
     """The Flax module of a network: a causal LM, or a one-label token-score model."""
     kwargs = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
     if head == "lm":
-        return Qwen2ForCausalLM(config, **kwargs)
-    return Qwen2ForTokenClassification(config, num_labels=1, **kwargs)
+        return DecoderForCausalLM(config, **kwargs)
+    return DecoderForTokenClassification(config, num_labels=1, **kwargs)
+
+
+def model_dir(path: str, what: str) -> pathlib.Path:
+    """An HF directory from a path, or from an `org/name` id in the local Hugging Face cache
+    (offline; the error says how to download it)."""
+    from rlr.models.hub import resolve_model_dir
+
+    if pathlib.Path(path).is_dir():
+        return pathlib.Path(path)
+    return resolve_model_dir(path, what=_path_field(what))
+
+
+def scorer_format(spec: ModelSpec, *, what: str = "prm") -> str:
+    """A PRM's step format: `format` when set, else detected from the architectures named by
+    its config.json (or inline `architecture`); rlr's own when none are named."""
+    from rlr.models.step_scorers import detect_format
+
+    if spec.format is not None:
+        return spec.format
+    if spec.path is None:
+        hf = dict(spec.architecture or {})
+    else:
+        hf = hf_config_of(spec, None, what=what)
+    arch = (hf.get("architectures") or [""])[0]
+    causal_lm_prm = hf.get("model_type") in ("mistral", "llama")  # Math-Shepherd, RLHFlow
+    if not arch or (arch.endswith("ForCausalLM") and not causal_lm_prm):
+        return "rlr"  # no released PRM of this kind: load_scorer says it has no score head
+    try:
+        return detect_format(hf, source=f"{what}.path {spec.path}" if spec.path else what)
+    except ValueError as err:
+        field = f"{what}-format" if what.startswith("--") else f"{what}.format"
+        raise ValueError(f"{err} (set {field})") from None
+
+
+def scorer_module(
+    spec: ModelSpec, fmt: str, *, what: str = "prm", num_layers: int | None = None
+) -> nn.Module:
+    """The Flax network a PRM of step format `fmt` is read through (its head as the released
+    checkpoint has it), from config.json / `architecture` alone."""
+    from rlr.models.step_scorers import make_format
+
+    config = network_config(spec, None, what=what, num_layers=num_layers)
+    cls = make_format(fmt).network
+    kwargs = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
+    if cls is DecoderForTokenClassification:
+        return cls(config, num_labels=1, **kwargs)
+    return cls(config, **kwargs)
 
 
 def load_or_init_policy(
     spec: ModelSpec, tokenizer: Any, *, seed: int, what: str = "policy", shardings: Any = None
 ) -> tuple[nn.Module, Any]:
-    """(Qwen2ForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`.
+    """(DecoderForCausalLM, params) from `spec.path`, or freshly initialised from `architecture`.
 
     With `shardings` (NamedShardings shaped like the params) every parameter goes straight to
     its shards as it is read or initialised.
     """
     dtype, param_dtype = DTYPES[spec.dtype], DTYPES[spec.param_dtype]
     if spec.path:
-        _require_dir(spec.path, _path_field(what))
+        path = model_dir(spec.path, what)
         model, params = load_pretrained(
-            spec.path, dtype=dtype, param_dtype=param_dtype, shardings=shardings
+            path, dtype=dtype, param_dtype=param_dtype, shardings=shardings
         )
-        if not isinstance(model, Qwen2ForCausalLM):
+        if not isinstance(model, DecoderForCausalLM):
             raise ValueError(
                 f"{_path_field(what)} {spec.path} holds a {type(model).__name__}, not a causal LM"
             )
-        config = with_generation_eos(model.config, spec.path)
+        config = with_generation_eos(model.config, path)
         return model.clone(config=config, remat=spec.remat), params
     model = network_module(spec, network_config(spec, tokenizer, what=what), head="lm")
     return model, init_params(model, jax.random.key(seed), shardings=shardings)
 
 
-def with_generation_eos(config: Qwen2Config, directory: str | pathlib.Path) -> Qwen2Config:
+def with_generation_eos(config: DecoderConfig, directory: str | pathlib.Path) -> DecoderConfig:
     """`config` with the EOS ids of the directory's generation_config.json added (HF chat
     models list several there, e.g. `<|im_end|>` and `<|endoftext|>`), so sampling stops at
     every one of them."""
@@ -168,26 +226,60 @@ def with_generation_eos(config: Qwen2Config, directory: str | pathlib.Path) -> Q
 def load_scorer(
     spec: ModelSpec, *, what: str = "prm", shardings: Any = None
 ) -> tuple[nn.Module, Any]:
-    """A PRM / ORM from an HF directory as a one-label token-classification module over its
-    {"model", "score"} params (an ORM is read at the last token by rlr.training.readouts).
-    `shardings` places each parameter straight into its shards as it is read."""
+    """A PRM / ORM from an HF directory (or cached `org/name`). rlr's format is read as a
+    one-label token-classification module over its {"model", "score"} params (an ORM at the
+    last token, by rlr.training.readouts); a released PRM's format keeps its own network (see
+    rlr.models.step_scorers). `shardings` places each parameter straight into its shards."""
     if not spec.path:
         raise ValueError(
-            f"{what} needs `path`: an HF directory written by `rlr train-prm` / `rlr train-orm`"
+            f"{what} needs `path`: an HF directory written by `rlr train-prm` / `rlr train-orm`, "
+            "or a released PRM (with `format`)"
         )
-    _require_dir(spec.path, _path_field(what))
+    fmt = scorer_format(spec, what=what)
     model, params = load_pretrained(
-        spec.path,
+        model_dir(spec.path, what),
         dtype=DTYPES[spec.dtype],
         param_dtype=DTYPES[spec.param_dtype],
         shardings=shardings,
     )
+    if fmt != "rlr":
+        expected = type(scorer_module(spec, fmt, what=what))
+        if not isinstance(model, expected):
+            raise ValueError(
+                f"{_path_field(what)} {spec.path}: format {fmt!r} reads a {expected.__name__}, "
+                f"but the directory holds a {type(model).__name__}"
+            )
+        return model.clone(remat=spec.remat), params
     if "score" not in params:
         raise ValueError(
             f"{_path_field(what)} {spec.path}: not a reward model (no 'score' head); export it as "
-            "Qwen2ForTokenClassification or Qwen2ForSequenceClassification"
+            "a *ForTokenClassification or *ForSequenceClassification model, or set "
+            f"{what}.format to a released PRM's format"
         )
     return network_module(spec, model.config, head="score"), params
+
+
+def load_text_scorer(
+    spec: ModelSpec,
+    *,
+    what: str = "prm",
+    prompt_style: str = "plain",
+    separators: tuple[str, ...] = ("\n\n", "\n"),
+    batch_size: int = 8,
+    mesh: Any = None,
+) -> Any:
+    """A StepScorer (rlr.models.step_scorers) for a PRM that reads steps as text, with its
+    own tokenizer; rlr's format renders with `prompt_style` and cuts steps at `separators`."""
+    from rlr.models.step_scorers import StepScorer, make_format
+
+    fmt = scorer_format(spec, what=what)
+    directory = model_dir(spec.path, what)
+    options = dict(prompt_style=prompt_style, separators=separators) if fmt == "rlr" else {}
+    module, params = load_scorer(spec, what=what)
+    tokenizer = load_tokenizer(directory, what=f"the tokenizer of {_path_field(what)}")
+    return StepScorer(
+        make_format(fmt, **options), module, params, tokenizer, batch_size=batch_size, mesh=mesh
+    )
 
 
 def init_scorer(
@@ -201,7 +293,7 @@ def init_scorer(
 
     The trunk comes from `spec` (an SFT policy directory, or a fresh architecture). Training
     and PPO read scores through the token-classification model (rlr.training.readouts); the
-    export model is Qwen2ForTokenClassification for a PRM and Qwen2ForSequenceClassification
+    export model is DecoderForTokenClassification for a PRM and DecoderForSequenceClassification
     for an ORM. Both have the same params. The ORM's config has no pad_token_id, so the
     sequence head reads the last attended token, as readouts.orm_scores does.
     """
@@ -212,12 +304,12 @@ def init_scorer(
     if head == "sequence":
         config = dataclasses.replace(config, pad_token_id=None)
     kwargs = dict(num_labels=1, dtype=policy.dtype, param_dtype=policy.param_dtype)
-    token_model = Qwen2ForTokenClassification(config, **kwargs)
+    token_model = DecoderForTokenClassification(config, **kwargs)
     fresh = init_params(token_model, jax.random.key(seed + 1))
     params = {"model": policy_params["model"], "score": fresh["score"]}
     if head == "token":
         return token_model, token_model, params
-    return token_model, Qwen2ForSequenceClassification(config, **kwargs), params
+    return token_model, DecoderForSequenceClassification(config, **kwargs), params
 
 
 def load_policy_dir(policy: str, tokenizer_dir: str | None = None) -> tuple[Any, Any, Any]:
@@ -323,8 +415,3 @@ def _require_file(path: str | None, what: str) -> None:
 def _path_field(what: str) -> str:
     """How errors name a network's path: the flag itself (--policy) or the config key."""
     return what if what.startswith("--") else f"{what}.path"
-
-
-def _require_dir(path: str, what: str) -> None:
-    if not pathlib.Path(path).is_dir():
-        raise ValueError(f"{what} {path!r} is not a directory (give an HF model directory)")

@@ -41,6 +41,7 @@ from rlr.training.generation import (
 from rlr.training.metrics import MetricsWriter
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
+from rlr.training.step_scoring import score_policy_steps
 
 
 class PPOTrainer:
@@ -127,6 +128,20 @@ class PPOTrainer:
         texts = decode_responses(self.tokenizer, tokens, response_mask)
         success = np.asarray(grader.grade_responses(texts, golds), np.float32)
         t2 = time.perf_counter()
+        text_step_scores = None
+        if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
+            text_step_scores = score_policy_steps(
+                self.setup.step_scorer,
+                [p.question for p in problems for _ in range(G)],
+                self.tokenizer,
+                tokens,
+                step_end,
+                step_mask,
+            )
+            text_step_scores = jax.device_put(
+                text_step_scores, sharding.batch_sharding(self.mesh, 2)
+            )
+        t3 = time.perf_counter()
         rollout = ppo_core.Rollout(
             input_ids=np.concatenate([ids, tokens], axis=1).astype(np.int32),
             attention_mask=np.concatenate([mask, response_mask], axis=1).astype(np.int32),
@@ -148,8 +163,10 @@ class PPOTrainer:
             **solution_stats(texts, separators=cfg.reward.separators),
             "time/rollout": t1 - t0,
             "time/grading": t2 - t1,
+            "time/prm_text_scoring": t3 - t2,
             "tokens_per_second/rollout": float(lengths.sum()) / max(t1 - t0, 1e-9),
             "texts": texts,
+            "text_step_scores": text_step_scores,
         }
         return rollout, info
 
@@ -164,10 +181,14 @@ class PPOTrainer:
         """One full PPO iteration; returns its metrics (and a few sample texts)."""
         cfg = self.config
         rollout, info = self.rollout(iteration, grader)
+        text_scores = info.pop("text_step_scores")
         t0 = time.perf_counter()
         scored = [
             self.setup.score(
-                self.state.params, self.frozen, ppo_core.take_rows(rollout, np.arange(a, b))
+                self.state.params,
+                self.frozen,
+                ppo_core.take_rows(rollout, np.arange(a, b)),
+                None if text_scores is None else text_scores[a:b],
             )
             for a, b in self._chunks()
         ]
@@ -197,7 +218,9 @@ class PPOTrainer:
             "time/scoring": t1 - t0,
             "time/update": t2 - t1,
         }
-        out["time/iteration"] = out["time/rollout"] + out["time/grading"] + t2 - t0
+        out["time/iteration"] = (
+            out["time/rollout"] + out["time/grading"] + out["time/prm_text_scoring"] + t2 - t0
+        )
         out["_sample"] = texts[0]
         return out
 

@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh
 
 from rlr import sharding
-from rlr.models import Qwen2ForTokenClassification, init_params
+from rlr.models import DecoderForTokenClassification, init_params
 from rlr.training import loading
 from rlr.training.configs import ModelSpec, PPOConfig
 from rlr.training.ppo_core import (
@@ -66,6 +66,12 @@ class PPOSetup:
     score: Callable[..., Any]
     experience: Callable[..., Any]
     update: Callable[..., Any]
+    # A PRM that reads text (released format or its own tokenizer): its step format, the
+    # jitted read of rendered rows (ids [C, S], mask [C, S], read_at [C, K]) -> [C, K], and in
+    # real mode the StepScorer that renders and scores the policy's steps.
+    prm_format: str | None = None
+    read_prm_steps: Callable[..., Any] | None = None
+    step_scorer: Any = None
 
     def parameter_counts(self) -> dict[str, int]:
         """Scalars per network: policy, critic, reference and each configured PRM / ORM."""
@@ -124,15 +130,28 @@ def build_ppo(
     else:
         with jax.set_mesh(mesh):
             state = jax.jit(init, out_shardings=state_shard)(trainable)
+    external = external_prm_format(config)
     models = PPOModels(
         policy=modules["policy"],
         critic=modules.get("critic"),
-        prm=modules.get("prm"),
+        prm=None if external else modules.get("prm"),
         orm=modules.get("orm"),
     )
+    read_prm_steps = step_scorer = None
+    if external:
+        read_prm_steps, step_scorer = _text_prm(
+            config,
+            external,
+            modules["prm"],
+            frozen.get("prm"),
+            frozen_shard["prm"],
+            mesh,
+            abstract=abstract,
+        )
 
     score = jax.jit(
-        functools.partial(score_rollout, models), in_shardings=(param_shard, frozen_shard, None)
+        functools.partial(score_rollout, models),
+        in_shardings=(param_shard, frozen_shard, None, None),
     )
     experience = jax.jit(
         functools.partial(
@@ -172,7 +191,80 @@ def build_ppo(
         score,
         experience,
         update,
+        external,
+        read_prm_steps,
+        step_scorer,
     )
+
+
+def external_prm_format(config: PPOConfig) -> str | None:
+    """The step format of a PRM that must be read from text, or None when the PRM (if any) is
+    an rlr PRM sharing the policy's tokenizer, read inside the scoring graph."""
+    from rlr.training.step_scoring import same_tokenizer
+
+    if config.prm is None:
+        return None
+    fmt = loading.scorer_format(config.prm, what="prm")
+    if fmt == "rlr" and same_tokenizer(_existing(config.prm.path), config.tokenizer_dir):
+        return None
+    return fmt
+
+
+def _existing(path: str | None) -> str | None:
+    """A model directory (an id resolved in the local HF cache), or None when not here."""
+    if not path:
+        return None
+    try:
+        return str(loading.model_dir(path, "prm"))
+    except ValueError:
+        return None
+
+
+def prm_read_shapes(config: PPOConfig) -> tuple[int, int, int]:
+    """(rows C, tokens S, steps K) a text-reading PRM's scoring program is sized for: a chunk
+    of rollout rows, each the prompt and response plus 8 format tokens per step (tags, chat
+    headers)."""
+    roll, K = config.rollout, config.reward.max_steps
+    return (
+        roll.chunk_rows or roll.batch_size,
+        roll.max_prompt_tokens + roll.max_new_tokens + 8 * K,
+        K,
+    )
+
+
+def _text_prm(
+    config: PPOConfig,
+    fmt: str,
+    module: nn.Module,
+    params: Any,
+    shardings: Any,
+    mesh: Mesh,
+    *,
+    abstract: bool,
+) -> tuple[Callable[..., Any], Any]:
+    """(jitted read of rendered rows, StepScorer or None in abstract mode) of a text PRM."""
+    from rlr.models.step_scorers import StepScorer, make_format, read_step_outputs
+
+    options = (
+        dict(prompt_style=config.data.prompt_style, separators=config.reward.separators)
+        if fmt == "rlr"
+        else {}
+    )
+    step_format = make_format(fmt, **options)
+    rows = sharding.batch_sharding(mesh, 2)
+    if abstract:
+        candidates = (0, 1) if step_format.reads_lm else None
+        read = jax.jit(
+            functools.partial(read_step_outputs, module, step_format, candidates=candidates),
+            in_shardings=(shardings, rows, rows, rows),
+        )
+        return read, None
+    tokenizer = loading.load_tokenizer(
+        loading.model_dir(config.prm.path, "prm"), what="the PRM's tokenizer (prm.path)"
+    )
+    C = config.rollout.chunk_rows or config.rollout.batch_size
+    scorer = StepScorer(step_format, module, params, tokenizer, batch_size=C, mesh=mesh)
+    return scorer.read_rows, scorer
 
 
 def param_shardings(module: nn.Module, mesh: Mesh) -> Any:
@@ -237,9 +329,22 @@ def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> di
         spec = getattr(config, name)
         if spec is not None:
             modules[name] = module(spec, name, "score")
+    if config.orm is not None and loading.scorer_format(config.orm, what="orm") != "rlr":
+        raise ValueError(
+            "orm.format: an ORM is read in rlr's format only (a one-label score at the last "
+            "token); give a released PRM as `prm` instead"
+        )
+    fmt = external_prm_format(config)
+    if fmt is not None:
+        modules["prm"] = loading.scorer_module(config.prm, fmt, what="prm", num_layers=num_layers)
+        if config.uses_critic and config.ppo.critic_init == "prm":
+            raise ValueError(
+                f"ppo.critic_init=prm needs a PRM read in-graph (rlr's format with the "
+                f"policy's tokenizer); this PRM is read as {fmt!r}: use critic_init=policy"
+            )
     if config.uses_critic and config.ppo.critic_init == "policy":
         policy = modules["policy"]
-        modules["critic"] = Qwen2ForTokenClassification(
+        modules["critic"] = DecoderForTokenClassification(
             policy.config,
             num_labels=1,
             dtype=policy.dtype,

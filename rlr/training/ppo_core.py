@@ -63,9 +63,9 @@ class PPOModels:
     """The Flax modules of a run (static; parameters travel separately). A group-relative
     algorithm (GRPO, Dr. GRPO, RLOO) has no critic."""
 
-    policy: nn.Module  # Qwen2ForCausalLM
-    critic: nn.Module | None  # Qwen2ForTokenClassification(num_labels=1), or None
-    prm: nn.Module | None = None  # Qwen2ForTokenClassification(num_labels=1)
+    policy: nn.Module  # DecoderForCausalLM
+    critic: nn.Module | None  # DecoderForTokenClassification(num_labels=1), or None
+    prm: nn.Module | None = None  # DecoderForTokenClassification(num_labels=1), read in-graph
     orm: nn.Module | None = None  # token-classification trunk read at the last token
 
 
@@ -74,8 +74,11 @@ def score_rollout(
     params: dict[str, Any],  # {"policy", "critic"}
     frozen: dict[str, Any],  # {"reference", "prm"?, "orm"?}
     rollout: Rollout,
+    step_scores: jax.Array | None = None,  # [B, K] from a PRM read outside the graph
 ) -> Scored:
-    """Runs every network over the rollout once (no gradients)."""
+    """Runs every network over the rollout once (no gradients). A PRM that reads text (a
+    released PRM, or one with its own tokenizer) is scored outside (rlr.training.step_scoring)
+    and its [B, K] probabilities come in as `step_scores`."""
     T = rollout.response_mask.shape[1]
     ids, attn = rollout.input_ids, rollout.attention_mask
     tokens = ids[:, ids.shape[1] - T :]
@@ -93,6 +96,9 @@ def score_rollout(
         step_scores = prm_step_scores(
             models.prm, frozen["prm"], ids, attn, rollout.step_end, rollout.step_mask, T=T
         )
+    elif step_scores is not None:
+        chex.assert_equal_shape([step_scores, rollout.step_mask])
+        step_scores = step_scores.astype(jnp.float32) * rollout.step_mask
     else:
         step_scores = jnp.zeros(rollout.step_end.shape, jnp.float32)
     if models.orm is not None:

@@ -1,4 +1,5 @@
-"""The Qwen2-family decoder in Flax linen, its heads, and a KV cache for sampling.
+"""One decoder for the Qwen2/2.5, Qwen3, Llama 3.x and Mistral families in Flax linen, its
+heads, and a KV cache for sampling. The families differ only through `DecoderConfig`.
 
 Parameters carry logical axis names (`nn.with_logical_partitioning`) that the rules table in
 rlr/sharding.py maps onto a mesh: embedding [V, D] ("vocab", "embed"); q kernel [D, H*Dh]
@@ -21,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlr.models.config import Qwen2Config
+from rlr.models.config import DecoderConfig, RopeScaling
 
 Dtype = Any
 # A large finite negative rather than -inf, so rows with no visible key (padded queries) stay
@@ -47,7 +48,7 @@ class KVCache(NamedTuple):
 
 
 def init_cache(
-    config: Qwen2Config,
+    config: DecoderConfig,
     key_mask: chex.Array,  # [B, L] 1 for slots that will hold real tokens
     *,
     dtype: Dtype = jnp.float32,
@@ -71,16 +72,39 @@ def default_positions(mask: chex.Array) -> chex.Array:  # [B, S] -> [B, S] int32
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def rope_frequencies(
+    head_dim: int, *, theta: float, scaling: RopeScaling | None = None
+) -> chex.Array:  # [Dh/2] f32
+    """RoPE inverse frequencies theta^(-2i/Dh), with Llama 3.1's rule when `scaling` is set:
+    wavelengths above original_max / low_freq_factor are divided by `factor`, those below
+    original_max / high_freq_factor kept, and the band between interpolated smoothly."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    old_context = scaling.original_max_position_embeddings
+    low_wavelen = old_context / scaling.low_freq_factor
+    high_wavelen = old_context / scaling.high_freq_factor
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_context / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
 def apply_rope(
     x: chex.Array,  # [B, S, N, Dh]
     positions: chex.Array,  # [B, S]
     *,
     theta: float,
+    scaling: RopeScaling | None = None,
 ) -> chex.Array:  # [B, S, N, Dh]
     """Rotary embedding in HF's half-split layout: x * cos + rotate_half(x) * sin (f32 angles)."""
     chex.assert_rank([x, positions], [4, 2])
     head_dim = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    inv_freq = rope_frequencies(head_dim, theta=theta, scaling=scaling)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, S, Dh/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
@@ -180,10 +204,11 @@ class Embed(nn.Module):
         return jnp.dot(hidden.astype(self.dtype), jnp.asarray(self.embedding, self.dtype).T)
 
 
-class Qwen2Attention(nn.Module):
-    """Grouped-query self-attention with q/k/v bias, no o bias, RoPE, optional KV cache."""
+class Attention(nn.Module):
+    """Grouped-query self-attention with RoPE and an optional KV cache; the config says which
+    projections carry a bias and whether q and k are RMS-normalised per head."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -199,14 +224,19 @@ class Qwen2Attention(nn.Module):
         cfg = self.config
         batch, length, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(use_bias=cfg.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         q = Dense(heads * head_dim, ("embed", "heads"), name="q_proj", **kw)(x)
         k = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="k_proj", **kw)(x)
         v = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="v_proj", **kw)(x)
-        q = apply_rope(q.reshape(batch, length, heads, head_dim), positions, theta=cfg.rope_theta)
-        k = apply_rope(
-            k.reshape(batch, length, kv_heads, head_dim), positions, theta=cfg.rope_theta
-        )
+        q = q.reshape(batch, length, heads, head_dim)
+        k = k.reshape(batch, length, kv_heads, head_dim)
+        if cfg.qk_norm:  # Qwen3: RMSNorm over Dh of every head, before RoPE
+            norm = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+            q = RMSNorm(cfg.rms_norm_eps, name="q_norm", **norm)(q)
+            k = RMSNorm(cfg.rms_norm_eps, name="k_norm", **norm)(k)
+        rope = dict(theta=cfg.rope_theta, scaling=cfg.rope_scaling)
+        q = apply_rope(q, positions, **rope)
+        k = apply_rope(k, positions, **rope)
         k = k.transpose(0, 2, 1, 3)  # [B, Hkv, S, Dh]
         v = v.reshape(batch, length, kv_heads, head_dim).transpose(0, 2, 1, 3)
         new_cache = None
@@ -220,6 +250,7 @@ class Qwen2Attention(nn.Module):
         out = Dense(
             cfg.hidden_size,
             ("heads", "embed"),
+            use_bias=cfg.attention_out_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="o_proj",
@@ -227,17 +258,17 @@ class Qwen2Attention(nn.Module):
         return out, new_cache
 
 
-class Qwen2MLP(nn.Module):
+class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:  # [B, S, D]
         cfg = self.config
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(use_bias=cfg.mlp_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         gate = Dense(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj", **kw)(x)
         up = Dense(cfg.intermediate_size, ("embed", "mlp"), name="up_proj", **kw)(x)
         return Dense(cfg.hidden_size, ("mlp", "embed"), name="down_proj", **kw)(
@@ -245,10 +276,10 @@ class Qwen2MLP(nn.Module):
         )
 
 
-class Qwen2DecoderLayer(nn.Module):
+class DecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then + mlp(norm(.))."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -256,7 +287,7 @@ class Qwen2DecoderLayer(nn.Module):
     def __call__(self, x, positions, allowed, layer_cache=None, cache_index=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         eps = self.config.rms_norm_eps
-        h, new_cache = Qwen2Attention(self.config, name="self_attn", **kw)(
+        h, new_cache = Attention(self.config, name="self_attn", **kw)(
             RMSNorm(eps, name="input_layernorm", **kw)(x),
             positions,
             allowed,
@@ -264,13 +295,13 @@ class Qwen2DecoderLayer(nn.Module):
             cache_index,
         )
         x = x + h
-        x = x + Qwen2MLP(self.config, name="mlp", **kw)(
+        x = x + MLP(self.config, name="mlp", **kw)(
             RMSNorm(eps, name="post_attention_layernorm", **kw)(x)
         )
         return x, new_cache
 
 
-class Qwen2Model(nn.Module):
+class DecoderModel(nn.Module):
     """The trunk: embeddings, decoder layers, final norm -> hidden states [B, S, D].
 
     Without a cache, attention is causal over columns with padded keys masked. With a
@@ -278,7 +309,7 @@ class Qwen2Model(nn.Module):
     (hidden, updated cache); positions are then required.
     """
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     # Recompute each layer's activations in the backward pass (gradient checkpointing): only
@@ -289,7 +320,7 @@ class Qwen2Model(nn.Module):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        layer = nn.remat(Qwen2DecoderLayer) if self.remat else Qwen2DecoderLayer
+        layer = nn.remat(DecoderLayer) if self.remat else DecoderLayer
         self.layers = [layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, **kw)
 
@@ -378,7 +409,7 @@ class ScoreHead(nn.Module):
         return y.astype(jnp.float32)
 
 
-class Qwen2ForCausalLM(nn.Module):
+class DecoderForCausalLM(nn.Module):
     """Decoder + LM head: logits [B, S, V] in f32 (tied to the embedding when configured).
 
     `model.apply({"params": p}, input_ids, attention_mask=None, positions=None)`; with
@@ -386,13 +417,13 @@ class Qwen2ForCausalLM(nn.Module):
     (as (logits, hidden) or (logits, hidden, cache)); `last_only=True` gives logits [B, 1, V].
     """
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False  # gradient checkpointing per decoder layer
 
     def setup(self):
-        self.model = Qwen2Model(self.config, self.dtype, self.param_dtype, self.remat)
+        self.model = DecoderModel(self.config, self.dtype, self.param_dtype, self.remat)
         if not self.config.tie_word_embeddings:
             self.lm_head = Dense(
                 self.config.vocab_size,
@@ -427,23 +458,48 @@ class Qwen2ForCausalLM(nn.Module):
         return self.lm_head(hidden).astype(jnp.float32)
 
 
-def _trunk_and_scores(head: nn.Module, input_ids, attention_mask, positions):
-    """The shared body of the score heads: trunk "model" + `score` Linear, built inside the
-    calling head's compact __call__ (so the parameters are {"model", "score"} of that head).
-    Returns (scores [B, S, L] f32, hidden [B, S, D])."""
-    hidden = Qwen2Model(head.config, head.dtype, head.param_dtype, head.remat, name="model")(
+class MLPScoreHead(nn.Module):
+    """Qwen2.5-Math-PRM's `score`: Linear(D, D) -> ReLU -> Linear(D, L), both with bias (HF
+    names score.0 and score.2, the positions in its nn.Sequential)."""
+
+    num_labels: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden: chex.Array) -> chex.Array:  # [..., D] -> [..., L] f32
+        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        inner = Dense(hidden.shape[-1], ("embed", "mlp"), name="0", **kw)(hidden)
+        out = Dense(self.num_labels, ("mlp", None), name="2", **kw)(jax.nn.relu(inner))
+        return out.astype(jnp.float32)
+
+
+class ValueHead(nn.Module):
+    """A value head `v_head.summary`: Linear(D, 1) with bias (Skywork's PRMs)."""
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden: chex.Array) -> chex.Array:  # [..., D] -> [..., 1] f32
+        kw = dict(use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        return Dense(1, ("embed", None), name="summary", **kw)(hidden).astype(jnp.float32)
+
+
+def _trunk_and_scores(head: nn.Module, input_ids, attention_mask, positions, score: nn.Module):
+    """The shared body of the score heads: trunk "model" + a score module, built inside the
+    calling head's compact __call__ (so the parameters are {"model", <score's name>} of that
+    head). Returns (scores [B, S, L] f32, hidden [B, S, D])."""
+    hidden = DecoderModel(head.config, head.dtype, head.param_dtype, head.remat, name="model")(
         input_ids, attention_mask, positions
     )
-    scores = ScoreHead(head.num_labels, head.use_bias, head.dtype, head.param_dtype, name="score")(
-        hidden
-    )
-    return scores, hidden
+    return score(hidden), hidden
 
 
-class Qwen2ForTokenClassification(nn.Module):
+class DecoderForTokenClassification(nn.Module):
     """Decoder + `score` per token: [B, S, L]. num_labels=1 is the value head / critic."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     num_labels: int = 1
     use_bias: bool = False
     dtype: Dtype = jnp.float32
@@ -459,7 +515,59 @@ class Qwen2ForTokenClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions)
+        score = ScoreHead(
+            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
+        )
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
+        return (scores, hidden) if return_hidden else scores
+
+
+class DecoderForProcessReward(nn.Module):
+    """Decoder + an MLP `score` per token: [B, S, L] (Qwen2ForProcessRewardModel, L = 2)."""
+
+    config: DecoderConfig
+    num_labels: int = 2
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        *,
+        return_hidden: bool = False,
+    ):
+        score = MLPScoreHead(self.num_labels, self.dtype, self.param_dtype, name="score")
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
+        return (scores, hidden) if return_hidden else scores
+
+
+class DecoderWithValueHead(nn.Module):
+    """Decoder + `v_head` per token: [B, S, 1] (Skywork's Qwen2 PRMs)."""
+
+    config: DecoderConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return 1
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: chex.Array,  # [B, S]
+        attention_mask: chex.Array | None = None,  # [B, S]
+        positions: chex.Array | None = None,  # [B, S]
+        *,
+        return_hidden: bool = False,
+    ):
+        score = ValueHead(self.dtype, self.param_dtype, name="v_head")
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
         return (scores, hidden) if return_hidden else scores
 
 
@@ -485,10 +593,10 @@ def last_token_index(
     return jnp.argmax(jnp.where(real, jnp.arange(length), -1), axis=-1).astype(jnp.int32)
 
 
-class Qwen2ForSequenceClassification(nn.Module):
+class DecoderForSequenceClassification(nn.Module):
     """Decoder + `score` read at the last non-pad token: [B, L] (the ORM head)."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     num_labels: int = 1
     use_bias: bool = False
     dtype: Dtype = jnp.float32
@@ -504,7 +612,10 @@ class Qwen2ForSequenceClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions)
+        score = ScoreHead(
+            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
+        )
+        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
         last = last_token_index(input_ids, attention_mask, pad_token_id=self.config.pad_token_id)
         pooled = jnp.take_along_axis(scores, last[:, None, None], axis=1)[:, 0]
         return (pooled, hidden) if return_hidden else pooled

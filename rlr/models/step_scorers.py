@@ -1,0 +1,477 @@
+"""Step scorers: any supported PRM turned into one probability in [0, 1] per reasoning step.
+
+    scorer = load_step_scorer(path)            # the format is read from config.json
+    scorer.score_steps(questions, solutions)   # solutions: list[list[str]] -> list[list[float]]
+
+A format knows three things about its PRM: how a question and its steps are rendered as
+tokens, at which token each step's score is read, and how the network's output there becomes
+a probability.
+
+- rlr (what `rlr train-prm` writes, a one-label token classifier): rlr's prompt, the steps
+  joined by "\\n" and EOS; sigmoid of the logit at each step's last token.
+- qwen_math_prm (Qwen2ForProcessRewardModel, an MLP head with 2 labels): the chat template over
+  a system turn, the question and the steps each ended by `<extra_0>`; softmax over the labels,
+  label 1, at each `<extra_0>`.
+- math_shepherd (a Mistral causal LM): "{question} {step 1} ки\\n{step 2} ки..."; at each `ки`
+  the softmax over the logits of "+" and "-", the "+" share.
+- skywork (a Qwen2 trunk with the value head `v_head`): BOS + question + "\\n", then each step's
+  tokens and the "\\n" token; sigmoid of the head at each of those "\\n".
+- rlhflow (a Llama 3.1 causal LM): a chat where each step is a user turn answered "+"; softmax
+  over "+" and "-" at the token before each "+".
+
+Scoring is one jitted program per (rows, length bucket, steps bucket): rows are sorted by
+length and right-padded to a bucket (a quarter step of a power of two), so a few compilations
+serve any mix of solutions; with a mesh the parameters and rows are sharded by rlr.sharding's
+rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlr.models.decoder import (
+    DecoderForCausalLM,
+    DecoderForProcessReward,
+    DecoderForTokenClassification,
+    DecoderWithValueHead,
+)
+
+QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """One solution as the PRM reads it: token ids [S] and, per step, the column [K] whose
+    output scores that step."""
+
+    ids: tuple[int, ...]
+    read_at: tuple[int, ...]
+
+
+def _one_token(tokenizer, text: str, *, what: str, fmt: str, last: bool = True) -> int:
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise ValueError(f"format {fmt!r}: the tokenizer encodes {what} {text!r} to no tokens")
+    return int(ids[-1] if last else ids[0])
+
+
+class StepFormat:
+    """How one PRM family renders, where it reads and how it makes a probability."""
+
+    name: str = ""
+    network: type[nn.Module] = DecoderForTokenClassification
+    reads_lm: bool = False  # True: a causal LM read through two candidate tokens
+
+    def render(self, tokenizer, question: str, steps: Sequence[str]) -> Rendered:
+        """The PRM's tokens for one solution and the column that scores each step."""
+        raise NotImplementedError
+
+    def candidates(self, tokenizer) -> tuple[int, int]:
+        """(good, bad) token ids of an LM-read format."""
+        raise ValueError(f"format {self.name!r} is not read through candidate tokens")
+
+    def probability(self, outputs: chex.Array) -> chex.Array:  # [B, K, L] -> [B, K]
+        """The step probability from the head's outputs at the read columns."""
+        raise NotImplementedError
+
+
+class RlrFormat(StepFormat):
+    """What `rlr train-prm` writes: a one-label token classifier read, as PPO reads it, at the
+    last token of each step of the response that follows rlr's prompt."""
+
+    name = "rlr"
+
+    def __init__(self, prompt_style: str = "plain", separators: Sequence[str] = ("\n\n", "\n")):
+        self.prompt_style = prompt_style
+        self.separators = tuple(separators)
+
+    def render(self, tokenizer, question, steps):
+        from rlr.data.prompts import build_prompt
+        from rlr.data.steps import step_ends_from_ids
+
+        prompt = build_prompt(question, style=self.prompt_style, tokenizer=tokenizer)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        response = tokenizer("\n".join(steps), add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            response = [*response, int(tokenizer.eos_token_id)]
+        ids = np.asarray([response], np.int32)
+        ends, mask, _ = step_ends_from_ids(
+            ids,
+            np.ones_like(ids),
+            tokenizer,
+            max_steps=max(len(steps), 1),
+            separators=self.separators,
+        )
+        read = [len(prompt_ids) + int(e) for e, m in zip(ends[0], mask[0]) if m > 0]
+        return Rendered(tuple(prompt_ids) + tuple(response), tuple(read))
+
+    def probability(self, outputs):
+        return jax.nn.sigmoid(outputs[..., 0])
+
+
+class QwenMathPRMFormat(StepFormat):
+    """Qwen2.5-Math-PRM: the chat template over a system turn, the question and the steps each
+    ended by `<extra_0>`; softmax over the two labels, label 1, at each `<extra_0>`."""
+
+    name = "qwen_math_prm"
+    network = DecoderForProcessReward
+    step_tag = "<extra_0>"
+
+    def render(self, tokenizer, question, steps):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"format {self.name!r} needs a tokenizer with a chat template")
+        messages = [
+            {"role": "system", "content": QWEN_MATH_SYSTEM},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "".join(s + self.step_tag for s in steps)},
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        ids = tokenizer.encode(text)
+        tag = _one_token(tokenizer, self.step_tag, what="the step tag", fmt=self.name, last=False)
+        return Rendered(tuple(ids), tuple(i for i, t in enumerate(ids) if t == tag))
+
+    def probability(self, outputs):
+        return jax.nn.softmax(outputs, axis=-1)[..., 1]
+
+
+class MathShepherdFormat(StepFormat):
+    """Math-Shepherd: "{question} {step} ки\\n{step} ки..."; at each tag `ки` the LM's
+    softmax over the logits of "+" and "-", the "+" share."""
+
+    name = "math_shepherd"
+    network = DecoderForCausalLM
+    reads_lm = True
+    step_tag = "ки"
+
+    def render(self, tokenizer, question, steps):
+        output = "\n".join(f"{step} {self.step_tag}" for step in steps)
+        ids = tokenizer.encode(f"{question} {output}")
+        tag = _one_token(tokenizer, self.step_tag, what="the step tag", fmt=self.name)
+        return Rendered(tuple(ids), tuple(i for i, t in enumerate(ids) if t == tag))
+
+    def candidates(self, tokenizer):
+        ids = tokenizer.encode("+ -")
+        if tokenizer.bos_token_id is not None and ids and ids[0] == tokenizer.bos_token_id:
+            ids = ids[1:]
+        if len(ids) != 2:
+            raise ValueError(
+                f"format {self.name!r}: '+ -' must encode to two tokens (after BOS); got {ids}"
+            )
+        return int(ids[0]), int(ids[1])
+
+    def probability(self, outputs):
+        return jax.nn.softmax(outputs, axis=-1)[..., 0]
+
+
+class SkyworkFormat(StepFormat):
+    """Skywork-o1-Open-PRM: BOS + question + "\\n", then each step's tokens followed by the
+    "\\n" token; sigmoid of the value head at each of those "\\n" tokens."""
+
+    name = "skywork"
+    network = DecoderWithValueHead
+    step_token = "\n"
+
+    def render(self, tokenizer, question, steps):
+        bos = tokenizer.bos_token
+        if bos is None:
+            raise ValueError(f"format {self.name!r} needs a tokenizer with a bos_token")
+        ids = list(tokenizer.encode(bos + question + "\n"))
+        step_id = _one_token(tokenizer, self.step_token, what="the step token", fmt=self.name)
+        read = []
+        for step in steps:
+            ids.extend(tokenizer.encode(step) if step else [])
+            ids.append(step_id)
+            read.append(len(ids) - 1)
+        return Rendered(tuple(ids), tuple(read))
+
+    def probability(self, outputs):
+        return jax.nn.sigmoid(outputs[..., 0])
+
+
+class RLHFlowFormat(StepFormat):
+    """RLHFlow's Llama 3.1 PRMs: a chat where step k is a user turn (the first prefixed by the
+    question and a space) and the assistant answers "+"; the step's score is the softmax over
+    the "+" and "-" logits at the token before that "+" (the conversation up to step k is a
+    prefix of the whole one, so one pass scores every step)."""
+
+    name = "rlhflow"
+    network = DecoderForCausalLM
+    reads_lm = True
+
+    def _ids(self, tokenizer, conversation) -> list[int]:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    def render(self, tokenizer, question, steps):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"format {self.name!r} needs a tokenizer with a chat template")
+        conversation, read = [], []
+        for k, step in enumerate(steps):
+            text = f"{question} {step}" if k == 0 else step
+            conversation += [
+                {"role": "user", "content": text},
+                {"role": "assistant", "content": "+"},
+            ]
+            read.append(len(self._ids(tokenizer, conversation)) - 3)
+        ids = self._ids(tokenizer, conversation) if conversation else []
+        prefix = self._ids(tokenizer, conversation[:2]) if conversation else []
+        if ids[: len(prefix)] != prefix:
+            raise ValueError(
+                f"format {self.name!r}: the chat template does not render a conversation's "
+                "first turns as a prefix of the whole; rlr scores all steps in one pass"
+            )
+        return Rendered(tuple(ids), tuple(read))
+
+    def candidates(self, tokenizer):
+        return (
+            _one_token(tokenizer, "+", what="'+'", fmt=self.name),
+            _one_token(tokenizer, "-", what="'-'", fmt=self.name),
+        )
+
+    def probability(self, outputs):
+        return jax.nn.softmax(outputs, axis=-1)[..., 0]
+
+
+FORMATS: dict[str, Callable[[], StepFormat]] = {
+    "rlr": RlrFormat,
+    "qwen_math_prm": QwenMathPRMFormat,
+    "math_shepherd": MathShepherdFormat,
+    "skywork": SkyworkFormat,
+    "rlhflow": RLHFlowFormat,
+}
+
+
+def detect_format(hf: dict[str, Any], *, source: str = "config.json") -> str:
+    """The step format of a checkpoint from its config.json: the architecture names the
+    head; a causal LM is Math-Shepherd when Mistral and RLHFlow when Llama."""
+    arch = (hf.get("architectures") or [""])[0]
+    model_type = hf.get("model_type", "")
+    if arch.endswith("ForProcessRewardModel"):
+        return "qwen_math_prm"
+    if arch.endswith("ForPrmModel"):
+        return "skywork"
+    if arch.endswith(("ForTokenClassification", "ForSequenceClassification")):
+        return "rlr"
+    if arch.endswith("ForCausalLM") and model_type == "mistral":
+        return "math_shepherd"
+    if arch.endswith("ForCausalLM") and model_type == "llama":
+        return "rlhflow"
+    raise ValueError(
+        f"{source}: cannot tell the step format of architectures={hf.get('architectures')!r} "
+        f"(model_type {model_type!r}); pass format= one of {', '.join(STEP_FORMATS)}"
+    )
+
+
+def make_format(name: str, **options: Any) -> StepFormat:
+    """The StepFormat called `name` (options: the rlr format's prompt_style, separators)."""
+    if name not in FORMATS:
+        raise ValueError(f"step format must be one of {', '.join(STEP_FORMATS)}; got {name!r}")
+    return FORMATS[name](**options) if name == "rlr" else FORMATS[name]()
+
+
+def read_step_outputs(
+    model: nn.Module,
+    step_format: StepFormat,
+    params: Any,
+    input_ids: chex.Array,  # [B, S] right-padded
+    attention_mask: chex.Array,  # [B, S]
+    read_at: chex.Array,  # [B, K] column of each step
+    candidates: tuple[int, int] | None = None,
+) -> chex.Array:  # [B, K] probabilities
+    """Step probabilities of a batch: an LM-read format applies the LM head to the K read
+    columns only ([B, K, V], never [B, S, V]) and keeps its two candidate logits; a score
+    head is read at the K columns."""
+    chex.assert_rank([input_ids, attention_mask, read_at], 2)
+    variables = {"params": params}
+    index = read_at.astype(jnp.int32)[..., None]
+    if step_format.reads_lm:
+        hidden = model.apply(
+            variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
+        )
+        picked = jnp.take_along_axis(hidden, index, axis=1)  # [B, K, D]
+        logits = model.apply(variables, picked, method=lambda m, h: m.logits(h))
+        outputs = logits[..., jnp.asarray(candidates)]  # [B, K, 2]
+    else:
+        scores = model.apply(variables, input_ids, attention_mask)  # [B, S, L]
+        outputs = jnp.take_along_axis(scores, index, axis=1)  # [B, K, L]
+    return step_format.probability(outputs.astype(jnp.float32))
+
+
+def _bucket(n: int, least: int) -> int:
+    """n rounded up to a quarter step of its power of two (..., 512, 640, 768, 896, 1024, ...):
+    at most 25 % padding, and four programs per doubling of the length."""
+    if n <= least:
+        return least
+    step = max(least, (1 << ((n - 1).bit_length() - 1)) // 4)
+    return -(-n // step) * step
+
+
+class StepScorer:
+    """A PRM with its format and tokenizer: `score_steps(questions, solutions)`.
+
+    Rows go through one jitted program in batches of `batch_size`, right-padded to a length
+    bucket (at most 25 % padding) and a power-of-two step count. With `mesh`, parameters are
+    placed by rlr.sharding's rules and rows are split over the batch axes.
+    """
+
+    def __init__(
+        self,
+        step_format: StepFormat,
+        model: nn.Module,
+        params: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 8,
+        mesh: Any = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if not isinstance(model, step_format.network):
+            raise ValueError(
+                f"format {step_format.name!r} reads a {step_format.network.__name__}; "
+                f"this checkpoint is a {type(model).__name__}"
+            )
+        self.format = step_format
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.mesh = mesh
+        self.candidates = step_format.candidates(tokenizer) if step_format.reads_lm else None
+        if self.candidates is not None:
+            vocab = model.config.vocab_size
+            if not all(0 <= c < vocab for c in self.candidates):
+                raise ValueError(
+                    f"format {step_format.name!r}: candidate ids {self.candidates} fall outside "
+                    f"the model's vocabulary of {vocab}"
+                )
+        self.pad_id = next(
+            (int(v) for v in (tokenizer.pad_token_id, tokenizer.eos_token_id) if v is not None), 0
+        )
+        self.params = params
+        # (params, ids [B, S], mask [B, S], read_at [B, K]) -> [B, K] step probabilities
+        self.read_rows = jax.jit(
+            functools.partial(read_step_outputs, model, step_format, candidates=self.candidates)
+        )
+
+    def render(self, question: str, steps: Sequence[str]) -> Rendered:
+        """The PRM's tokens for one solution and where each step is read."""
+        rendered = self.format.render(self.tokenizer, question, list(steps))
+        if len(rendered.read_at) != len(steps):
+            raise ValueError(
+                f"format {self.format.name!r}: {len(steps)} steps rendered with "
+                f"{len(rendered.read_at)} score positions; a step's text must not contain the "
+                "format's step tag"
+            )
+        return rendered
+
+    def score_steps(
+        self, questions: Sequence[str], solutions: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """One probability in [0, 1] per step of each solution (solutions[i] is a list of
+        step texts for questions[i])."""
+        if len(questions) != len(solutions):
+            raise ValueError(f"{len(questions)} questions but {len(solutions)} solutions")
+        for i, steps in enumerate(solutions):
+            if isinstance(steps, str):
+                raise ValueError(f"solutions[{i}] is a string; give a list of step texts")
+        rendered = [self.render(q, s) for q, s in zip(questions, solutions)]
+        return self.score_rendered(rendered)
+
+    def score_rendered(self, rendered: Sequence[Rendered]) -> list[list[float]]:
+        """Step probabilities of already rendered solutions, in batches."""
+        out: list[list[float]] = [[] for _ in rendered]
+        todo = [i for i, r in enumerate(rendered) if r.read_at]
+        # rows of similar length share a batch: less padding
+        todo.sort(key=lambda i: len(rendered[i].ids))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            probs = self._score_batch([rendered[i] for i in chunk])
+            for row, i in enumerate(chunk):
+                out[i] = [float(p) for p in probs[row, : len(rendered[i].read_at)]]
+        return out
+
+    def _score_batch(self, rows: Sequence[Rendered]) -> np.ndarray:  # [len(rows), K]
+        B = self.batch_size
+        S = _bucket(max(len(r.ids) for r in rows), 16)
+        K = max(4, 1 << (max(len(r.read_at) for r in rows) - 1).bit_length())
+        ids = np.full((B, S), self.pad_id, np.int32)
+        mask = np.zeros((B, S), np.int32)
+        read = np.zeros((B, K), np.int32)
+        for b in range(B):
+            r = rows[min(b, len(rows) - 1)]  # filler rows repeat the last real one
+            ids[b, : len(r.ids)] = r.ids
+            mask[b, : len(r.ids)] = 1
+            read[b, : len(r.read_at)] = r.read_at
+        arrays = (ids, mask, read)
+        if self.mesh is not None:
+            from rlr import sharding
+
+            arrays = tuple(
+                jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in arrays
+            )
+            with jax.set_mesh(self.mesh):
+                probs = self.read_rows(self.params, *arrays)
+        else:
+            probs = self.read_rows(self.params, *arrays)
+        return np.asarray(jax.device_get(probs))
+
+
+def load_step_scorer(
+    path: str | pathlib.Path,
+    format: str | None = None,  # noqa: A002  (the name users pass)
+    *,
+    tokenizer: Any = None,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    batch_size: int = 8,
+    mesh: Any = None,
+    prompt_style: str = "plain",
+) -> StepScorer:
+    """A StepScorer for the PRM at `path` (an HF directory, or an `org/name` id found in the
+    local Hugging Face cache). The format is read from config.json unless `format` is given;
+    the tokenizer is the directory's own unless `tokenizer` is given. With `mesh`, every
+    parameter goes straight to its shards as it is read."""
+    from transformers import AutoTokenizer
+
+    from rlr.models.hf_io import CONFIG_NAME, load_pretrained, pretrained_module
+    from rlr.models.hub import resolve_model_dir
+
+    directory = resolve_model_dir(str(path), what="PRM")
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise ValueError(f"{config_path} is missing; a PRM directory needs config.json")
+    try:
+        hf = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    name = format or detect_format(hf, source=str(config_path))
+    step_format = make_format(name, **({"prompt_style": prompt_style} if name == "rlr" else {}))
+    shardings = None
+    if mesh is not None:
+        from rlr import sharding
+
+        module = pretrained_module(directory, dtype=dtype, param_dtype=param_dtype)
+        boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+        shardings = sharding.param_shardings(boxed["params"], mesh)
+    model, params = load_pretrained(
+        directory, dtype=dtype, param_dtype=param_dtype, shardings=shardings
+    )
+    if tokenizer is None:
+        if not (directory / "tokenizer.json").is_file():
+            raise ValueError(
+                f"{directory} holds no tokenizer.json; pass tokenizer= (the PRM's tokenizer)"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    return StepScorer(step_format, model, params, tokenizer, batch_size=batch_size, mesh=mesh)
