@@ -486,26 +486,23 @@ class ValueHead(nn.Module):
         return Dense(1, ("embed", None), name="summary", **kw)(hidden).astype(jnp.float32)
 
 
-def _trunk_and_scores(head: nn.Module, input_ids, attention_mask, positions, score: nn.Module):
-    """The shared body of the score heads: trunk "model" + a score module, built inside the
-    calling head's compact __call__ (so the parameters are {"model", <score's name>} of that
-    head). Returns (scores [B, S, L] f32, hidden [B, S, D])."""
-    hidden = DecoderModel(head.config, head.dtype, head.param_dtype, head.remat, name="model")(
-        input_ids, attention_mask, positions
-    )
-    return score(hidden), hidden
-
-
-class DecoderForTokenClassification(nn.Module):
-    """Decoder + `score` per token: [B, S, L]. num_labels=1 is the value head / critic."""
+class _TrunkWithScores(nn.Module):
+    """The trunk "model" and a per-token score module named by the head's HF layout:
+    params {"model", <head name>}; call -> scores [B, S, L] f32 (with hidden [B, S, D] when
+    `return_hidden`). Subclasses say which score module (`score_module`) and may pool
+    (`pool`)."""
 
     config: DecoderConfig
-    num_labels: int = 1
-    use_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False  # gradient checkpointing per decoder layer
 
+    def score_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def pool(self, scores: chex.Array, input_ids, attention_mask) -> chex.Array:
+        return scores
+
     @nn.compact
     def __call__(
         self,
@@ -515,60 +512,41 @@ class DecoderForTokenClassification(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        score = ScoreHead(
-            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
+        hidden = DecoderModel(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
+            input_ids, attention_mask, positions
         )
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
+        scores = self.pool(self.score_module()(hidden), input_ids, attention_mask)
         return (scores, hidden) if return_hidden else scores
 
 
-class DecoderForProcessReward(nn.Module):
+class DecoderForTokenClassification(_TrunkWithScores):
+    """Decoder + `score` per token: [B, S, L]. num_labels=1 is the value head / critic."""
+
+    num_labels: int = 1
+    use_bias: bool = False
+
+    def score_module(self) -> nn.Module:
+        return ScoreHead(self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score")
+
+
+class DecoderForProcessReward(_TrunkWithScores):
     """Decoder + an MLP `score` per token: [B, S, L] (Qwen2ForProcessRewardModel, L = 2)."""
 
-    config: DecoderConfig
     num_labels: int = 2
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
 
-    @nn.compact
-    def __call__(
-        self,
-        input_ids: chex.Array,  # [B, S]
-        attention_mask: chex.Array | None = None,  # [B, S]
-        positions: chex.Array | None = None,  # [B, S]
-        *,
-        return_hidden: bool = False,
-    ):
-        score = MLPScoreHead(self.num_labels, self.dtype, self.param_dtype, name="score")
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
-        return (scores, hidden) if return_hidden else scores
+    def score_module(self) -> nn.Module:
+        return MLPScoreHead(self.num_labels, self.dtype, self.param_dtype, name="score")
 
 
-class DecoderWithValueHead(nn.Module):
+class DecoderWithValueHead(_TrunkWithScores):
     """Decoder + `v_head` per token: [B, S, 1] (Skywork's Qwen2 PRMs)."""
-
-    config: DecoderConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
 
     @property
     def num_labels(self) -> int:
         return 1
 
-    @nn.compact
-    def __call__(
-        self,
-        input_ids: chex.Array,  # [B, S]
-        attention_mask: chex.Array | None = None,  # [B, S]
-        positions: chex.Array | None = None,  # [B, S]
-        *,
-        return_hidden: bool = False,
-    ):
-        score = ValueHead(self.dtype, self.param_dtype, name="v_head")
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
-        return (scores, hidden) if return_hidden else scores
+    def score_module(self) -> nn.Module:
+        return ValueHead(self.dtype, self.param_dtype, name="v_head")
 
 
 def last_token_index(
@@ -593,32 +571,18 @@ def last_token_index(
     return jnp.argmax(jnp.where(real, jnp.arange(length), -1), axis=-1).astype(jnp.int32)
 
 
-class DecoderForSequenceClassification(nn.Module):
+class DecoderForSequenceClassification(_TrunkWithScores):
     """Decoder + `score` read at the last non-pad token: [B, L] (the ORM head)."""
 
-    config: DecoderConfig
     num_labels: int = 1
     use_bias: bool = False
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False  # gradient checkpointing per decoder layer
 
-    @nn.compact
-    def __call__(
-        self,
-        input_ids: chex.Array,  # [B, S]
-        attention_mask: chex.Array | None = None,  # [B, S]
-        positions: chex.Array | None = None,  # [B, S]
-        *,
-        return_hidden: bool = False,
-    ):
-        score = ScoreHead(
-            self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score"
-        )
-        scores, hidden = _trunk_and_scores(self, input_ids, attention_mask, positions, score)
+    def score_module(self) -> nn.Module:
+        return ScoreHead(self.num_labels, self.use_bias, self.dtype, self.param_dtype, name="score")
+
+    def pool(self, scores: chex.Array, input_ids, attention_mask) -> chex.Array:
         last = last_token_index(input_ids, attention_mask, pad_token_id=self.config.pad_token_id)
-        pooled = jnp.take_along_axis(scores, last[:, None, None], axis=1)[:, 0]
-        return (pooled, hidden) if return_hidden else pooled
+        return jnp.take_along_axis(scores, last[:, None, None], axis=1)[:, 0]
 
 
 def math_shepherd_step_scores(

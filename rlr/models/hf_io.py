@@ -128,18 +128,22 @@ def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) 
     return cls(config, num_labels=num_labels, use_bias="score.bias" in reader, **kw)
 
 
-def _open(
-    path: str | pathlib.Path, dtype: Any, param_dtype: Any
-) -> tuple[nn.Module, _TensorReader]:
-    directory = pathlib.Path(path)
-    config_path = directory / CONFIG_NAME
+def read_config(path: str | pathlib.Path) -> dict[str, Any]:
+    """The config.json of an HF model directory, with errors that name the file."""
+    config_path = pathlib.Path(path) / CONFIG_NAME
     if not config_path.is_file():
         raise ValueError(f"{config_path} is missing; an HF model directory needs config.json")
     try:
-        hf = json.loads(config_path.read_text())
+        return json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_path} is not valid JSON: {err}") from None
-    reader = _TensorReader(directory)
+
+
+def _open(
+    path: str | pathlib.Path, dtype: Any, param_dtype: Any
+) -> tuple[nn.Module, _TensorReader]:
+    hf = read_config(path)
+    reader = _TensorReader(pathlib.Path(path))
     return _build_model(hf, reader, dtype, param_dtype), reader
 
 

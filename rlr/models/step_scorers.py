@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -445,26 +444,19 @@ def load_step_scorer(
     parameter goes straight to its shards as it is read."""
     from transformers import AutoTokenizer
 
-    from rlr.models.hf_io import CONFIG_NAME, load_pretrained, pretrained_module
+    from rlr.models.hf_io import CONFIG_NAME, load_pretrained, pretrained_module, read_config
     from rlr.models.hub import resolve_model_dir
 
     directory = resolve_model_dir(str(path), what="PRM")
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise ValueError(f"{config_path} is missing; a PRM directory needs config.json")
-    try:
-        hf = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
-    name = format or detect_format(hf, source=str(config_path))
+    hf = read_config(directory)
+    name = format or detect_format(hf, source=str(directory / CONFIG_NAME))
     step_format = make_format(name, **({"prompt_style": prompt_style} if name == "rlr" else {}))
     shardings = None
     if mesh is not None:
         from rlr import sharding
 
         module = pretrained_module(directory, dtype=dtype, param_dtype=param_dtype)
-        boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
-        shardings = sharding.param_shardings(boxed["params"], mesh)
+        shardings = sharding.module_param_shardings(module, mesh)
     model, params = load_pretrained(
         directory, dtype=dtype, param_dtype=param_dtype, shardings=shardings
     )

@@ -103,7 +103,7 @@ def build_ppo(
     by_module: dict[int, Any] = {}  # the reference (and a critic from a PRM) share a module
     for module in modules.values():
         if id(module) not in by_module:
-            by_module[id(module)] = param_shardings(module, mesh)
+            by_module[id(module)] = sharding.module_param_shardings(module, mesh)
     shardings = {name: by_module[id(module)] for name, module in modules.items()}
     spec = config.ppo
     trainable_names = trainable_networks(config)
@@ -265,12 +265,6 @@ def _text_prm(
     C = config.rollout.chunk_rows or config.rollout.batch_size
     scorer = StepScorer(step_format, module, params, tokenizer, batch_size=C, mesh=mesh)
     return scorer.read_rows, scorer
-
-
-def param_shardings(module: nn.Module, mesh: Mesh) -> Any:
-    """NamedShardings of a network's (unboxed) params, from its modules' logical axis names."""
-    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
-    return sharding.param_shardings(boxed["params"], mesh)
 
 
 def abstract_params(module: nn.Module) -> Any:
