@@ -14,6 +14,17 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+URI_PREFIXES = ("gs://", "s3://", "az://", "hf://")
+
+
+def storage_path(path: str | pathlib.Path) -> epath.Path:
+    """Where a run writes: a URI (gs://bucket/run, s3://...) stays that URI, an epath whose
+    reads and writes go to that store; a local path is made absolute."""
+    if str(path).startswith(URI_PREFIXES):
+        return epath.Path(str(path))
+    return epath.Path(pathlib.Path(path).absolute())
 
 
 class NonFiniteStateError(RuntimeError):
@@ -37,8 +48,11 @@ def first_non_finite_path(tree: Any) -> str | None:
 class Checkpointer:
     """Saves and restores `(state, meta)` under `directory/<step>/`.
 
+    Every process of a multi-process run constructs one and takes part in each save and
+    restore (orbax writes each process's shards).
+
     Args:
-      directory: where checkpoints live (created if missing).
+      directory: where checkpoints live (created if missing): a local path or a URI.
       keep: how many of the latest checkpoints to keep.
       async_save: write in a background thread; `wait()` or `close()` to finish.
     """
@@ -46,7 +60,7 @@ class Checkpointer:
     def __init__(self, directory: str | pathlib.Path, *, keep: int = 2, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep must be >= 1; got {keep}")
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = storage_path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True

@@ -34,6 +34,36 @@ def is_filler_step(step: str) -> bool:
     return not _CONTENT.search(step) and len(step.split()) <= 4
 
 
+def solution_step_counts(
+    texts: Sequence[str],
+    *,
+    separators: Sequence[str] = DEFAULT_SEPARATORS,
+    is_filler: StepClassifier = is_filler_step,
+) -> np.ndarray:  # [R, 3] int: steps, filler steps, repeated steps of each solution
+    """Per solution: its number of steps, of filler steps and of repeated steps."""
+    counts = np.zeros((len(texts), 3), np.int64)
+    for row, text in enumerate(texts):
+        steps = step_texts(text, separators=separators)
+        seen: set[str] = set()
+        repeated = 0
+        for s in steps:
+            repeated += s in seen
+            seen.add(s)
+        counts[row] = (len(steps), sum(is_filler(s) for s in steps), repeated)
+    return counts
+
+
+def stats_from_counts(counts: np.ndarray) -> dict[str, float]:  # counts [R, 3]
+    """Mean steps per solution and the filler / repeated fractions over all steps."""
+    counts = np.asarray(counts).reshape(-1, 3)
+    steps_total, filler, repeated = (int(x) for x in counts.sum(axis=0))
+    return {
+        "steps_per_solution": steps_total / max(len(counts), 1),
+        "filler_step_fraction": filler / max(steps_total, 1),
+        "repeated_step_fraction": repeated / max(steps_total, 1),
+    }
+
+
 def solution_stats(
     texts: Sequence[str],
     *,
@@ -41,21 +71,9 @@ def solution_stats(
     is_filler: StepClassifier = is_filler_step,
 ) -> dict[str, float]:
     """Mean steps per solution and the fractions of filler and repeated steps over all steps."""
-    steps_total = filler = repeated = 0
-    for text in texts:
-        steps = step_texts(text, separators=separators)
-        steps_total += len(steps)
-        filler += sum(is_filler(s) for s in steps)
-        seen: set[str] = set()
-        for s in steps:
-            repeated += s in seen
-            seen.add(s)
-    n = max(len(texts), 1)
-    return {
-        "steps_per_solution": steps_total / n,
-        "filler_step_fraction": filler / max(steps_total, 1),
-        "repeated_step_fraction": repeated / max(steps_total, 1),
-    }
+    return stats_from_counts(
+        solution_step_counts(texts, separators=separators, is_filler=is_filler)
+    )
 
 
 @dataclasses.dataclass(frozen=True)

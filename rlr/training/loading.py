@@ -329,11 +329,19 @@ def load_policy_dir(policy: str, tokenizer_dir: str | None = None) -> tuple[Any,
 def export_model(
     model: nn.Module, params: Any, out_dir: str | pathlib.Path, *, tokenizer_dir: str | None
 ) -> pathlib.Path:
-    """save_pretrained + the tokenizer files beside it: a complete HF model directory."""
+    """save_pretrained + the tokenizer files beside it: a complete HF model directory.
+
+    Every process of a multi-process run must call it: parameters sharded across hosts are
+    gathered first; process 0 alone writes."""
     import shutil
 
+    from rlr.training import distributed
+
     out_dir = pathlib.Path(out_dir)
-    save_pretrained(model, jax.device_get(params), out_dir)
+    params = distributed.fetch(params)
+    if not distributed.is_main():
+        return out_dir
+    save_pretrained(model, params, out_dir)
     if tokenizer_dir:
         for name in TOKENIZER_FILES:
             source = pathlib.Path(tokenizer_dir) / name

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rlr.training.checkpoint import storage_path
+
 
 def to_python_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Converts array scalars (jax / numpy) to floats; non-scalars are dropped."""
@@ -27,10 +29,15 @@ class MetricsWriter:
     """Writes `{step, time, **metrics}` lines to `metrics.jsonl` and TensorBoard scalars.
 
     Args:
-      directory: run directory; files go to `directory/metrics.jsonl` and `directory/tb/`.
+      directory: run directory (a local path or a URI such as gs://...); files go to
+        `directory/metrics.jsonl` and `directory/tb/`.
       total_steps: length of the progress bar (None: no bar).
       tensorboard: also write TensorBoard event files.
       show: keys shown on the progress bar postfix.
+      initial_step: the step a resumed run restarts from: rows logged past it by the
+        interrupted run (after its last checkpoint) are dropped, so each step appears once.
+      enabled: False makes every call a no-op (the processes other than 0 of a multi-process
+        run, which compute the same metrics but do not write them).
     """
 
     def __init__(
@@ -42,18 +49,23 @@ class MetricsWriter:
         show: tuple[str, ...] = (),
         initial_step: int = 0,
         description: str = "train",
+        enabled: bool = True,
     ):
-        self.directory = pathlib.Path(directory)
+        self.enabled = enabled
+        self._tb = self._bar = self._jsonl = None
+        if not enabled:
+            return
+        self.directory = storage_path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.directory / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-        self._tb = None
+        if initial_step:
+            drop_rows_after(self.directory / "metrics.jsonl", initial_step)
+        self._jsonl = (self.directory / "metrics.jsonl").open("a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.directory / "tb"))
         self._show = show
         self._start = time.time()
-        self._bar = None
         if total_steps is not None:
             self._bar = tqdm(
                 total=total_steps, initial=initial_step, desc=description, dynamic_ncols=True
@@ -62,8 +74,11 @@ class MetricsWriter:
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Logs scalar `metrics` at `step`; returns them as floats."""
         scalars = to_python_scalars(metrics)
+        if not self.enabled:
+            return scalars
         record = {"step": int(step), "time": round(time.time() - self._start, 3), **scalars}
         self._jsonl.write(json.dumps(record, allow_nan=True) + "\n")
+        self._jsonl.flush()
         if self._tb is not None:
             for name, value in scalars.items():
                 if math.isfinite(value):
@@ -82,13 +97,35 @@ class MetricsWriter:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
 
     def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def drop_rows_after(path: str | pathlib.Path, step: int, *, key: str = "step") -> int:
+    """Removes the JSONL rows of `path` whose `key` is past `step` (what a run interrupted
+    after its last checkpoint logged, and will log again on resume); returns how many went.
+    A missing file is left alone."""
+    path = storage_path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line).get(key, 0) <= step
+        except json.JSONDecodeError:  # a row cut short when the run was killed
+            return False
+
+    kept = [line for line in lines if line.strip() and keep(line)]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+    return len(lines) - len(kept)
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict[str, float]]:

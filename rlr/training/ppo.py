@@ -27,18 +27,18 @@ from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.steps import step_ends_from_ids
-from rlr.training import loading, ppo_core
-from rlr.training.batching import EpochIterator
-from rlr.training.checkpoint import Checkpointer
+from rlr.training import distributed, loading, ppo_core
+from rlr.training.batching import EpochIterator, encode_prompts
+from rlr.training.checkpoint import Checkpointer, storage_path
 from rlr.training.configs import PPOConfig
-from rlr.training.evaluation import EvalResult, evaluate_ppo_policy, solution_stats
-from rlr.training.generation import (
-    decode_responses,
-    ended_without_eos,
-    make_sampler,
-    sample_prompts,
+from rlr.training.evaluation import (
+    EvalResult,
+    evaluate_ppo_policy,
+    solution_step_counts,
+    stats_from_counts,
 )
-from rlr.training.metrics import MetricsWriter
+from rlr.training.generation import decode_responses, ended_without_eos, make_sampler
+from rlr.training.metrics import MetricsWriter, drop_rows_after
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
 from rlr.training.step_scoring import score_policy_steps
@@ -50,7 +50,7 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig):
         self.config = config
         sharding.maybe_initialize_distributed()
-        self.out_dir = pathlib.Path(config.out_dir)
+        self.out_dir = storage_path(config.out_dir)
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
@@ -99,72 +99,94 @@ class PPOTrainer:
     # ------------------------------------------------------------- one iteration
 
     def rollout(self, iteration: int, grader: Any) -> tuple[ppo_core.Rollout, dict[str, Any]]:
-        """Samples, grades and segments one iteration's batch."""
+        """Samples, grades and segments one iteration's batch.
+
+        The batch is sampled in chunks of C rows (fold_in(key, c) for chunk c); of each chunk
+        this process encodes, grades and scores only its block of rows
+        (rlr.training.distributed), and the global [B, ...] arrays are assembled on the mesh
+        in chunk order, so the rollout does not depend on the number of processes.
+        """
         cfg = self.config
         problems = self.prompts_for(iteration)
         G = cfg.rollout.samples_per_prompt
-        prompts = [self.prompt_text(p) for p in problems for _ in range(G)]
-        golds = [p.answer for p in problems for _ in range(G)]
+        rows = [p for p in problems for _ in range(G)]
+        B, C = cfg.rollout.batch_size, cfg.rollout.chunk_rows or cfg.rollout.batch_size
         key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
-        t0 = time.perf_counter()
-        batch = sample_prompts(
-            self.sampler,
-            self.state.params["policy"],
-            self.tokenizer,
-            prompts,
-            batch_size=cfg.rollout.chunk_rows or cfg.rollout.batch_size,
-            key=key,
-            prompt_tokens=cfg.rollout.max_prompt_tokens,
-        )
-        ids, mask, tokens, response_mask = batch
-        t1 = time.perf_counter()
-        step_end, step_mask, _ = step_ends_from_ids(
-            tokens,
-            response_mask,
-            self.tokenizer,
-            max_steps=cfg.reward.max_steps,
-            separators=cfg.reward.separators,
-        )
-        texts = decode_responses(self.tokenizer, tokens, response_mask)
-        success = np.asarray(grader.grade_responses(texts, golds), np.float32)
-        t2 = time.perf_counter()
-        text_step_scores = None
-        if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
-            text_step_scores = score_policy_steps(
-                self.setup.step_scorer,
-                [p.question for p in problems for _ in range(G)],
+        parts: list[dict[str, np.ndarray]] = []
+        texts: list[str] = []
+        seconds = {"rollout": 0.0, "grading": 0.0, "prm_text_scoring": 0.0}
+        for chunk, first in enumerate(range(0, B, C)):
+            block = distributed.process_rows(self.mesh, C)
+            mine = rows[first:][block]
+            t0 = time.perf_counter()
+            ids, mask, _ = encode_prompts(
                 self.tokenizer,
+                [self.prompt_text(p) for p in mine],
+                prompt_len=cfg.rollout.max_prompt_tokens,
+            )
+            out = self.sampler(
+                self.state.params["policy"],
+                distributed.global_rows(self.mesh, ids, C),
+                distributed.global_rows(self.mesh, mask, C),
+                jax.random.fold_in(key, chunk),
+            )
+            tokens = distributed.local_rows(self.mesh, out.tokens).astype(np.int32)
+            response_mask = distributed.local_rows(self.mesh, out.mask).astype(np.int32)
+            t1 = time.perf_counter()
+            step_end, step_mask, _ = step_ends_from_ids(
                 tokens,
-                step_end,
-                step_mask,
+                response_mask,
+                self.tokenizer,
+                max_steps=cfg.reward.max_steps,
+                separators=cfg.reward.separators,
             )
-            text_step_scores = jax.device_put(
-                text_step_scores, sharding.batch_sharding(self.mesh, 2)
-            )
-        t3 = time.perf_counter()
-        rollout = ppo_core.Rollout(
-            input_ids=np.concatenate([ids, tokens], axis=1).astype(np.int32),
-            attention_mask=np.concatenate([mask, response_mask], axis=1).astype(np.int32),
-            response_mask=response_mask.astype(np.float32),
-            success=success,
-            step_end=step_end.astype(np.int32),
-            step_mask=step_mask.astype(np.float32),
-        )
-        rollout = jax.tree.map(
-            lambda x: jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim)), rollout
-        )
-        lengths = response_mask.sum(axis=1)
+            chunk_texts = decode_responses(self.tokenizer, tokens, response_mask)
+            success = grader.grade_responses(chunk_texts, [p.answer for p in mine])
+            t2 = time.perf_counter()
+            part = {
+                "input_ids": np.concatenate([ids, tokens], axis=1).astype(np.int32),
+                "attention_mask": np.concatenate([mask, response_mask], axis=1).astype(np.int32),
+                "response_mask": response_mask.astype(np.float32),
+                "success": np.asarray(success, np.float32),
+                "step_end": step_end.astype(np.int32),
+                "step_mask": step_mask.astype(np.float32),
+            }
+            if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
+                part["text_step_scores"] = score_policy_steps(
+                    self.setup.step_scorer,
+                    [p.question for p in mine],
+                    self.tokenizer,
+                    tokens,
+                    step_end,
+                    step_mask,
+                )
+            t3 = time.perf_counter()
+            part["steps"] = solution_step_counts(chunk_texts, separators=cfg.reward.separators)
+            part["truncated"] = ended_without_eos(tokens, response_mask, self.sampler.eos_ids)
+            parts.append(part)
+            texts += chunk_texts
+            seconds["rollout"] += t1 - t0
+            seconds["grading"] += t2 - t1
+            seconds["prm_text_scoring"] += t3 - t2
+
+        def on_mesh(name: str) -> jax.Array:
+            chunks = [distributed.global_rows(self.mesh, part[name], C) for part in parts]
+            return chunks[0] if len(chunks) == 1 else _concatenate(self.mesh, chunks)
+
+        rollout = ppo_core.Rollout(*(on_mesh(name) for name in ppo_core.Rollout._fields))
+        text_step_scores = on_mesh("text_step_scores") if "text_step_scores" in parts[0] else None
+        gathered = {
+            name: distributed.gather_rows(np.concatenate([part[name] for part in parts]))
+            for name in ("success", "response_mask", "truncated", "steps")
+        }
+        lengths = gathered["response_mask"].sum(axis=1)
         info = {
-            "success_rate": float(success.mean()),
+            "success_rate": float(gathered["success"].mean()),
             "response_length": float(lengths.mean()),
-            "truncated_fraction": float(
-                ended_without_eos(tokens, response_mask, self.sampler.eos_ids).mean()
-            ),
-            **solution_stats(texts, separators=cfg.reward.separators),
-            "time/rollout": t1 - t0,
-            "time/grading": t2 - t1,
-            "time/prm_text_scoring": t3 - t2,
-            "tokens_per_second/rollout": float(lengths.sum()) / max(t1 - t0, 1e-9),
+            "truncated_fraction": float(gathered["truncated"].mean()),
+            **stats_from_counts(gathered["steps"]),
+            **{f"time/{name}": value for name, value in seconds.items()},
+            "tokens_per_second/rollout": float(lengths.sum()) / max(seconds["rollout"], 1e-9),
             "texts": texts,
             "text_step_scores": text_step_scores,
         }
@@ -258,8 +280,10 @@ class PPOTrainer:
         from rlr.grading import Grader
 
         cfg = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, self.out_dir / "config.yaml")
+        main = distributed.is_main()  # process 0 writes the files; every process checkpoints
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.out_dir / "config.yaml")
         ckpt = Checkpointer(self.out_dir / "checkpoints", keep=cfg.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
@@ -269,6 +293,8 @@ class PPOTrainer:
             start = int(meta["iteration"])
         end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
         samples_path = self.out_dir / "samples.jsonl"
+        if main and start:
+            drop_rows_after(samples_path, start, key="iteration")
         summary: dict[str, Any] = {"start_iteration": start, "preempted": False}
         with (
             Grader(num_workers=cfg.grading.num_workers, timeout_s=cfg.grading.timeout_s) as grader,
@@ -278,6 +304,7 @@ class PPOTrainer:
                 initial_step=start,
                 show=("success_rate", "steps_per_solution", "reward/prm"),
                 description=cfg.name,
+                enabled=main,
             ) as writer,
             PreemptionGuard() as guard,
         ):
@@ -288,19 +315,23 @@ class PPOTrainer:
                 if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.test_problems:
                     metrics.update(self.evaluate(grader, temperature=0.0).metrics("eval_greedy"))
                 writer.write(it + 1, metrics)
-                with open(samples_path, "a") as f:
-                    f.write(json.dumps({"iteration": it + 1, "response": sample}) + "\n")
+                if main:
+                    with samples_path.open("a") as f:
+                        f.write(json.dumps({"iteration": it + 1, "response": sample}) + "\n")
                 done = it + 1
-                if guard.requested or done % cfg.checkpoint_every == 0 or done == end:
+                # a signal on any process stops every process after the same iteration
+                stop = distributed.any_process(guard.requested)
+                if stop or done % cfg.checkpoint_every == 0 or done == end:
                     position = done * cfg.rollout.prompts_per_iteration
                     ckpt.save(done, self.state, {"iteration": done, "data_position": position})
-                if guard.requested:
+                if stop:
                     summary["preempted"] = True
                     break
             ckpt.close()
         summary["end_iteration"] = it + 1 if end > start else start
         summary["updates_skipped"] = int(self.state.skipped)
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if main:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     def export_policy(self, directory: str | pathlib.Path) -> pathlib.Path:
@@ -311,6 +342,13 @@ class PPOTrainer:
             directory,
             tokenizer_dir=self.config.tokenizer_dir,
         )
+
+
+def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
+    """Chunks of batch-sharded rows joined on the mesh, in order (rows move between devices
+    as needed; nothing goes through a host)."""
+    spec = sharding.batch_sharding(mesh, chunks[0].ndim)
+    return jax.jit(lambda *xs: jnp.concatenate(xs), out_shardings=spec)(*chunks)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,106 @@
+"""The multi-process contract: the same program on every host, one mesh over all devices.
+
+A run started N times (RLR_COORDINATOR_ADDRESS, RLR_NUM_PROCESSES, RLR_PROCESS_ID; or the
+TPU metadata) forms one mesh (rlr.sharding.maybe_initialize_distributed). Rows of a batch are
+split over the mesh's batch axes, so each process owns a contiguous block of global rows
+(`process_rows`): it encodes, samples, grades and scores only those, and the global arrays
+are assembled from the blocks (`global_rows`). Host-side statistics are gathered
+(`gather_rows`); process 0 alone writes files (`is_main`); a decision such as "stop and save"
+is taken together (`any_process`). With one process every helper is the identity, so the
+single-host path is the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from rlr import sharding
+
+
+def is_main() -> bool:
+    """Whether this process writes the run's files (metrics, samples, configs, exports)."""
+    return jax.process_index() == 0
+
+
+def process_rows(mesh: Any, rows: int) -> slice:
+    """The contiguous block of `rows` global rows this process holds of a batch-sharded
+    array on `mesh` (all of them with one process). Raises when rows do not split evenly
+    over the batch shards or a process's block is not contiguous."""
+    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % batch_shards:
+        raise ValueError(
+            f"{rows} rows do not split over the mesh's {batch_shards} batch shards (data x "
+            "fsdp); make the batch (and rollout.chunk_rows) a multiple of it"
+        )
+    if jax.process_count() == 1:
+        return slice(0, rows)
+    spec = sharding.batch_sharding(mesh, 1)
+    starts = sorted(
+        {index[0].start or 0 for index in spec.addressable_devices_indices_map((rows,)).values()}
+    )
+    size = rows // batch_shards
+    first, last = starts[0], starts[-1] + size
+    if last - first != size * len(starts):
+        raise ValueError(
+            "this process's rows are not one contiguous block; build the mesh from "
+            "jax.devices() in order (rlr.sharding.make_mesh does)"
+        )
+    return slice(first, last)
+
+
+def global_rows(mesh: Any, local: np.ndarray, rows: int) -> jax.Array:
+    """A batch-sharded global [rows, ...] array from this process's block `local`."""
+    local = np.asarray(local)
+    spec = sharding.batch_sharding(mesh, local.ndim)
+    if jax.process_count() == 1:
+        return jax.device_put(local, spec)
+    return jax.make_array_from_process_local_data(spec, local, (rows, *local.shape[1:]))
+
+
+def local_rows(mesh: Any, array: jax.Array) -> np.ndarray:
+    """This process's block of a global [rows, ...] array, as NumPy (`process_rows`)."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(array))
+    spec = sharding.batch_sharding(mesh, array.ndim)
+    if array.sharding != spec:
+        array = jax.jit(lambda x: x, out_shardings=spec)(array)
+    local = multihost_utils.global_array_to_host_local_array(array, mesh, spec.spec)
+    return np.asarray(local)
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+    """Every process's block of rows, concatenated in process order (as global rows)."""
+    local = np.asarray(local)
+    if jax.process_count() == 1:
+        return local
+    return np.asarray(multihost_utils.process_allgather(local, tiled=True))
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is true on any process (every process must call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    flags = multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32), tiled=True)
+    return bool(np.any(flags))
+
+
+def fetch(tree: Any) -> Any:
+    """A pytree of (possibly sharded across hosts) arrays as host NumPy arrays, on every
+    process: jax.device_get where a process can address all shards, a gather otherwise."""
+
+    def one(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(jax.device_get(leaf))
+
+    return jax.tree.map(one, tree)
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches `name` (a no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

@@ -1,0 +1,180 @@
+"""Two processes of 4 CPU devices train exactly like one process of 8: the multi-process
+contract of rlr.training.distributed, run for real with jax.distributed on this machine.
+
+Each process runs tests/ppo_setup.py's tiny PPO config through PPOTrainer (the code `rlr ppo`
+runs), started with RLR_COORDINATOR_ADDRESS / RLR_NUM_PROCESSES / RLR_PROCESS_ID as
+launch/local_multiprocess.sh starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from toy_assets import shared_toy_assets
+
+pytestmark = pytest.mark.slow_subprocess
+
+TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+ITERATIONS = 3
+SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, json, os, signal, sys, pathlib
+    sys.path.insert(0, sys.argv[1])
+    from ppo_setup import tiny_config
+    from rlr.training.configs import MeshSpec
+    from rlr.training.ppo import PPOTrainer
+    root, out, mode, iterations = (
+        pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    )
+    config = tiny_config(root, out, iterations=iterations, eval_every=0, mesh=MeshSpec(data=8))
+    config = dataclasses.replace(
+        config, rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8)
+    )
+    trainer = PPOTrainer(config)
+    process = int(os.environ.get("RLR_PROCESS_ID", "0"))
+    original = trainer.iteration
+    def iteration(it, grader):
+        if mode == "kill" and it == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(it, grader)
+        if mode == "term" and it == 0 and process == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    trainer.iteration = iteration
+    summary = trainer.run()
+    if not summary["preempted"]:
+        trainer.export_policy(out / "export")
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def assets():
+    return shared_toy_assets(**TINY)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def launch(assets, out, *, processes, mode="", iterations=ITERATIONS):
+    """Runs the script in `processes` processes over 8 CPU devices; returns their results."""
+    here = str(pathlib.Path(__file__).parent)
+    port = free_port()
+    procs = []
+    for index in range(processes):
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}",
+        }
+        if processes > 1:
+            env.update(
+                RLR_COORDINATOR_ADDRESS=f"localhost:{port}",
+                RLR_NUM_PROCESSES=str(processes),
+                RLR_PROCESS_ID=str(index),
+            )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SCRIPT, here, str(assets), str(out), mode, str(iterations)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        results.append((proc.returncode, stdout, stderr))
+    return results
+
+
+def summaries(results):
+    out = []
+    for code, stdout, stderr in results:
+        assert code == 0, stderr[-3000:]
+        line = next(line for line in stdout.splitlines() if line.startswith("SUMMARY "))
+        out.append(json.loads(line[len("SUMMARY ") :]))
+    return out
+
+
+def metrics_of(run: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_and_two(assets, tmp_path_factory):
+    """The same run with 1 process x 8 devices and with 2 processes x 4 devices."""
+    root = tmp_path_factory.mktemp("multiprocess")
+    one = summaries(launch(assets, root / "one", processes=1))
+    two = summaries(launch(assets, root / "two", processes=2))
+    return root, one, two
+
+
+def test_two_processes_train_like_one(one_and_two):
+    root, one, two = one_and_two
+    assert [s["end_iteration"] for s in one + two] == [ITERATIONS] * 3
+    rows_one, rows_two = metrics_of(root / "one"), metrics_of(root / "two")
+    assert [r["step"] for r in rows_two] == list(range(1, ITERATIONS + 1))  # written once
+    for a, b in zip(rows_one, rows_two):
+        for name, value in a.items():
+            if name.startswith("time") or "per_second" in name:
+                continue
+            assert abs(value - b[name]) <= 1e-5, (a["step"], name, value, b[name])
+    x = load_file(root / "one" / "export" / "model.safetensors")
+    y = load_file(root / "two" / "export" / "model.safetensors")
+    assert x.keys() == y.keys()
+    for name in x:
+        np.testing.assert_allclose(x[name], y[name], atol=1e-5, err_msg=name)
+
+
+def test_only_process_zero_writes_and_the_export_loads_in_transformers(one_and_two):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    root, _, _ = one_and_two
+    run = root / "two"
+    assert len((run / "samples.jsonl").read_text().splitlines()) == ITERATIONS
+    assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    logits = []
+    for name in ("one", "two"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(root / name / "export")
+        with torch.no_grad():
+            logits.append(model.eval()(ids).logits.numpy())
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+
+
+def test_both_killed_then_restarted_ends_bitwise_equal(assets, one_and_two, tmp_path):
+    root, _, _ = one_and_two
+    killed = launch(assets, tmp_path / "run", processes=2, mode="kill")
+    assert all(code == -9 for code, _, _ in killed), [r[2][-2000:] for r in killed]
+    resumed = summaries(launch(assets, tmp_path / "run", processes=2))
+    assert all(s["start_iteration"] in (1, 2) for s in resumed)
+    x = load_file(root / "two" / "export" / "model.safetensors")
+    y = load_file(tmp_path / "run" / "export" / "model.safetensors")
+    for name in x:
+        np.testing.assert_array_equal(x[name], y[name], err_msg=name)
+    # each iteration appears once, though the killed run may have logged past its checkpoint
+    assert [r["step"] for r in metrics_of(tmp_path / "run")] == list(range(1, ITERATIONS + 1))
+
+
+def test_sigterm_to_one_process_makes_both_save_and_exit_zero(assets, tmp_path):
+    results = summaries(launch(assets, tmp_path / "run", processes=2, mode="term"))
+    assert all(s["preempted"] and s["end_iteration"] == 1 for s in results)
+    steps = sorted(
+        int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert steps == [1]
