@@ -3,9 +3,10 @@
 For each step format (rlr, qwen_math_prm, math_shepherd, skywork, rlhflow) a random torch
 checkpoint is written the way the released PRM is laid out (a Qwen2 token classifier for rlr,
 Qwen2ForProcessRewardModel, a Mistral causal LM, a Qwen2 trunk with Skywork's `v_head`, a
-Llama 3.1-style causal LM), at the width and depth of the CPU preset's PRM (the SFT policy's
-architecture in rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr train-tokenizer`
-trains it plus the format's special tokens and chat template. rlr loads it with
+Llama 3.1-style causal LM; tests/released_prms.py writes them, as for the step scorer tests),
+at the width and depth of the CPU preset's PRM (the SFT policy's architecture in
+rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr train-tokenizer` trains it plus
+the format's special tokens and chat template. rlr loads it with
 `rlr.models.load_step_scorer`; transformers runs the torch model that was saved. That tokenizer
 knows the synthetic task's words only, so a GSM8K row is a few hundred to ~1000 tokens: every
 PRM's max_position_embeddings is `--max-positions` (4096), not the preset's 256.
@@ -38,6 +39,7 @@ import json
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 
@@ -48,42 +50,20 @@ import yaml
 from rlr.configs import resolve
 from rlr.models import STEP_FORMATS, load_step_scorer
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from released_prms import FAMILY, SIZES, make_released_prm  # noqa: E402
+
+DATA = REPO / "tests" / "data"
 SOLUTIONS_FILE = DATA / "gsm8k_model_solutions.jsonl"
 SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 TOLERANCE = 1e-4
-CHATML = (
-    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>' + '\\n' }}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-LLAMA31 = (
-    "{{- bos_token }}{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
-    "{{- 'Cutting Knowledge Date: December 2023\\nToday Date: 26 Jul 2024\\n\\n' }}"
-    "{{- '<|eot_id|>' }}{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
-    "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
-)
-FAMILY = {
-    "rlr": "Qwen2",
-    "qwen_math_prm": "Qwen2",
-    "math_shepherd": "Mistral",
-    "skywork": "Qwen2",
-    "rlhflow": "Llama",
-}
-WIDTHS = (
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-)
 
 
 def preset_architecture() -> dict:
     """Width and depth of the CPU preset's policy (and so of its PRM), and its rope theta."""
     arch = yaml.safe_load(resolve("sft_cpu").read_text())["model"]["architecture"]
-    return {**{k: int(arch[k]) for k in WIDTHS}, "rope_theta": float(arch["rope_theta"])}
+    return {**{k: int(arch[k]) for k in SIZES}, "rope_theta": float(arch["rope_theta"])}
 
 
 def load_workload(count: int) -> tuple[list[str], list[list[str]]]:
@@ -102,7 +82,7 @@ def load_workload(count: int) -> tuple[list[str], list[list[str]]]:
     return questions, solutions
 
 
-# ------------------------------------------------------------------ tokenizers
+# ------------------------------------------------------------------ tokenizer
 
 
 def base_tokenizer(directory: pathlib.Path):
@@ -116,123 +96,6 @@ def base_tokenizer(directory: pathlib.Path):
     texts = training_corpus(num_problems=task.tokenizer_corpus_problems, seed=task.seed)
     train_tokenizer(texts, vocab_size=task.vocab_size, out_dir=directory)
     return directory
-
-
-def format_tokenizer(base: pathlib.Path, fmt: str):
-    """The base tokenizer with the format's special tokens and chat template."""
-    import transformers
-
-    tok = transformers.AutoTokenizer.from_pretrained(base)
-    if fmt == "qwen_math_prm":
-        tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
-        tok.chat_template = CHATML
-    elif fmt == "math_shepherd":
-        from tokenizers.processors import TemplateProcessing
-
-        tok.add_special_tokens({"bos_token": "<s>"})
-        tok.add_tokens(["ки"])
-        bos = tok.convert_tokens_to_ids("<s>")
-        tok._tokenizer.post_processor = TemplateProcessing(
-            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
-        )
-    elif fmt == "skywork":
-        tok.add_special_tokens({"bos_token": "<|begin|>"})
-    elif fmt == "rlhflow":
-        tok.add_special_tokens(
-            {
-                "bos_token": "<|begin_of_text|>",
-                "additional_special_tokens": [
-                    "<|start_header_id|>",
-                    "<|end_header_id|>",
-                    "<|eot_id|>",
-                ],
-            }
-        )
-        tok.chat_template = LLAMA31
-    return tok
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-def randomize(module, seed: int):
-    """Weights large enough that step scores spread over (0, 1) rather than sit at 0.5."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            if param.ndim == 1:
-                param.add_(0.3 * torch.randn(param.shape, generator=gen))
-            else:
-                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
-    return module.eval()
-
-
-def hf_config(fmt: str, arch: dict, vocab_size: int, max_positions: int, **extra):
-    import transformers
-
-    rope = {"rope_type": "default", "rope_theta": arch["rope_theta"]}
-    if fmt == "rlhflow":  # Llama 3.1's rope scaling, over the preset's context
-        rope = {
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 256,
-            "rope_theta": arch["rope_theta"],
-        }
-    return getattr(transformers, f"{FAMILY[fmt]}Config")(
-        vocab_size=vocab_size,
-        **{k: arch[k] for k in WIDTHS},
-        max_position_embeddings=max_positions,
-        rope_parameters=rope,
-        **extra,
-    )
-
-
-def write_checkpoint(directory: pathlib.Path, config, tensors: dict, architecture: str) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    hf = config.to_dict()
-    hf["architectures"] = [architecture]
-    (directory / "config.json").write_text(json.dumps(hf))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "model.safetensors")
-
-
-def make_checkpoint(fmt: str, directory: pathlib.Path, config, seed: int):
-    """Writes the format's released layout to `directory`; returns the torch model."""
-    import torch
-    import transformers
-
-    if fmt == "rlr":
-        config.num_labels = 1
-        model = randomize(transformers.Qwen2ForTokenClassification(config), seed)
-        model.save_pretrained(directory)
-    elif fmt == "qwen_math_prm":
-        model = torch.nn.Module()
-        model.model = transformers.Qwen2Model(config)
-        d = config.hidden_size
-        model.score = torch.nn.Sequential(
-            torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, 2)
-        )
-        randomize(model, seed)
-        write_checkpoint(directory, config, model.state_dict(), "Qwen2ForProcessRewardModel")
-    elif fmt == "skywork":
-        model = torch.nn.Module()
-        model.lm = transformers.Qwen2ForCausalLM(config)
-        model.v_head = torch.nn.Module()
-        model.v_head.summary = torch.nn.Linear(config.hidden_size, 1)
-        randomize(model, seed)
-        tensors = dict(model.lm.state_dict())
-        tensors.update({f"v_head.{k}": v for k, v in model.v_head.state_dict().items()})
-        write_checkpoint(directory, config, tensors, "Qwen2ForPrmModel")
-    else:  # math_shepherd (Mistral), rlhflow (Llama): causal LMs
-        cls = getattr(transformers, f"{FAMILY[fmt]}ForCausalLM")
-        model = randomize(cls(config), seed)
-        model.save_pretrained(directory)
-    return model
 
 
 # ------------------------------------------------------------------ the torch peer
@@ -307,11 +170,17 @@ def report_load(when: str) -> float:
 
 
 def bench_format(fmt, args, arch, base, root, questions, solutions, seed) -> dict:
-    tok = format_tokenizer(base, fmt)
     directory = root / fmt
-    config = hf_config(fmt, arch, len(tok), args.max_positions)
-    model = make_checkpoint(fmt, directory, config, seed)
-    tok.save_pretrained(directory)
+    model, tok = make_released_prm(
+        fmt,
+        directory,
+        tokenizer=base,
+        vocab_size=None,  # the format's tokenizer's length
+        seed=seed,
+        max_position_embeddings=args.max_positions,
+        llama3_context=256,  # rlhflow: Llama 3.1's rope scaling over the preset's context
+        **arch,
+    )
     scorer = load_step_scorer(directory, tokenizer=tok, batch_size=args.batch_size)
     assert scorer.format.name == fmt, (scorer.format.name, fmt)
 

@@ -1,11 +1,16 @@
-"""Tiny random checkpoints laid out like the released PRMs, tokenizers with each format's
-special tokens and chat template, and torch references of each format's published scoring
-recipe (from the model cards and inference code of the released PRMs). Shared by the step
-scorer tests and the tests that train and evaluate with those PRMs."""
+"""Random checkpoints laid out like the released PRMs, tokenizers with each format's special
+tokens and chat template, and torch references of each format's published scoring recipe (from
+the model cards and inference code of the released PRMs). Shared by the step scorer tests, the
+tests that train and evaluate with those PRMs, and bench/bench_step_scorers.py.
+
+The defaults give the tests' tiny checkpoints (the toy tokenizer of tests/toy_assets.py, a
+vocabulary of VOCAB ids, SIZES, 512 positions); the bench passes its own tokenizer, widths,
+context and rope theta."""
 
 from __future__ import annotations
 
 import json
+import pathlib
 
 import torch
 import transformers
@@ -13,6 +18,22 @@ from safetensors.torch import save_file
 from toy_assets import shared_toy_assets
 
 VOCAB = 320
+SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+FAMILY = {
+    "rlr": "Qwen2",
+    "qwen_math_prm": "Qwen2",
+    "math_shepherd": "Mistral",
+    "skywork": "Qwen2",
+    "rlhflow": "Llama",
+}
+FIELDS = {"rlr": {"num_labels": 1}, "skywork": {"tie_word_embeddings": False}}
+SEEDS = {fmt: seed for seed, fmt in enumerate(FAMILY)}
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 CHATML = (
     "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + "
@@ -39,6 +60,8 @@ SOLUTIONS = [
 
 
 def random_(module, seed: int):
+    """Weights large enough that step scores spread over (0, 1) rather than sit at 0.5; returns
+    the module in eval mode."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in module.parameters():
@@ -46,12 +69,15 @@ def random_(module, seed: int):
                 param.add_(0.3 * torch.randn(param.shape, generator=gen))
             else:
                 param.copy_(0.1 * torch.randn(param.shape, generator=gen))
-    return module
+    return module.eval()
 
 
-def format_tokenizer(fmt: str):
-    """rlr's toy byte-level BPE with the format's special tokens and chat template."""
-    tok = transformers.AutoTokenizer.from_pretrained(shared_toy_assets() / "tokenizer")
+def format_tokenizer(fmt: str, base: str | pathlib.Path | None = None):
+    """The base tokenizer (default: rlr's toy byte-level BPE) with the format's special tokens
+    and chat template."""
+    if base is None:
+        base = shared_toy_assets() / "tokenizer"
+    tok = transformers.AutoTokenizer.from_pretrained(base)
     if fmt == "qwen_math_prm":
         tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
         tok.chat_template = CHATML
@@ -78,20 +104,37 @@ def format_tokenizer(fmt: str):
             }
         )
         tok.chat_template = LLAMA31
-    assert len(tok) <= VOCAB
     return tok
 
 
-def hf_config(family: str, **extra):
-    return getattr(transformers, f"{family}Config")(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        **extra,
+def hf_config(
+    fmt: str,
+    *,
+    vocab_size: int = VOCAB,
+    max_position_embeddings: int = 512,
+    rope_theta: float | None = None,
+    llama3_context: int = 64,
+    **fields,
+):
+    """The transformers config of the format's family: SIZES and the format's FIELDS, either
+    overridden by `fields`. Rope: the family's default, or plain rope at `rope_theta`; rlhflow's
+    is Llama 3.1's scaling (theta 500000 unless `rope_theta` is given) over an original context
+    of `llama3_context` positions."""
+    rope = None if rope_theta is None else {"rope_type": "default", "rope_theta": rope_theta}
+    if fmt == "rlhflow":
+        rope = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": llama3_context,
+            "rope_theta": 500000.0 if rope_theta is None else rope_theta,
+        }
+    return getattr(transformers, f"{FAMILY[fmt]}Config")(
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        **({} if rope is None else {"rope_parameters": rope}),
+        **{**SIZES, **FIELDS.get(fmt, {}), **fields},
     )
 
 
@@ -198,60 +241,63 @@ def rlhflow_reference(model, tok, question, steps):
 # ------------------------------------------------------------------ checkpoints
 
 
-def make_qwen(directory):
-    config = hf_config("Qwen2")
-    model = random_(QwenPRM(config).eval(), 1)
-    tensors = {f"model.{k}": v for k, v in model.model.state_dict().items()}
-    tensors.update({f"score.{k}": v for k, v in model.score.state_dict().items()})
-    write_checkpoint(directory, config, tensors, "Qwen2ForProcessRewardModel")
-    return model
-
-
-def make_shepherd(directory):
-    model = random_(transformers.MistralForCausalLM(hf_config("Mistral")).eval(), 2)
+def make_rlr(directory, config, seed: int):
+    """rlr's own PRM layout: Qwen2ForTokenClassification with one label."""
+    model = random_(transformers.Qwen2ForTokenClassification(config), seed)
     model.save_pretrained(directory)
     return model
 
 
-def make_skywork(directory):
-    config = hf_config("Qwen2", tie_word_embeddings=False)
-    model = random_(SkyworkPRM(config).eval(), 3)
+def make_qwen(directory, config, seed: int):
+    model = random_(QwenPRM(config), seed)
+    write_checkpoint(directory, config, model.state_dict(), "Qwen2ForProcessRewardModel")
+    return model
+
+
+def make_causal_lm(directory, config, seed: int):
+    """Math-Shepherd (Mistral) and RLHFlow (Llama 3.1): plain causal LMs."""
+    causal_lm = getattr(transformers, type(config).__name__.replace("Config", "ForCausalLM"))
+    model = random_(causal_lm(config), seed)
+    model.save_pretrained(directory)
+    return model
+
+
+def make_skywork(directory, config, seed: int):
+    model = random_(SkyworkPRM(config), seed)
     tensors = dict(model.lm.state_dict())
     tensors.update({f"v_head.{k}": v for k, v in model.v_head.state_dict().items()})
     write_checkpoint(directory, config, tensors, "Qwen2ForPrmModel")
     return model
 
 
-def make_rlhflow(directory):
-    config = hf_config(
-        "Llama",
-        rope_parameters={
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-            "rope_theta": 500000.0,
-        },
-    )
-    model = random_(transformers.LlamaForCausalLM(config).eval(), 4)
-    model.save_pretrained(directory)
-    return model
-
-
-MAKERS = {
+MAKERS = {  # the released formats: (checkpoint maker, published recipe)
     "qwen_math_prm": (make_qwen, qwen_reference),
-    "math_shepherd": (make_shepherd, shepherd_reference),
+    "math_shepherd": (make_causal_lm, shepherd_reference),
     "skywork": (make_skywork, skywork_reference),
-    "rlhflow": (make_rlhflow, rlhflow_reference),
+    "rlhflow": (make_causal_lm, rlhflow_reference),
 }
+CHECKPOINTS = {"rlr": make_rlr, **{fmt: make for fmt, (make, _) in MAKERS.items()}}
 
 
-def make_released_prm(fmt: str, directory):
-    """Writes a released-layout checkpoint of format `fmt` with its tokenizer to `directory`;
-    returns (torch model, tokenizer)."""
-    make, _ = MAKERS[fmt]
-    model = make(directory)
-    tok = format_tokenizer(fmt)
+def make_released_prm(
+    fmt: str,
+    directory,
+    *,
+    tokenizer: str | pathlib.Path | None = None,
+    vocab_size: int | None = VOCAB,
+    seed: int | None = None,
+    **config,
+):
+    """Writes a checkpoint of format `fmt` laid out as the released PRM is (rlr's own layout for
+    "rlr"), with the base `tokenizer` (default: the toy one) plus the format's special tokens
+    and chat template, to `directory`; returns (torch model, tokenizer). `vocab_size` None: the
+    tokenizer's length; `seed` None: the format's in SEEDS; `config`: hf_config's widths,
+    depth, max_position_embeddings, rope_theta and llama3_context."""
+    tok = format_tokenizer(fmt, tokenizer)
+    vocab_size = len(tok) if vocab_size is None else vocab_size
+    assert len(tok) <= vocab_size, (len(tok), vocab_size)
+    hf = hf_config(fmt, vocab_size=vocab_size, **config)
+    directory = pathlib.Path(directory)
+    model = CHECKPOINTS[fmt](directory, hf, SEEDS[fmt] if seed is None else seed)
     tok.save_pretrained(directory)
     return model, tok
