@@ -48,6 +48,10 @@ PAPER_TABLE = {
 }
 
 
+# Commands that only write files (no device work): process 0 of a multi-process run runs them
+HOST_ONLY_COMMANDS = frozenset({"make-data", "train-tokenizer"})
+
+
 class StagePreempted(Exception):
     """A stage stopped before finishing (SIGTERM): its state is saved; rerun to continue."""
 
@@ -66,7 +70,9 @@ class _Timed:
         self.start = time.time()
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
+        from rlr.training import distributed
+
+        if exc[0] is None and distributed.is_main():
             times = _read_json(self.path)
             times[self.name] = times.get(self.name, 0.0) + time.time() - self.start
             self.path.write_text(json.dumps(times, indent=2))
@@ -115,18 +121,26 @@ class Reproduction:
     def command(self, argv: Sequence[str]) -> None:
         """Runs `rlr ARGV` in this process (errors propagate) and records it in commands.sh."""
         from rlr import cli
+        from rlr.training import distributed
 
         line = "rlr " + shlex.join(argv)
-        _log(f"$ {line}")
-        script = self.out / "commands.sh"
-        if not script.exists():
-            script.write_text("#!/usr/bin/env bash\n# The commands rlr reproduce ran.\nset -e\n")
-        if line not in script.read_text().splitlines():
-            with open(script, "a") as f:
-                f.write(line + "\n")
-        code = cli.run(list(argv))
-        if code != 0:
-            raise RuntimeError(f"`{line}` exited with status {code}")
+        main = distributed.is_main()
+        if main:
+            _log(f"$ {line}")
+            script = self.out / "commands.sh"
+            if not script.exists():
+                script.write_text(
+                    "#!/usr/bin/env bash\n# The commands rlr reproduce ran.\nset -e\n"
+                )
+            if line not in script.read_text().splitlines():
+                with open(script, "a") as f:
+                    f.write(line + "\n")
+        # Commands that only write files run on process 0; the others wait for them.
+        if main or argv[0] not in HOST_ONLY_COMMANDS:
+            code = cli.run(list(argv))
+            if code != 0:
+                raise RuntimeError(f"`{line}` exited with status {code}")
+        distributed.sync(line)  # every process sees what process 0 wrote
 
     def path(self, *parts: str) -> str:
         """A path under the output directory, as text for a command line."""
@@ -170,8 +184,11 @@ class Reproduction:
         if produces is not None and not produces.exists():
             raise StagePreempted(f"`rlr {shlex.join(argv)}` did not write {produces}")
         info = {"argv": key, **_jsonable(summary)}
-        directory.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(info, indent=2))
+        from rlr.training import distributed
+
+        if distributed.is_main():
+            directory.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(info, indent=2))
         return info
 
     # ------------------------------------------------------------------ stages
@@ -328,12 +345,17 @@ class Reproduction:
         """Every stage, then results.json, results.md and curves.png (results_<algorithm>.*
         and curves_<algorithm>.png for each algorithm besides ppo). Returns the results of
         the last algorithm."""
+        from rlr import sharding
         from rlr.config import dump_config
+        from rlr.training import distributed
 
         start = time.time()
         self.validate()
-        self.out.mkdir(parents=True, exist_ok=True)
-        dump_config(self.config, self.out / "config.yaml")
+        sharding.maybe_initialize_distributed()  # one of N processes: join them first
+        if distributed.is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(self.config, self.out / "config.yaml")
+        distributed.sync("reproduce start")
         enable_compilation_cache(self.out / "jax_cache")
         stages = [
             ("data", self.data),
@@ -368,9 +390,12 @@ class Reproduction:
         results = self.collect(sft_result, runs, wall_time_s=time.time() - start)
         results["algorithm"] = algorithm
         suffix = "" if algorithm == "ppo" else f"_{algorithm}"
-        (self.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
-        (self.out / f"results{suffix}.md").write_text(results_markdown(results))
-        plot_curves(self.out, variants, self.seeds, algorithm=algorithm)
+        from rlr.training import distributed
+
+        if distributed.is_main():
+            (self.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
+            (self.out / f"results{suffix}.md").write_text(results_markdown(results))
+            plot_curves(self.out, variants, self.seeds, algorithm=algorithm)
         _log(f"{algorithm} done after {results['wall_time_s'] / 60:.1f} min: results{suffix}.md")
         return results
 

@@ -173,8 +173,11 @@ def maybe_initialize_distributed() -> bool:
     TPU pod slices (TPU_WORKER_HOSTNAMES with more than one host) and explicit coordinator
     settings (JAX_COORDINATOR_ADDRESS, or RLR_COORDINATOR_ADDRESS with RLR_NUM_PROCESSES and
     RLR_PROCESS_ID as set by launch/gpu.sh) start the distributed runtime; a single host does
-    nothing. Returns whether it initialised.
+    nothing. Returns whether it initialised; a second call (rlr reproduce runs several
+    commands in one process) does nothing.
     """
+    if jax.distributed.is_initialized():
+        return False
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if "," in hosts:
         jax.distributed.initialize()

@@ -69,37 +69,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(assets, out, *, processes, mode="", iterations=ITERATIONS):
-    """Runs the script in `processes` processes over 8 CPU devices; returns their results."""
-    here = str(pathlib.Path(__file__).parent)
-    port = free_port()
-    procs = []
-    for index in range(processes):
-        env = {
-            **os.environ,
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}",
-        }
-        if processes > 1:
-            env.update(
-                RLR_COORDINATOR_ADDRESS=f"localhost:{port}",
-                RLR_NUM_PROCESSES=str(processes),
-                RLR_PROCESS_ID=str(index),
-            )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", SCRIPT, here, str(assets), str(out), mode, str(iterations)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+def process_env(index: int, processes: int, port: int) -> dict[str, str]:
+    """Process `index` of `processes` over 8 CPU devices, as launch/local_multiprocess.sh
+    starts it."""
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}",
+    }
+    if processes > 1:
+        env.update(
+            RLR_COORDINATOR_ADDRESS=f"localhost:{port}",
+            RLR_NUM_PROCESSES=str(processes),
+            RLR_PROCESS_ID=str(index),
         )
+    return env
+
+
+def start(command: list[str], *, processes: int) -> list[tuple[int, str, str]]:
+    """`python COMMAND` as `processes` processes over 8 CPU devices; (code, stdout, stderr)
+    of each."""
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *command],
+            env=process_env(index, processes, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(processes)
+    ]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
         results.append((proc.returncode, stdout, stderr))
     return results
+
+
+def launch(assets, out, *, processes, mode="", iterations=ITERATIONS):
+    """Runs the PPO script in `processes` processes; returns their results."""
+    here = str(pathlib.Path(__file__).parent)
+    args = [here, str(assets), str(out), mode, str(iterations)]
+    return start(["-c", SCRIPT, *args], processes=processes)
 
 
 def summaries(results):
@@ -178,3 +190,53 @@ def test_sigterm_to_one_process_makes_both_save_and_exit_zero(assets, tmp_path):
         int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()
     )
     assert steps == [1]
+
+
+def launch_cli(argv, out, *, processes):
+    """`rlr ARGV out_dir=OUT` in `processes` processes over 8 CPU devices."""
+    for code, _, stderr in start(["-m", "rlr.cli", *argv, f"out_dir={out}"], processes=processes):
+        assert code == 0, stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", ["sft", "train-prm", "train-orm"])
+def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, command):
+    common = [
+        f"tokenizer={assets / 'tokenizer'}",
+        "train.steps=3",
+        "train.batch_size=8",
+        "train.checkpoint_every=2",
+        "train.warmup_steps=1",
+    ]
+    if command == "sft":
+        argv = [
+            "sft",
+            "--config",
+            "sft_cpu",
+            *common,
+            f"model.path={assets / 'policy'}",
+            f"data.train={assets / 'data' / 'sft_train.jsonl'}",
+            "data.test=null",
+        ]
+    else:
+        name = "prm_cpu" if command == "train-prm" else "orm_cpu"
+        argv = [
+            command,
+            "--config",
+            name,
+            *common,
+            f"init.path={assets / 'policy'}",
+            f"data.train={assets / 'data' / 'prm_train.jsonl'}",
+            "data.test=null",
+        ]
+    launch_cli(argv, tmp_path / "one", processes=1)
+    launch_cli(argv, tmp_path / "two", processes=2)
+    rows_one, rows_two = metrics_of(tmp_path / "one"), metrics_of(tmp_path / "two")
+    assert [r["step"] for r in rows_two] == [1, 2, 3]
+    for a, b in zip(rows_one, rows_two):
+        for name, value in a.items():
+            if name != "time":
+                assert abs(value - b[name]) <= 1e-5, (a["step"], name, value, b[name])
+    x = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    y = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name in x:
+        np.testing.assert_allclose(x[name], y[name], atol=1e-5, err_msg=name)

@@ -21,12 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlr.training import batching, loading
+from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import Checkpointer
 from rlr.training.configs import SupervisedSpec
 from rlr.training.metrics import MetricsWriter
 from rlr.training.preemption import PreemptionGuard
-from rlr.training.step import TrainState, make_optimizer, make_train_step
+from rlr.training.step import (
+    TrainState,
+    make_optimizer,
+    make_train_step,
+    train_state_shardings,
+)
 
 
 @dataclasses.dataclass
@@ -55,6 +60,8 @@ def fit(
     description: str = "train",
     show: Sequence[str] = ("loss",),
     train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]] | None = None,
+    mesh: Any = None,
+    param_shardings: Any = None,
 ) -> FitResult:
     """Runs `spec.steps` updates of `loss_fn`, resuming from `out_dir/checkpoints` if present.
 
@@ -65,9 +72,29 @@ def fit(
     step; its metrics are logged with an "eval/" prefix. SIGTERM saves and returns early with
     `interrupted=True`. `train_step` replaces `make_train_step(loss_fn, tx)` (e.g. a step
     jitted with shardings, or one compiled once and shared by several runs).
+
+    With `mesh` (and the parameters' `param_shardings`), the state lives on the mesh, the
+    step is jitted with those shardings, and each process builds only its block of every
+    batch (rlr.training.distributed): N processes train exactly like one. Process 0 alone
+    writes the metrics; every process takes part in the checkpoints.
     """
     out_dir = pathlib.Path(out_dir)
+    batch_rows = None
+    if mesh is not None:
+        state_shardings = train_state_shardings(tx, state.params, param_shardings, mesh)
+        state = jax.jit(lambda s: s, out_shardings=state_shardings)(state)
+        train_step = train_step or make_train_step(
+            loss_fn, tx, state_sharding=state_shardings, batch_sharding=None
+        )
+        batch_rows = distributed.process_rows(mesh, spec.batch_size)
     train_step = train_step or make_train_step(loss_fn, tx)
+
+    def device_batch(indices: np.ndarray) -> Any:
+        if mesh is None:
+            return jax.tree.map(jnp.asarray, make_batch(indices))
+        local = make_batch(indices[batch_rows])
+        return {k: distributed.global_rows(mesh, v, spec.batch_size) for k, v in local.items()}
+
     checkpointer = Checkpointer(out_dir / "checkpoints", keep=spec.keep_checkpoints)
     iteration = 0
     iterator = batching.EpochIterator(dataset_size, batch_size=spec.batch_size, seed=seed)
@@ -77,7 +104,8 @@ def fit(
         iterator = batching.EpochIterator.resume(
             dataset_size, meta["data"], batch_size=spec.batch_size, seed=seed
         )
-        print(f"resumed from {checkpointer.directory} at step {iteration}")
+        if distributed.is_main():
+            print(f"resumed from {checkpointer.directory} at step {iteration}")
 
     def save() -> None:
         checkpointer.save(iteration, state, {"iteration": iteration, "data": iterator.position})
@@ -91,20 +119,21 @@ def fit(
         initial_step=iteration,
         show=tuple(show),
         description=description,
+        enabled=distributed.is_main(),
     )
     try:
         with PreemptionGuard() as guard:
             while iteration < spec.steps:
-                batch = make_batch(next(iterator))
-                state, metrics = train_step(state, jax.tree.map(jnp.asarray, batch))
+                state, metrics = train_step(state, device_batch(next(iterator)))
                 iteration += 1
                 last = iteration == spec.steps
                 if evaluate is not None and (last or (eval_every and iteration % eval_every == 0)):
                     metrics = {**metrics, **eval_prefixed(evaluate(state.params))}
                 scalars = writer.write(iteration, metrics)
-                if last or iteration % spec.checkpoint_every == 0 or guard.requested:
+                stop = distributed.any_process(guard.requested)  # together, or not at all
+                if last or iteration % spec.checkpoint_every == 0 or stop:
                     save()
-                if guard.requested and not last:
+                if stop and not last:
                     interrupted = True
                     print(f"\nsignal {guard.received}: saved step {iteration}; exiting")
                     break
@@ -112,6 +141,15 @@ def fit(
         writer.close()
         checkpointer.close()
     return FitResult(state, iteration, interrupted, scalars, time.time() - start)
+
+
+def supervised_mesh() -> Any:
+    """The mesh of SFT and reward-model training: every device of every process on the data
+    axis (each process joins the distributed runtime first when started as one of N)."""
+    from rlr import sharding
+
+    sharding.maybe_initialize_distributed()
+    return sharding.make_mesh()
 
 
 def eval_prefixed(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -155,5 +193,6 @@ def export_and_summarize(
             **extra,
         }
     )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if distributed.is_main():
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

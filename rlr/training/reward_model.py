@@ -33,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
-from rlr.training import batching, loading, readouts
+from rlr.training import batching, distributed, loading, readouts
 from rlr.training.configs import RewardModelConfig
 from rlr.training.evaluation import StepClassifier, is_filler_step
-from rlr.training.fit import export_and_summarize, fit, supervised_optimizer
+from rlr.training.fit import export_and_summarize, fit, supervised_mesh, supervised_optimizer
 from rlr.training.step import init_train_state
 
 STEP_JOIN = "\n"
@@ -275,9 +276,11 @@ def make_evaluator(
 
 def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     """Trains, evaluates and exports the PRM or ORM of `config`; returns a summary dict."""
+    mesh = supervised_mesh()
     out_dir = pathlib.Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out_dir / "config.yaml")
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, out_dir / "config.yaml")
     tokenizer = loading.load_tokenizer(config.tokenizer)
     spec = config.train
     train_rows = encode_labelled(
@@ -323,11 +326,14 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
         eval_every=config.eval_every,
         description=config.kind,
         show=show,
+        mesh=mesh,
+        param_shardings=sharding.module_param_shardings(model, mesh),
     )
     report = {k[len("eval/") :]: v for k, v in result.metrics.items() if k.startswith("eval/")}
     if evaluate is not None and not result.interrupted:
         report = report or evaluate(result.state.params)  # empty when resumed after the end
-        (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        if distributed.is_main():
+            (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return export_and_summarize(
         result, export_model, out_dir, tokenizer_dir=config.tokenizer, extra={"eval": report}
     )

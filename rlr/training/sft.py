@@ -20,13 +20,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.losses import token_logprobs
-from rlr.training import batching, loading
+from rlr.training import batching, distributed, loading
 from rlr.training.configs import SFTConfig
 from rlr.training.evaluation import evaluate_problems
-from rlr.training.fit import eval_prefixed, export_and_summarize, fit, supervised_optimizer
+from rlr.training.fit import (
+    eval_prefixed,
+    export_and_summarize,
+    fit,
+    supervised_mesh,
+    supervised_optimizer,
+)
 from rlr.training.generation import make_sampler
 from rlr.training.readouts import policy_logits
 from rlr.training.step import init_train_state
@@ -106,9 +113,11 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         test = loading.load_problems(
             data.test, data.format, what="data.test", limit=config.eval.num_problems
         )
+    mesh = supervised_mesh()
     out_dir = pathlib.Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out_dir / "config.yaml")
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, out_dir / "config.yaml")
     spec = config.train
     style = config.data.prompt_style
     rows = batching.encode_rows(
@@ -139,6 +148,8 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         eval_every=config.eval.every,
         description="sft",
         show=("loss", "token_accuracy", "eval/accuracy"),
+        mesh=mesh,
+        param_shardings=sharding.module_param_shardings(model, mesh),
     )
     if not result.interrupted and evaluate is not None and "eval/accuracy" not in result.metrics:
         result.metrics.update(eval_prefixed(evaluate(result.state.params)))  # resumed at the end
