@@ -6,20 +6,24 @@ Peers, measured in the same run on the same inputs (gamma=0.99, lam=0.95, right-
 - rlax: `truncated_generalized_advantage_estimation` (a step-by-step reverse lax.scan),
   vmapped over rows and jitted, when rlax is importable;
 - torch: the same loop in torch, when torch is importable.
-Prints the median time of each and the ratio peer / rlr. Run:
+Each peer's advantages are checked against the NumPy loop's before any timing.
 
-    JAX_PLATFORMS=cpu python bench/bench_gae.py [--repeats 20]
+Protocol (bench/protocol.py): load average printed before and after (a warning above 1.0);
+per shape one warm-up call of each (the jitted ones compile), then `--repeats` (5) rounds of
+one call of each in turn (rlr, numpy, rlax, torch); printed are the median ms of each with the
+spread (min-max) and the ratio of the medians peer / rlr. Run:
+
+    JAX_PLATFORMS=cpu python bench/bench_gae.py [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import numpy as np
+from protocol import interleaved, load_line, median, runs_line, summary
 
 import rlr
 
@@ -73,16 +77,6 @@ def rlax_gae_rows(rewards, values, mask, *, rlax):
     return adv * mask
 
 
-def median_seconds(fn, repeats):
-    fn()  # warm-up (compiles the jitted function)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def make_inputs(batch, num_tokens, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(num_tokens // 2, num_tokens + 1, batch)
@@ -94,7 +88,7 @@ def make_inputs(batch, num_tokens, seed=0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
     args = parser.parse_args()
     try:
         import torch
@@ -107,12 +101,14 @@ def main() -> None:
         rlax = None
     rlax_gae = jax.jit(functools.partial(rlax_gae_rows, rlax=rlax))
     gae = jax.jit(functools.partial(rlr.gae_advantages, gamma=GAMMA, lam=LAM))
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {args.repeats}")
-    header = f"{'B':>5} {'T':>5} {'rlr ms':>9} {'numpy ms':>9} {'ratio':>7}"
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {runs_line(args.repeats)}")
+    print("ms per call: median (min-max); ratio: peer median / rlr median")
+    print(load_line("before"), flush=True)
+    header = f"{'B':>5} {'T':>5} {'rlr':>27} {'numpy':>27} {'ratio':>7}"
     if rlax is not None:
-        header += f" {'rlax ms':>9} {'ratio':>7}"
+        header += f" {'rlax':>27} {'ratio':>7}"
     if torch is not None:
-        header += f" {'torch ms':>9} {'ratio':>7}"
+        header += f" {'torch':>27} {'ratio':>7}"
     print(header)
     for batch, num_tokens in SHAPES:
         rewards, values, mask = make_inputs(batch, num_tokens)
@@ -121,29 +117,24 @@ def main() -> None:
         want, _ = numpy_gae(rewards, values, mask, gamma=GAMMA, lam=LAM)
         got, _ = gae(*device_args)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-3)
-        rlr_s = median_seconds(
-            functools.partial(lambda a: jax.block_until_ready(gae(*a)), device_args), args.repeats
-        )
-        numpy_s = median_seconds(
-            functools.partial(numpy_gae, rewards, values, mask, gamma=GAMMA, lam=LAM),
-            args.repeats,
-        )
-        row = f"{batch:>5} {num_tokens:>5} {rlr_s * 1e3:>9.2f} {numpy_s * 1e3:>9.2f}"
-        row += f" {numpy_s / rlr_s:>6.1f}x"
+        fns = {
+            "rlr": lambda a=device_args: jax.block_until_ready(gae(*a)),
+            "numpy": functools.partial(numpy_gae, rewards, values, mask, gamma=GAMMA, lam=LAM),
+        }
         if rlax is not None:
             np.testing.assert_allclose(np.asarray(rlax_gae(*device_args)), want, atol=1e-3)
-            rlax_s = median_seconds(
-                functools.partial(lambda a: jax.block_until_ready(rlax_gae(*a)), device_args),
-                args.repeats,
-            )
-            row += f" {rlax_s * 1e3:>9.2f} {rlax_s / rlr_s:>6.1f}x"
+            fns["rlax"] = lambda a=device_args: jax.block_until_ready(rlax_gae(*a))
         if torch is not None:
             t_args = [torch.from_numpy(a) for a in (rewards, values, mask)]
-            torch_s = median_seconds(
-                functools.partial(torch_gae, *t_args, gamma=GAMMA, lam=LAM), args.repeats
-            )
-            row += f" {torch_s * 1e3:>9.2f} {torch_s / rlr_s:>6.1f}x"
+            fns["torch"] = functools.partial(torch_gae, *t_args, gamma=GAMMA, lam=LAM)
+        times = interleaved(fns, repeats=args.repeats)
+        rlr_s = median(times["rlr"])
+        row = f"{batch:>5} {num_tokens:>5} {summary(times['rlr'], unit='ms'):>27}"
+        for name in list(fns)[1:]:
+            ratio = median(times[name]) / rlr_s
+            row += f" {summary(times[name], unit='ms'):>27} {ratio:>6.1f}x"
         print(row, flush=True)
+    print(load_line("after"))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,31 @@
 """Graded answers per second: rlr's Grader (in-process, 1 and 2 workers) vs plain math-verify.
 
-    PYTHONPATH=. python bench/bench_grading.py [--items 1000] [--data-dir tests/data]
+    python bench/bench_grading.py [--items 1000] [--data-dir tests/data] [--repeats 5]
 
 The mix is real GSM8K model-solution answers and MATH500 answers (each paired with its own gold
 and, for half of them, with another problem's gold), or built-in cases where the data folder is
 absent. The peer is math-verify called in-process, gold first, as rlr calls it but without
 rlr's normalisation or fast path: `verify(parse(gold), parse(pred))`.
+
+Protocol (bench/protocol.py): load average printed before and after (a warning above 1.0).
+The three Graders start first (their start-up, timed once, is printed on its own); then one
+warm-up run of each mode over all the answers, then `--repeats` (5) rounds of one run of each
+mode in turn (peer, rlr in-process, 1 worker, 2 workers). math-verify's LRU caches (20 parses)
+are emptied in this process at the start of every run; a worker's caches keep the parses of
+the list's last answers, which the next run, starting at the list's head, has evicted before
+it reaches them. Printed: the median answers/s of each mode, the spread of the run times
+(min-max) and the ratio of the medians to the peer; timeouts are counted over all runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import random
-import time
+
+from protocol import interleaved, load_line, median, runs_line, spread, timed
 
 from rlr.grading import Grader, extract_answer
 
@@ -99,6 +110,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=1000, help="answers graded per mode")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--timeout-s", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
     args = parser.parse_args()
     if args.items <= 0:
         raise ValueError(f"--items must be > 0; got {args.items}")
@@ -106,33 +118,44 @@ def main() -> int:
     preds, golds = [p for p, _ in pairs], [g for _, g in pairs]
     print(f"{len(pairs)} answers, {source}")
 
-    # Warm-up on the built-in cases, outside the timings: math-verify compiles its regexes on
-    # first use. Its LRU caches are emptied before each mode.
-    math_verify_verdicts(BUILTIN)
-    clear_math_verify_caches()
-    start = time.perf_counter()
-    reference = math_verify_verdicts(pairs)
-    peer_s = time.perf_counter() - start
-    rows = [("math-verify in-process (peer)", 0.0, peer_s, 1.0)]
+    print(runs_line(args.repeats))
+    print(load_line("before"), flush=True)
+    reference: list[bool] = []
+    verdicts_by_mode: dict[int, list[bool]] = {}
 
-    verdicts_by_mode = {}
-    for workers in (0, 1, 2):
+    def run_peer():
         clear_math_verify_caches()
-        start = time.perf_counter()
-        with Grader(num_workers=workers, timeout_s=args.timeout_s) as grader:
-            startup_s = time.perf_counter() - start
-            grader.grade([p for p, _ in BUILTIN], [g for _, g in BUILTIN])
-            start = time.perf_counter()
-            verdicts_by_mode[workers] = grader.grade(preds, golds)
-            grade_s = time.perf_counter() - start
-            timeouts = grader.num_timeouts
-        name = "rlr Grader in-process" if workers == 0 else f"rlr Grader, {workers} worker(s)"
-        rows.append((name + (f" [{timeouts} timeouts]" if timeouts else ""), startup_s, grade_s, 0))
+        reference[:] = math_verify_verdicts(pairs)
 
-    print(f"{'mode':<40} {'start-up s':>10} {'answers/s':>10} {'vs peer':>8}")
-    for name, startup_s, grade_s, _ in rows:
-        rate = len(pairs) / grade_s
-        print(f"{name:<40} {startup_s:>10.2f} {rate:>10.1f} {peer_s / grade_s:>7.2f}x")
+    peer = "math-verify in-process (peer)"
+    fns, graders, startup = {peer: run_peer}, {}, {}
+    with contextlib.ExitStack() as stack:
+        for workers in (0, 1, 2):
+            name = "rlr Grader in-process" if workers == 0 else f"rlr Grader, {workers} worker(s)"
+            startup[name], graders[name] = timed(
+                lambda w=workers: Grader(num_workers=w, timeout_s=args.timeout_s)
+            )
+            stack.enter_context(graders[name])
+
+            def run_rlr(grader=graders[name], workers=workers):
+                clear_math_verify_caches()
+                verdicts_by_mode[workers] = grader.grade(preds, golds)
+
+            fns[name] = run_rlr
+        times = interleaved(fns, repeats=args.repeats)
+        timeouts = {name: grader.num_timeouts for name, grader in graders.items()}
+    print(load_line("after"))
+
+    peer_s = median(times[peer])
+    head = f"{'mode':<40} {'start-up s':>10} {'answers/s':>10} {'run s min-max':>14}"
+    print(f"{head} {'vs peer':>8}")
+    for name, seconds in times.items():
+        rate = len(pairs) / median(seconds)
+        label = name + (f" [{timeouts[name]} timeouts, all runs]" if timeouts.get(name) else "")
+        print(
+            f"{label:<40} {startup.get(name, 0.0):>10.2f} {rate:>10.1f} "
+            f"{spread(seconds):>14} {peer_s / median(seconds):>7.2f}x"
+        )
     agreement = sum(a == b for a, b in zip(verdicts_by_mode[0], reference)) / len(pairs)
     pool_same = verdicts_by_mode[0] == verdicts_by_mode[1] == verdicts_by_mode[2]
     print(f"rlr vs math-verify verdict agreement: {agreement:.2%}; pool == in-process: {pool_same}")

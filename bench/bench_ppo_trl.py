@@ -1,6 +1,6 @@
 """One PPO step of trl (torch, CPU) against one rlr PPO iteration, on the CPU preset's shapes.
 
-    python bench/bench_ppo_trl.py [--iterations 3] [--rounds 2] [--rlr-python PYTHON]
+    python bench/bench_ppo_trl.py [--repeats 5] [--iterations 1] [--rlr-python PYTHON]
 
 Environment. trl needs its own virtualenv, kept apart from rlr's (installing trl into rlr's
 environment may move the transformers / torch versions rlr's tests rely on). trl 1.13 removed
@@ -46,6 +46,16 @@ optimizer with one learning rate over policy and value and does not clip gradien
 per-network learning rates and clips the global norm at 1. The toy tokenizer's pad token is its
 EOS token, as in rlr; trl then treats a sampled EOS as padding (shapes do not change).
 
+Protocol (bench/protocol.py). Load average printed before and after the rounds (a warning
+above 1.0). trl and rlr run in different interpreters, and trl's train() runs all its steps in
+one call, so the two cannot alternate step by step: they alternate by round. A round is one rlr
+run (a fresh bench/bench_ppo.py: setup, one warm-up iteration that compiles, `--iterations` timed
+iterations) and then one trl run (a fresh PPOTrainer: `--warmup` untimed steps, `--iterations`
+timed steps); `--repeats` (5; also spelled `--rounds`) rounds run in turn, rlr, trl, rlr, trl,
+... The table gives, per phase, the median of every timed iteration of each side (by default
+1 per round: the median of 5 interleaved iterations) with its spread (min-max), and the ratio
+of the medians. Each round's wall time (setup and warm-up included) is printed too.
+
 Exits 2 with a message when trl (with its PPO trainer) or the rlr interpreter is missing.
 """
 
@@ -55,12 +65,12 @@ import argparse
 import json
 import os
 import pathlib
-import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from protocol import few_runs, interleaved, load_line, median, spread, summary
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_RLR_PYTHON = os.environ.get("RLR_PYTHON", str(REPO / ".venv" / "bin" / "python"))
@@ -144,7 +154,8 @@ def make_assets(python: str, root: pathlib.Path, args: argparse.Namespace, steps
 
 
 def bench_rlr(python: str, args: argparse.Namespace, json_path: pathlib.Path) -> dict:
-    """Median phase times (s) of bench/bench_ppo.py, plus its response tokens per iteration."""
+    """One run of bench/bench_ppo.py: per timed iteration, its phase times (s) and response
+    tokens ("steps"), and its setup and warm-up times (s)."""
     out = run_rlr(
         python,
         [str(REPO / "bench" / "bench_ppo.py"), "--iterations", str(args.iterations)]
@@ -155,11 +166,13 @@ def bench_rlr(python: str, args: argparse.Namespace, json_path: pathlib.Path) ->
     if out.returncode != 0:
         fail(f"bench/bench_ppo.py failed under {python}:\n{out.stderr[-3000:]}")
     timings = json.loads(json_path.read_text())
-    result = {phase: timings[f"time/{phase}"] for phase in PHASES}
-    tokens = re.search(r"~(\d+) response tokens per iteration", out.stdout)
-    result["tokens"] = float(tokens.group(1)) if tokens else float("nan")
-    result["setup"], result["warmup"] = timings["setup"], timings["warmup"]
-    return result
+    rows = PROMPTS_PER_ITERATION * SAMPLES_PER_PROMPT
+    steps = [
+        {phase: run[f"time/{phase}"] for phase in PHASES}
+        | {"tokens": run["response_length"] * rows}
+        for run in timings["runs"]
+    ]
+    return {"steps": steps, "setup": timings["setup"], "warmup": timings["warmup"]}
 
 
 class StepClock:
@@ -340,28 +353,38 @@ def fmt(seconds: float) -> str:
 
 
 def run_rounds(trl, ppo_trainer, root: pathlib.Path, args: argparse.Namespace):
-    """(trl per-step phase times, rlr per-run medians) of args.rounds rounds, trl first in each."""
+    """(trl per-step phase times, rlr runs, wall seconds per round of each) of args.repeats
+    rounds, rlr then trl in each."""
     steps = args.warmup + args.iterations
     prompts = make_assets(args.rlr_python, root / "assets", args, steps)
     trl_steps, rlr_runs = [], []
-    for r in range(args.rounds):
-        t0 = time.perf_counter()
-        trl_steps += bench_trl(trl, ppo_trainer, root / "assets", prompts, args, args.warmup)
-        t1 = time.perf_counter()
-        rlr_runs.append(bench_rlr(args.rlr_python, args, root / f"rlr_{r}.json"))
-        t2 = time.perf_counter()
-        print(
-            f"round {r + 1}/{args.rounds}: trl {t1 - t0:.1f} s, rlr {t2 - t1:.1f} s"
-            " (wall, warm-up and setup included)",
-            file=sys.stderr,
-        )
-    return trl_steps, rlr_runs
+
+    def rlr_round():
+        rlr_runs.append(bench_rlr(args.rlr_python, args, root / f"rlr_{len(rlr_runs)}.json"))
+
+    def trl_round():
+        trl_steps.extend(bench_trl(trl, ppo_trainer, root / "assets", prompts, args, args.warmup))
+        print(f"round {len(rlr_runs)}/{args.repeats} done", file=sys.stderr, flush=True)
+
+    print(load_line("before"), flush=True)
+    wall = interleaved({"rlr": rlr_round, "trl": trl_round}, repeats=args.repeats, warmup=0)
+    print(load_line("after"), flush=True)
+    return trl_steps, rlr_runs, wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=3, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=1, help="trl then rlr, this many times")
+    parser.add_argument(
+        "--iterations", type=int, default=1, help="timed steps of each side per round"
+    )
+    parser.add_argument(
+        "--repeats",
+        "--rounds",
+        dest="repeats",
+        type=int,
+        default=5,
+        help="rounds of one rlr run then one trl run",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed trl steps per round")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
@@ -370,8 +393,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write all timings here too")
     args = parser.parse_args()
-    if args.iterations < 1 or args.rounds < 1 or args.warmup < 0:
-        fail("--iterations and --rounds must be >= 1 and --warmup >= 0")
+    if args.iterations < 1 or args.repeats < 1 or args.warmup < 0:
+        fail("--iterations and --repeats must be >= 1 and --warmup >= 0")
     trl, ppo_trainer = import_trl()
     if not pathlib.Path(args.rlr_python).exists():
         fail(f"--rlr-python {args.rlr_python} does not exist; point it at rlr's virtualenv python")
@@ -381,35 +404,45 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="rlr_bench_trl_") as tmp:
-        trl_steps, rlr_runs = run_rounds(trl, ppo_trainer, pathlib.Path(tmp), args)
-    trl_med = {k: statistics.median(s[k] for s in trl_steps) for k in trl_steps[0]}
-    # rlr reports medians per run; the median of those over rounds.
-    rlr_med = {k: statistics.median(run[k] for run in rlr_runs) for k in rlr_runs[0]}
+        trl_steps, rlr_runs, wall = run_rounds(trl, ppo_trainer, pathlib.Path(tmp), args)
+    rlr_steps = [step for run in rlr_runs for step in run["steps"]]
+    trl_med = {k: median([s[k] for s in trl_steps]) for k in trl_steps[0]}
+    rlr_med = {k: median([s[k] for s in rlr_steps]) for k in rlr_steps[0]}
+    trl_spread = {k: spread([s[k] for s in trl_steps], digits=3) for k in trl_steps[0]}
+    rlr_spread = {k: spread([s[k] for s in rlr_steps], digits=3) for k in rlr_steps[0]}
     trl_med["grading"] = float("nan")
     rlr_med["other"] = float("nan")
     trl_med["iteration w/o grading"] = trl_med["iteration"]
-    rlr_med["iteration w/o grading"] = rlr_med["iteration"] - rlr_med["grading"]
+    trl_spread["iteration w/o grading"] = trl_spread["iteration"]
+    rlr_med["iteration w/o grading"] = median([s["iteration"] - s["grading"] for s in rlr_steps])
+    rlr_spread["iteration w/o grading"] = spread(
+        [s["iteration"] - s["grading"] for s in rlr_steps], digits=3
+    )
 
     print(
         f"trl {trl.__version__} (torch {torch.__version__}, {torch.get_num_threads()} threads) vs "
-        f"rlr bench/bench_ppo.py ({args.rlr_python}); {args.rounds} round(s) x "
-        f"{args.iterations} timed iterations each, medians"
+        f"rlr bench/bench_ppo.py ({args.rlr_python}); {args.repeats} rounds (rlr then trl) x "
+        f"{args.iterations} timed iteration(s) of each: medians of {len(rlr_steps)} iterations"
+        f"{few_runs(len(rlr_steps))}"
     )
     print(
         f"rows {PROMPTS_PER_ITERATION * SAMPLES_PER_PROMPT}, response tokens per iteration: "
         f"trl ~{trl_med['tokens']:.0f}, rlr ~{rlr_med['tokens']:.0f}; rlr setup "
-        f"{statistics.median(r['setup'] for r in rlr_runs):.2f} s, first iteration (compiles) "
-        f"{statistics.median(r['warmup'] for r in rlr_runs):.2f} s"
+        f"{median([r['setup'] for r in rlr_runs]):.2f} s, first iteration (compiles) "
+        f"{median([r['warmup'] for r in rlr_runs]):.2f} s; wall per round (setup and warm-up "
+        f"included) rlr {summary(wall['rlr'], unit='s', digits=1)}, "
+        f"trl {summary(wall['trl'], unit='s', digits=1)}"
     )
-    print("| phase | trl s | rlr s | trl / rlr |")
-    print("|---|---|---|---|")
+    print("| phase | trl s | trl min-max | rlr s | rlr min-max | trl / rlr |")
+    print("|---|---|---|---|---|---|")
     for name in ("rollout", "grading", "scoring", "update", "other", "iteration") + (
         "iteration w/o grading",
     ):
         a, b = trl_med[name], rlr_med[name]
         ratio = a / b if a == a and b == b and b > 0 else float("nan")
         ratio_text = "-" if ratio != ratio else f"{ratio:.2f}x"
-        print(f"| {name} | {fmt(a)} | {fmt(b)} | {ratio_text} |")
+        low_high = trl_spread.get(name, "-"), rlr_spread.get(name, "-")
+        print(f"| {name} | {fmt(a)} | {low_high[0]} | {fmt(b)} | {low_high[1]} | {ratio_text} |")
     for label, med in (("trl", trl_med), ("rlr", rlr_med)):
         print(f"{label} generation tokens/s {med['tokens'] / med['rollout']:.0f}")
     if args.json:
@@ -420,6 +453,7 @@ def main() -> None:
                     "torch_version": torch.__version__,
                     "trl_steps": trl_steps,
                     "rlr_runs": rlr_runs,
+                    "round_wall_s": wall,
                     "trl_median": trl_med,
                     "rlr_median": rlr_med,
                 },

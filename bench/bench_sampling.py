@@ -2,9 +2,14 @@
 
 Both run the same ~4.5M-parameter Qwen2 (d=256, 4 layers, vocab 8192, tied embeddings) with the
 same weights, prompt length 32 and 128 new tokens at temperature 1; EOS is disabled in both so
-every row produces all 128 tokens. Compilation is excluded (one warm-up call each).
+every row produces all 128 tokens. Measured: generated tokens per second at each batch size.
 
-    PYTHONPATH=. python bench/bench_sampling.py [--batch 16 64] [--repeats 2]
+Protocol (bench/protocol.py): load average printed before and after (a warning above 1.0);
+per batch size one warm-up call of each side (rlr's compiles, and is printed on its own; HF's
+generates 8 tokens), then `--repeats` (5) rounds of one rlr and one HF call; printed are the
+median tokens/s of each, the spread of the call times (min-max) and the ratio of the medians.
+
+    JAX_PLATFORMS=cpu python bench/bench_sampling.py [--batch 16 64] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import jax
 import numpy as np
+from protocol import interleaved, load_line, median, runs_line, summary, timed
 
 from rlr import models, sampling
 
@@ -28,15 +33,6 @@ SHAPE = dict(
     num_key_value_heads=2,
     tie_word_embeddings=True,
 )
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_batch(batch, args, sampler, params, hf_model) -> None:
@@ -52,10 +48,7 @@ def bench_batch(batch, args, sampler, params, hf_model) -> None:
     def run_rlr():
         jax.block_until_ready(sampler(params, ids, mask, key))
 
-    start = time.perf_counter()
-    run_rlr()
-    compile_s = time.perf_counter() - start
-    rlr_s = best_time(run_rlr, args.repeats)
+    compile_s = timed(run_rlr)[0]
 
     torch_ids = torch.tensor(ids, dtype=torch.long)
     torch_mask = torch.tensor(mask, dtype=torch.long)
@@ -77,11 +70,14 @@ def bench_batch(batch, args, sampler, params, hf_model) -> None:
         assert out.shape == (batch, args.prompt + new_tokens), out.shape
 
     run_hf(8)  # warm-up
-    hf_s = best_time(run_hf, args.repeats)
+    times = interleaved({"rlr": run_rlr, "hf": run_hf}, repeats=args.repeats, warmup=0)
+    rlr_s, hf_s = median(times["rlr"]), median(times["hf"])
+    rlr_call, hf_call = (summary(times[k], unit="s", digits=3) for k in ("rlr", "hf"))
     print(
-        f"B={batch:3d}: rlr {tokens / rlr_s:9.0f} tok/s ({rlr_s:.2f} s, first call incl. "
-        f"compile {compile_s:.1f} s) | HF generate {tokens / hf_s:9.0f} tok/s ({hf_s:.2f} s)"
-        f" | ratio rlr/HF {hf_s / rlr_s:.2f}x"
+        f"B={batch:3d}: rlr {tokens / rlr_s:9.0f} tok/s, call {rlr_call}, first call incl. "
+        f"compile {compile_s:.1f} s | HF generate {tokens / hf_s:9.0f} tok/s, call {hf_call} "
+        f"| ratio rlr/HF {hf_s / rlr_s:.2f}x",
+        flush=True,
     )
 
 
@@ -90,7 +86,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
     parser.add_argument("--loop", choices=["while", "scan"], default="while")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
@@ -108,6 +104,8 @@ def main() -> None:
     print(f"model: {n_params / 1e6:.2f}M params, {SHAPE}")
     print(f"decode loop: {args.loop}")
     print(f"devices: jax {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
+    print(f"{runs_line(args.repeats)}; tok/s of the median call; call: median (min-max)")
+    print(load_line("before"), flush=True)
 
     no_eos = -1  # never sampled, so every row runs to new_tokens
     sampler = sampling.Sampler(
@@ -120,6 +118,7 @@ def main() -> None:
     )
     for batch in args.batch:
         bench_batch(batch, args, sampler, params, hf_model)
+    print(load_line("after"))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ a causal-LM format applies the LM head to the read columns only, as rlr does. Re
 shared by both sides and not timed (its cost is printed on its own). Scores must agree to
 1e-4.
 
-Protocol: load average printed before and after (a warning above 1.0); one warm-up run of
-each side (rlr compiles per length bucket), then `--repeats` interleaved rlr / torch runs;
-the table gives the median of each in steps scored per second and the ratio rlr / torch.
+Protocol (bench/protocol.py): load average printed before and after (a warning above 1.0);
+one warm-up run of each side (rlr compiles per length bucket), then `--repeats` (5) rounds of
+one rlr and one torch run; the table gives the median of each in steps scored per second and
+the ratio rlr / torch.
 torch uses as many threads as CPUs available; XLA's CPU client uses all of them too. Run:
 
     JAX_PLATFORMS=cpu python bench/bench_step_scorers.py [--solutions 64] [--batch-size 8] \\
@@ -38,14 +39,13 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 
 import jax
 import numpy as np
 import yaml
+from protocol import interleaved, load_line, median, timed
 
 from rlr.configs import resolve
 from rlr.models import STEP_FORMATS, load_step_scorer
@@ -152,23 +152,6 @@ def torch_score(fmt, model, candidates, rendered, order, batch_size, pad_id):
     return out
 
 
-# ------------------------------------------------------------------ timing
-
-
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def report_load(when: str) -> float:
-    load = os.getloadavg()
-    print(f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)")
-    if load[0] > 1.0:
-        print(f"WARNING: 1-minute load {load[0]:.2f} > 1.0: other work shares the CPUs")
-    return load[0]
-
-
 def bench_format(fmt, args, arch, base, root, questions, solutions, seed) -> dict:
     directory = root / fmt
     model, tok = make_released_prm(
@@ -200,14 +183,12 @@ def bench_format(fmt, args, arch, base, root, questions, solutions, seed) -> dic
     def run_torch():
         return torch_score(fmt, model, candidates, rendered, order, args.batch_size, scorer.pad_id)
 
-    compile_s, got = timed(run_rlr)  # warm-up: compiles every length bucket
+    # The warm-up runs, timed here (rlr compiles every length bucket) and compared.
+    compile_s, got = timed(run_rlr)
     torch_warm_s, want = timed(run_torch)
     diff = max(abs(g - w) for gs, ws in zip(got, want) for g, w in zip(gs, ws))
-    rlr_times, torch_times = [], []
-    for _ in range(args.repeats):
-        rlr_times.append(timed(run_rlr)[0])
-        torch_times.append(timed(run_torch)[0])
-    rlr_s, torch_s = statistics.median(rlr_times), statistics.median(torch_times)
+    times = interleaved({"rlr": run_rlr, "torch": run_torch}, repeats=args.repeats, warmup=0)
+    rlr_s, torch_s = median(times["rlr"]), median(times["torch"])
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"{fmt}: {FAMILY[fmt]} {n_params / 1e6:.2f}M params, vocab {len(tok)}; "
@@ -250,14 +231,14 @@ def main() -> None:
         f"{sum(map(len, solutions))} steps; batch size {args.batch_size}; "
         f"median of {args.repeats} interleaved runs after one warm-up each"
     )
-    report_load("before")
+    print(load_line("before"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="rlr_bench_prm_") as tmp:
         root = pathlib.Path(tmp)
         base = base_tokenizer(root / "tokenizer")
         for seed, fmt in enumerate(args.formats):
             rows.append(bench_format(fmt, args, arch, base, root, questions, solutions, seed))
-    report_load("after")
+    print(load_line("after"), flush=True)
 
     print("\n| format | steps | rlr steps/s | transformers steps/s | ratio | max abs diff |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -1,11 +1,17 @@
 """Training-step throughput: rlr (jitted, donated forward + backward + AdamW) vs HF torch.
 
 Same ~4.5M-parameter Qwen2 as bench_sampling.py, same weights, next-token cross-entropy on
-random tokens, AdamW in both (optax / torch.optim). Prints steps/s, the ratio, achieved
-GFLOP/s (6 * N_matmul * tokens + causal attention) and that as a fraction of a jnp.dot peak
-measured in the same process.
+random tokens, AdamW in both (optax / torch.optim). Prints the time per step, tokens/s, the
+ratio, achieved GFLOP/s (6 * N_matmul * tokens + causal attention) and that as a fraction of
+the f32 jnp.dot rate measured in the same rounds (`PEAK_DOTS` 1024 x 1024 products per run).
 
-    PYTHONPATH=. python bench/bench_train_step.py [--batch 8] [--seq 256] [--steps 5]
+Protocol (bench/protocol.py): load average printed before and after (a warning above 1.0);
+one warm-up step of each side (rlr's compiles and is printed on its own) and of the jnp.dot
+probe, then `--repeats` (5) rounds of one rlr step, one HF step and one probe run; printed are
+medians with the spread (min-max) and the ratio of the medians. Every step of either side
+updates its weights; neither is reset between steps.
+
+    JAX_PLATFORMS=cpu python bench/bench_train_step.py [--batch 8] [--seq 256] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ import argparse
 import functools
 import os
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from protocol import interleaved, load_line, median, runs_line, spread, timed
 
 import rlr
 from rlr import models
@@ -35,24 +41,21 @@ SHAPE = dict(
 )
 
 
-def matmul_peak(size: int = 1024, repeats: int = 3):
-    """A function measuring f32 jnp.dot GFLOP/s (best of `repeats` size x size products)."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+PEAK_SIZE, PEAK_DOTS = 1024, 3
+
+
+def matmul_probe():
+    """A function running `PEAK_DOTS` f32 jnp.dot products of PEAK_SIZE x PEAK_SIZE matrices,
+    and the GFLOP it does."""
+    a = jax.random.normal(jax.random.key(0), (PEAK_SIZE, PEAK_SIZE), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (PEAK_SIZE, PEAK_SIZE), jnp.float32)
     dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
 
-    def measure() -> float:
-        best = min(timed(lambda: dot(a, b).block_until_ready()) for _ in range(repeats))
-        return 2 * size**3 / best / 1e9
+    def probe():
+        for _ in range(PEAK_DOTS):
+            dot(a, b).block_until_ready()
 
-    return measure
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return probe, PEAK_DOTS * 2 * PEAK_SIZE**3 / 1e9
 
 
 def train_flops(params, config: models.DecoderConfig, batch: int, seq: int) -> float:
@@ -74,7 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument(
+        "--repeats", "--steps", dest="repeats", type=int, default=5, help="timed rounds"
+    )
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
@@ -89,6 +94,8 @@ def main() -> None:
         model, params = models.load_pretrained(tmp)
     print(f"model: {sum(p.size for p in jax.tree.leaves(params)) / 1e6:.2f}M params, {SHAPE}")
     print(f"batch {args.batch} x seq {args.seq}; torch threads {torch.get_num_threads()}")
+    print(runs_line(args.repeats))
+    print(load_line("before"), flush=True)
 
     ids = np.random.RandomState(0).randint(0, SHAPE["vocab_size"], (args.batch, args.seq))
     ids = ids.astype(np.int32)
@@ -112,7 +119,7 @@ def main() -> None:
         state[0], state[1], loss = train_step(state[0], state[1], ids)
         return float(loss)
 
-    compile_s = timed(run_rlr)
+    compile_s = timed(run_rlr)[0]
 
     hf_model.train()
     torch_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -126,28 +133,35 @@ def main() -> None:
         return float(loss.detach())
 
     run_hf()  # warm-up
-    peak_fn = matmul_peak()
-    # Interleaved, best of each: on a shared machine the load drifts, and measuring the three
-    # back to back keeps the ratio and the fraction of peak honest.
-    rlr_s, hf_s, peak = float("inf"), float("inf"), 0.0
-    for _ in range(args.steps):
-        rlr_s = min(rlr_s, timed(run_rlr))
-        hf_s = min(hf_s, timed(run_hf))
-        peak = max(peak, peak_fn())
+    probe, probe_gflop = matmul_probe()
+    probe()  # warm-up (compiles)
+    # The three in turn, so that a drift of load on a shared machine falls on all of them.
+    times = interleaved(
+        {"rlr": run_rlr, "hf": run_hf, "peak": probe}, repeats=args.repeats, warmup=0
+    )
+    rlr_s, hf_s = median(times["rlr"]), median(times["hf"])
+    peak = probe_gflop / median(times["peak"])
+    print(load_line("after"))
 
     flops = train_flops(params, model.config, args.batch, args.seq)
     rlr_gflops, hf_gflops = flops / rlr_s / 1e9, flops / hf_s / 1e9
     tokens = args.batch * args.seq
-    print(f"jnp.dot peak: {peak:.1f} GFLOP/s; step work {flops / 1e9:.2f} GFLOP")
+    peak_spread = spread([probe_gflop / t for t in times["peak"]], digits=1)
+    print(
+        f"jnp.dot: {peak:.1f} GFLOP/s (median; min-max {peak_spread}); "
+        f"step work {flops / 1e9:.2f} GFLOP"
+    )
     print(
         f"rlr: {rlr_s * 1e3:8.1f} ms/step ({tokens / rlr_s:8.0f} tok/s, {rlr_gflops:6.1f} "
-        f"GFLOP/s = {rlr_gflops / peak:5.1%} of peak; compile {compile_s:.1f} s)"
+        f"GFLOP/s = {rlr_gflops / peak:5.1%} of jnp.dot; compile {compile_s:.1f} s); "
+        f"min-max {spread(times['rlr'], scale=1e3, digits=1)} ms"
     )
     print(
         f"HF : {hf_s * 1e3:8.1f} ms/step ({tokens / hf_s:8.0f} tok/s, {hf_gflops:6.1f} "
-        f"GFLOP/s = {hf_gflops / peak:5.1%} of peak)"
+        f"GFLOP/s = {hf_gflops / peak:5.1%} of jnp.dot); "
+        f"min-max {spread(times['hf'], scale=1e3, digits=1)} ms"
     )
-    print(f"ratio rlr/HF: {hf_s / rlr_s:.2f}x")
+    print(f"ratio rlr/HF (medians): {hf_s / rlr_s:.2f}x")
 
 
 if __name__ == "__main__":

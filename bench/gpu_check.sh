@@ -25,4 +25,4 @@ echo "== PPO iteration by phase, d=768 x 12 layers, 512 rows x 256 new tokens"
 timeout 240 python3 bench/bench_ppo.py --hidden-size 768 --layers 12 --intermediate-size 2048 \
   --json "$OUT_DIR/ppo.json" rollout.prompts_per_iteration=64 rollout.samples_per_prompt=8 \
   rollout.max_new_tokens=256 rollout.max_prompt_tokens=64 ppo.minibatches=8 \
-  grading.num_workers=4 2>&1 | grep -v "^\s*$" | tail -12 | tee "$OUT_DIR/ppo.txt"
+  grading.num_workers=4 2>&1 | grep -v "^\s*$" | tail -16 | tee "$OUT_DIR/ppo.txt"
