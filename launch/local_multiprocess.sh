@@ -6,14 +6,15 @@
 #   bash launch/local_multiprocess.sh N CMD [ARGS ...]
 #   bash launch/local_multiprocess.sh 2 ppo --config ppo_cpu iterations=3
 #
-# Each process gets RLR_COORDINATOR_ADDRESS, RLR_NUM_PROCESSES and RLR_PROCESS_ID (the
-# variables launch/gpu.sh and launch/tpu_pod.sh use too) and RLR_DEVICES_PER_PROCESS fake CPU
-# devices (default 4). Process 0 prints to this terminal; process i > 0 writes to
-# $RLR_LOG_DIR/process_i.log (default runs/multiprocess). SIGTERM / Ctrl-C is passed to every
-# process (each saves the same step and exits 0). Exits with the first non-zero status.
+# Each process gets RLR_COORDINATOR_ADDRESS, RLR_NUM_PROCESSES and RLR_PROCESS_ID (what
+# launch/gpu.sh sets on several nodes; a TPU pod takes them from its metadata) and
+# RLR_DEVICES_PER_PROCESS fake CPU devices (default 4). Process 0 prints to this terminal; process i > 0 writes to
+# $RLR_LOG_DIR/process_i.log (default runs/multiprocess). SIGTERM / Ctrl-C reaches every
+# process as SIGTERM (each saves the same step and exits 0). When one process fails, the others
+# are stopped; the script exits with the first non-zero status.
 set -euo pipefail
 if [ $# -lt 2 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
-  sed -n '2,14p' "$0"; exit 2
+  sed -n '2,15p' "$0"; exit 2
 fi
 N="$1"; shift
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,8 +26,9 @@ PORT="${RLR_PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind((""
 mkdir -p "$LOG_DIR"
 pids=()
 forward() { for pid in "${pids[@]}"; do kill -s "$1" "$pid" 2>/dev/null || true; done; }
-trap 'forward TERM' TERM
-trap 'forward INT' INT
+# Background children of a script ignore SIGINT; both signals reach them as SIGTERM, which
+# each process answers by saving the same step and exiting 0.
+trap 'forward TERM' INT TERM
 export RLR_COORDINATOR_ADDRESS="localhost:$PORT" RLR_NUM_PROCESSES="$N" JAX_PLATFORMS=cpu
 export XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES ${XLA_FLAGS:-}"
 for ((i = 0; i < N; i++)); do
@@ -38,13 +40,23 @@ for ((i = 0; i < N; i++)); do
   pids+=("$!")
 done
 status=0
-for pid in "${pids[@]}"; do
-  # `wait` returns early when a trapped signal arrives: wait again until the process is gone
-  while true; do
-    set +e; wait "$pid"; code=$?; set -e
-    if kill -0 "$pid" 2>/dev/null; then continue; fi
-    break
+reaper=""
+remaining=("${pids[@]}")
+while [ "${#remaining[@]}" -gt 0 ]; do
+  alive=()
+  for pid in "${remaining[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); continue; fi
+    set +e; wait "$pid"; code=$?; set -e  # the exit status bash kept for it
+    if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
+      status=$code
+      # the others would wait for it in a collective: stop them, and kill what remains later
+      forward TERM
+      ( sleep 30; forward KILL ) &
+      reaper=$!
+    fi
   done
-  if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then status=$code; fi
+  remaining=("${alive[@]+"${alive[@]}"}")
+  if [ "${#remaining[@]}" -gt 0 ]; then sleep 0.5; fi
 done
+if [ -n "$reaper" ]; then kill "$reaper" 2>/dev/null || true; fi
 exit "$status"

@@ -246,9 +246,12 @@ def config_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def dump_config(config: Any, path: str | pathlib.Path) -> None:
-    """Writes a config tree as YAML (the exact settings a run used)."""
-    pathlib.Path(path).write_text(config_yaml(config))
+def dump_config(config: Any, path: Any) -> None:
+    """Writes a config tree as YAML (the exact settings a run used); `path` may be a local
+    path or a URI path (an etils.epath.Path such as gs://bucket/run/config.yaml)."""
+    if not hasattr(path, "write_text"):
+        path = pathlib.Path(path)
+    path.write_text(config_yaml(config))
 
 
 def require(condition: bool, message: str) -> None:

@@ -136,11 +136,18 @@ class Reproduction:
                 with open(script, "a") as f:
                     f.write(line + "\n")
         # Commands that only write files run on process 0; the others wait for them.
+        failure: Exception | None = None
         if main or argv[0] not in HOST_ONLY_COMMANDS:
-            code = cli.run(list(argv))
-            if code != 0:
-                raise RuntimeError(f"`{line}` exited with status {code}")
-        distributed.sync(line)  # every process sees what process 0 wrote
+            try:
+                code = cli.run(list(argv))
+                if code != 0:
+                    failure = RuntimeError(f"`{line}` exited with status {code}")
+            except Exception as err:  # shared below, so no process waits for a dead one
+                failure = err
+        # A barrier that also tells every process whether any of them failed; after it,
+        # every process sees what process 0 wrote.
+        if distributed.any_process(failure is not None):
+            raise failure or RuntimeError(f"`{line}` failed on another process")
 
     def path(self, *parts: str) -> str:
         """A path under the output directory, as text for a command line."""

@@ -36,7 +36,7 @@ def test_rows_must_split_over_the_batch_shards():
         shape = {"data": 4, "fsdp": 2, "tensor": 1}
         axis_names = ("data", "fsdp", "tensor")
 
-    with pytest.raises(ValueError, match="do not split over the mesh's 8 batch shards"):
+    with pytest.raises(ValueError, match="does not split over the mesh's 8 batch shards"):
         distributed.process_rows(FakeMesh(), 12)
 
 

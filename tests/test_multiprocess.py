@@ -8,6 +8,7 @@ launch/local_multiprocess.sh starts it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -32,13 +33,23 @@ SCRIPT = textwrap.dedent(
     from ppo_setup import tiny_config
     from rlr.training.configs import MeshSpec
     from rlr.training.ppo import PPOTrainer
+    from rlr.training.configs import ModelSpec
     root, out, mode, iterations = (
         pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     )
-    config = tiny_config(root, out, iterations=iterations, eval_every=0, mesh=MeshSpec(data=8))
+    prm, eval_every = sys.argv[6], int(sys.argv[7])
+    config = tiny_config(
+        root, out, iterations=iterations, eval_every=eval_every, mesh=MeshSpec(data=8)
+    )
     config = dataclasses.replace(
         config, rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8)
     )
+    if prm != "-":  # a PRM read as text (its own tokenizer and format)
+        config = dataclasses.replace(
+            config,
+            prm=ModelSpec(path=prm),
+            ppo=dataclasses.replace(config.ppo, critic_init="policy"),
+        )
     trainer = PPOTrainer(config)
     process = int(os.environ.get("RLR_PROCESS_ID", "0"))
     original = trainer.iteration
@@ -107,10 +118,10 @@ def start(command: list[str], *, processes: int) -> list[tuple[int, str, str]]:
     return results
 
 
-def launch(assets, out, *, processes, mode="", iterations=ITERATIONS):
+def launch(assets, out, *, processes, mode="", iterations=ITERATIONS, prm="-", eval_every=0):
     """Runs the PPO script in `processes` processes; returns their results."""
     here = str(pathlib.Path(__file__).parent)
-    args = [here, str(assets), str(out), mode, str(iterations)]
+    args = [here, str(assets), str(out), mode, str(iterations), str(prm), str(eval_every)]
     return start(["-c", SCRIPT, *args], processes=processes)
 
 
@@ -131,26 +142,48 @@ def metrics_of(run: pathlib.Path) -> list[dict]:
 def one_and_two(assets, tmp_path_factory):
     """The same run with 1 process x 8 devices and with 2 processes x 4 devices."""
     root = tmp_path_factory.mktemp("multiprocess")
-    one = summaries(launch(assets, root / "one", processes=1))
-    two = summaries(launch(assets, root / "two", processes=2))
+    # the last iteration also evaluates held-out accuracy (on every process)
+    one = summaries(launch(assets, root / "one", processes=1, eval_every=ITERATIONS))
+    two = summaries(launch(assets, root / "two", processes=2, eval_every=ITERATIONS))
     return root, one, two
 
 
-def test_two_processes_train_like_one(one_and_two):
-    root, one, two = one_and_two
-    assert [s["end_iteration"] for s in one + two] == [ITERATIONS] * 3
-    rows_one, rows_two = metrics_of(root / "one"), metrics_of(root / "two")
-    assert [r["step"] for r in rows_two] == list(range(1, ITERATIONS + 1))  # written once
+def assert_same_training(one: pathlib.Path, two: pathlib.Path, steps: int) -> None:
+    """Every metric of every step within 1e-5 (timings aside), each step logged once, and
+    exported parameters within 1e-5."""
+    rows_one, rows_two = metrics_of(one), metrics_of(two)
+    assert [r["step"] for r in rows_two] == list(range(1, steps + 1))
+    assert rows_one[0].keys() == rows_two[0].keys()
     for a, b in zip(rows_one, rows_two):
         for name, value in a.items():
             if name.startswith("time") or "per_second" in name:
                 continue
             assert abs(value - b[name]) <= 1e-5, (a["step"], name, value, b[name])
-    x = load_file(root / "one" / "export" / "model.safetensors")
-    y = load_file(root / "two" / "export" / "model.safetensors")
+    x = load_file(one / "export" / "model.safetensors")
+    y = load_file(two / "export" / "model.safetensors")
     assert x.keys() == y.keys()
     for name in x:
         np.testing.assert_allclose(x[name], y[name], atol=1e-5, err_msg=name)
+
+
+def test_two_processes_train_like_one(one_and_two):
+    root, one, two = one_and_two
+    assert [s["end_iteration"] for s in one + two] == [ITERATIONS] * 3
+    assert_same_training(root / "one", root / "two", ITERATIONS)
+    assert "eval_greedy/accuracy" in metrics_of(root / "two")[-1]
+
+
+def test_a_prm_read_as_text_scores_the_same_with_two_processes(assets, tmp_path):
+    pytest.importorskip("torch")
+    from released_prms import make_released_prm
+
+    make_released_prm("math_shepherd", tmp_path / "prm")  # its own tokenizer: read as text
+    for processes, name in ((1, "one"), (2, "two")):
+        summaries(
+            launch(assets, tmp_path / name, processes=processes, iterations=2, prm=tmp_path / "prm")
+        )
+    assert_same_training(tmp_path / "one", tmp_path / "two", 2)
+    assert metrics_of(tmp_path / "two")[-1]["time/prm_text_scoring"] > 0
 
 
 def test_only_process_zero_writes_and_the_export_loads_in_transformers(one_and_two):
@@ -240,3 +273,38 @@ def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, com
     y = load_file(tmp_path / "two" / "model" / "model.safetensors")
     for name in x:
         np.testing.assert_allclose(x[name], y[name], atol=1e-5, err_msg=name)
+
+
+def test_the_launcher_starts_n_processes_and_passes_failures_on(assets, tmp_path):
+    from ppo_setup import tiny_config
+
+    from rlr.config import dump_config
+    from rlr.training.configs import MeshSpec
+
+    script = pathlib.Path(__file__).parents[1] / "launch" / "local_multiprocess.sh"
+    config = tmp_path / "tiny.yaml"
+    tiny = tiny_config(assets, tmp_path / "run", iterations=1, mesh=MeshSpec(data=8))
+    rollout = dataclasses.replace(tiny.rollout, prompts_per_iteration=8)  # 16 rows, 8 devices
+    dump_config(dataclasses.replace(tiny, rollout=rollout), config)
+    env = {**os.environ, "RLR_LOG_DIR": str(tmp_path / "logs"), "RLR_PYTHON": sys.executable}
+    ok = subprocess.run(
+        ["bash", str(script), "2", "ppo", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert '"end_iteration": 1' in ok.stdout  # process 0 prints here
+    assert '"end_iteration": 1' in (tmp_path / "logs" / "process_1.log").read_text()
+    assert len(metrics_of(tmp_path / "run")) == 1
+    bad = subprocess.run(
+        ["bash", str(script), "2", "ppo", "--config", str(tmp_path / "missing.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "local_multiprocess.sh N CMD" in usage.stdout

@@ -107,7 +107,7 @@ def test_plan_sizes_a_7b_released_prm_beside_a_1p5b_policy(tmp_path):
     assert result["text_prm"] == {
         "format": "qwen_math_prm",
         "rows": 16,
-        "tokens": 16 + 16 + 8 * 4,
+        "tokens": 160,  # 16 + 16 + 16 * 4 + 64, already a bucket length
         "steps": 4,
         "param_bytes": result["text_prm"]["param_bytes"],
     }

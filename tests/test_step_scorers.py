@@ -124,9 +124,31 @@ def test_a_mesh_places_the_prm_and_gives_the_same_scores(released):
 
 
 def test_length_buckets_pad_at_most_a_quarter():
-    from rlr.models.step_scorers import _bucket
+    from rlr.models.step_scorers import length_bucket
 
-    buckets = [_bucket(n, 16) for n in range(1, 4097)]
+    buckets = [length_bucket(n) for n in range(1, 4097)]
     for n, b in enumerate(buckets, 1):
         assert b >= n and b % 16 == 0 and b <= max(1.25 * n, n + 15), (n, b)
     assert len({b for b in buckets if 1024 < b <= 2048}) == 4  # four programs per doubling
+
+
+def test_the_rlr_format_reads_each_given_step_at_its_own_last_token():
+    """Steps whose text holds separators (or custom ones) are still the steps given: a step
+    with an inner blank line is read once, at its end (a token that also holds the "\\n"
+    after it is the step's last token, as in training)."""
+    from rlr.data.prompts import build_prompt
+    from rlr.models.step_scorers import RlrFormat
+    from rlr.training.loading import load_tokenizer
+
+    tok = load_tokenizer(shared_toy_assets() / "tokenizer")
+    question = "What is 3 + 4?"
+    steps = ["First line\nstill step one.", "Step two\n\nhere.", "3 + 4 = 7"]
+    rendered = RlrFormat().render(tok, question, steps)
+    P = len(tok(build_prompt(question), add_special_tokens=False)["input_ids"])
+    ids = list(rendered.ids)
+    assert tok.decode(ids[P:], skip_special_tokens=True) == "\n".join(steps)
+    assert len(rendered.read_at) == 3
+    for k in range(3):
+        upto = tok.decode(ids[P : rendered.read_at[k] + 1], skip_special_tokens=True)
+        joined = "\n".join(steps[: k + 1])
+        assert upto in (joined, joined + "\n"), (k, upto)

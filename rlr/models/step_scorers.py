@@ -88,32 +88,46 @@ class StepFormat:
 
 class RlrFormat(StepFormat):
     """What `rlr train-prm` writes: a one-label token classifier read, as PPO reads it, at the
-    last token of each step of the response that follows rlr's prompt."""
+    last token of each step of the response ("\\n"-joined steps, then EOS) that follows rlr's
+    prompt. The steps are the ones given: each is read at the last token overlapping its
+    characters, whatever separators its own text holds."""
 
     name = "rlr"
 
-    def __init__(self, prompt_style: str = "plain", separators: Sequence[str] = ("\n\n", "\n")):
+    def __init__(self, prompt_style: str = "plain"):
         self.prompt_style = prompt_style
-        self.separators = tuple(separators)
 
     def render(self, tokenizer, question, steps):
         from rlr.data.prompts import build_prompt
-        from rlr.data.steps import step_ends_from_ids
+        from rlr.data.steps import decode_with_offsets, last_token_of_spans
 
         prompt = build_prompt(question, style=self.prompt_style, tokenizer=tokenizer)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        response = tokenizer("\n".join(steps), add_special_tokens=False)["input_ids"]
+        text = "\n".join(steps)
+        response = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        try:
+            decoded, offsets = decode_with_offsets(response, tokenizer)
+        except ValueError:  # not a byte-level BPE: the tokenizer's own offsets
+            decoded = text
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+                "offset_mapping"
+            ]
+        if decoded != text:
+            raise ValueError(
+                f"format {self.name!r}: the tokenizer does not decode the steps back to their "
+                "text, so steps cannot be located in its tokens"
+            )
+        spans, start = [], 0
+        for step in steps:
+            spans.append((start, start + len(step)))
+            start += len(step) + 1
+        ends = last_token_of_spans(spans, offsets)
+        read, last = [], 0
+        for end in ends:  # an empty step is read where the step before it ended
+            last = end if end >= 0 else last
+            read.append(len(prompt_ids) + last)
         if tokenizer.eos_token_id is not None:
-            response = [*response, int(tokenizer.eos_token_id)]
-        ids = np.asarray([response], np.int32)
-        ends, mask, _ = step_ends_from_ids(
-            ids,
-            np.ones_like(ids),
-            tokenizer,
-            max_steps=max(len(steps), 1),
-            separators=self.separators,
-        )
-        read = [len(prompt_ids) + int(e) for e, m in zip(ends[0], mask[0]) if m > 0]
+            response.append(int(tokenizer.eos_token_id))
         return Rendered(tuple(prompt_ids) + tuple(response), tuple(read))
 
     def probability(self, outputs):
@@ -274,7 +288,7 @@ def detect_format(hf: dict[str, Any], *, source: str = "config.json") -> str:
 
 
 def make_format(name: str, **options: Any) -> StepFormat:
-    """The StepFormat called `name` (options: the rlr format's prompt_style, separators)."""
+    """The StepFormat called `name` (option: the rlr format's prompt_style)."""
     if name not in FORMATS:
         raise ValueError(f"step format must be one of {', '.join(STEP_FORMATS)}; got {name!r}")
     return FORMATS[name](**options) if name == "rlr" else FORMATS[name]()
@@ -308,7 +322,7 @@ def read_step_outputs(
     return step_format.probability(outputs.astype(jnp.float32))
 
 
-def _bucket(n: int, least: int) -> int:
+def length_bucket(n: int, least: int = 16) -> int:
     """n rounded up to a quarter step of its power of two (..., 512, 640, 768, 896, 1024, ...):
     at most 25 % padding, and four programs per doubling of the length."""
     if n <= least:
@@ -322,7 +336,9 @@ class StepScorer:
 
     Rows go through one jitted program in batches of `batch_size`, right-padded to a length
     bucket (at most 25 % padding) and a power-of-two step count. With `mesh`, parameters are
-    placed by rlr.sharding's rules and rows are split over the batch axes.
+    placed by rlr.sharding's rules and rows are split over the batch axes; on a mesh that
+    spans several processes, every process must score the same solutions (the program is
+    one collective computation), and each gets all the scores.
     """
 
     def __init__(
@@ -403,7 +419,7 @@ class StepScorer:
 
     def _score_batch(self, rows: Sequence[Rendered]) -> np.ndarray:  # [len(rows), K]
         B = self.batch_size
-        S = _bucket(max(len(r.ids) for r in rows), 16)
+        S = length_bucket(max(len(r.ids) for r in rows))
         K = max(4, 1 << (max(len(r.read_at) for r in rows) - 1).bit_length())
         ids = np.full((B, S), self.pad_id, np.int32)
         mask = np.zeros((B, S), np.int32)
@@ -422,6 +438,10 @@ class StepScorer:
             )
             with jax.set_mesh(self.mesh):
                 probs = self.read_rows(self.params, *arrays)
+            if not probs.is_fully_addressable:  # rows on other processes' devices too
+                from jax.experimental import multihost_utils
+
+                return np.asarray(multihost_utils.process_allgather(probs, tiled=True))
         else:
             probs = self.read_rows(self.params, *arrays)
         return np.asarray(jax.device_get(probs))

@@ -26,15 +26,15 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
-def process_rows(mesh: Any, rows: int) -> slice:
+def process_rows(mesh: Any, rows: int, *, what: str = "the batch") -> slice:
     """The contiguous block of `rows` global rows this process holds of a batch-sharded
-    array on `mesh` (all of them with one process). Raises when rows do not split evenly
-    over the batch shards or a process's block is not contiguous."""
+    array on `mesh` (all of them with one process). Raises, naming `what`, when rows do not
+    split evenly over the batch shards, or when a process's block is not contiguous."""
     batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if rows % batch_shards:
         raise ValueError(
-            f"{rows} rows do not split over the mesh's {batch_shards} batch shards (data x "
-            "fsdp); make the batch (and rollout.chunk_rows) a multiple of it"
+            f"{what} ({rows} rows) does not split over the mesh's {batch_shards} batch shards "
+            "(data x fsdp): make it a multiple of that"
         )
     if jax.process_count() == 1:
         return slice(0, rows)

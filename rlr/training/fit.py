@@ -86,7 +86,7 @@ def fit(
         train_step = train_step or make_train_step(
             loss_fn, tx, state_sharding=state_shardings, batch_sharding=None
         )
-        batch_rows = distributed.process_rows(mesh, spec.batch_size)
+        batch_rows = distributed.process_rows(mesh, spec.batch_size, what="train.batch_size")
     train_step = train_step or make_train_step(loss_fn, tx)
 
     def device_batch(indices: np.ndarray) -> Any:
@@ -143,12 +143,23 @@ def fit(
     return FitResult(state, iteration, interrupted, scalars, time.time() - start)
 
 
-def supervised_mesh() -> Any:
-    """The mesh of SFT and reward-model training: every device of every process on the data
-    axis (each process joins the distributed runtime first when started as one of N)."""
+def supervised_mesh(batch_size: int) -> Any:
+    """The mesh of SFT and reward-model training: devices on the data axis (each process
+    joins the distributed runtime first when started as one of N). One process uses the
+    largest number of its devices that splits `batch_size` evenly; N processes use every
+    device, and batch_size must split over them."""
     from rlr import sharding
 
     sharding.maybe_initialize_distributed()
+    devices = jax.devices()
+    if jax.process_count() == 1:
+        used = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+        return sharding.make_mesh(devices=devices[:used])
+    if batch_size % len(devices):
+        raise ValueError(
+            f"train.batch_size={batch_size} must be a multiple of the {len(devices)} devices "
+            f"of this {jax.process_count()}-process run"
+        )
     return sharding.make_mesh()
 
 

@@ -264,17 +264,16 @@ def load_text_scorer(
     *,
     what: str = "prm",
     prompt_style: str = "plain",
-    separators: tuple[str, ...] = ("\n\n", "\n"),
     batch_size: int = 8,
     mesh: Any = None,
 ) -> Any:
     """A StepScorer (rlr.models.step_scorers) for a PRM that reads steps as text, with its
-    own tokenizer; rlr's format renders with `prompt_style` and cuts steps at `separators`."""
+    own tokenizer; rlr's format renders its prompt with `prompt_style`."""
     from rlr.models.step_scorers import StepScorer, make_format
 
     fmt = scorer_format(spec, what=what)
     directory = model_dir(spec.path, what)
-    options = dict(prompt_style=prompt_style, separators=separators) if fmt == "rlr" else {}
+    options = dict(prompt_style=prompt_style) if fmt == "rlr" else {}
     module, params = load_scorer(spec, what=what)
     tokenizer = load_tokenizer(directory, what=f"the tokenizer of {_path_field(what)}")
     return StepScorer(
@@ -326,28 +325,36 @@ def load_policy_dir(policy: str, tokenizer_dir: str | None = None) -> tuple[Any,
     return model, params, tokenizer
 
 
-def export_model(
-    model: nn.Module, params: Any, out_dir: str | pathlib.Path, *, tokenizer_dir: str | None
-) -> pathlib.Path:
-    """save_pretrained + the tokenizer files beside it: a complete HF model directory.
+def export_model(model: nn.Module, params: Any, out_dir: Any, *, tokenizer_dir: str | None) -> Any:
+    """save_pretrained + the tokenizer files beside it: a complete HF model directory, on a
+    local disk or under a URI (gs://...: written locally, then copied file by file).
 
     Every process of a multi-process run must call it: parameters sharded across hosts are
-    gathered first; process 0 alone writes."""
+    gathered first; process 0 alone writes. Returns the directory."""
     import shutil
+    import tempfile
 
     from rlr.training import distributed
+    from rlr.training.checkpoint import URI_PREFIXES, storage_path
 
-    out_dir = pathlib.Path(out_dir)
     params = distributed.fetch(params)
+    remote = str(out_dir).startswith(URI_PREFIXES)
+    target = storage_path(out_dir) if remote else pathlib.Path(out_dir)
     if not distributed.is_main():
-        return out_dir
-    save_pretrained(model, params, out_dir)
-    if tokenizer_dir:
-        for name in TOKENIZER_FILES:
-            source = pathlib.Path(tokenizer_dir) / name
-            if source.is_file():
-                shutil.copy2(source, out_dir / name)
-    return out_dir
+        return target
+    with tempfile.TemporaryDirectory(prefix="rlr_export_") as scratch:
+        local = pathlib.Path(scratch) if remote else target
+        save_pretrained(model, params, local)
+        if tokenizer_dir:
+            for name in TOKENIZER_FILES:
+                source = pathlib.Path(tokenizer_dir) / name
+                if source.is_file():
+                    shutil.copy2(source, local / name)
+        if remote:
+            target.mkdir(parents=True, exist_ok=True)
+            for file in local.iterdir():
+                (target / file.name).write_bytes(file.read_bytes())
+    return target
 
 
 def count_params(params: Any) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlr.training.checkpoint import storage_path
+from rlr.training.checkpoint import URI_PREFIXES, storage_path
 
 
 def to_python_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -52,14 +52,14 @@ class MetricsWriter:
         enabled: bool = True,
     ):
         self.enabled = enabled
-        self._tb = self._bar = self._jsonl = None
+        self._tb = self._bar = None
         if not enabled:
             return
         self.directory = storage_path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        if initial_step:
-            drop_rows_after(self.directory / "metrics.jsonl", initial_step)
-        self._jsonl = (self.directory / "metrics.jsonl").open("a")
+        # rows past the step this run starts from were logged by an interrupted run
+        drop_rows_after(self.directory / "metrics.jsonl", initial_step)
+        self._jsonl_path = self.directory / "metrics.jsonl"
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -77,8 +77,7 @@ class MetricsWriter:
         if not self.enabled:
             return scalars
         record = {"step": int(step), "time": round(time.time() - self._start, 3), **scalars}
-        self._jsonl.write(json.dumps(record, allow_nan=True) + "\n")
-        self._jsonl.flush()
+        append_line(self._jsonl_path, json.dumps(record, allow_nan=True))
         if self._tb is not None:
             for name, value in scalars.items():
                 if math.isfinite(value):
@@ -97,14 +96,24 @@ class MetricsWriter:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
 
     def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def append_line(path: Any, line: str) -> None:
+    """Appends one line to a text file: in place on a local disk; on an object store (a
+    gs:// URI), which has no append, by rewriting the file."""
+    path = storage_path(path)
+    if str(path).startswith(URI_PREFIXES):
+        old = path.read_text() if path.exists() else ""
+        path.write_text(old + line + "\n")
+        return
+    with open(path, "a") as f:
+        f.write(line + "\n")
 
 
 def drop_rows_after(path: str | pathlib.Path, step: int, *, key: str = "step") -> int:
@@ -130,11 +139,11 @@ def drop_rows_after(path: str | pathlib.Path, step: int, *, key: str = "step") -
 
 def read_metrics(path: str | pathlib.Path) -> list[dict[str, float]]:
     """Reads a `metrics.jsonl` file (or the run directory holding it) into a list of dicts."""
-    path = pathlib.Path(path)
+    path = storage_path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     rows = []
-    with open(path) as f:
+    with path.open() as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

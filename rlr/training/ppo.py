@@ -38,7 +38,7 @@ from rlr.training.evaluation import (
     stats_from_counts,
 )
 from rlr.training.generation import decode_responses, ended_without_eos, make_sampler
-from rlr.training.metrics import MetricsWriter, drop_rows_after
+from rlr.training.metrics import MetricsWriter, append_line, drop_rows_after
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
 from rlr.training.step_scoring import score_policy_steps
@@ -116,7 +116,9 @@ class PPOTrainer:
         texts: list[str] = []
         seconds = {"rollout": 0.0, "grading": 0.0, "prm_text_scoring": 0.0}
         for chunk, first in enumerate(range(0, B, C)):
-            block = distributed.process_rows(self.mesh, C)
+            block = distributed.process_rows(
+                self.mesh, C, what="a rollout chunk (rollout.chunk_rows, or the batch)"
+            )
             mine = rows[first:][block]
             t0 = time.perf_counter()
             ids, mask, _ = encode_prompts(
@@ -152,14 +154,17 @@ class PPOTrainer:
                 "step_mask": step_mask.astype(np.float32),
             }
             if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
-                part["text_step_scores"] = score_policy_steps(
+                # Its program runs on the whole mesh: every process scores the whole chunk
+                # (the same batches on every process) and keeps its block.
+                scores = score_policy_steps(
                     self.setup.step_scorer,
-                    [p.question for p in mine],
+                    [p.question for p in rows[first : first + C]],
                     self.tokenizer,
-                    tokens,
-                    step_end,
-                    step_mask,
+                    distributed.gather_rows(tokens),
+                    distributed.gather_rows(step_end),
+                    distributed.gather_rows(step_mask),
                 )
+                part["text_step_scores"] = scores[block]
             t3 = time.perf_counter()
             part["steps"] = solution_step_counts(chunk_texts, separators=cfg.reward.separators)
             part["truncated"] = ended_without_eos(tokens, response_mask, self.sampler.eos_ids)
@@ -293,7 +298,7 @@ class PPOTrainer:
             start = int(meta["iteration"])
         end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
         samples_path = self.out_dir / "samples.jsonl"
-        if main and start:
+        if main:  # rows past the restored checkpoint were logged by an interrupted run
             drop_rows_after(samples_path, start, key="iteration")
         summary: dict[str, Any] = {"start_iteration": start, "preempted": False}
         with (
@@ -316,8 +321,7 @@ class PPOTrainer:
                     metrics.update(self.evaluate(grader, temperature=0.0).metrics("eval_greedy"))
                 writer.write(it + 1, metrics)
                 if main:
-                    with samples_path.open("a") as f:
-                        f.write(json.dumps({"iteration": it + 1, "response": sample}) + "\n")
+                    append_line(samples_path, json.dumps({"iteration": it + 1, "response": sample}))
                 done = it + 1
                 # a signal on any process stops every process after the same iteration
                 stop = distributed.any_process(guard.requested)

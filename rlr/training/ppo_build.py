@@ -222,14 +222,15 @@ def _existing(path: str | None) -> str | None:
 
 def prm_read_shapes(config: PPOConfig) -> tuple[int, int, int]:
     """(rows C, tokens S, steps K) a text-reading PRM's scoring program is sized for: a chunk
-    of rollout rows, each the prompt and response plus 8 format tokens per step (tags, chat
-    headers)."""
+    of rollout rows, each the prompt and response plus an allowance for the format (16 tokens
+    per step for tags and chat turns, 64 for a system turn), rounded up to the length bucket
+    the StepScorer pads to. A PRM tokenizer that needs many more tokens than the policy's
+    for the same text needs more."""
+    from rlr.models.step_scorers import length_bucket
+
     roll, K = config.rollout, config.reward.max_steps
-    return (
-        roll.chunk_rows or roll.batch_size,
-        roll.max_prompt_tokens + roll.max_new_tokens + 8 * K,
-        K,
-    )
+    tokens = roll.max_prompt_tokens + roll.max_new_tokens + 16 * K + 64
+    return roll.chunk_rows or roll.batch_size, length_bucket(tokens), K
 
 
 def _text_prm(
@@ -245,11 +246,7 @@ def _text_prm(
     """(jitted read of rendered rows, StepScorer or None in abstract mode) of a text PRM."""
     from rlr.models.step_scorers import StepScorer, make_format, read_step_outputs
 
-    options = (
-        dict(prompt_style=config.data.prompt_style, separators=config.reward.separators)
-        if fmt == "rlr"
-        else {}
-    )
+    options = dict(prompt_style=config.data.prompt_style) if fmt == "rlr" else {}
     step_format = make_format(fmt, **options)
     rows = sharding.batch_sharding(mesh, 2)
     if abstract:

@@ -276,7 +276,7 @@ def make_evaluator(
 
 def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     """Trains, evaluates and exports the PRM or ORM of `config`; returns a summary dict."""
-    mesh = supervised_mesh()
+    mesh = supervised_mesh(config.train.batch_size)
     out_dir = pathlib.Path(config.out_dir)
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         test = loading.load_problems(
             data.test, data.format, what="data.test", limit=config.eval.num_problems
         )
-    mesh = supervised_mesh()
+    mesh = supervised_mesh(config.train.batch_size)
     out_dir = pathlib.Path(config.out_dir)
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
