@@ -106,3 +106,33 @@ def test_checkpoints_of_a_local_path_still_work(tmp_path):
         state, meta = ckpt.restore({"w": jax.numpy.zeros(3)})
     np.testing.assert_array_equal(state["w"], np.ones(3))
     assert meta == {"iteration": 1}
+
+
+def test_configs_and_exports_reach_a_uri(tmp_path, monkeypatch):
+    from rlr.config import dump_config
+    from rlr.models import DecoderConfig, DecoderForCausalLM, init_params
+    from rlr.training.configs import ModelSpec
+    from rlr.training.loading import export_model
+
+    model = DecoderForCausalLM(
+        DecoderConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    params = init_params(model, jax.random.key(0))
+    monkeypatch.chdir(tmp_path)
+    with _store(tmp_path / "store"):
+        run = storage_path("gs://bucket/run")
+        run.mkdir(parents=True, exist_ok=True)
+        dump_config(ModelSpec(path="p"), run / "config.yaml")
+        out = export_model(model, params, "gs://bucket/run/model", tokenizer_dir=None)
+    assert str(out) == "gs://bucket/run/model"
+    store = tmp_path / "store" / "bucket" / "run"
+    assert "path: p" in (store / "config.yaml").read_text()
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (store / "model").iterdir()}
+    assert not (tmp_path / "gs:").exists() and not pathlib.Path("/gs/bucket").exists()
