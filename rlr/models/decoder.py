@@ -132,6 +132,24 @@ def grouped_attention(
     return out.reshape(batch, length, heads * head_dim)
 
 
+def _linear(
+    module: nn.Module, x: chex.Array, features: int, axes: tuple[str | None, ...], use_bias: bool
+) -> chex.Array:  # [..., In] -> [..., features]
+    """x @ kernel (+ bias) as params "kernel" [In, features] and "bias" [features] of
+    `module` (inside its compact call), with `module`'s dtype and param_dtype."""
+    kernel = module.param("kernel", _normal_init(axes), (x.shape[-1], features), module.param_dtype)
+    y = jnp.dot(x.astype(module.dtype), jnp.asarray(kernel, module.dtype))
+    if use_bias:
+        bias = module.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
+            (features,),
+            module.param_dtype,
+        )
+        y = y + jnp.asarray(bias, module.dtype)
+    return y
+
+
 class Dense(nn.Module):
     """x @ kernel (+ bias) with logical axis names; kernel [in, out] (HF stores [out, in])."""
 
@@ -143,22 +161,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:  # [..., In] -> [..., Out]
-        kernel = self.param(
-            "kernel",
-            _normal_init(self.kernel_axes),
-            (x.shape[-1], self.features),
-            self.param_dtype,
-        )
-        y = jnp.dot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype))
-        if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[-1:]),
-                (self.features,),
-                self.param_dtype,
-            )
-            y = y + jnp.asarray(bias, self.dtype)
-        return y
+        return _linear(self, x, self.features, self.kernel_axes, self.use_bias)
 
 
 class RMSNorm(nn.Module):
@@ -391,21 +394,7 @@ class ScoreHead(nn.Module):
 
     @nn.compact
     def __call__(self, hidden: chex.Array) -> chex.Array:  # [..., D] -> [..., L] f32
-        kernel = self.param(
-            "kernel",
-            _normal_init(("embed", None)),
-            (hidden.shape[-1], self.num_labels),
-            self.param_dtype,
-        )
-        y = jnp.dot(hidden.astype(self.dtype), jnp.asarray(kernel, self.dtype))
-        if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-                (self.num_labels,),
-                self.param_dtype,
-            )
-            y = y + jnp.asarray(bias, self.dtype)
+        y = _linear(self, hidden, self.num_labels, ("embed", None), self.use_bias)
         return y.astype(jnp.float32)
 
 

@@ -116,9 +116,7 @@ def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) 
             f"*{', *'.join(_HEADS)}"
         )
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    if cls is DecoderForCausalLM:
-        return cls(config, **kw)
-    if cls is DecoderWithValueHead:
+    if cls in (DecoderForCausalLM, DecoderWithValueHead):  # no label count to read
         return cls(config, **kw)
     # The number of labels is the head's real output size, whatever config.json says.
     last = "score.2.weight" if cls is DecoderForProcessReward else "score.weight"

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlr.data.steps import pad_id_of
 from rlr.models.decoder import (
     DecoderForCausalLM,
     DecoderForProcessReward,
@@ -371,9 +372,7 @@ class StepScorer:
                     f"format {step_format.name!r}: candidate ids {self.candidates} fall outside "
                     f"the model's vocabulary of {vocab}"
                 )
-        self.pad_id = next(
-            (int(v) for v in (tokenizer.pad_token_id, tokenizer.eos_token_id) if v is not None), 0
-        )
+        self.pad_id = pad_id_of(tokenizer)
         self.params = params
         # (params, ids [B, S], mask [B, S], read_at [B, K]) -> [B, K] step probabilities
         self.read_rows = jax.jit(

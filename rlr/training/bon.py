@@ -386,7 +386,6 @@ def run(args: argparse.Namespace) -> int:
     from rlr.training import loading
     from rlr.training.configs import ModelSpec
     from rlr.training.generation import make_sampler
-    from rlr.training.step_scoring import same_tokenizer
 
     problems = loading.load_problems(
         args.problems, args.format, what="--problems", limit=args.num_problems
@@ -395,10 +394,7 @@ def run(args: argparse.Namespace) -> int:
     prm = None
     if args.prm:
         spec = ModelSpec(path=args.prm, format=args.prm_format)
-        in_graph = loading.scorer_format(spec, what="--prm") == "rlr" and same_tokenizer(
-            loading.model_dir(args.prm, "--prm"), args.tokenizer or args.policy
-        )
-        if in_graph:
+        if loading.text_prm_format(spec, args.tokenizer or args.policy, what="--prm") is None:
             prm = loading.load_scorer(spec, what="--prm")
         else:
             prm = loading.load_text_scorer(

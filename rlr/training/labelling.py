@@ -98,6 +98,22 @@ def sample_solutions(
     return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
 
 
+def split_solutions(
+    solutions: Sequence[Sequence[str]], *, separators: Sequence[str] = DEFAULT_SEPARATORS
+) -> tuple[list[tuple[int, int, str, list[tuple[int, int]]]], int]:
+    """(entries, skipped): (problem index i, sample index m, text, step character spans) of
+    every solutions[i][m] with at least one step, and how many had none."""
+    entries, skipped = [], 0
+    for i, texts in enumerate(solutions):
+        for m, text in enumerate(texts):
+            spans = split_steps(text, separators=separators)
+            if spans:
+                entries.append((i, m, text, spans))
+            else:
+                skipped += 1
+    return entries, skipped
+
+
 @dataclasses.dataclass(frozen=True)
 class LabellingResult:
     """Labelled solutions plus what was skipped and how long each stage took."""
@@ -144,23 +160,18 @@ def label_solutions(
     entries = []  # (problem index, sample index, text, spans kept, truncated)
     jobs = []  # (entry index, step index k) of each prefix that needs continuations
     job_prompts, job_prefixes, job_golds = [], [], []
-    skipped = 0
-    for i, texts in enumerate(solutions):
-        for m, text in enumerate(texts):
-            spans = split_steps(text, separators=separators)
-            if not spans:
-                skipped += 1
-                continue
-            truncated = len(spans) > max_steps
-            kept = len(spans[:max_steps])
-            # The prefix through step k ends where step k + 1 starts: the separator is kept.
-            for k in range(kept if truncated else kept - 1):
-                prefix = text[: spans[k + 1][0]]
-                jobs.append((len(entries), k))
-                job_prefixes.append(prefix)
-                job_golds.append(problems[i].answer)
-                job_prompts.append(prompts[i] + prefix)
-            entries.append((i, m, text, spans[:max_steps], truncated))
+    split, skipped = split_solutions(solutions, separators=separators)
+    for i, m, text, spans in split:
+        truncated = len(spans) > max_steps
+        kept = len(spans[:max_steps])
+        # The prefix through step k ends where step k + 1 starts: the separator is kept.
+        for k in range(kept if truncated else kept - 1):
+            prefix = text[: spans[k + 1][0]]
+            jobs.append((len(entries), k))
+            job_prefixes.append(prefix)
+            job_golds.append(problems[i].answer)
+            job_prompts.append(prompts[i] + prefix)
+        entries.append((i, m, text, spans[:max_steps], truncated))
     repeated = [p for p in job_prompts for _ in range(num_completions)]
     continuations = complete(repeated) if repeated else []
     if len(continuations) != len(repeated):
@@ -238,15 +249,11 @@ def label_with_prm(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"the PRM threshold must lie in [0, 1]; got {threshold}")
     t0 = time.perf_counter()
-    entries, skipped = [], 0
-    for i, texts in enumerate(solutions):
-        for m, text in enumerate(texts):
-            spans = split_steps(text, separators=separators)
-            if not spans:
-                skipped += 1
-                continue
-            steps = tuple(text[a:b] for a, b in spans[:max_steps])
-            entries.append((i, m, text, steps, len(spans) > max_steps))
+    split, skipped = split_solutions(solutions, separators=separators)
+    entries = [
+        (i, m, text, tuple(text[a:b] for a, b in spans[:max_steps]), len(spans) > max_steps)
+        for i, m, text, spans in split
+    ]
     scores = scorer.score_steps(
         [problems[i].question for i, *_ in entries],
         [[step.strip() for step in steps] for *_, steps, _ in entries],

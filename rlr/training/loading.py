@@ -165,6 +165,25 @@ def scorer_format(spec: ModelSpec, *, what: str = "prm") -> str:
         raise ValueError(f"{err} (set {field})") from None
 
 
+def text_prm_format(
+    spec: ModelSpec, policy_tokenizer_dir: str | None, *, what: str = "prm"
+) -> str | None:
+    """The step format of a PRM that must be read as text (rlr.training.step_scoring), or
+    None when it is an rlr PRM sharing the policy's tokenizer, read inside the scoring graph.
+    A PRM directory that is not here (rlr plan sizing it from `architecture`) counts as
+    sharing the tokenizer."""
+    from rlr.training.step_scoring import same_tokenizer
+
+    fmt = scorer_format(spec, what=what)
+    if fmt != "rlr":
+        return fmt
+    try:
+        prm_dir = model_dir(spec.path, what) if spec.path else None
+    except ValueError:
+        prm_dir = None
+    return None if same_tokenizer(prm_dir, policy_tokenizer_dir) else fmt
+
+
 def scorer_module(
     spec: ModelSpec, fmt: str, *, what: str = "prm", num_layers: int | None = None
 ) -> nn.Module:
@@ -243,7 +262,9 @@ def load_scorer(
         shardings=shardings,
     )
     if fmt != "rlr":
-        expected = type(scorer_module(spec, fmt, what=what))
+        from rlr.models.step_scorers import make_format
+
+        expected = make_format(fmt).network
         if not isinstance(model, expected):
             raise ValueError(
                 f"{_path_field(what)} {spec.path}: format {fmt!r} reads a {expected.__name__}, "

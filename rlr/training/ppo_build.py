@@ -99,7 +99,8 @@ def build_ppo(
     """
     if num_layers is not None and not abstract:
         raise ValueError("num_layers only applies to an abstract build (rlr plan)")
-    modules = _modules(config, tokenizer, num_layers=num_layers)
+    external = external_prm_format(config)  # a PRM read as text: its format
+    modules = _modules(config, tokenizer, num_layers=num_layers, text_format=external)
     by_module: dict[int, Any] = {}  # the reference (and a critic from a PRM) share a module
     for module in modules.values():
         if id(module) not in by_module:
@@ -130,7 +131,6 @@ def build_ppo(
     else:
         with jax.set_mesh(mesh):
             state = jax.jit(init, out_shardings=state_shard)(trainable)
-    external = external_prm_format(config)
     models = PPOModels(
         policy=modules["policy"],
         critic=modules.get("critic"),
@@ -200,24 +200,9 @@ def build_ppo(
 def external_prm_format(config: PPOConfig) -> str | None:
     """The step format of a PRM that must be read from text, or None when the PRM (if any) is
     an rlr PRM sharing the policy's tokenizer, read inside the scoring graph."""
-    from rlr.training.step_scoring import same_tokenizer
-
     if config.prm is None:
         return None
-    fmt = loading.scorer_format(config.prm, what="prm")
-    if fmt == "rlr" and same_tokenizer(_existing(config.prm.path), config.tokenizer_dir):
-        return None
-    return fmt
-
-
-def _existing(path: str | None) -> str | None:
-    """A model directory (an id resolved in the local HF cache), or None when not here."""
-    if not path:
-        return None
-    try:
-        return str(loading.model_dir(path, "prm"))
-    except ValueError:
-        return None
+    return loading.text_prm_format(config.prm, config.tokenizer_dir, what="prm")
 
 
 def prm_read_shapes(config: PPOConfig) -> tuple[int, int, int]:
@@ -305,10 +290,12 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
     return rollout, experience
 
 
-def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> dict[str, nn.Module]:
+def _modules(
+    config: PPOConfig, tokenizer: Any, *, num_layers: int | None, text_format: str | None
+) -> dict[str, nn.Module]:
     """name -> Flax module for policy, reference, each configured PRM / ORM and, when the
-    algorithm has one, the critic, from
-    config.json / `architecture` alone (no weights are read)."""
+    algorithm has one, the critic, from config.json / `architecture` alone (no weights are
+    read). A PRM read as text (`text_format`) keeps its own network."""
 
     def module(spec: ModelSpec, what: str, head: str) -> nn.Module:
         network = loading.network_config(spec, tokenizer, what=what, num_layers=num_layers)
@@ -316,23 +303,25 @@ def _modules(config: PPOConfig, tokenizer: Any, *, num_layers: int | None) -> di
 
     modules = {"policy": module(config.policy, "policy", "lm")}
     modules["reference"] = modules["policy"]
-    for name in ("prm", "orm"):
-        spec = getattr(config, name)
-        if spec is not None:
-            modules[name] = module(spec, name, "score")
-    if config.orm is not None and loading.scorer_format(config.orm, what="orm") != "rlr":
-        raise ValueError(
-            "orm.format: an ORM is read in rlr's format only (a one-label score at the last "
-            "token); give a released PRM as `prm` instead"
+    if config.prm is not None and text_format is None:
+        modules["prm"] = module(config.prm, "prm", "score")
+    elif config.prm is not None:
+        modules["prm"] = loading.scorer_module(
+            config.prm, text_format, what="prm", num_layers=num_layers
         )
-    fmt = external_prm_format(config)
-    if fmt is not None:
-        modules["prm"] = loading.scorer_module(config.prm, fmt, what="prm", num_layers=num_layers)
         if config.uses_critic and config.ppo.critic_init == "prm":
             raise ValueError(
                 f"ppo.critic_init=prm needs a PRM read in-graph (rlr's format with the "
-                f"policy's tokenizer); this PRM is read as {fmt!r}: use critic_init=policy"
+                f"policy's tokenizer); this PRM is read as {text_format!r}: use "
+                "critic_init=policy"
             )
+    if config.orm is not None:
+        if loading.scorer_format(config.orm, what="orm") != "rlr":
+            raise ValueError(
+                "orm.format: an ORM is read in rlr's format only (a one-label score at the last "
+                "token); give a released PRM as `prm` instead"
+            )
+        modules["orm"] = module(config.orm, "orm", "score")
     if config.uses_critic and config.ppo.critic_init == "policy":
         policy = modules["policy"]
         modules["critic"] = DecoderForTokenClassification(
