@@ -238,6 +238,31 @@ def test_left_and_right_padding_leave_real_logits_unchanged(causal):
     np.testing.assert_allclose(padded[1, :6], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_cache_take_rows_continues_like_a_smaller_batch(causal):
+    model, params, _ = causal
+    ids = jnp.asarray(random_ids(3, 5, seed=3))
+    positions = jnp.broadcast_to(jnp.arange(5), (3, 5))
+
+    def prefill_then_step(rows_ids, take=None):
+        cache = models.init_cache(model.config, jnp.ones((rows_ids.shape[0], 6), jnp.int32))
+        _, cache = model.apply(
+            {"params": params}, rows_ids, positions=positions[: len(rows_ids)], cache=cache
+        )
+        if take is not None:
+            cache = cache.take_rows(jnp.asarray(take))
+            rows_ids = rows_ids[jnp.asarray(take)]
+        step = jnp.full((rows_ids.shape[0], 1), 5)
+        logits, cache = model.apply(
+            {"params": params}, rows_ids[:, -1:], positions=step, cache=cache
+        )
+        return logits, cache
+
+    kept, cache = prefill_then_step(ids, take=[2, 0])
+    alone, _ = prefill_then_step(ids[jnp.asarray([2, 0])])
+    assert cache.key_mask.shape == (2, 6) and int(cache.index) == 6
+    np.testing.assert_allclose(kept, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_logits_are_causal(causal):
     model, params, apply = causal
     ids = random_ids(1, 8, seed=7)

@@ -46,6 +46,17 @@ class KVCache(NamedTuple):
     key_mask: jax.Array
     index: jax.Array
 
+    def take_rows(self, rows: chex.Array) -> KVCache:  # rows [B'] int32 -> a B'-row cache
+        """The cache of rows `rows` only (in that order), at the same index: what a sampler
+        keeps when it drops finished rows from its batch."""
+        chex.assert_rank(rows, 1)
+        return KVCache(
+            keys=tuple(k[rows] for k in self.keys),
+            values=tuple(v[rows] for v in self.values),
+            key_mask=self.key_mask[rows],
+            index=self.index,
+        )
+
 
 def init_cache(
     config: DecoderConfig,
