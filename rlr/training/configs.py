@@ -153,6 +153,9 @@ class RolloutSpec:
     # Rows per sampler / scoring call (None: the whole batch at once). Large runs chunk the
     # batch so that the KV cache and the [rows, T, V] logits fit in device memory.
     chunk_rows: int | None = None
+    # Decode only the unfinished rows once they fit a smaller batch (rlr.sampling.sample's
+    # `compact`); False runs every row until the longest response ends.
+    compact_rows: bool = True
 
     @property
     def batch_size(self) -> int:
