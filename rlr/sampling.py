@@ -1,5 +1,8 @@
 """Jitted sampling with a KV cache: one program for prefill + decode, and response log-probs.
 
+Decoding drops finished rows from the batch as it goes (row compaction, see `sample`), and
+each row draws with its own keys, so a row's tokens do not depend on the rows beside it.
+
 Prompts are left-padded [B, P] with a prompt_mask; responses come back right-padded [B, T]
 with `mask` 1 for generated tokens (EOS included) and pad_id / 0 after EOS. Log-probs are those
 of the sampled token under the temperature-1, untruncated policy, which is what PPO's ratio
@@ -56,9 +59,30 @@ def filter_logits(
     return logits
 
 
+def _is_row_keys(key: chex.Array) -> bool:
+    """True for a [B] batch of keys (typed keys [B], or raw uint32 keys [B, 2])."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 1
+    return key.ndim == 2
+
+
+def row_keys(
+    key: chex.PRNGKey,
+    rows: chex.Array,  # [B] int32, the original row index of each row
+    t: chex.Array | int,  # [] step
+) -> chex.Array:  # [B] keys
+    """The key of each row at step t: fold_in(fold_in(key, row), t).
+
+    A row's draws depend on its own index only, not on which other rows share its batch, so a
+    sampler may drop finished rows from the batch without changing any row's tokens.
+    """
+    chex.assert_rank(rows, 1)
+    return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), t))(rows)
+
+
 def draw_tokens(
     logits: chex.Array,  # [B, V] f32
-    key: chex.PRNGKey,
+    key: chex.PRNGKey,  # one key, or [B] keys (one per row, e.g. `row_keys`)
     *,
     temperature: float,
     top_k: int = 0,
@@ -69,7 +93,8 @@ def draw_tokens(
     Draws by inverting the CDF with one uniform per row: B random numbers per step rather
     than the B x V Gumbel draws of `jax.random.categorical`, which on CPU cost more than the
     whole forward pass of a small model (about 4x slower at B=64, V=8192). The f32 cumsum
-    limits resolution to about 1e-5 of probability mass at large V.
+    limits resolution to about 1e-5 of probability mass at large V. With [B] keys, row b's
+    uniform comes from key[b] alone.
     """
     chex.assert_rank(logits, 2)
     if temperature < 0:
@@ -79,9 +104,44 @@ def draw_tokens(
     scaled = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
     cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)  # [B, V]
     tiny = jnp.finfo(jnp.float32).tiny  # u > 0, so zero-probability tokens are never drawn
-    u = jax.random.uniform(key, (logits.shape[0], 1), minval=tiny) * cdf[:, -1:]
-    token = jnp.sum(cdf < u, axis=-1)
+    if _is_row_keys(key):
+        chex.assert_axis_dimension(key, 0, logits.shape[0])
+        u = jax.vmap(lambda k: jax.random.uniform(k, (1,), minval=tiny))(key)
+    else:
+        u = jax.random.uniform(key, (logits.shape[0], 1), minval=tiny)
+    token = jnp.sum(cdf < u * cdf[:, -1:], axis=-1)
     return jnp.minimum(token, logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def compaction_sizes(batch: int, *, min_rows: int = 8, shards: int = 1) -> tuple[int, ...]:
+    """The row counts a compacting decode shrinks through: B, then ceil(B / 2^k) rounded up to
+    a multiple of `shards` (the batch's shard count on the mesh), for k = 1, 2, ... while that
+    is at least max(min_rows, shards). (B,) alone when B is already that small."""
+    if batch < 1 or min_rows < 1 or shards < 1:
+        raise ValueError(f"need batch, min_rows and shards >= 1; got {batch}, {min_rows}, {shards}")
+    floor = max(min_rows, shards)
+    sizes = [batch]
+    while True:
+        size = -(-sizes[-1] // 2)
+        size = -(-size // shards) * shards
+        if size < floor or size >= sizes[-1]:
+            return tuple(sizes)
+        sizes.append(size)
+
+
+class _Decoding(NamedTuple):
+    """The decode loop's state: b rows of the batch (b <= B) and the [B, T] outputs."""
+
+    t: jax.Array  # [] int32, the next step to draw
+    previous: jax.Array  # [b] int32, the token drawn at step t - 1
+    done: jax.Array  # [b] bool, row has ended (EOS or its budget)
+    rows: jax.Array  # [b] int32, the original row of each of the b rows
+    start: jax.Array  # [b] int32, the position of response token 0
+    budget: jax.Array  # [b] int32, the row's token limit
+    cache: Any  # KVCache of the b rows
+    tokens: jax.Array  # [B, T] int32
+    logprobs: jax.Array  # [B, T] f32
+    mask: jax.Array  # [B, T] int32
 
 
 def sample(
@@ -98,15 +158,32 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     loop: str = "while",
+    budget: chex.Array | None = None,  # [B] int, each row's token limit (None: T)
+    compact: bool = True,
+    min_rows: int = 8,
+    shards: int = 1,
 ) -> SampleOutput:  # [B, T] each, T = max_new_tokens
-    """Prefill the prompt into a [B, Hkv, P+T, Dh] cache, then decode until every row hit EOS.
+    """Prefill the prompt into a B-row cache of P+T slots, then decode until every row ended.
 
-    Decoding is a `lax.while_loop` that stops as soon as all rows are done (or T tokens), so
-    short answers cost short loops; loop="scan" runs all T steps in a `lax.scan` instead (the
-    same tokens; kept for measuring the two against each other). Step t draws with
-    fold_in(key, t), so the result is a deterministic function of the key. `model` is a
-    `DecoderForCausalLM`; jit this with the model and keyword arguments static (or use
-    `Sampler`).
+    A row ends at its first EOS (kept, mask 1) or after `budget[b]` tokens (rows stop at
+    min(EOS, own budget); None: T for all), whichever comes first. Decoding is a
+    `lax.while_loop` that stops as soon as every row has ended (or T tokens).
+
+    compact=True (the default) decodes only the unfinished rows once they fit a smaller static
+    size (`compaction_sizes(B, min_rows=, shards=)`: B, B/2, B/4, ... >= min_rows): the loop
+    at each size runs while more rows are live than the next size holds, then gathers the live
+    rows (cache via `KVCache.take_rows`) and continues with the next size's loop, all in one
+    program; tokens are written to the [B, T] outputs at each row's original index. `shards`
+    is the batch's shard count on a mesh (`Sampler` reads it off the input), so no size is
+    smaller than, or splits unevenly over, the shards. compact=False runs every row until the
+    longest one ends; loop="scan" (compact=False only) runs all T steps in a `lax.scan` (the
+    same tokens; kept for measuring the loops against each other).
+
+    Row b's token at step t is drawn with fold_in(fold_in(key, b), t) (`row_keys`), so the
+    result is a deterministic function of the key, and a row gets the same tokens whether or
+    not the batch was compacted. Log-probs are of the drawn token under the temperature-1,
+    unfiltered policy. `model` is a `DecoderForCausalLM`; jit this with the model and keyword
+    arguments static (or use `Sampler`).
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
@@ -114,22 +191,59 @@ def sample(
         raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
     if loop not in ("while", "scan"):
         raise ValueError(f"loop must be 'while' or 'scan'; got {loop!r}")
+    if loop == "scan" and compact:
+        raise ValueError("loop='scan' runs every row for all T steps; pass compact=False with it")
     eos_ids = jnp.asarray([eos_id] if isinstance(eos_id, int) else list(eos_id), jnp.int32)
     batch, _ = prompt_ids.shape
     steps = max_new_tokens
+    sizes = compaction_sizes(batch, min_rows=min_rows, shards=shards) if compact else (batch,)
+    if budget is None:
+        budget = jnp.full((batch,), steps, jnp.int32)
+    chex.assert_shape(budget, (batch,))
+    budget = jnp.asarray(budget, jnp.int32)
     prompt_mask = prompt_mask.astype(jnp.int32)
     key_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps), jnp.int32)], axis=1)
     cache = init_cache(model.config, key_mask, dtype=model.dtype)
     draw = functools.partial(draw_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
 
-    def pick(logits, t, done):  # logits [B, V] -> token, logprob, emitted (all [B])
-        token = draw(logits, jax.random.fold_in(key, t))
+    def emit(state: _Decoding, logits: jax.Array) -> _Decoding:
+        """Draws step t's token of every row from logits [b, V] and writes the outputs."""
+        t, rows, done = state.t, state.rows, state.done
+        token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
         emitted = ~done
-        return (
-            jnp.where(emitted, token, pad_id),
-            jnp.where(emitted, logp, 0.0),
-            emitted,
+        write = dict(mode="promise_in_bounds", unique_indices=True)
+        return state._replace(
+            t=t + 1,
+            previous=token,
+            done=done | jnp.isin(token, eos_ids) | (t + 1 >= state.budget),
+            tokens=state.tokens.at[rows, t].set(jnp.where(emitted, token, pad_id), **write),
+            logprobs=state.logprobs.at[rows, t].set(jnp.where(emitted, logp, 0.0), **write),
+            mask=state.mask.at[rows, t].set(emitted.astype(jnp.int32), **write),
+        )
+
+    def body(state: _Decoding) -> _Decoding:
+        logits, cache = model.apply(
+            {"params": params},
+            state.previous[:, None],
+            positions=(state.start + state.t - 1)[:, None],
+            cache=state.cache,
+        )
+        return emit(state._replace(cache=cache), logits[:, 0])
+
+    def live_above(limit: int):  # cond: steps left and more than `limit` rows unfinished
+        return lambda state: (state.t < steps) & (jnp.sum(~state.done) > limit)
+
+    def keep(state: _Decoding, size: int) -> _Decoding:
+        """The first `size` rows by (finished, index): every live row when `size` holds them."""
+        order = jnp.argsort(state.done, stable=True)[:size]
+        return state._replace(
+            previous=state.previous[order],
+            done=state.done[order],
+            rows=state.rows[order],
+            start=state.start[order],
+            budget=state.budget[order],
+            cache=state.cache.take_rows(order),
         )
 
     logits, cache = model.apply(
@@ -139,48 +253,47 @@ def sample(
         cache=cache,
         last_only=True,
     )
-    done = jnp.zeros((batch,), bool)
-    token, logp, emitted = pick(logits[:, 0], 0, done)
-    tokens = jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token)
-    logprobs = jnp.zeros((batch, steps), jnp.float32).at[:, 0].set(logp)
-    mask = jnp.zeros((batch, steps), jnp.int32).at[:, 0].set(emitted.astype(jnp.int32))
-    done = jnp.isin(token, eos_ids)
-    next_position = jnp.sum(prompt_mask, axis=1)  # position of token 0 of the response
-
-    def cond(state):
-        t, _, done, *_ = state
-        return (t < steps) & ~jnp.all(done)
-
-    def body(state):
-        t, previous, done, cache, tokens, logprobs, mask = state
-        logits, cache = model.apply(
-            {"params": params},
-            previous[:, None],
-            positions=(next_position + t - 1)[:, None],
-            cache=cache,
-        )
-        token, logp, emitted = pick(logits[:, 0], t, done)
-        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, t))
-        logprobs = jax.lax.dynamic_update_slice(logprobs, logp[:, None], (0, t))
-        mask = jax.lax.dynamic_update_slice(mask, emitted.astype(jnp.int32)[:, None], (0, t))
-        done = done | jnp.isin(token, eos_ids)
-        return t + 1, token, done, cache, tokens, logprobs, mask
-
-    state = (jnp.int32(1), token, done, cache, tokens, logprobs, mask)
-    if loop == "while":
-        state = jax.lax.while_loop(cond, body, state)
-    else:
+    state = _Decoding(
+        t=jnp.int32(0),
+        previous=jnp.zeros((batch,), jnp.int32),
+        done=budget <= 0,
+        rows=jnp.arange(batch, dtype=jnp.int32),
+        start=jnp.sum(prompt_mask, axis=1),
+        budget=budget,
+        cache=cache,
+        tokens=jnp.full((batch, steps), pad_id, jnp.int32),
+        logprobs=jnp.zeros((batch, steps), jnp.float32),
+        mask=jnp.zeros((batch, steps), jnp.int32),
+    )
+    state = emit(state, logits[:, 0])
+    if loop == "scan":
         state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=steps - 1)
-    *_, tokens, logprobs, mask = state
-    return SampleOutput(tokens=tokens, logprobs=logprobs, mask=mask)
+    else:
+        for i, size in enumerate(sizes):
+            if i:
+                state = keep(state, size)
+            following = sizes[i + 1] if i + 1 < len(sizes) else 0
+            state = jax.lax.while_loop(live_above(following), body, state)
+    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=state.mask)
+
+
+def batch_shards(array: Any) -> int:
+    """How many shards a [B, ...] array's batch axis is split into (1 for NumPy arrays)."""
+    sharding = getattr(array, "sharding", None)
+    if sharding is None or not array.shape:
+        return 1
+    return array.shape[0] // sharding.shard_shape(array.shape)[0]
 
 
 class Sampler:
     """`sample` jitted once per (B, P) shape for a fixed model and sampling settings.
 
     Usage: `sampler = Sampler(model, max_new_tokens=128, eos_id=eos, pad_id=pad)`, then
-    `sampler(params, prompt_ids, prompt_mask, key)` -> `SampleOutput`. `traces` counts
-    compilations, so callers can check that equal shapes never retrace.
+    `sampler(params, prompt_ids, prompt_mask, key)` -> `SampleOutput`. Compacting by default
+    (decodes only unfinished rows once they fit a smaller size; `compact=False` turns it off,
+    `min_rows` is the smallest size; see `sample`): still one program per (B, P) shape (and
+    batch shard count, read off sharded inputs). `traces` counts compilations, so callers can
+    check that equal shapes never retrace.
     """
 
     def __init__(
@@ -194,6 +307,8 @@ class Sampler:
         top_k: int = 0,
         top_p: float = 1.0,
         loop: str = "while",
+        compact: bool = True,
+        min_rows: int = 8,
     ):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
@@ -202,10 +317,15 @@ class Sampler:
                 "need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got "
                 f"temperature={temperature}, top_k={top_k}, top_p={top_p}"
             )
+        if min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1; got {min_rows}")
+        if loop == "scan" and compact:
+            raise ValueError("loop='scan' runs every row for all T steps; pass compact=False")
         self.model = model
         self.traces = 0
         eos = eos_id if isinstance(eos_id, int) else tuple(eos_id)
         self.eos_ids: tuple[int, ...] = (eos,) if isinstance(eos, int) else eos
+        self.compact = compact
         settings = dict(
             max_new_tokens=max_new_tokens,
             eos_id=eos,
@@ -214,13 +334,24 @@ class Sampler:
             top_k=top_k,
             top_p=top_p,
             loop=loop,
+            compact=compact,
+            min_rows=min_rows,
         )
 
-        def traced(params, prompt_ids, prompt_mask, key):
+        def traced(params, prompt_ids, prompt_mask, key, budget, shards):
             self.traces += 1  # runs once per compilation, never per call
-            return sample(model, params, prompt_ids, prompt_mask, key, **settings)
+            return sample(
+                model,
+                params,
+                prompt_ids,
+                prompt_mask,
+                key,
+                budget=budget,
+                shards=shards,
+                **settings,
+            )
 
-        self._sample = jax.jit(traced)
+        self._sample = jax.jit(traced, static_argnames="shards")
 
     def __call__(
         self,
@@ -228,9 +359,12 @@ class Sampler:
         prompt_ids: chex.Array,  # [B, P]
         prompt_mask: chex.Array,  # [B, P]
         key: chex.PRNGKey,
+        budget: chex.Array | None = None,  # [B] int, each row's token limit (None: T)
     ) -> SampleOutput:
-        """Samples [B, T] responses; compiles on the first call of each (B, P) shape."""
-        return self._sample(params, prompt_ids, prompt_mask, key)
+        """Samples [B, T] responses; compiles on the first call of each (B, P) shape (and
+        again once if `budget` is sometimes given and sometimes not)."""
+        shards = batch_shards(prompt_ids) if self.compact else 1
+        return self._sample(params, prompt_ids, prompt_mask, key, budget, shards=shards)
 
 
 def sequence_logprobs(

@@ -151,6 +151,7 @@ def test_scan_decoding_gives_the_same_samples(lm, nucleus, prompts):
         top_k=20,
         top_p=0.9,
         loop="scan",
+        compact=False,
     )
     key = jax.random.key(5)
     chex.assert_trees_all_close(scan(params, ids, mask, key), nucleus(params, ids, mask, key))
@@ -238,3 +239,134 @@ def test_bad_settings_raise(lm):
         sampling.Sampler(lm[0], max_new_tokens=0, eos_id=EOS, pad_id=PAD)
     with pytest.raises(ValueError, match="temperature"):
         sampling.Sampler(lm[0], max_new_tokens=4, eos_id=EOS, pad_id=PAD, temperature=-1.0)
+
+
+# Compaction: several stop ids so that rows end at many different steps.
+STOPS, LONG = tuple(range(3, 9)), 24
+
+
+@pytest.fixture(scope="module")
+def many_prompts():
+    rng = np.random.RandomState(3)
+    return left_padded_prompts(rng.randint(1, 7, size=32), width=6, seed=4)
+
+
+def stop_sampler(model, **kwargs):
+    settings = dict(max_new_tokens=LONG, eos_id=STOPS, pad_id=PAD, min_rows=2)
+    return sampling.Sampler(model, **{**settings, **kwargs})
+
+
+def test_compaction_sizes():
+    assert sampling.compaction_sizes(64) == (64, 32, 16, 8)
+    assert sampling.compaction_sizes(256, min_rows=16) == (256, 128, 64, 32, 16)
+    assert sampling.compaction_sizes(48, min_rows=8) == (48, 24, 12)
+    assert sampling.compaction_sizes(8) == (8,)
+    assert sampling.compaction_sizes(3, min_rows=1) == (3, 2, 1)
+    assert sampling.compaction_sizes(64, min_rows=1, shards=8) == (64, 32, 16, 8)
+    assert sampling.compaction_sizes(24, min_rows=1, shards=8) == (24, 16, 8)
+    with pytest.raises(ValueError, match="min_rows"):
+        sampling.compaction_sizes(8, min_rows=0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(temperature=1.0), dict(temperature=0.9, top_k=12, top_p=0.8), dict(temperature=0.0)],
+    ids=["t1", "topk_topp", "greedy"],
+)
+def test_compaction_does_not_change_any_row(lm, many_prompts, logprobs_fn, settings):
+    model, params = lm
+    ids, mask = many_prompts
+    key = jax.random.key(21)
+    full = stop_sampler(model, compact=False, **settings)(params, ids, mask, key)
+    packed_sampler = stop_sampler(model, **settings)
+    packed = packed_sampler(params, ids, mask, key)
+    lengths = np.asarray(full.mask).sum(axis=1)
+    # The batch shrinks (32 -> 16 -> ...) only if rows end at many different steps, and at
+    # least half of them before the longest.
+    assert len(set(lengths.tolist())) > 4, lengths
+    assert np.sum(lengths < lengths.max()) >= len(lengths) // 2, lengths
+    np.testing.assert_array_equal(packed.tokens, full.tokens)
+    np.testing.assert_array_equal(packed.mask, full.mask)
+    np.testing.assert_allclose(packed.logprobs, full.logprobs, atol=1e-5)
+    want = logprobs_fn(params, ids, mask, packed.tokens, packed.mask)
+    np.testing.assert_allclose(packed.logprobs, want, atol=1e-5)
+    for seed in range(2):  # new keys, one program
+        packed_sampler(params, ids, mask, jax.random.key(seed))
+    assert packed_sampler.traces == 1
+
+
+def test_a_row_draws_with_its_own_keys(lm, many_prompts):
+    model, params = lm
+    ids, mask = many_prompts
+    key = jax.random.key(5)
+    out = stop_sampler(model)(params, ids, mask, key)
+    # Row 0 alone is not row 0 of the batch (its keys come from its row index), but the
+    # batch's rows are the same whatever the other rows are.
+    other = ids.copy()
+    other[1:] = np.roll(ids[1:], 3, axis=0)
+    other_mask = mask.copy()
+    other_mask[1:] = np.roll(mask[1:], 3, axis=0)
+    again = stop_sampler(model)(params, other, other_mask, key)
+    np.testing.assert_array_equal(again.tokens[0], out.tokens[0])
+    np.testing.assert_array_equal(again.mask[0], out.mask[0])
+
+
+def test_budget_stops_rows_early(lm, many_prompts):
+    model, params = lm
+    ids, mask = many_prompts
+    key = jax.random.key(8)
+    sampler = stop_sampler(model)
+    free = jax.tree.map(np.asarray, sampler(params, ids, mask, key))
+    budget = np.random.RandomState(0).randint(0, LONG + 3, size=len(ids)).astype(np.int32)
+    cut = jax.tree.map(np.asarray, sampler(params, ids, mask, key, budget))
+    free_lengths = free.mask.sum(axis=1)
+    np.testing.assert_array_equal(cut.mask.sum(axis=1), np.minimum(free_lengths, budget))
+    # Up to the budget a row is the same row: the budget only ends it.
+    np.testing.assert_array_equal(cut.tokens, np.where(cut.mask > 0, free.tokens, PAD))
+    np.testing.assert_allclose(cut.logprobs, free.logprobs * cut.mask, atol=1e-5)
+    plain = stop_sampler(model, compact=False)(params, ids, mask, key, jnp.asarray(budget))
+    np.testing.assert_array_equal(plain.tokens, cut.tokens)
+    assert sampler.traces == 2  # one program without a budget, one with
+
+
+EIGHT_DEVICES = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from rlr import models, sampling, sharding
+
+cfg = models.DecoderConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+model = models.DecoderForCausalLM(cfg)
+params = jax.tree.map(lambda x: x * 4.0 if x.ndim == 2 else x,
+                      models.init_params(model, jax.random.key(0)))
+rng = np.random.RandomState(0)
+ids = rng.randint(9, 64, size=(32, 6)).astype(np.int32)
+mask = (np.arange(6)[None] >= rng.randint(0, 5, size=(32, 1))).astype(np.int32)
+ids = ids * mask
+key = jax.random.key(3)
+settings = dict(max_new_tokens=24, eos_id=tuple(range(3, 9)), pad_id=0, min_rows=1)
+want = sampling.Sampler(model, compact=False, **settings)(params, ids, mask, key)
+for shape, shards in [(dict(data=8), 8), (dict(data=2, fsdp=2, tensor=2), 4)]:
+    mesh = sharding.make_mesh(**shape)
+    put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+    sampler = sampling.Sampler(model, **settings)
+    out = sampler(params, put(ids), put(mask), key)
+    assert sampling.batch_shards(put(ids)) == shards, shape
+    np.testing.assert_array_equal(out.tokens, want.tokens)
+    np.testing.assert_array_equal(out.mask, want.mask)
+    np.testing.assert_allclose(out.logprobs, want.logprobs, atol=1e-5)
+    print("ok", shape, out.tokens.sharding.spec)
+"""
+
+
+def test_compaction_on_a_sharded_batch():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", EIGHT_DEVICES], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("ok") == 2, proc.stdout
