@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Callable
+from typing import Any
 
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
@@ -139,9 +140,10 @@ def _plan(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     parser.add_argument(
-        "--exact",
+        "--extrapolate",
         action="store_true",
-        help="compile the full depth instead of extrapolating from 1 and 2 layers (slow on CPU)",
+        help="compile 1 and 2 layers and extrapolate to the full depth instead of compiling it "
+        "(for networks with scan_layers: false, whose compile time grows with depth)",
     )
 
 
@@ -175,8 +177,45 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         "dr_grpo, rloo; results_<algorithm>.md for each one but ppo",
     )
     parser.add_argument(
+        "--sweep",
+        default=None,
+        metavar="KEY=V1,V2,...",
+        help="run every variant and seed once per value of a PPO config key, e.g. "
+        "eta=0.3,0.5,0.7,0.9 or ppo.policy_lr=1e-5,5e-5: results_sweep_KEY.md and sweep_KEY.png",
+    )
+    parser.add_argument(
+        "--prm",
+        default=None,
+        choices=("standard", "filler_aware"),
+        help="the PRM the variants use: standard (filler steps labelled correct, so the PRM "
+        "rewards padding) or filler_aware (filler labelled no progress): "
+        "results_filler_aware.md",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides, e.g. task.num_test=100"
     )
+
+
+def parse_sweep(text: str) -> tuple[str, list[Any]]:
+    """`--sweep KEY=V1,V2,...` -> (KEY, [V1, V2, ...]), each value read as YAML (0.5 is a
+    number, abc a string)."""
+    import yaml
+
+    from rlr.config import ConfigError
+
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--sweep {text!r} must look like KEY=V1,V2,... (e.g. eta=0.3,0.5)")
+    items = [v.strip() for v in values.split(",")]
+    if not values.strip() or not all(items):
+        raise ConfigError(f"--sweep {text!r} needs comma-separated values after '=', none empty")
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(yaml.safe_load(item))
+        except yaml.YAMLError:
+            raise ConfigError(f"--sweep {text!r}: value {item!r} is not valid YAML") from None
+    return key.strip(), parsed
 
 
 def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -193,6 +232,11 @@ def reproduce_config_source(args: argparse.Namespace) -> tuple[str, list[str]]:
     if args.algorithm:
         chosen = [a.strip() for a in args.algorithm.split(",") if a.strip()]
         overrides.append(f"algorithms=[{','.join(chosen)}]")
+    if args.sweep:
+        key, values = parse_sweep(args.sweep)
+        overrides.append(f"sweep={json.dumps({'key': key, 'values': values})}")
+    if args.prm:
+        overrides.append(f"prm_labels={args.prm}")
     return args.config or f"reproduce_{args.preset}", overrides
 
 
@@ -318,6 +362,14 @@ def _make_data(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prm-filler-fraction", type=float, default=0.3, help="PRM solutions given 1-2 fillers"
+    )
+    parser.add_argument(
+        "--prm-filler-labels",
+        choices=("correct", "no_progress"),
+        default="correct",
+        help="PRM labels of filler steps: correct (+1 before the first error; the PRM then "
+        "rewards padding) or no_progress (-1 without ending the correct prefix: a filler-aware "
+        "PRM)",
     )
 
 

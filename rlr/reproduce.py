@@ -21,8 +21,9 @@ import os
 import pathlib
 import shlex
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from rlr.training.configs import (
     REWARD_VARIANTS,
     ReproduceConfig,
     StageSpec,
+    resolve_ppo_key,
 )
 
 VARIANTS = REWARD_VARIANTS
@@ -104,6 +106,15 @@ class Reproduction:
         self.out = pathlib.Path(config.out_dir)
         self.seeds = config.seeds
         self.variants = tuple(config.variants)
+        self.filler_aware = config.prm_labels == "filler_aware"
+        # A sweep runs every variant and seed once per value of one PPO config key.
+        self.sweep_key = resolve_ppo_key(config.sweep.key) if config.sweep.key else ""
+        self.sweep_name = self.sweep_key.rsplit(".", 1)[-1]
+        self.values: tuple[Any, ...] = tuple(config.sweep.values) if self.sweep_key else (None,)
+        # Set apart the files of a filler-aware or sweep reproduction sharing this out_dir.
+        self.suffix = ("_filler_aware" if self.filler_aware else "") + (
+            f"_sweep_{self.sweep_name}" if self.sweep_key else ""
+        )
 
     @classmethod
     def from_preset(cls, preset: str, *overrides: str) -> Reproduction:
@@ -200,13 +211,14 @@ class Reproduction:
 
     # ------------------------------------------------------------------ stages
 
-    def data_arguments(self) -> list[str]:
-        """`rlr make-data` arguments of the task."""
+    def data_arguments(self, *, filler_aware: bool = False) -> list[str]:
+        """`rlr make-data` arguments of the task (the filler-aware PRM's data: the same
+        problems and solutions, fillers labelled as no progress)."""
         task = self.config.task
-        return [
+        argv = [
             "make-data",
             "--out",
-            self.path("data"),
+            self.path("data_filler_aware" if filler_aware else "data"),
             f"--num-train={task.num_train}",
             f"--num-test={task.num_test}",
             f"--seed={task.seed}",
@@ -216,11 +228,13 @@ class Reproduction:
             f"--operations={''.join(task.operations)}",
             f"--sft-filler-fraction={task.sft_filler_fraction}",
         ]
+        return argv + (["--prm-filler-labels=no_progress"] if filler_aware else [])
 
-    def data(self) -> dict[str, Any]:
+    def data(self, *, filler_aware: bool = False) -> dict[str, Any]:
         """The synthetic problems, SFT solutions and step-labelled data."""
-        path = self.out / "data"
-        info = self.stage(path, self.data_arguments(), produces=path / "manifest.json")
+        path = self.out / ("data_filler_aware" if filler_aware else "data")
+        argv = self.data_arguments(filler_aware=filler_aware)
+        info = self.stage(path, argv, produces=path / "manifest.json")
         if "counts" not in info:
             info = {**info, **_read_json(path / "manifest.json")}
         return info
@@ -233,52 +247,72 @@ class Reproduction:
         argv.append(f"--num-problems={task.tokenizer_corpus_problems}")
         return self.stage(path, argv, produces=path / "tokenizer.json")
 
-    def sft_arguments(self) -> list[str]:
+    def model_dir(self, kind: str, seed: int = 0) -> pathlib.Path:
+        """Where seed `seed`'s sft / prm / orm / sft_eval stage writes: KIND for seed 0 (so a
+        one-seed reproduction is the first seed of a longer one), KIND_seedN after it; the
+        filler-aware PRM is prm_filler_aware[_seedN]."""
+        if kind == "prm" and self.filler_aware:
+            kind = "prm_filler_aware"
+        return self.out / f"{kind}{seed_suffix(seed)}"
+
+    def sft_arguments(self, seed: int = 0) -> list[str]:
         """`rlr sft` arguments: the stage's config, the chaining paths, its overrides."""
         stage = self.config.sft
         return [
             "sft",
             "--config",
             stage.config,
-            f"out_dir={self.path('sft')}",
+            f"out_dir={self.model_dir('sft', seed)}",
             f"tokenizer={self.path('tokenizer')}",
             f"data.train={self.path('data', 'sft_train.jsonl')}",
             f"data.test={self.path('data', 'problems_test.jsonl')}",
             *stage_overrides(stage),
+            *seed_override(seed),
         ]
 
-    def sft(self) -> dict[str, Any]:
-        """The SFT policy (exported to sft/model)."""
-        path = self.out / "sft"
-        return self.stage(path, self.sft_arguments(), produces=path / "model" / "config.json")
+    def sft(self, seed: int = 0) -> dict[str, Any]:
+        """Seed `seed`'s SFT policy (exported to sft[_seedN]/model)."""
+        path = self.model_dir("sft", seed)
+        argv = self.sft_arguments(seed)
+        return self.stage(path, argv, produces=path / "model" / "config.json")
 
-    def reward_model_arguments(self, kind: str) -> list[str]:
-        """`rlr train-prm` / `train-orm` arguments on the SFT trunk."""
+    def reward_model_arguments(self, kind: str, seed: int = 0) -> list[str]:
+        """`rlr train-prm` / `train-orm` arguments on seed `seed`'s SFT trunk."""
         stage = getattr(self.config, kind)
+        data = "data_filler_aware" if kind == "prm" and self.filler_aware else "data"
         return [
             f"train-{kind}",
             "--config",
             stage.config,
-            f"out_dir={self.path(kind)}",
+            f"out_dir={self.model_dir(kind, seed)}",
             f"tokenizer={self.path('tokenizer')}",
-            f"init.path={self.path('sft', 'model')}",
-            f"data.train={self.path('data', 'prm_train.jsonl')}",
-            f"data.test={self.path('data', 'prm_test.jsonl')}",
+            f"init.path={self.model_dir('sft', seed) / 'model'}",
+            f"data.train={self.path(data, 'prm_train.jsonl')}",
+            f"data.test={self.path(data, 'prm_test.jsonl')}",
             *stage_overrides(stage),
+            *seed_override(seed),
         ]
 
-    def reward_model(self, kind: str) -> dict[str, Any]:
-        """The PRM or ORM (exported to prm/model or orm/model)."""
-        path = self.out / kind
-        argv = self.reward_model_arguments(kind)
+    def reward_model(self, kind: str, seed: int = 0) -> dict[str, Any]:
+        """Seed `seed`'s PRM or ORM (exported to prm/model, orm_seed1/model, ...)."""
+        path = self.model_dir(kind, seed)
+        argv = self.reward_model_arguments(kind, seed)
         return self.stage(path, argv, produces=path / "model" / "config.json")
 
-    def ppo_arguments(self, variant: str, seed: int, algorithm: str = "ppo") -> list[str]:
-        """`rlr ppo` arguments of one variant, seed and algorithm. The variant's reward
-        settings come last (ReproduceConfig forbids them in ppo.overrides), so a variant is
-        what it says."""
+    @property
+    def needs_orm(self) -> bool:
+        """Whether a configured variant reads the ORM (otherwise none is trained)."""
+        return any(VARIANTS[v].get("reward.use_orm") for v in self.variants)
+
+    def ppo_arguments(
+        self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None
+    ) -> list[str]:
+        """`rlr ppo` arguments of one variant, seed, algorithm and swept value. The variant's
+        reward settings come last (ReproduceConfig forbids them in ppo.overrides and as the
+        swept key), so a variant is what it says."""
         stage = self.config.ppo
-        directory = self.variant_dir(variant, seed, algorithm)
+        directory = self.variant_dir(variant, seed, algorithm, value)
+        orm = self.model_dir("orm", seed) / "model"
         return [
             "ppo",
             "--config",
@@ -288,12 +322,15 @@ class Reproduction:
             f"seed={seed}",
             f"out_dir={directory}",
             f"tokenizer={self.path('tokenizer')}",
-            f"policy.path={self.path('sft', 'model')}",
-            f"prm.path={self.path('prm', 'model')}",
-            f"orm.path={self.path('orm', 'model')}",
+            f"policy.path={self.model_dir('sft', seed) / 'model'}",
+            f"prm.path={self.model_dir('prm', seed) / 'model'}",
+            # Only the variant that reads the ORM loads it (the others would score every
+            # rollout with a network they ignore), so the runs do not depend on --variants.
+            f"orm.path={orm}" if VARIANTS[variant].get("reward.use_orm") else "orm=null",
             f"data.train={self.path('data', 'problems_train.jsonl')}",
             f"data.test={self.path('data', 'problems_test.jsonl')}",
             *stage_overrides(stage),
+            *([] if value is None else [_override(self.sweep_key, value)]),
             *(_override(k, v) for k, v in VARIANTS[variant].items()),
             "--export",
             str(directory / "model"),
@@ -305,53 +342,145 @@ class Reproduction:
             return self.variants
         return tuple(v for v in self.variants if v not in GROUP_ONLY_VARIANTS)
 
-    def ppo_config(self, variant: str, seed: int, algorithm: str = "ppo") -> Any:
+    def ppo_config(self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None):
         """The resolved PPOConfig of one run (what `rlr ppo` runs with)."""
-        return _command_config(self.ppo_arguments(variant, seed, algorithm))
+        return _command_config(self.ppo_arguments(variant, seed, algorithm, value))
 
-    def variant_dir(self, variant: str, seed: int, algorithm: str = "ppo") -> pathlib.Path:
-        """Where one run trains: ALGORITHM/VARIANT (ALGORITHM/VARIANT_seedN with seeds)."""
-        return variant_dir(self.out, variant, seed, self.seeds, algorithm)
+    def variant_dir(
+        self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None
+    ) -> pathlib.Path:
+        """Where one run trains: ALGORITHM/[filler_aware/][sweep_KEY/VALUE/]VARIANT[_seedN]."""
+        return variant_dir(self.runs_dir(algorithm, value), variant, seed)
 
-    def ppo(self, variant: str, seed: int, algorithm: str = "ppo") -> dict[str, Any]:
+    def runs_dir(self, algorithm: str, value: Any = None) -> pathlib.Path:
+        """The folder of one algorithm's runs (of one swept value, with a sweep)."""
+        path = self.out / algorithm
+        if self.filler_aware:
+            path = path / "filler_aware"
+        if value is not None:
+            path = path / f"sweep_{self.sweep_name}" / _value_name(value)
+        return path
+
+    def ppo(
+        self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None
+    ) -> dict[str, Any]:
         """One RL run, then its exported policy evaluated greedily and at temperature 1."""
-        path = self.variant_dir(variant, seed, algorithm)
-        argv = self.ppo_arguments(variant, seed, algorithm)
+        path = self.variant_dir(variant, seed, algorithm, value)
+        argv = self.ppo_arguments(variant, seed, algorithm, value)
+        config = self.ppo_config(variant, seed, algorithm, value)
 
         def train_and_evaluate() -> dict[str, Any]:
             self.command(argv)  # resumes from the run's checkpoints, if any
             summary = _read_json(path / "summary.json")
             if summary.get("preempted"):
                 return summary
-            return evaluate_policy_dir(path / "model", self.ppo_config(variant, seed, algorithm))
+            return evaluate_policy_dir(path / "model", config)
 
         model = path / "model" / "config.json"
         return self.stage(path, argv, produces=model, action=train_and_evaluate)
 
-    def evaluate_sft(self) -> dict[str, Any]:
-        """The SFT policy on the same held-out problems with the same evaluation as PPO's."""
-        argv = ["evaluate", self.path("sft", "model"), *self.ppo_arguments("success", 0)]
-        policy = self.out / "sft" / "model"
-        evaluate = lambda: evaluate_policy_dir(policy, self.ppo_config("success", 0))  # noqa: E731
-        return self.stage(self.out / "sft_eval", argv, action=evaluate)
+    def evaluate_sft(self, seed: int = 0) -> dict[str, Any]:
+        """Seed `seed`'s SFT policy on the same held-out problems with the same evaluation as
+        PPO's."""
+        policy = self.model_dir("sft", seed) / "model"
+        arguments = self.ppo_arguments("success", seed)
+        config = _command_config(arguments)
+        # The reward models and the run's folders play no part, so the cache key leaves them
+        # out: the standard, filler-aware and sweep reproductions in one folder share it.
+        unused = ("prm.path=", "orm.path=", "orm=", "out_dir=")
+        kept = arguments[: arguments.index("--export")]
+        argv = ["evaluate", str(policy), *(a for a in kept if not a.startswith(unused))]
+        evaluate = lambda: evaluate_policy_dir(policy, config)  # noqa: E731
+        return self.stage(self.model_dir("sft_eval", seed), argv, action=evaluate)
 
     def validate(self) -> None:
         """Loads every stage's config as its command will, before anything trains: a typo in
         a late stage's overrides fails at once, not after an hour of earlier stages."""
-        _command_config(self.sft_arguments())
-        for kind in ("prm", "orm"):
-            _command_config(self.reward_model_arguments(kind))
+        for seed in range(self.seeds):
+            _command_config(self.sft_arguments(seed))
+            for kind in ("prm", "orm") if self.needs_orm else ("prm",):
+                _command_config(self.reward_model_arguments(kind, seed))
         for algorithm in self.config.algorithms:
             for variant in self.variants_for(algorithm):
                 for seed in range(self.seeds):
-                    self.ppo_config(variant, seed, algorithm)
+                    for value in self.values:
+                        self.ppo_config(variant, seed, algorithm, value)
 
     # --------------------------------------------------------------------- all
 
+    def plan(self) -> list[PlannedStage]:
+        """Every stage in the order `run` takes them: shared data and tokenizer, then per seed
+        the SFT policy, its PRM (and ORM, if a variant reads one) and its evaluation, then the
+        RL runs (per algorithm, variant, seed and swept value)."""
+        stages = [
+            PlannedStage("data", self.out / "data", "data", 1, self.data),
+            PlannedStage("tokenizer", self.out / "tokenizer", "tokenizer", 1, self.tokenizer),
+        ]
+        if self.filler_aware:
+            stages.append(
+                PlannedStage(
+                    "data_filler_aware",
+                    self.out / "data_filler_aware",
+                    "data",
+                    1,
+                    lambda: self.data(filler_aware=True),
+                )
+            )
+        for seed in range(self.seeds):
+            suffix = seed_suffix(seed)
+            kinds = ("prm", "orm") if self.needs_orm else ("prm",)
+            stages.append(
+                PlannedStage(
+                    f"sft{suffix}", self.model_dir("sft", seed), "sft", 1, partial(self.sft, seed)
+                )
+            )
+            for kind in kinds:
+                directory = self.model_dir(kind, seed)
+                stages.append(
+                    PlannedStage(
+                        directory.name, directory, kind, 1, partial(self.reward_model, kind, seed)
+                    )
+                )
+            directory = self.model_dir("sft_eval", seed)
+            stages.append(
+                PlannedStage(
+                    directory.name, directory, "evaluation", 1, partial(self.evaluate_sft, seed)
+                )
+            )
+        for algorithm in self.config.algorithms:
+            for value, variant, seed in self.run_order(algorithm):
+                directory = self.variant_dir(variant, seed, algorithm, value)
+                iterations = self.ppo_config(variant, seed, algorithm, value).iterations
+                stages.append(
+                    PlannedStage(
+                        str(directory.relative_to(self.out)),
+                        directory,
+                        "ppo_iteration",
+                        iterations,
+                        partial(self.ppo, variant, seed, algorithm, value),
+                    )
+                )
+        return stages
+
+    def run_order(self, algorithm: str) -> list[tuple[Any, str, int]]:
+        """(swept value, variant, seed) of every RL run of an algorithm, in running order: the
+        raw PRM (where hacking shows) and Clip-Delta first, so their curves can be read while
+        the other variants train."""
+        variants = self.variants_for(algorithm)
+        first = [v for v in ("prm_raw", "prm_clip_delta") if v in variants]
+        ordered = first + [v for v in variants if v not in first]
+        return [
+            (value, variant, seed)
+            for seed in range(self.seeds)
+            for value in self.values
+            for variant in ordered
+        ]
+
     def run(self) -> dict[str, Any]:
-        """Every stage, then results.json, results.md and curves.png (results_<algorithm>.*
-        and curves_<algorithm>.png for each algorithm besides ppo). Returns the results of
-        the last algorithm."""
+        """Every stage (printing the expected time first and the time left after each), then
+        results.json, results.md and curves.png (results_<algorithm>.* for each algorithm
+        besides ppo; `_filler_aware` and `_sweep_KEY` suffixes for those reproductions).
+        Returns the results of the last algorithm."""
         from rlr import sharding
         from rlr.config import dump_config
         from rlr.training import distributed
@@ -361,92 +490,243 @@ class Reproduction:
         sharding.maybe_initialize_distributed()  # one of N processes: join them first
         if distributed.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
-            dump_config(self.config, self.out / "config.yaml")
+            dump_config(self.config, self.out / f"config{self.suffix}.yaml")
         distributed.sync("reproduce start")
         enable_compilation_cache(self.out / "jax_cache")
-        stages = [
-            ("data", self.data),
-            ("tokenizer", self.tokenizer),
-            ("sft", self.sft),
-            ("prm", lambda: self.reward_model("prm")),
-            ("orm", lambda: self.reward_model("orm")),
-            ("sft_eval", self.evaluate_sft),
-        ]
-        for name, stage in stages:
-            with _Timed(self.out, name):
-                result = stage()
-        sft_result = result
+        stages = self.plan()
+        clock = StageClock(self.config.expected_seconds)
+        todo = [stage for stage in stages if not (stage.directory / "DONE").exists()]
+        _log(
+            f"{len(stages)} stages, {len(stages) - len(todo)} already done; expected time "
+            f"{_minutes(clock.remaining(todo))} ({clock.basis()})"
+        )
+        done: dict[str, dict[str, Any]] = {}
+        for number, stage in enumerate(stages):
+            cached = (stage.directory / "DONE").exists()
+            began = time.time()
+            with _Timed(self.out, stage.name):
+                done[stage.name] = stage.run()
+            if not cached:
+                clock.record(stage, time.time() - began)
+                left = [s for s in stages[number + 1 :] if not (s.directory / "DONE").exists()]
+                if left:
+                    _log(f"{stage.name} done; about {_minutes(clock.remaining(left))} left")
         results = {}
         for algorithm in self.config.algorithms:
-            results[algorithm] = self.run_algorithm(algorithm, sft_result, start)
+            results[algorithm] = self.write_results(algorithm, done, start)
         return results[self.config.algorithms[-1]]
 
-    def run_algorithm(
-        self, algorithm: str, sft_result: dict[str, Any], start: float
+    def write_results(
+        self, algorithm: str, done: dict[str, dict[str, Any]], start: float
     ) -> dict[str, Any]:
-        """Every variant and seed under one algorithm; writes its results files and curves."""
-        # The raw PRM (where hacking shows) and Clip-Delta run first, so their curves can be
-        # read while the other variants train; results keep the table order.
+        """One algorithm's results file, table and curves (or sweep plot) from its runs."""
+        sft = [done[self.model_dir("sft_eval", s).name] for s in range(self.seeds)]
+        runs: dict[Any, dict[str, list[dict[str, Any]]]] = {}
+        for value, variant, seed in self.run_order(algorithm):
+            name = str(self.variant_dir(variant, seed, algorithm, value).relative_to(self.out))
+            runs.setdefault(value, {}).setdefault(variant, [None] * self.seeds)[seed] = done[name]
         variants = self.variants_for(algorithm)
-        first = [v for v in ("prm_raw", "prm_clip_delta") if v in variants]
-        runs = {}
-        for variant in first + [v for v in variants if v not in first]:
-            with _Timed(self.out, f"{algorithm}/{variant}"):
-                runs[variant] = [self.ppo(variant, s, algorithm) for s in range(self.seeds)]
-        runs = {v: runs[v] for v in variants}
-        results = self.collect(sft_result, runs, wall_time_s=time.time() - start)
+        runs = {value: {v: by_variant[v] for v in variants} for value, by_variant in runs.items()}
+        results = self.collect(sft, runs, wall_time_s=time.time() - start)
         results["algorithm"] = algorithm
-        suffix = "" if algorithm == "ppo" else f"_{algorithm}"
+        name = results_name(algorithm, self.filler_aware, self.sweep_name)
         from rlr.training import distributed
 
         if distributed.is_main():
-            (self.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
-            (self.out / f"results{suffix}.md").write_text(results_markdown(results))
-            plot_curves(self.out, variants, self.seeds, algorithm=algorithm)
-        _log(f"{algorithm} done after {results['wall_time_s'] / 60:.1f} min: results{suffix}.md")
+            (self.out / f"{name}.json").write_text(json.dumps(results, indent=2))
+            (self.out / f"{name}.md").write_text(results_markdown(results))
+            plot = self.out / f"{plot_name(name)}.png"
+            if self.sweep_key:
+                plot_sweep(results, plot)
+            else:
+                runs_dir = self.runs_dir(algorithm)
+                plot_curves(runs_dir, variants, self.seeds, path=plot, algorithm=algorithm)
+        _log(f"{algorithm} done after {results['wall_time_s'] / 60:.1f} min: {name}.md")
         return results
 
     def collect(
         self,
-        sft_result: dict[str, Any],
-        runs: dict[str, list[dict[str, Any]]],
+        sft: list[dict[str, Any]],
+        runs: dict[Any, dict[str, list[dict[str, Any]]]],
         *,
         wall_time_s: float,
     ) -> dict[str, Any]:
-        """results.json's content: every variant's mean (and std over seeds), the SFT row,
-        the PRM report, stage times and the paper's table."""
-        variants = {}
-        for name, per_seed in runs.items():
-            summary: dict[str, Any] = {}
-            for key, value in per_seed[0].items():
-                if isinstance(value, int | float):
-                    values = [run[key] for run in per_seed]
-                    summary[key] = float(np.mean(values))
-                    if len(values) > 1:
-                        summary[f"{key}_std"] = float(np.std(values))
-            summary["samples"] = per_seed[0]["samples"]
-            variants[name] = summary
+        """results.json's content: the SFT row and every variant's mean and std over seeds
+        (with each seed's numbers and the gain over that seed's SFT policy), per swept value
+        with a sweep; the PRM report, stage times and the paper's table."""
+
+        def variant_rows(by_variant: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+            rows = {}
+            for name, per_seed in by_variant.items():
+                rows[name] = {
+                    **aggregate_seeds(per_seed),
+                    "gain_over_sft": gain_over_sft(per_seed, sft),
+                    "samples": per_seed[0]["samples"],
+                }
+            return rows
+
         stage_seconds = _read_json(self.out / "stage_seconds.json")
-        return {
+        results: dict[str, Any] = {
             "preset": self.config.name,
             "seeds": list(range(self.seeds)),
+            "prm_labels": self.config.prm_labels,
             "wall_time_s": wall_time_s,
             "stage_seconds": stage_seconds,
             "total_stage_seconds": sum(stage_seconds.values()),
             "date": time.strftime("%Y-%m-%d"),
-            "sft": dict(sft_result),
-            "variants": variants,
-            "prm": _read_json(self.out / "prm" / "DONE"),
+            "sft": aggregate_seeds(sft),
+            "prm": _read_json(self.model_dir("prm") / "DONE"),
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
+        if self.sweep_key:
+            results["sweep"] = {
+                "key": self.sweep_key,
+                "values": [_jsonable(v) for v in self.values],
+                "variants": [variant_rows(runs[value]) for value in self.values],
+            }
+        else:
+            results["variants"] = variant_rows(runs[None])
+        return results
 
 
-def variant_dir(
-    out: pathlib.Path, variant: str, seed: int, seeds: int, algorithm: str = "ppo"
-) -> pathlib.Path:
-    """ALGORITHM/VARIANT under `out` (ppo/prm_raw, grpo/prm_raw, ...), or
-    ALGORITHM/VARIANT_seedN when a reproduction runs several seeds."""
-    return out / algorithm / (variant if seeds == 1 else f"{variant}_seed{seed}")
+class PlannedStage(NamedTuple):
+    """One stage of a reproduction: its name (as in stage_seconds.json), directory (DONE
+    marks it finished), kind and size in units of that kind (for the time estimate), and the
+    call that runs or reads it."""
+
+    name: str
+    directory: pathlib.Path
+    kind: str
+    units: float
+    run: Callable[[], dict[str, Any]]
+
+
+class StageClock:
+    """Expected seconds of stages: per unit of each kind (a PPO iteration, one SFT run, ...),
+    the mean measured in this run where a stage of that kind has finished, else the preset's
+    `expected_seconds`."""
+
+    def __init__(self, expected: dict[str, float]):
+        self.expected = dict(expected)
+        self.measured: dict[str, list[float]] = {}
+
+    def record(self, stage: PlannedStage, seconds: float) -> None:
+        """A stage of `stage.kind` took `seconds`."""
+        self.measured.setdefault(stage.kind, []).append(seconds / max(stage.units, 1e-9))
+
+    def per_unit(self, kind: str) -> float:
+        """Seconds per unit of `kind` (0 when neither measured nor expected)."""
+        if kind in self.measured:
+            return float(np.mean(self.measured[kind]))
+        return float(self.expected.get(kind, 0.0))
+
+    def remaining(self, stages: Sequence[PlannedStage]) -> float:
+        """Expected seconds of `stages`."""
+        return sum(self.per_unit(stage.kind) * stage.units for stage in stages)
+
+    def basis(self) -> str:
+        """What the estimate rests on, for the log."""
+        if self.measured:
+            return "from the stages measured in this run"
+        if self.expected:
+            return "from the preset's expected_seconds, measured on a 2-core machine"
+        return "no expected_seconds in this config, so unknown"
+
+
+def seed_suffix(seed: int) -> str:
+    """ "" for seed 0, "_seedN" after it: the suffix of a seed's stage folders."""
+    return "" if seed == 0 else f"_seed{seed}"
+
+
+def seed_override(seed: int) -> list[str]:
+    """A training stage's seed override: none for seed 0 (the config's own seed, so a one-seed
+    reproduction keeps its cached stages), `seed=N` after it."""
+    return [] if seed == 0 else [f"seed={seed}"]
+
+
+def results_name(algorithm: str, filler_aware: bool, sweep_name: str = "") -> str:
+    """results[_ALGORITHM][_filler_aware][_sweep_KEY] (no _ppo: PPO is the main table)."""
+    name = "results" if algorithm == "ppo" else f"results_{algorithm}"
+    if filler_aware:
+        name += "_filler_aware"
+    return name + (f"_sweep_{sweep_name}" if sweep_name else "")
+
+
+def plot_name(results: str) -> str:
+    """The picture beside a results file: curves[...] for a results[...] table (curves per
+    PPO iteration), sweep[...]_KEY for a results[...]_sweep_KEY table."""
+    rest = results.removeprefix("results")
+    if "_sweep_" in rest:
+        return "sweep" + rest.replace("_sweep_", "_", 1)
+    return "curves" + rest
+
+
+def variant_dir(runs_dir: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
+    """VARIANT (seed 0) or VARIANT_seedN under an algorithm's runs folder."""
+    return runs_dir / f"{variant}{seed_suffix(seed)}"
+
+
+def _value_name(value: Any) -> str:
+    """A swept value as a folder name."""
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return "".join(c if c.isalnum() or c in ".-+_" else "_" for c in text)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def aggregate_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds of every number in the per-seed results, KEY_std beside it (the sample
+    standard deviation, ddof=1, when there are several seeds), and `per_seed`: each seed's
+    numbers."""
+    numbers = [
+        {
+            k: float(v)
+            for k, v in run.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        for run in per_seed
+    ]
+    summary: dict[str, Any] = {}
+    for key in numbers[0]:
+        values = [run[key] for run in numbers if key in run]
+        summary[key] = float(np.mean(values))
+        if len(values) > 1:
+            summary[f"{key}_std"] = float(np.std(values, ddof=1))
+    summary["per_seed"] = numbers
+    return summary
+
+
+def gain_over_sft(
+    per_seed: Sequence[dict[str, Any]],
+    sft_per_seed: Sequence[dict[str, Any]],
+    *,
+    key: str = "greedy_accuracy",
+) -> dict[str, Any]:
+    """A variant's gain over the SFT policy it started from, paired by seed: mean, standard
+    deviation and standard error (std / sqrt(seeds); None with one seed) of
+    run[key] - sft[key], and whether the mean exceeds twice the standard error."""
+    diffs = np.asarray([run[key] - sft[key] for run, sft in zip(per_seed, sft_per_seed)])
+    if len(diffs) < 2:
+        return {
+            "key": key,
+            "mean": float(diffs.mean()),
+            "std": None,
+            "se": None,
+            "seeds": 1,
+            "beats_sft": None,
+        }
+    std = float(np.std(diffs, ddof=1))
+    se = std / np.sqrt(len(diffs))
+    return {
+        "key": key,
+        "mean": float(diffs.mean()),
+        "std": std,
+        "se": float(se),
+        "seeds": len(diffs),
+        "beats_sft": bool(diffs.mean() > 2 * se),
+    }
 
 
 def _command_config(argv: list[str]) -> Any:
@@ -522,21 +802,58 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _pct(entry: dict[str, Any], key: str) -> str:
+    """A fraction as a percentage, with ± its std over seeds when there is one."""
+    text = f"{100 * entry[key]:.1f}"
+    if f"{key}_std" in entry:
+        text += f" ± {100 * entry[f'{key}_std']:.1f}"
+    return text
+
+
+def _mean_std(entry: dict[str, Any], key: str, digits: int) -> str:
+    text = f"{entry[key]:.{digits}f}"
+    if f"{key}_std" in entry:
+        text += f" ± {entry[f'{key}_std']:.{digits}f}"
+    return text
+
+
 def results_markdown(results: dict[str, Any]) -> str:
-    """The results table (accuracy %, solution shape) beside the paper's Table 1."""
-
-    def pct(entry: dict[str, Any], key: str) -> str:
-        text = f"{100 * entry[key]:.1f}"
-        if f"{key}_std" in entry:
-            text += f" ± {100 * entry[f'{key}_std']:.1f}"
-        return text
-
+    """The results table (accuracy %, solution shape; mean ± std over seeds) beside the
+    paper's Table 1, the RL gain over SFT per variant, and the PRM's scores by step kind; a
+    sweep's table has one row per variant and swept value."""
     total = results.get("total_stage_seconds", results["wall_time_s"])
+    seeds = results["seeds"]
+    prm_labels = results.get("prm_labels", "standard")
     lines = [
         f"rlr reproduction, preset `{results['preset']}`, "
-        f"algorithm {results.get('algorithm', 'ppo')}, seeds {results['seeds']}, "
-        f"{results['date']}, wall time {total / 60:.1f} min (all stages)",
+        f"algorithm {results.get('algorithm', 'ppo')}, seeds {seeds}"
+        + (f" (mean ± std over {len(seeds)} seeds)" if len(seeds) > 1 else "")
+        + (", filler-aware PRM" if prm_labels == "filler_aware" else "")
+        + f", {results['date']}, wall time {total / 60:.1f} min (all stages)",
         "",
+    ]
+    if "sweep" in results:
+        lines += _sweep_table(results)
+    else:
+        lines += _variant_table(results)
+    prm = results.get("prm", {}).get("eval", {})
+    if "mean_score_filler" in prm:
+        premise = (
+            "filler scores below correct steps: the filler-aware premise"
+            if prm["mean_score_filler"] < prm["mean_score_correct"]
+            else "useless steps score high: the premise of the hacking"
+        )
+        lines += [
+            "",
+            f"PRM on held-out steps: AUC {prm['step_auc']:.3f}; mean score of filler steps "
+            f"{prm['mean_score_filler']:.3f}, correct steps {prm['mean_score_correct']:.3f}, "
+            f"wrong steps {prm['mean_score_wrong']:.3f} ({premise}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _variant_table(results: dict[str, Any]) -> list[str]:
+    lines = [
         "| reward | greedy acc. % | sampling acc. % | steps / solution | filler-step fraction "
         "| response tokens | paper MATH greedy (sampling) |",
         "|---|---|---|---|---|---|---|",
@@ -547,27 +864,107 @@ def results_markdown(results: dict[str, Any]) -> str:
         paper_text = f"{paper['greedy']:.2f} ({paper['sampling']:.2f})" if paper else ""
         label = "SFT policy (before RL)" if name == "sft" else name
         lines.append(
-            f"| {label} | {pct(entry, 'greedy_accuracy')} | {pct(entry, 'sampling_accuracy')} "
-            f"| {entry['steps_per_solution']:.2f} | {entry['filler_step_fraction']:.3f} "
-            f"| {entry['response_length']:.1f} | {paper_text} |"
+            f"| {label} | {_pct(entry, 'greedy_accuracy')} | {_pct(entry, 'sampling_accuracy')} "
+            f"| {_mean_std(entry, 'steps_per_solution', 2)} "
+            f"| {_mean_std(entry, 'filler_step_fraction', 3)} "
+            f"| {_mean_std(entry, 'response_length', 1)} | {paper_text} |"
         )
-    prm = results.get("prm", {}).get("eval", {})
-    if "mean_score_filler" in prm:
+    gains = [
+        (name, entry["gain_over_sft"])
+        for name, entry in results["variants"].items()
+        if entry.get("gain_over_sft", {}).get("se") is not None
+    ]
+    if gains:
         lines += [
             "",
-            f"PRM on held-out steps: AUC {prm['step_auc']:.3f}; mean score of filler steps "
-            f"{prm['mean_score_filler']:.3f}, correct steps {prm['mean_score_correct']:.3f}, "
-            f"wrong steps {prm['mean_score_wrong']:.3f} (useless steps score high: the premise "
-            "of the hacking).",
+            "Greedy-accuracy gain over the SFT policy, paired by seed (mean ± standard error; "
+            "'beats SFT' when the mean exceeds twice the standard error):",
+            "",
+            "| reward | gain (points) | beats SFT |",
+            "|---|---|---|",
         ]
-    return "\n".join(lines) + "\n"
+        for name, gain in gains:
+            lines.append(
+                f"| {name} | {100 * gain['mean']:+.1f} ± {100 * gain['se']:.1f} "
+                f"| {'yes' if gain['beats_sft'] else 'no'} |"
+            )
+    return lines
+
+
+def _sweep_table(results: dict[str, Any]) -> list[str]:
+    sweep = results["sweep"]
+    lines = [
+        f"Sweep of `{sweep['key']}`; SFT policy before RL: greedy "
+        f"{_pct(results['sft'], 'greedy_accuracy')} %, "
+        f"{_mean_std(results['sft'], 'steps_per_solution', 2)} steps per solution.",
+        "",
+        f"| reward | {sweep['key']} | greedy acc. % | sampling acc. % | steps / solution "
+        "| filler-step fraction | response tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = list(sweep["variants"][0])
+    for name in names:
+        for value, rows in zip(sweep["values"], sweep["variants"]):
+            entry = rows[name]
+            lines.append(
+                f"| {name} | {value} | {_pct(entry, 'greedy_accuracy')} "
+                f"| {_pct(entry, 'sampling_accuracy')} "
+                f"| {_mean_std(entry, 'steps_per_solution', 2)} "
+                f"| {_mean_std(entry, 'filler_step_fraction', 3)} "
+                f"| {_mean_std(entry, 'response_length', 1)} |"
+            )
+    return lines
+
+
+def plot_sweep(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
+    """sweep_KEY.png: greedy accuracy, steps per solution and response length against the
+    swept value, a line per variant with a band of ± one std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = results["sweep"]
+    numeric = all(isinstance(v, int | float) for v in sweep["values"])
+    xs = sweep["values"] if numeric else list(range(len(sweep["values"])))
+    panels = (
+        ("greedy_accuracy", "greedy accuracy"),
+        ("steps_per_solution", "steps per solution"),
+        ("response_length", "response tokens"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    for name in sweep["variants"][0]:
+        for ax, (key, title) in zip(axes, panels):
+            mean = np.asarray([rows[name][key] for rows in sweep["variants"]])
+            (line,) = ax.plot(xs, mean, marker="o", label=name)
+            if f"{key}_std" in sweep["variants"][0][name]:
+                std = np.asarray([rows[name][f"{key}_std"] for rows in sweep["variants"]])
+                ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.set_title(title)
+            ax.set_xlabel(sweep["key"])
+            if not numeric:
+                ax.set_xticks(xs, [str(v) for v in sweep["values"]])
+    sft = results["sft"]
+    for ax, (key, _) in zip(axes, panels):
+        ax.axhline(sft[key], color="gray", linestyle="--", linewidth=1, label="SFT")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(
-    out: pathlib.Path, variants: Sequence[str], seeds: int, *, algorithm: str = "ppo"
+    runs_dir: pathlib.Path,
+    variants: Sequence[str],
+    seeds: int,
+    *,
+    path: pathlib.Path,
+    algorithm: str = "ppo",
 ) -> pathlib.Path:
-    """curves.png (curves_<algorithm>.png besides ppo): rollout accuracy, steps per solution
-    and PRM return per iteration of every variant, with a band over seeds."""
+    """Rollout accuracy, steps per solution and PRM return per iteration of every variant
+    whose runs are under `runs_dir` (VARIANT, VARIANT_seedN), with a band of ± one std over
+    seeds; written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -584,7 +981,7 @@ def plot_curves(
     for variant in variants:
         curves = []
         for seed in range(seeds):
-            directory = variant_dir(out, variant, seed, seeds, algorithm)
+            directory = variant_dir(runs_dir, variant, seed)
             if (directory / "metrics.jsonl").exists():
                 curves.append(read_metrics(directory))
         if not curves:
@@ -595,13 +992,12 @@ def plot_curves(
             mean = np.nanmean(values, axis=0)
             (line,) = ax.plot(steps, mean, label=variant)
             if len(curves) > 1:
-                std = np.nanstd(values, axis=0)
+                std = np.nanstd(values, axis=0, ddof=1)
                 ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             ax.set_title(title)
             ax.set_xlabel(f"{algorithm.upper()} iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = out / ("curves.png" if algorithm == "ppo" else f"curves_{algorithm}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -619,7 +1015,7 @@ def run(args: argparse.Namespace) -> int:
     print(results_markdown(results))
     out = reproduction.out
     for algorithm in reproduction.config.algorithms:
-        suffix = "" if algorithm == "ppo" else f"_{algorithm}"
-        files = [f"results{suffix}.json", f"results{suffix}.md", f"curves{suffix}.png"]
-        print(f"{algorithm} results: " + ", ".join(str(out / name) for name in files))
+        name = results_name(algorithm, reproduction.filler_aware, reproduction.sweep_name)
+        files = [f"{name}.json", f"{name}.md", f"{plot_name(name)}.png"]
+        print(f"{algorithm} results: " + ", ".join(str(out / file) for file in files))
     return 0

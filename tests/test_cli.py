@@ -81,6 +81,10 @@ def test_print_config_prints_every_key_resolved(name, capsys):
             "2",
             "--algorithm",
             "grpo,rloo",
+            "--sweep",
+            "eta=0.3,0.5",
+            "--prm",
+            "filler_aware",
             "task.num_test=7",
         ],
         "train-prm": ["train-prm", "--config", "prm_cpu", "train.steps=5"],
@@ -99,6 +103,8 @@ def test_print_config_prints_every_key_resolved(name, capsys):
     if name == "reproduce":
         assert printed["seeds"] == 2 and printed["task"]["num_test"] == 7
         assert printed["algorithms"] == ["grpo", "rloo"]
+        assert printed["sweep"] == {"key": "eta", "values": [0.3, 0.5]}
+        assert printed["prm_labels"] == "filler_aware"
     elif name == "train-orm":
         assert printed["kind"] == "orm" and printed["train"]["steps"] == 5
     elif name == "ppo":
@@ -113,6 +119,12 @@ def test_print_config_prints_every_key_resolved(name, capsys):
         (["ppo", "--config", "no_such_config"], "is neither a file nor a config shipped with rlr"),
         (["sft", "--config", "sft_cpu", "data.train=missing.jsonl"], "data.train '' is not a file"),
         (["reproduce", "--variants", "prm_rwa", "--print-config"], "unknown variant 'prm_rwa'"),
+        (["reproduce", "--sweep", "eta", "--print-config"], "must look like KEY=V1,V2"),
+        (["reproduce", "--sweep", "eta=0.3,", "--print-config"], "comma-separated values"),
+        (["reproduce", "--sweep", "etta=1", "--print-config"], "did you mean 'reward.eta'"),
+        (["reproduce", "--sweep", "path=a,b", "--print-config"], "names several PPO config keys"),
+        (["reproduce", "--sweep", "method=raw,clip", "--print-config"], "choose --variants"),
+        (["reproduce", "--sweep", "eta=0.3,0.3", "--print-config"], "lists a value twice"),
     ],
 )  # fmt: skip
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, tmp_path, capsys):

@@ -4,11 +4,24 @@ table and its error bars, and clear errors."""
 import json
 import shutil
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smoke_run import installed_rlr, smoke_results
 
 from rlr.config import ConfigError
-from rlr.reproduce import PAPER_TABLE, VARIANTS, Reproduction, StagePreempted, results_markdown
+from rlr.data.synthetic import FILLER_STEPS
+from rlr.reproduce import (
+    PAPER_TABLE,
+    VARIANTS,
+    Reproduction,
+    StagePreempted,
+    aggregate_seeds,
+    gain_over_sft,
+    plot_name,
+    results_markdown,
+)
 from rlr.training.configs import GROUP_ONLY_VARIANTS
 
 PPO_VARIANTS = [v for v in VARIANTS if v not in GROUP_ONLY_VARIANTS]
@@ -127,3 +140,94 @@ def test_a_stage_is_cached_only_when_it_finished_with_the_same_command(tmp_path)
     with pytest.raises(StagePreempted, match="did not write"):
         reproduction.stage(other, ["b"], produces=other / "model", action=lambda: {})
     assert not (other / "DONE").exists()  # a rerun runs the stage again
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(1, 20)), min_size=1, max_size=5)
+)
+def test_seed_aggregation_matches_a_loop(rows):
+    per_seed = [
+        {"greedy_accuracy": g, "sft_like": s, "steps_per_solution": k, "samples": [], "ok": True}
+        for g, s, k in rows
+    ]
+    sft = [{"greedy_accuracy": s} for _, s, _ in rows]
+    summary = aggregate_seeds(per_seed)
+    n = len(rows)
+    for key, column in (("greedy_accuracy", 0), ("steps_per_solution", 2)):
+        values = [row[column] for row in rows]
+        mean = sum(values) / n
+        assert summary[key] == pytest.approx(mean)
+        if n > 1:
+            var = sum((v - mean) ** 2 for v in values) / (n - 1)
+            assert summary[f"{key}_std"] == pytest.approx(var**0.5, abs=1e-9)
+        else:
+            assert f"{key}_std" not in summary
+    assert "samples" not in summary and "ok" not in summary  # numbers only
+    assert [run["greedy_accuracy"] for run in summary["per_seed"]] == [r[0] for r in rows]
+    gain = gain_over_sft(per_seed, sft)
+    diffs = [g - s for g, s, _ in rows]
+    assert gain["mean"] == pytest.approx(sum(diffs) / n)
+    if n > 1:
+        std = float(np.std(diffs, ddof=1))
+        assert gain["se"] == pytest.approx(std / n**0.5, abs=1e-9)
+        assert gain["beats_sft"] == (gain["mean"] > 2 * gain["se"])
+    else:
+        assert gain["se"] is None and gain["beats_sft"] is None
+
+
+def test_results_and_plot_names():
+    assert plot_name("results") == "curves"
+    assert plot_name("results_grpo_filler_aware") == "curves_grpo_filler_aware"
+    assert plot_name("results_sweep_eta") == "sweep_eta"
+    assert plot_name("results_grpo_sweep_alpha") == "sweep_grpo_alpha"
+
+
+def test_smoke_with_two_seeds_a_sweep_and_the_filler_aware_prm(out, tmp_path):
+    """Continues a copy of the session's one-seed smoke run: seed 1 trains its own SFT
+    policy and PRM while seed 0's stages are reused; a sweep and the filler-aware PRM run
+    beside the main table in the same folder."""
+    copy = tmp_path / "reproduce"
+    shutil.copytree(out, copy)
+    base = [f"out_dir={copy}", "algorithms=[ppo]"]
+    two = Reproduction.from_preset("smoke", *base, "seeds=2", "variants=[success,prm_clip]")
+    planned = {stage.name for stage in two.plan()}
+    assert {"sft_seed1", "prm_seed1", "sft_eval_seed1", "ppo/prm_clip_seed1"} <= planned
+    assert "orm" not in planned  # no variant reads an ORM
+    results = two.run()
+    assert results["seeds"] == [0, 1]
+    assert (copy / "sft_seed1" / "model" / "config.json").is_file()
+    seed0 = json.loads((out / "results.json").read_text())["variants"]["success"]
+    entry = results["variants"]["success"]
+    assert entry["per_seed"][0]["greedy_accuracy"] == seed0["greedy_accuracy"]  # reused
+    assert "greedy_accuracy_std" in entry and entry["gain_over_sft"]["seeds"] == 2
+    sft_seed1 = (copy / "sft_seed1" / "config.yaml").read_text()
+    assert "seed: 1" in sft_seed1
+    assert "± " in (copy / "results.md").read_text()
+
+    sweep = Reproduction.from_preset(
+        "smoke", *base, "variants=[prm_clip]", "sweep={key: eta, values: [0.2, 0.8]}"
+    ).run()
+    assert sweep["sweep"]["key"] == "reward.eta" and len(sweep["sweep"]["variants"]) == 2
+    for value in ("0.2", "0.8"):
+        config = (copy / "ppo" / "sweep_eta" / value / "prm_clip" / "config.yaml").read_text()
+        assert f"eta: {value}" in config
+    assert "| prm_clip | 0.8 |" in (copy / "results_sweep_eta.md").read_text()
+    assert (copy / "sweep_eta.png").stat().st_size > 10_000
+
+    aware = Reproduction.from_preset(
+        "smoke", *base, "variants=[prm_raw]", "prm_labels=filler_aware"
+    ).run()
+    assert aware["prm_labels"] == "filler_aware"
+    assert (copy / "prm_filler_aware" / "model" / "config.json").is_file()
+    config = (copy / "ppo" / "filler_aware" / "prm_raw" / "config.yaml").read_text()
+    assert "prm_filler_aware" in config
+    labels = [json.loads(line) for line in open(copy / "data_filler_aware" / "prm_train.jsonl")]
+    filler = [
+        label
+        for record in labels
+        for step, label in zip(record["steps"], record["labels"])
+        if step in FILLER_STEPS
+    ]
+    assert filler and set(filler) == {-1}
+    assert (copy / "results.json").is_file() and (copy / "results_filler_aware.md").is_file()

@@ -185,6 +185,30 @@ class TestDatasets:
             assert sum(s in FILLER_STEPS for s in record.steps) == record.meta["fillers"]
         assert 100 < kinds["corrupted"] < 200
 
+    def test_filler_aware_labels_mark_only_fillers_and_keep_everything_else(self):
+        knobs = dict(num_train=200, num_test=20, seed=3, prm_filler_fraction=0.8)
+        plain = make_datasets(**knobs)
+        aware = make_datasets(**knobs, prm_filler_labels="no_progress")
+        assert aware["problems_test"] == plain["problems_test"]
+        changed = 0
+        for before, after in zip(plain["prm_train"], aware["prm_train"]):
+            assert before.steps == after.steps
+            for step, old, new in zip(before.steps, before.labels, after.labels):
+                if step in FILLER_STEPS:
+                    assert new == -1
+                    changed += old != new
+                else:
+                    assert new == old  # a filler never ends the correct prefix
+        assert changed > 50
+        # One filler in a correct solution: the steps after it stay correct.
+        problem = plain["problems_train"][0]
+        text = insert_fillers(problem.solution, num_fillers=1, rng=np.random.default_rng(1))
+        steps, labels = process_labels(problem, text, filler_labels="no_progress")
+        assert labels.count(-1) == 1 and labels[-1] == 1
+        assert steps[labels.index(-1)] in FILLER_STEPS
+        with pytest.raises(ValueError, match="filler_labels must be one of"):
+            process_labels(problem, text, filler_labels="zero")
+
     def test_bad_fraction(self):
         with pytest.raises(ValueError, match="sft_filler_fraction"):
             make_datasets(num_train=1, num_test=1, sft_filler_fraction=1.5)

@@ -296,16 +296,29 @@ def insert_fillers(solution_text: str, *, num_fillers: int, rng: np.random.Gener
     return "\n".join(body + last)
 
 
-def process_labels(problem: Problem, solution_text: str) -> tuple[list[str], list[int]]:
+FILLER_LABELS = ("correct", "no_progress")
+
+
+def process_labels(
+    problem: Problem, solution_text: str, *, filler_labels: str = "correct"
+) -> tuple[list[str], list[int]]:
     """Steps and Math-Shepherd-style hard labels: +1 while every step so far is correct, then -1.
 
-    Fillers before the first error are labelled +1: they are correct, which is exactly why a PRM
-    trained on such labels rewards padding.
+    filler_labels="correct" (the default) labels fillers before the first error +1: they are
+    correct, which is exactly why a PRM trained on such labels rewards padding.
+    filler_labels="no_progress" labels every filler -1 (a step that makes no progress) without
+    ending the correct prefix, so the steps after it keep their own labels: a PRM trained on
+    these labels scores filler below real steps (a "filler-aware" PRM).
     """
+    if filler_labels not in FILLER_LABELS:
+        raise ValueError(f"filler_labels must be one of {FILLER_LABELS}; got {filler_labels!r}")
     steps = step_texts(solution_text, separators=_SEPARATORS)
     labels, ok = [], True
-    for correct in check_steps(problem, solution_text):
-        ok = ok and correct
+    for verdict in grade_steps(problem, solution_text):
+        if verdict.filler and filler_labels == "no_progress":
+            labels.append(-1)
+            continue
+        ok = ok and verdict.correct
         labels.append(1 if ok else -1)
     return steps, labels
 
@@ -322,6 +335,7 @@ def make_datasets(
     sft_filler_fraction: float = 0.0,
     prm_corrupt_fraction: float = 0.5,
     prm_filler_fraction: float = 0.3,
+    prm_filler_labels: str = "correct",
 ) -> dict[str, list]:
     """Train/test problems, SFT solutions and PRM step-labelled solutions.
 
@@ -331,8 +345,10 @@ def make_datasets(
       line inserted in a `sft_filler_fraction` of them (0 by default: a clean SFT policy).
     - prm_train / prm_test: one StepLabelled solution per problem: corrupted (first error step
       uniform) with probability `prm_corrupt_fraction`, else correct; then 1-2 fillers inserted
-      with probability `prm_filler_fraction`. Labels follow `process_labels`; meta["kind"] is
-      "correct" or "corrupted" and meta["fillers"] the number of fillers.
+      with probability `prm_filler_fraction`. Labels follow `process_labels` with
+      `prm_filler_labels` ("correct" or "no_progress"); meta["kind"] is "correct" or
+      "corrupted" and meta["fillers"] the number of fillers. The filler labels change no
+      other record: the same seed gives the same problems and solutions either way.
     """
     for name, value in (
         ("sft_filler_fraction", sft_filler_fraction),
@@ -373,7 +389,7 @@ def make_datasets(
                 text = problem.solution
             fillers = int(rng.integers(1, 3)) if rng.random() < prm_filler_fraction else 0
             text = insert_fillers(text, num_fillers=fillers, rng=rng)
-            steps, labels = process_labels(problem, text)
+            steps, labels = process_labels(problem, text, filler_labels=prm_filler_labels)
             records.append(
                 StepLabelled(
                     id=problem.id,
@@ -443,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
         sft_filler_fraction=args.sft_filler_fraction,
         prm_corrupt_fraction=args.prm_corrupt_fraction,
         prm_filler_fraction=args.prm_filler_fraction,
+        prm_filler_labels=args.prm_filler_labels,
     )
     for name, count in counts.items():
         print(f"{name}: {count} records")

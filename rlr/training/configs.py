@@ -481,6 +481,74 @@ class StageSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A sweep of one PPO config key over values (`rlr reproduce --sweep KEY=V1,V2,...`): every
+    variant and seed runs once per value. `key` is a dotted PPO config key (reward.eta) or a
+    field name that names one key alone (eta); empty means no sweep."""
+
+    key: str = ""
+    values: tuple[Any, ...] = ()
+
+    def __post_init__(self):
+        require(
+            not self.key or len(self.values) >= 1,
+            f"sweep.values must list at least one value for sweep.key={self.key!r}",
+        )
+        require(bool(self.key) or not self.values, "sweep.values are set but sweep.key is empty")
+        texts = [str(v) for v in self.values]
+        require(
+            len(set(texts)) == len(texts),
+            f"sweep.values lists a value twice: {', '.join(texts)}",
+        )
+
+
+def config_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config dataclass (PPOConfig -> reward.eta, ppo.policy_lr,
+    ...); a nested dataclass is a section, anything else a leaf."""
+    keys = []
+    for field in dataclasses.fields(cls):
+        annotation = typing.get_type_hints(cls)[field.name]
+        sections = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        if sections and type(None) in typing.get_args(annotation):
+            annotation = sections[0]  # an optional section
+        if dataclasses.is_dataclass(annotation):
+            keys += config_keys(annotation, f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def resolve_ppo_key(name: str) -> str:
+    """A PPO config key from its dotted form (reward.eta) or from a field name that names one
+    key alone (eta -> reward.eta); anything else is an error that lists the candidates."""
+    keys = config_keys(PPOConfig)
+    if name in keys:
+        return name
+    matches = [key for key in keys if key.rsplit(".", 1)[-1] == name]
+    require(bool(matches), f"sweep.key: {name!r} is not a PPO config key{_close(name, keys)}")
+    require(
+        len(matches) == 1,
+        f"sweep.key: {name!r} names several PPO config keys ({', '.join(matches)}); "
+        "write the dotted one",
+    )
+    return matches[0]
+
+
+def _close(name: str, keys: list[str]) -> str:
+    import difflib
+
+    leaves = {key.rsplit(".", 1)[-1]: key for key in keys}
+    close = difflib.get_close_matches(name, list(leaves) + keys, n=1, cutoff=0.6)
+    return f"; did you mean '{leaves.get(close[0], close[0])}'?" if close else ""
+
+
+# The PRM a reproduction trains: "standard" labels filler steps correct (so the PRM rewards
+# padding, the premise of the hacking); "filler_aware" labels them as no progress (-1).
+PRMLabels = Literal["standard", "filler_aware"]
+EXPECTED_STAGES = ("data", "tokenizer", "sft", "prm", "orm", "evaluation", "ppo_iteration")
+
+
+@dataclasses.dataclass(frozen=True)
 class ReproduceConfig:
     """`rlr reproduce`: data -> tokenizer -> SFT -> PRM and ORM -> PPO per reward variant.
 
@@ -501,6 +569,12 @@ class ReproduceConfig:
     prm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("prm_cpu"))
     orm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("orm_cpu"))
     ppo: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("ppo_cpu"))
+    prm_labels: PRMLabels = "standard"
+    sweep: SweepSpec = dataclasses.field(default_factory=SweepSpec)
+    # Seconds per stage measured on a 2-core machine (JAX matmul about 200 GFLOP/s), for the
+    # estimate printed before a run starts; a stage's measured time replaces its estimate.
+    # Keys: data, tokenizer, sft, prm, orm, evaluation (one policy), ppo_iteration.
+    expected_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         require(self.seeds >= 1, f"seeds must be >= 1; got {self.seeds}")
@@ -520,4 +594,21 @@ class ReproduceConfig:
             require(
                 variant in REWARD_VARIANTS,
                 f"variants: unknown variant {variant!r}; choose from {', '.join(REWARD_VARIANTS)}",
+            )
+        if self.sweep.key:
+            key = resolve_ppo_key(self.sweep.key)
+            require(
+                key not in variant_keys,
+                f"sweep.key: {key} is what the reward variants differ in; choose --variants "
+                "instead of sweeping it",
+            )
+            require(
+                key not in ("seed", "out_dir", "name"),
+                f"sweep.key: {key} is set by the reproduction itself; use --seeds for seeds",
+            )
+        for name, seconds in self.expected_seconds.items():
+            require(
+                name in EXPECTED_STAGES and seconds >= 0,
+                f"expected_seconds.{name}: must be one of {', '.join(EXPECTED_STAGES)} with a "
+                f"time >= 0; got {seconds!r}",
             )
