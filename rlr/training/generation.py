@@ -37,9 +37,13 @@ def make_sampler(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    compact: bool = True,
+    min_rows: int = 8,
 ) -> Sampler:
     """A jitted Sampler for `model` that pads with the tokenizer's pad id and stops at every
-    EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy."""
+    EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy. compact=True decodes
+    only the unfinished rows once they fit a smaller batch (down to `min_rows`; the same
+    tokens, see rlr.sampling.sample); False runs every row until the longest one ends."""
     return Sampler(
         model,
         max_new_tokens=max_new_tokens,
@@ -48,6 +52,8 @@ def make_sampler(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        compact=compact,
+        min_rows=min_rows,
     )
 
 

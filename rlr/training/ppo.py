@@ -76,6 +76,7 @@ class PPOTrainer:
             temperature=roll.temperature,
             top_k=roll.top_k,
             top_p=roll.top_p,
+            compact=roll.compact_rows,
         )
         self._eval_samplers: dict[float, Any] = {}
 
@@ -264,6 +265,7 @@ class PPOTrainer:
                 self.tokenizer,
                 max_new_tokens=cfg.rollout.max_new_tokens,
                 temperature=temperature,
+                compact=cfg.rollout.compact_rows,
             )
         return evaluate_ppo_policy(
             self._eval_samplers[temperature],
