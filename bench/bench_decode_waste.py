@@ -1,0 +1,198 @@
+"""Decoding at real response lengths: useful tokens/s of rlr's compacting sampler, of rlr's
+sampler with compaction off, and of transformers `generate` (torch CPU).
+
+Useful tokens are the tokens of each response up to and including its EOS; a batch that
+decodes every row until the longest one ends spends most of its row-steps on padding. The
+lengths are real: the token counts (+1 for the EOS) of the 4 x 1319 GSM8K model solutions in
+tests/data/gsm8k_model_solutions.jsonl, tokenized with rlr.tokenizer.train_tokenizer (rlr's
+Qwen2-style byte-level BPE) trained on the GSM8K test questions and reference answers of
+tests/data/gsm8k_test.jsonl. Each row of a batch gets one length drawn at random, and stops
+there: rlr through `sample`'s per-row `budget`, HF through a `StoppingCriteria` that returns a
+per-row bool tensor (generate then marks those rows finished as it does at EOS). EOS itself
+is disabled in both, so a random-weight model stops at realistic lengths. T (max_new_tokens,
+`--max-new-tokens`, 512) caps the lengths as a rollout config would (the few longer
+solutions are cut at T; their T tokens count as useful).
+
+All three run the same ~4.5M-parameter Qwen2 as bench_sampling.py (d=256, 4 layers, vocab
+8192, tied embeddings) with the same weights, prompts of 64 random tokens, temperature 1.
+
+Protocol (bench/protocol.py): load average before and after; per batch size one warm-up call
+of each (rlr's compile; printed), then `--repeats` (5) interleaved rounds; printed are the
+median useful tokens/s, the spread of call times and the ratios of medians.
+
+    JAX_PLATFORMS=cpu python bench/bench_decode_waste.py [--batch 64 256] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import tempfile
+
+import jax
+import numpy as np
+from protocol import interleaved, load_line, median, runs_line, summary, timed
+
+from rlr import models, sampling
+from rlr.tokenizer import train_tokenizer
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+SHAPE = dict(
+    vocab_size=8192,
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+    """The JSON objects of a .jsonl file, one per line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def response_lengths(vocab_size: int) -> tuple[np.ndarray, str]:
+    """[N] token counts + 1 (the EOS) of the GSM8K model solutions, and how they were counted."""
+    corpus = [r["question"] + "\n" + r["answer"] for r in read_jsonl(DATA / "gsm8k_test.jsonl")]
+    solutions = [
+        row[name]["solution"]
+        for row in read_jsonl(DATA / "gsm8k_model_solutions.jsonl")
+        for name in SOLVERS
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, out_dir=tmp)
+    counts = np.array(
+        [len(ids) for ids in tokenizer(solutions, add_special_tokens=False)["input_ids"]]
+    )
+    chars = np.array([len(s) for s in solutions])
+    how = (
+        f"{len(solutions)} solutions, rlr BPE tokenizer (vocab {len(tokenizer)}) trained on "
+        f"gsm8k_test: {chars.sum() / counts.sum():.2f} chars/token; tokens+EOS median "
+        f"{np.median(counts) + 1:.0f}, p99 {np.percentile(counts, 99) + 1:.0f}, "
+        f"max {counts.max() + 1}"
+    )
+    return counts + 1, how
+
+
+def hf_runner(hf_model, ids, mask, target, steps):
+    """A call of transformers `generate` whose row b stops after target[b] new tokens."""
+    import torch
+    import transformers
+
+    prompt = ids.shape[1]
+    torch_ids = torch.tensor(ids, dtype=torch.long)
+    torch_mask = torch.tensor(mask, dtype=torch.long)
+    torch_target = torch.tensor(target, dtype=torch.long)
+
+    class RowBudget(transformers.StoppingCriteria):
+        """[B] bool: row b is finished once it has target[b] new tokens."""
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return (input_ids.shape[1] - prompt) >= torch_target
+
+    def run():
+        with torch.no_grad():
+            out = hf_model.generate(
+                input_ids=torch_ids,
+                attention_mask=torch_mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=steps,
+                eos_token_id=None,
+                pad_token_id=0,
+                stopping_criteria=transformers.StoppingCriteriaList([RowBudget()]),
+            )
+        assert out.shape == (len(ids), prompt + target.max()), out.shape
+
+    return run
+
+
+def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None:
+    """Times the samplers on one random batch of lengths and prints useful tok/s and ratios."""
+    rng = np.random.RandomState(batch)
+    target = rng.choice(lengths, size=batch).astype(np.int32)  # [B] tokens each row keeps
+    useful = int(target.sum())
+    ids = rng.randint(1, SHAPE["vocab_size"], size=(batch, args.prompt)).astype(np.int32)
+    mask = np.ones_like(ids)
+    key = jax.random.key(0)
+    print(
+        f"B={batch}: useful tokens {useful}, longest row {target.max()}, "
+        f"useful / (B x longest) {useful / (batch * target.max()):.0%}",
+        flush=True,
+    )
+
+    def rlr_runner(sampler):
+        def run():
+            out = jax.block_until_ready(sampler(params, ids, mask, key, target))
+            assert int(np.asarray(out.mask).sum()) == useful
+
+        return run
+
+    fns = {name: rlr_runner(sampler) for name, sampler in samplers.items()}
+    for name, fn in fns.items():
+        print(f"  {name}: first call incl. compile {timed(fn)[0]:.1f} s", flush=True)
+    if hf_model is not None:
+        fns["HF generate"] = hf_runner(hf_model, ids, mask, target, steps)
+        fns["HF generate"]()  # warm-up
+    times = interleaved(fns, repeats=args.repeats, warmup=0)
+    base = median(times["rlr compact"])
+    for name, seconds in times.items():
+        print(
+            f"  B={batch:3d} {name:17s} {useful / median(seconds):7.0f} useful tok/s, call "
+            f"{summary(seconds, unit='s', digits=2)}, x compact's {median(seconds) / base:.2f}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="T")
+    parser.add_argument("--min-rows", type=int, default=8, help="smallest compacted batch")
+    parser.add_argument("--no-hf", action="store_true", help="rlr's two samplers only")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    lengths, how = response_lengths(SHAPE["vocab_size"])
+    steps = args.max_new_tokens
+    lengths = np.minimum(lengths, steps)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.torch_threads)
+    hf_model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SHAPE)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_model.save_pretrained(tmp)
+        model, params = models.load_pretrained(tmp)
+    n_params = sum(p.size for p in jax.tree.leaves(params))
+    print(f"model: {n_params / 1e6:.2f}M params, {SHAPE}")
+    print(f"lengths: {how}")
+    print(f"prompt {args.prompt} tokens, T = max_new_tokens {steps}, temperature 1")
+    print(f"devices: jax {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
+    print(f"{runs_line(args.repeats)}; useful tok/s of the median call; call: median (min-max)")
+    print(load_line("before"), flush=True)
+
+    no_eos = -1  # never sampled: rows stop at their budgets only
+    settings = dict(max_new_tokens=steps, eos_id=no_eos, pad_id=0, temperature=1.0)
+    samplers = {
+        "rlr compact": sampling.Sampler(model, min_rows=args.min_rows, **settings),
+        "rlr no compaction": sampling.Sampler(model, compact=False, **settings),
+    }
+    for batch in args.batch:
+        bench_batch(batch, args, lengths, samplers, params, None if args.no_hf else hf_model, steps)
+    print(load_line("after"))
+
+
+if __name__ == "__main__":
+    main()
