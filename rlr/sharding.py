@@ -1,7 +1,9 @@
 """Device meshes and the one table that maps logical axis names onto them.
 
 Parameters carry logical axis names (`nn.with_logical_partitioning` in rlr.models): "vocab",
-"embed", "mlp", "heads", "kv_heads", "norm". Activations and batches use "batch" and
+"embed", "mlp", "heads", "kv_heads", "norm", and "layers" for the leading [L] axis of the
+scanned decoder layers' stacked params (replicated: every device holds its share of every
+layer). Activations and batches use "batch" and
 "length". `LOGICAL_AXIS_RULES` below is the only place where those names meet the mesh axes
 ("data", "fsdp", "tensor"), so changing how a model is sharded is a one-line edit here.
 
@@ -34,6 +36,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("norm", None),
+    ("layers", None),
 )
 
 

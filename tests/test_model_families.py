@@ -252,13 +252,13 @@ def test_qwen3_norms_and_biases_are_parameters():
     params = jax.eval_shape(
         lambda: models.init_params(models.DecoderForCausalLM(cfg), jax.random.key(0))
     )
-    attn = params["model"]["layers_0"]["self_attn"]
-    assert attn["q_norm"]["scale"].shape == (cfg.head_dim,)
+    attn = params["model"]["layers"]["self_attn"]  # stacked: a leading [L] axis
+    assert attn["q_norm"]["scale"].shape == (cfg.num_hidden_layers, cfg.head_dim)
     assert "bias" not in attn["q_proj"] and "bias" not in attn["o_proj"]
     qwen2 = models.DecoderConfig.from_hf({**BASE, "model_type": "qwen2"})
     attn = jax.eval_shape(
         lambda: models.init_params(models.DecoderForCausalLM(qwen2), jax.random.key(0))
-    )["model"]["layers_0"]["self_attn"]
+    )["model"]["layers"]["self_attn"]
     assert "bias" in attn["q_proj"] and "bias" not in attn["o_proj"] and "q_norm" not in attn
     assert jnp.dtype(attn["q_proj"]["kernel"].dtype) == jnp.float32
 

@@ -321,16 +321,16 @@ def test_parameters_carry_logical_axis_names():
         lambda: models.DecoderForCausalLM(cfg).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
     )
     specs = as_tuples(nn.get_partition_spec(boxed))["params"]
-    layer = specs["model"]["layers_0"]
+    layer = specs["model"]["layers"]  # the scanned layers' params, stacked on a "layers" axis
     assert specs["model"]["embed_tokens"]["embedding"] == ("vocab", "embed")
-    assert layer["self_attn"]["q_proj"]["kernel"] == ("embed", "heads")
-    assert layer["self_attn"]["q_proj"]["bias"] == ("heads",)
-    assert layer["self_attn"]["k_proj"]["kernel"] == ("embed", "kv_heads")
-    assert layer["self_attn"]["v_proj"]["bias"] == ("kv_heads",)
-    assert layer["self_attn"]["o_proj"] == {"kernel": ("heads", "embed")}
-    assert layer["mlp"]["gate_proj"]["kernel"] == ("embed", "mlp")
-    assert layer["mlp"]["down_proj"]["kernel"] == ("mlp", "embed")
-    assert layer["input_layernorm"]["scale"] == ("norm",)
+    assert layer["self_attn"]["q_proj"]["kernel"] == ("layers", "embed", "heads")
+    assert layer["self_attn"]["q_proj"]["bias"] == ("layers", "heads")
+    assert layer["self_attn"]["k_proj"]["kernel"] == ("layers", "embed", "kv_heads")
+    assert layer["self_attn"]["v_proj"]["bias"] == ("layers", "kv_heads")
+    assert layer["self_attn"]["o_proj"] == {"kernel": ("layers", "heads", "embed")}
+    assert layer["mlp"]["gate_proj"]["kernel"] == ("layers", "embed", "mlp")
+    assert layer["mlp"]["down_proj"]["kernel"] == ("layers", "mlp", "embed")
+    assert layer["input_layernorm"]["scale"] == ("layers", "norm")
     assert specs["lm_head"]["kernel"] == ("embed", "vocab")
     score = jax.eval_shape(
         lambda: models.DecoderForTokenClassification(cfg, num_labels=1).init(

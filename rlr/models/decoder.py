@@ -7,6 +7,12 @@ rlr/sharding.py maps onto a mesh: embedding [V, D] ("vocab", "embed"); q kernel 
 ("heads", "embed"); gate/up [D, F] ("embed", "mlp"); down [F, D] ("mlp", "embed"); norm
 scales ("norm",); lm_head [D, V] ("embed", "vocab"); score heads [D, L] ("embed", None).
 
+The decoder layers run as one `nn.scan` by default (`scan_layers=True`): their params sit
+under "layers" with a leading [L] axis (logical name "layers"), so the program, and its
+compile time, no longer grow with depth. `scan_layers=False` unrolls a Python loop over
+"layers_0" .. "layers_{L-1}" instead; `stack_layer_params` / `unstack_layer_params` convert
+params between the two layouts.
+
 Attention is causal over cache slots (column index of the input, or cache slot during
 decoding) and masks padded keys, so left- and right-padded rows both work; positions for RoPE
 default to cumsum(mask) - 1, which makes a padded row's real tokens see the same positions as
@@ -21,6 +27,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlr.models.config import DecoderConfig, RopeScaling
 
@@ -35,14 +42,15 @@ def _normal_init(axes: tuple[str | None, ...]):
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys and values, heads-major so decoding never transposes the cache.
+    """Keys and values of every layer, stacked, heads-major so decoding never transposes.
 
-    keys, values: one [B, Hkv, L, Dh] array per layer; key_mask: [B, L], 1 for slots that hold
-    (or will hold) a real token; index: [] int32, the next slot to write.
+    keys, values: [L, B, Hkv, S, Dh] (L layers, S slots; the same layout whether the layers
+    are scanned or looped); key_mask: [B, S], 1 for slots that hold (or will hold) a real
+    token; index: [] int32, the next slot to write.
     """
 
-    keys: tuple[jax.Array, ...]
-    values: tuple[jax.Array, ...]
+    keys: jax.Array
+    values: jax.Array
     key_mask: jax.Array
     index: jax.Array
 
@@ -51,8 +59,8 @@ class KVCache(NamedTuple):
         keeps when it drops finished rows from its batch."""
         chex.assert_rank(rows, 1)
         return KVCache(
-            keys=tuple(k[rows] for k in self.keys),
-            values=tuple(v[rows] for v in self.values),
+            keys=self.keys[:, rows],
+            values=self.values[:, rows],
             key_mask=self.key_mask[rows],
             index=self.index,
         )
@@ -60,18 +68,24 @@ class KVCache(NamedTuple):
 
 def init_cache(
     config: DecoderConfig,
-    key_mask: chex.Array,  # [B, L] 1 for slots that will hold real tokens
+    key_mask: chex.Array,  # [B, S] 1 for slots that will hold real tokens
     *,
     dtype: Dtype = jnp.float32,
 ) -> KVCache:
-    """An empty KV cache of L slots per row; slot i is visible only where key_mask[:, i] is 1."""
+    """An empty KV cache of S slots per row, keys and values [L, B, Hkv, S, Dh] each; slot i is
+    visible only where key_mask[:, i] is 1."""
     chex.assert_rank(key_mask, 2)
     batch, length = key_mask.shape
-    shape = (batch, config.num_key_value_heads, length, config.head_dim)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+    shape = (
+        config.num_hidden_layers,
+        batch,
+        config.num_key_value_heads,
+        length,
+        config.head_dim,
+    )
     return KVCache(
-        keys=zeros,
-        values=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers)),
+        keys=jnp.zeros(shape, dtype),
+        values=jnp.zeros(shape, dtype),
         key_mask=jnp.asarray(key_mask, jnp.int32),
         index=jnp.zeros((), jnp.int32),
     )
@@ -231,10 +245,13 @@ class Attention(nn.Module):
         self,
         x: chex.Array,  # [B, S, D]
         positions: chex.Array,  # [B, S]
-        allowed: chex.Array,  # [B, S, L]
-        layer_cache: tuple[jax.Array, jax.Array] | None = None,  # 2 x [B, Hkv, L, Dh]
+        allowed: chex.Array,  # [B, S, S_c]
+        cache: tuple[jax.Array, jax.Array] | None = None,  # 2 x [L, B, Hkv, S_c, Dh]
+        layer: int | jax.Array = 0,  # [] this layer's index into the cache
         cache_index: jax.Array | None = None,  # [] first slot written by this call
     ) -> tuple[chex.Array, tuple[jax.Array, jax.Array] | None]:
+        """-> (out [B, S, D], the cache with this layer's keys and values for slots
+        cache_index .. cache_index+S-1 written, or None without a cache)."""
         cfg = self.config
         batch, length, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -254,12 +271,16 @@ class Attention(nn.Module):
         k = k.transpose(0, 2, 1, 3)  # [B, Hkv, S, Dh]
         v = v.reshape(batch, length, kv_heads, head_dim).transpose(0, 2, 1, 3)
         new_cache = None
-        if layer_cache is not None:
-            cache_k, cache_v = layer_cache
-            start = (0, 0, cache_index, 0)
-            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
-            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
-            new_cache = (k, v)
+        if cache is not None:
+            # Only this call's S slots of this layer are written (in place in a loop carry);
+            # attention then reads the layer's whole [B, Hkv, S_c, Dh] slice.
+            cache_k, cache_v = cache
+            start = (layer, 0, 0, cache_index, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+            k = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
+            v = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
+            new_cache = (cache_k, cache_v)
         out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), allowed)
         out = Dense(
             cfg.hidden_size,
@@ -291,28 +312,98 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(.)).
+
+    Called carry-first, as `nn.scan` runs it over the layers: carry is (x [B, S, D], cache),
+    cache None or the stacked (keys, values) [L, B, Hkv, S_c, Dh] of which this layer writes
+    slice `layer`; returns (carry, None).
+    """
 
     config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, allowed, layer_cache=None, cache_index=None):
+    def __call__(
+        self,
+        carry: tuple[chex.Array, tuple[jax.Array, jax.Array] | None],
+        positions: chex.Array,  # [B, S]
+        allowed: chex.Array,  # [B, S, S_c]
+        layer: int | jax.Array = 0,  # [] int32
+        cache_index: jax.Array | None = None,  # [] int32
+    ) -> tuple[tuple[chex.Array, tuple[jax.Array, jax.Array] | None], None]:
+        x, cache = carry
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         eps = self.config.rms_norm_eps
-        h, new_cache = Attention(self.config, name="self_attn", **kw)(
+        h, cache = Attention(self.config, name="self_attn", **kw)(
             RMSNorm(eps, name="input_layernorm", **kw)(x),
             positions,
             allowed,
-            layer_cache,
+            cache,
+            layer,
             cache_index,
         )
         x = x + h
         x = x + MLP(self.config, name="mlp", **kw)(
             RMSNorm(eps, name="post_attention_layernorm", **kw)(x)
         )
-        return x, new_cache
+        return (x, cache), None
+
+
+def _is_stacked_layers(key: str) -> bool:
+    return key == "layers"
+
+
+def _layer_index(key: str) -> int | None:
+    if key.startswith("layers_") and key[len("layers_") :].isdigit():
+        return int(key[len("layers_") :])
+    return None
+
+
+def stack_layer_params(params: Any) -> Any:
+    """Params of a `scan_layers=False` model -> those of the same model with `scan_layers=True`.
+
+    Every dict (at any depth, so a whole model's params or a dict of several networks' params)
+    holding "layers_0" .. "layers_{L-1}" gets one "layers" entry instead, each leaf stacked to
+    [L, ...] (NumPy leaves stay on the host). Other entries are kept as they are.
+    """
+    if not isinstance(params, dict):
+        return params
+    indices = sorted(i for i in map(_layer_index, params) if i is not None)
+    out = {k: stack_layer_params(v) for k, v in params.items() if _layer_index(k) is None}
+    if indices:
+        if indices != list(range(len(indices))):
+            raise ValueError(f"layer params must be layers_0 .. layers_{{L-1}}; got {indices}")
+        if "layers" in params:
+            raise ValueError("params hold both 'layers' and 'layers_0'..: not one layout")
+        layers = [params[f"layers_{i}"] for i in indices]
+
+        def stack(*leaves):
+            if all(isinstance(leaf, np.ndarray) for leaf in leaves):
+                return np.stack(leaves)
+            return jnp.stack(leaves)
+
+        out["layers"] = jax.tree.map(stack, *layers)
+    return out
+
+
+def unstack_layer_params(params: Any) -> Any:
+    """Params of a `scan_layers=True` model -> those of the same model with `scan_layers=False`:
+    every "layers" entry (leaves [L, ...]) becomes "layers_0" .. "layers_{L-1}" (leaves
+    [...]). The inverse of `stack_layer_params`."""
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    for key, value in params.items():
+        if not (_is_stacked_layers(key) and isinstance(value, dict)):
+            out[key] = unstack_layer_params(value)
+            continue
+        depths = {leaf.shape[0] for leaf in jax.tree.leaves(value)}
+        if len(depths) != 1:
+            raise ValueError(f"stacked layer params disagree on the layer count: {depths}")
+        for i in range(depths.pop()):
+            out[f"layers_{i}"] = jax.tree.map(lambda leaf, i=i: leaf[i], value)
+    return out
 
 
 class DecoderModel(nn.Module):
@@ -329,13 +420,29 @@ class DecoderModel(nn.Module):
     # Recompute each layer's activations in the backward pass (gradient checkpointing): only
     # the residual stream between layers is kept, which large models need to train at all.
     remat: bool = False
+    # One nn.scan over the layers (params "layers" [L, ...]): compile time independent of
+    # depth. False unrolls a Python loop (params "layers_0" ..), for comparison and debugging.
+    scan_layers: bool = True
 
     def setup(self):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        layer = nn.remat(DecoderLayer) if self.remat else DecoderLayer
-        self.layers = [layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
+        # Inside a scan the loop already keeps the recomputation from being merged away.
+        layer = (
+            nn.remat(DecoderLayer, prevent_cse=not self.scan_layers) if self.remat else DecoderLayer
+        )
+        if self.scan_layers:
+            self.layers = nn.scan(
+                layer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, **kw)
+        else:
+            self.layers = [layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, **kw)
 
     def __call__(
@@ -368,21 +475,24 @@ class DecoderModel(nn.Module):
         allowed = (key_slots[None, None, :] <= query_slots[None, :, None]) & (
             key_mask[:, None, :] > 0
         )
-        x = self.embed_tokens(input_ids)
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            index = None if cache is None else cache.index
-            x, updated = layer(x, positions, allowed, layer_cache, index)
-            if updated is not None:
-                new_keys.append(updated[0])
-                new_values.append(updated[1])
+        carry = (
+            self.embed_tokens(input_ids),
+            None if cache is None else (cache.keys, cache.values),
+        )
+        index = None if cache is None else cache.index
+        if self.scan_layers:
+            layers = jnp.arange(self.config.num_hidden_layers, dtype=jnp.int32)
+            carry, _ = self.layers(carry, positions, allowed, layers, index)
+        else:
+            for i, layer in enumerate(self.layers):
+                carry, _ = layer(carry, positions, allowed, i, index)
+        x, kv = carry
         hidden = self.norm(x)
         if cache is None:
             return hidden
         return hidden, KVCache(
-            keys=tuple(new_keys),
-            values=tuple(new_values),
+            keys=kv[0],
+            values=kv[1],
             key_mask=cache.key_mask,
             index=cache.index + length,
         )
@@ -421,9 +531,12 @@ class DecoderForCausalLM(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False  # gradient checkpointing per decoder layer
+    scan_layers: bool = True  # one nn.scan over the layers (see DecoderModel)
 
     def setup(self):
-        self.model = DecoderModel(self.config, self.dtype, self.param_dtype, self.remat)
+        self.model = DecoderModel(
+            self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers
+        )
         if not self.config.tie_word_embeddings:
             self.lm_head = Dense(
                 self.config.vocab_size,
@@ -496,6 +609,7 @@ class _TrunkWithScores(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False  # gradient checkpointing per decoder layer
+    scan_layers: bool = True  # one nn.scan over the layers (see DecoderModel)
 
     def score_module(self) -> nn.Module:
         raise NotImplementedError
@@ -512,9 +626,14 @@ class _TrunkWithScores(nn.Module):
         *,
         return_hidden: bool = False,
     ):
-        hidden = DecoderModel(self.config, self.dtype, self.param_dtype, self.remat, name="model")(
-            input_ids, attention_mask, positions
-        )
+        hidden = DecoderModel(
+            self.config,
+            self.dtype,
+            self.param_dtype,
+            self.remat,
+            self.scan_layers,
+            name="model",
+        )(input_ids, attention_mask, positions)
         scores = self.pool(self.score_module()(hidden), input_ids, attention_mask)
         return (scores, hidden) if return_hidden else scores
 

@@ -2,7 +2,9 @@
 
 Reads single-file or sharded (model.safetensors.index.json) checkpoints with the safetensors
 NumPy reader, so neither torch nor pickle is involved. HF linear weights are [out, in]; rlr
-kernels are [in, out], so kernels are transposed both ways.
+kernels are [in, out], so kernels are transposed both ways. HF names every layer's tensors
+apart (model.layers.{i}.*); a scanned model's params hold them stacked ("layers" [L, ...]), so
+loading stacks them and saving splits them again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rlr.models.decoder import (
     DecoderForSequenceClassification,
     DecoderForTokenClassification,
     DecoderWithValueHead,
+    unstack_layer_params,
 )
 
 CONFIG_NAME = "config.json"
@@ -44,9 +47,29 @@ _HEADS = {
 _SAVED_HEADS = ("ForCausalLM", "ForTokenClassification", "ForSequenceClassification")
 
 
-def hf_name(path: tuple[str, ...]) -> tuple[str, bool]:
-    """HF tensor name of an rlr parameter path, and whether the array is transposed in HF."""
-    parts = [p.replace("layers_", "layers.") if p.startswith("layers_") else p for p in path]
+def is_stacked(path: tuple[str, ...]) -> bool:
+    """Whether an rlr parameter path runs through a scanned model's stacked layers
+    ("model", "layers", ...): its array is [L, ...], one HF tensor per layer."""
+    return "layers" in path
+
+
+def hf_name(path: tuple[str, ...], layer: int | None = None) -> tuple[str, bool]:
+    """HF tensor name of an rlr parameter path, and whether the array is transposed in HF.
+
+    A looped model's "layers_{i}" is HF's "layers.{i}"; a path through a scanned model's
+    stacked "layers" names the tensor of layer `layer` (which it then requires), e.g.
+    ("model", "layers", "mlp", "up_proj", "kernel"), 3 -> "model.layers.3.mlp.up_proj.weight".
+    """
+    parts = []
+    for p in path:
+        if p == "layers":
+            if layer is None:
+                raise ValueError(f"{'/'.join(path)} holds every layer: say which with layer=")
+            parts.append(f"layers.{layer}")
+        elif p.startswith("layers_"):
+            parts.append(p.replace("layers_", "layers."))
+        else:
+            parts.append(p)
     leaf = parts[-1]
     transpose = leaf == "kernel"
     parts[-1] = "bias" if leaf == "bias" else "weight"
@@ -105,7 +128,9 @@ class _TensorReader:
             return f.get_tensor(name)
 
 
-def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) -> nn.Module:
+def _build_model(
+    hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype, scan_layers: bool
+) -> nn.Module:
     config = DecoderConfig.from_hf(hf)
     architectures = hf.get("architectures") or [f"{config.family}ForCausalLM"]
     arch = architectures[0]
@@ -115,7 +140,7 @@ def _build_model(hf: dict[str, Any], reader: _TensorReader, dtype, param_dtype) 
             f"config.json architectures={architectures!r} is not supported; rlr loads "
             f"*{', *'.join(_HEADS)}"
         )
-    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers)
     if cls in (DecoderForCausalLM, DecoderWithValueHead):  # no label count to read
         return cls(config, **kw)
     # The number of labels is the head's real output size, whatever config.json says.
@@ -138,19 +163,41 @@ def read_config(path: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _open(
-    path: str | pathlib.Path, dtype: Any, param_dtype: Any
+    path: str | pathlib.Path, dtype: Any, param_dtype: Any, scan_layers: bool
 ) -> tuple[nn.Module, _TensorReader]:
     hf = read_config(path)
     reader = _TensorReader(pathlib.Path(path))
-    return _build_model(hf, reader, dtype, param_dtype), reader
+    return _build_model(hf, reader, dtype, param_dtype, scan_layers), reader
 
 
 def pretrained_module(
-    path: str | pathlib.Path, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32
+    path: str | pathlib.Path,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    scan_layers: bool = True,
 ) -> nn.Module:
     """The Flax module `load_pretrained` would return for `path`, without reading weights
     (config.json and the safetensors headers only): what shardings are computed from."""
-    return _open(path, dtype, param_dtype)[0]
+    return _open(path, dtype, param_dtype, scan_layers)[0]
+
+
+def _read_tensor(
+    reader: _TensorReader, path: tuple[str, ...], shape: tuple[int, ...], layer: int | None
+) -> np.ndarray:
+    """One HF tensor as rlr lays it out (kernels [in, out]), checked against `shape`."""
+    name, transpose = hf_name(path, layer)
+    array = reader.read(name)
+    if transpose:
+        array = array.T
+    if array.shape != shape:
+        hf_shape = array.T.shape if transpose else array.shape
+        expected = shape[::-1] if transpose else shape
+        raise ValueError(
+            f"tensor {name!r} in {reader.files[name]} has shape {hf_shape}, but config.json "
+            f"implies {expected}"
+        )
+    return array
 
 
 def load_pretrained(
@@ -159,6 +206,7 @@ def load_pretrained(
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     shardings: Any = None,
+    scan_layers: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Reads an HF Qwen2, Qwen3, Llama or Mistral directory -> (model, params); the head
     follows config.json `architectures` and the head tensors' shapes.
@@ -166,9 +214,11 @@ def load_pretrained(
     dtype is the compute dtype, param_dtype the stored one (e.g. bf16 params, f32 compute).
     shardings, optional, is a pytree of `jax.sharding.Sharding` shaped like params (e.g. from
     the logical-axis rules): each tensor goes straight to its shards as it is read, so no
-    device ever holds more than its share.
+    device ever holds more than its share. With `scan_layers` (the model's default) the
+    per-layer tensors model.layers.{i}.* are stacked into "layers" leaves [L, ...] one
+    parameter at a time; without it they become "layers_{i}".
     """
-    model, reader = _open(path, dtype, param_dtype)
+    model, reader = _open(path, dtype, param_dtype, scan_layers)
     shapes = jax.eval_shape(
         lambda: nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     )["params"]
@@ -179,18 +229,13 @@ def load_pretrained(
         placements = treedef.flatten_up_to(shardings)
     leaves = []
     for (param_path, shape), placement in zip(_param_paths(shapes), placements):
-        name, transpose = hf_name(param_path)
-        array = reader.read(name)
-        if transpose:
-            array = array.T
-        if array.shape != shape.shape:
-            hf_shape = array.T.shape if transpose else array.shape
-            expected = shape.shape[::-1] if transpose else shape.shape
-            raise ValueError(
-                f"tensor {name!r} in {reader.files[name]} has shape {hf_shape}, but config.json "
-                f"implies {expected}"
-            )
-        array = array.astype(jnp.dtype(param_dtype))
+        if is_stacked(param_path):  # [L, ...] from L per-layer tensors, filled in place
+            array = np.empty(shape.shape, jnp.dtype(param_dtype))
+            for i in range(shape.shape[0]):
+                array[i] = _read_tensor(reader, param_path, shape.shape[1:], i)
+        else:
+            array = _read_tensor(reader, param_path, shape.shape, None)
+            array = array.astype(jnp.dtype(param_dtype))
         leaves.append(jax.device_put(array, placement))
     return model, jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -223,10 +268,11 @@ def save_pretrained(
     directory = pathlib.Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for param_path, leaf in _param_paths(nn.meta.unbox(params)):
+    # stacked layers [L, ...] are split on the host into HF's per-layer tensors
+    host = unstack_layer_params(jax.tree.map(_to_numpy, nn.meta.unbox(params)))
+    for param_path, array in _param_paths(host):
         name, transpose = hf_name(param_path)
-        array = _to_numpy(leaf)
-        tensors[name] = np.ascontiguousarray(array.T) if transpose else array
+        tensors[name] = np.ascontiguousarray(array.T if transpose else array)
     dtypes = {str(t.dtype) for t in tensors.values()}
     hf = model.config.to_hf()
     hf["architectures"] = [f"{model.config.family}{head}"]
