@@ -203,14 +203,16 @@ SHARDED_BUILD = textwrap.dedent(
     config = tiny_config(root, out)
     mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
     setup = build_ppo(config, mesh=mesh, tokenizer=load_tokenizer(config.tokenizer))
-    gate = lambda p: p["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
+    gate = lambda p: p["model"]["layers"]["mlp"]["gate_proj"]["kernel"]  # [L, D, F]
     params, frozen = setup.state.params, setup.frozen
     for name, tree in [("policy", params["policy"]), ("critic", params["critic"]),
                        ("reference", frozen["reference"]), ("prm", frozen["prm"])]:
         kernel = gate(tree)
-        assert kernel.sharding.spec == PartitionSpec("fsdp", "tensor"), (name, kernel.sharding)
+        spec = kernel.sharding.spec
+        assert spec == PartitionSpec(None, "fsdp", "tensor"), (name, kernel.sharding)
         shard = kernel.addressable_shards[0].data.shape
-        assert shard == (kernel.shape[0] // 4, kernel.shape[1] // 2), (name, shard)
+        want = (kernel.shape[0], kernel.shape[1] // 4, kernel.shape[2] // 2)
+        assert shard == want, (name, shard)
     # the reference and the critic's trunk are copies of the policy, in their own buffers
     for other in (frozen["reference"], params["critic"]):
         a, b = gate(params["policy"]), gate(other)
@@ -219,7 +221,7 @@ SHARDED_BUILD = textwrap.dedent(
             b.addressable_shards[0].data.unsafe_buffer_pointer())
     assert not np.any(np.asarray(params["critic"]["score"]["kernel"]))  # V = 0 at the start
     mu = setup.state.opt_state["policy"][1][0].mu
-    assert gate(mu).sharding.spec == PartitionSpec("fsdp", "tensor")  # Adam follows the params
+    assert gate(mu).sharding.spec == PartitionSpec(None, "fsdp", "tensor")  # Adam follows params
     print("ok")
     """
 )

@@ -202,8 +202,9 @@ EIGHT_DEVICES = textwrap.dedent(
             batch = jax.tree.map(put, data)
             out = jax.jit(iteration, out_shardings=state_shard, donate_argnums=0)(
                 state, jax.device_put(frozen, f_shard), batch)
-            gate = out.params["policy"]["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
-            assert gate.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor"), gate.sharding
+            gate = out.params["policy"]["model"]["layers"]["mlp"]["gate_proj"]["kernel"]
+            want = jax.sharding.PartitionSpec(None, "fsdp", "tensor")  # [L, D, F]
+            assert gate.sharding.spec == want, gate.sharding
             assert set(out.params) == set(trainable), (algorithm, set(out.params))
             worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                         for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(ref.params)))

@@ -70,6 +70,9 @@ class ModelSpec:
     dtype: DType = "float32"
     param_dtype: DType = "float32"
     remat: bool = False  # recompute layer activations in backward (large models)
+    # one nn.scan over the decoder layers (compile time independent of depth); false unrolls
+    # a Python loop over them (params layers_0 .. instead of one stacked "layers")
+    scan_layers: bool = True
 
     def __post_init__(self):
         require(

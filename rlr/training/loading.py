@@ -123,11 +123,21 @@ def network_config(
         raise ValueError(f"{source} is invalid: {err}") from None
 
 
+def _module_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """The module fields a network spec sets: dtypes, remat and scan_layers."""
+    return dict(
+        dtype=DTYPES[spec.dtype],
+        param_dtype=DTYPES[spec.param_dtype],
+        remat=spec.remat,
+        scan_layers=spec.scan_layers,
+    )
+
+
 def network_module(
     spec: ModelSpec, config: DecoderConfig, *, head: Literal["lm", "score"]
 ) -> nn.Module:
     """The Flax module of a network: a causal LM, or a one-label token-score model."""
-    kwargs = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
+    kwargs = _module_kwargs(spec)
     if head == "lm":
         return DecoderForCausalLM(config, **kwargs)
     return DecoderForTokenClassification(config, num_labels=1, **kwargs)
@@ -193,7 +203,7 @@ def scorer_module(
 
     config = network_config(spec, None, what=what, num_layers=num_layers)
     cls = make_format(fmt).network
-    kwargs = dict(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat=spec.remat)
+    kwargs = _module_kwargs(spec)
     if cls is DecoderForTokenClassification:
         return cls(config, num_labels=1, **kwargs)
     return cls(config, **kwargs)
@@ -211,14 +221,18 @@ def load_or_init_policy(
     if spec.path:
         path = model_dir(spec.path, what)
         model, params = load_pretrained(
-            path, dtype=dtype, param_dtype=param_dtype, shardings=shardings
+            path,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            shardings=shardings,
+            scan_layers=spec.scan_layers,
         )
         if not isinstance(model, DecoderForCausalLM):
             raise ValueError(
                 f"{_path_field(what)} {spec.path} holds a {type(model).__name__}, not a causal LM"
             )
         config = with_generation_eos(model.config, path)
-        return model.clone(config=config, remat=spec.remat), params
+        return model.clone(config=config, remat=spec.remat), params  # scan_layers as loaded
     model = network_module(spec, network_config(spec, tokenizer, what=what), head="lm")
     return model, init_params(model, jax.random.key(seed), shardings=shardings)
 
@@ -260,6 +274,7 @@ def load_scorer(
         dtype=DTYPES[spec.dtype],
         param_dtype=DTYPES[spec.param_dtype],
         shardings=shardings,
+        scan_layers=spec.scan_layers,
     )
     if fmt != "rlr":
         from rlr.models.step_scorers import make_format
@@ -323,7 +338,12 @@ def init_scorer(
     config = policy.config
     if head == "sequence":
         config = dataclasses.replace(config, pad_token_id=None)
-    kwargs = dict(num_labels=1, dtype=policy.dtype, param_dtype=policy.param_dtype)
+    kwargs = dict(
+        num_labels=1,
+        dtype=policy.dtype,
+        param_dtype=policy.param_dtype,
+        scan_layers=policy.scan_layers,  # the layout of the trunk's params
+    )
     token_model = DecoderForTokenClassification(config, **kwargs)
     fresh = init_params(token_model, jax.random.key(seed + 1))
     params = {"model": policy_params["model"], "score": fresh["score"]}

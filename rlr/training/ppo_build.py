@@ -330,6 +330,7 @@ def _modules(
             dtype=policy.dtype,
             param_dtype=policy.param_dtype,
             remat=config.policy.remat,
+            scan_layers=config.policy.scan_layers,
         )
     elif config.uses_critic:
         modules["critic"] = modules[config.ppo.critic_init]
