@@ -119,7 +119,10 @@ def test_plan_sizes_a_7b_released_prm_beside_a_1p5b_policy(tmp_path):
     )
 
 
-def test_layer_extrapolation_matches_an_exact_compile():
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_layer_extrapolation_matches_an_exact_compile(scan_layers):
+    """`--extrapolate` (1 and 2 layers, for unrolled layers) against the default full-depth
+    compile."""
     from rlr.plan import plan
     from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
 
@@ -135,7 +138,7 @@ def test_layer_extrapolation_matches_an_exact_compile():
     )
     config = PPOConfig(
         tokenizer="-",
-        policy=ModelSpec(architecture=arch),
+        policy=ModelSpec(architecture=arch, scan_layers=scan_layers),
         data=DataSpec(train="-"),
         rollout=RolloutSpec(
             prompts_per_iteration=4, samples_per_prompt=2, max_prompt_tokens=16, max_new_tokens=16
@@ -143,8 +146,8 @@ def test_layer_extrapolation_matches_an_exact_compile():
         ppo=PPOSpec(minibatches=2),
     )
     mesh = {"data": 1, "fsdp": 1, "tensor": 1}
-    exact = plan(config, mesh, exact=True)
-    estimate = plan(config, mesh)
+    exact = plan(config, mesh)
+    estimate = plan(config, mesh, extrapolate=True)
     assert estimate["extrapolated_to_layers"] == 4 and "extrapolated_to_layers" not in exact
     assert estimate["per_device_bytes"] == exact["per_device_bytes"]
     for step in ("update_step", "scoring_step"):
