@@ -115,6 +115,7 @@ def main() -> None:
         pad_id=0,
         temperature=1.0,
         loop=args.loop,
+        compact=args.loop == "while",  # a scan runs all T steps for every row
     )
     for batch in args.batch:
         bench_batch(batch, args, sampler, params, hf_model)
