@@ -19,6 +19,8 @@ from rlr.models.decoder import (
     last_token_index,
     math_shepherd_step_scores,
     rope_frequencies,
+    stack_layer_params,
+    unstack_layer_params,
 )
 from rlr.models.hf_io import load_pretrained, pretrained_module, save_pretrained
 from rlr.models.step_scorers import STEP_FORMATS, StepScorer, load_step_scorer
@@ -46,6 +48,8 @@ __all__ = [
     "rope_frequencies",
     "pretrained_module",
     "save_pretrained",
+    "stack_layer_params",
+    "unstack_layer_params",
     "STEP_FORMATS",
     "StepScorer",
     "load_step_scorer",
