@@ -162,8 +162,10 @@ def plan(
     Parameter, optimizer and frozen-network bytes come from the full-depth shapes. The
     compiled steps' buffers (arguments, outputs, temporaries) are measured at full depth
     (scanned layers compile as fast at any depth); with `extrapolate`, at depths 1 and 2 and
-    extrapolated linearly per layer (every Qwen2 layer adds the same buffers), which keeps
+    extrapolated linearly per layer (every unrolled layer adds the same buffers), which keeps
     the compile short for networks with `scan_layers: false`, whose programs grow with depth.
+    A scanned program reuses one layer's buffers, so its temporaries are not linear in depth
+    and extrapolating them is not meaningful.
     """
     depths = network_depths(config)
     depth = depths["policy"]

@@ -119,10 +119,10 @@ def test_plan_sizes_a_7b_released_prm_beside_a_1p5b_policy(tmp_path):
     )
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
-def test_layer_extrapolation_matches_an_exact_compile(scan_layers):
-    """`--extrapolate` (1 and 2 layers, for unrolled layers) against the default full-depth
-    compile."""
+def test_layer_extrapolation_matches_an_exact_compile():
+    """`--extrapolate` (1 and 2 layers) against the default full-depth compile, for unrolled
+    layers (what it is for: a scanned program reuses one layer's buffers, so its temporaries
+    are not linear in depth, and its full depth compiles as fast anyway)."""
     from rlr.plan import plan
     from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
 
@@ -138,7 +138,7 @@ def test_layer_extrapolation_matches_an_exact_compile(scan_layers):
     )
     config = PPOConfig(
         tokenizer="-",
-        policy=ModelSpec(architecture=arch, scan_layers=scan_layers),
+        policy=ModelSpec(architecture=arch, scan_layers=False),
         data=DataSpec(train="-"),
         rollout=RolloutSpec(
             prompts_per_iteration=4, samples_per_prompt=2, max_prompt_tokens=16, max_new_tokens=16
