@@ -109,7 +109,7 @@ class Reproduction:
         self.filler_aware = config.prm_labels == "filler_aware"
         # A sweep runs every variant and seed once per value of one PPO config key.
         self.sweep_key = resolve_ppo_key(config.sweep.key) if config.sweep.key else ""
-        self.sweep_name = self.sweep_key.rsplit(".", 1)[-1]
+        self.sweep_name = sweep_name(self.sweep_key) if self.sweep_key else ""
         self.values: tuple[Any, ...] = tuple(config.sweep.values) if self.sweep_key else (None,)
         # Set apart the files of a filler-aware or sweep reproduction sharing this out_dir.
         self.suffix = ("_filler_aware" if self.filler_aware else "") + (
@@ -572,7 +572,8 @@ class Reproduction:
             "prm_labels": self.config.prm_labels,
             "wall_time_s": wall_time_s,
             "stage_seconds": stage_seconds,
-            "total_stage_seconds": sum(stage_seconds.values()),
+            # This reproduction's stages only: others may share the out_dir's timings.
+            "total_stage_seconds": sum(stage_seconds.get(stage.name, 0.0) for stage in self.plan()),
             "date": time.strftime("%Y-%m-%d"),
             "sft": aggregate_seeds(sft),
             "prm": _read_json(self.model_dir("prm") / "DONE"),
@@ -664,6 +665,16 @@ def plot_name(results: str) -> str:
 def variant_dir(runs_dir: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
     """VARIANT (seed 0) or VARIANT_seedN under an algorithm's runs folder."""
     return runs_dir / f"{variant}{seed_suffix(seed)}"
+
+
+def sweep_name(key: str) -> str:
+    """The name a swept PPO key's folders and files carry: its last part (reward.eta -> eta)
+    where no other PPO key ends the same way, else the dotted key (policy.dtype)."""
+    from rlr.training.configs import PPOConfig, config_keys
+
+    last = key.rsplit(".", 1)[-1]
+    clashes = [k for k in config_keys(PPOConfig) if k.rsplit(".", 1)[-1] == last]
+    return last if len(clashes) == 1 else key
 
 
 def _value_name(value: Any) -> str:
@@ -838,15 +849,19 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += _variant_table(results)
     prm = results.get("prm", {}).get("eval", {})
     if "mean_score_filler" in prm:
-        premise = (
-            "filler scores below correct steps: the filler-aware premise"
-            if prm["mean_score_filler"] < prm["mean_score_correct"]
-            else "useless steps score high: the premise of the hacking"
+        below = prm["mean_score_filler"] < prm["mean_score_correct"]
+        labels = (
+            "filler steps labelled no progress"
+            if prm_labels == "filler_aware"
+            else ("filler steps labelled correct")
+        )
+        premise = f"{labels}; filler scores {'below' if below else 'at least as high as'} " + (
+            "correct steps" if below else "correct steps: the premise of the hacking"
         )
         lines += [
             "",
-            f"PRM on held-out steps: AUC {prm['step_auc']:.3f}; mean score of filler steps "
-            f"{prm['mean_score_filler']:.3f}, correct steps {prm['mean_score_correct']:.3f}, "
+            f"Seed 0's PRM on held-out steps: AUC {prm['step_auc']:.3f}; mean score of filler "
+            f"steps {prm['mean_score_filler']:.3f}, correct steps {prm['mean_score_correct']:.3f}, "
             f"wrong steps {prm['mean_score_wrong']:.3f} ({premise}).",
         ]
     return "\n".join(lines) + "\n"

@@ -125,6 +125,10 @@ def test_print_config_prints_every_key_resolved(name, capsys):
         (["reproduce", "--sweep", "path=a,b", "--print-config"], "names several PPO config keys"),
         (["reproduce", "--sweep", "method=raw,clip", "--print-config"], "choose --variants"),
         (["reproduce", "--sweep", "eta=0.3,0.3", "--print-config"], "lists a value twice"),
+        (["reproduce", "--sweep", "alpha=1,1.0", "--print-config"], "are equal numbers"),
+        (["reproduce", "--sweep", "eta=0.5,null", "--print-config"], "null is not a value"),
+        (["reproduce", "--sweep", "policy.path=a,b", "--print-config"], "set by the reproduction"),
+        (["reproduce", "--sweep", "max_new_tokens=32,64", "--print-config"], "held-out evaluation"),
     ],
 )  # fmt: skip
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, tmp_path, capsys):

@@ -21,6 +21,7 @@ from rlr.reproduce import (
     gain_over_sft,
     plot_name,
     results_markdown,
+    sweep_name,
 )
 from rlr.training.configs import GROUP_ONLY_VARIANTS
 
@@ -181,6 +182,9 @@ def test_results_and_plot_names():
     assert plot_name("results_grpo_filler_aware") == "curves_grpo_filler_aware"
     assert plot_name("results_sweep_eta") == "sweep_eta"
     assert plot_name("results_grpo_sweep_alpha") == "sweep_grpo_alpha"
+    # A key's last part names its folders unless another PPO key ends the same way.
+    assert sweep_name("reward.eta") == "eta"
+    assert sweep_name("policy.dtype") == "policy.dtype"
 
 
 def test_smoke_with_two_seeds_a_sweep_and_the_filler_aware_prm(out, tmp_path):

@@ -12,6 +12,7 @@ and print a config before anything heavy is imported.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any, Literal
 
@@ -498,10 +499,22 @@ class SweepSpec:
             f"sweep.values must list at least one value for sweep.key={self.key!r}",
         )
         require(bool(self.key) or not self.values, "sweep.values are set but sweep.key is empty")
-        texts = [str(v) for v in self.values]
         require(
-            len(set(texts)) == len(texts),
-            f"sweep.values lists a value twice: {', '.join(texts)}",
+            all(v is not None for v in self.values),
+            f"sweep.values: null is not a value a sweep can run (it means 'no override'); "
+            f"got {list(self.values)}",
+        )
+        require(
+            all(isinstance(v, str | int | float | bool) for v in self.values),
+            f"sweep.values must be numbers, booleans or strings; got {list(self.values)}",
+        )
+        # 1 and 1.0 (or 0 and false) are one value to Python: they would share a results row.
+        texts = [json.dumps(v) if not isinstance(v, str) else v for v in self.values]
+        same = {json.dumps(v) for v in self.values if isinstance(v, int | float)}
+        require(
+            len(set(texts)) == len(texts) and len(set(self.values)) == len(self.values),
+            f"sweep.values lists a value twice: {', '.join(texts)}"
+            + (f" ({', '.join(sorted(same))} are equal numbers)" if same else ""),
         )
 
 
@@ -548,6 +561,28 @@ def _close(name: str, keys: list[str]) -> str:
 # The PRM a reproduction trains: "standard" labels filler steps correct (so the PRM rewards
 # padding, the premise of the hacking); "filler_aware" labels them as no progress (-1).
 PRMLabels = Literal["standard", "filler_aware"]
+# PPO keys `rlr reproduce` sets for every run (a sweep of one would be silently overridden).
+REPRODUCTION_KEYS = (
+    "seed",
+    "out_dir",
+    "name",
+    "algorithm",
+    "tokenizer",
+    "policy.path",
+    "prm.path",
+    "orm.path",
+    "data.train",
+    "data.test",
+)
+# Sections the held-out evaluation reads (problems, budgets, grader): one SFT baseline serves
+# every swept value, so a sweep may not change them.
+EVALUATION_SECTIONS = (
+    "data.",
+    "rollout.max_new_tokens",
+    "rollout.max_prompt_tokens",
+    "grading.",
+    "reward.separators",
+)
 EXPECTED_STAGES = ("data", "tokenizer", "sft", "prm", "orm", "evaluation", "ppo_iteration")
 
 
@@ -606,8 +641,15 @@ class ReproduceConfig:
                 "instead of sweeping it",
             )
             require(
-                key not in ("seed", "out_dir", "name"),
-                f"sweep.key: {key} is set by the reproduction itself; use --seeds for seeds",
+                key not in REPRODUCTION_KEYS,
+                f"sweep.key: {key} is set by the reproduction itself (seeds with --seeds, "
+                "algorithms with --algorithm, paths by the stages)",
+            )
+            require(
+                not key.startswith(EVALUATION_SECTIONS),
+                f"sweep.key: {key} changes the held-out evaluation, which the SFT baseline "
+                "shares with every swept value; run one reproduction per value with "
+                f"ppo.overrides.{key}=VALUE and a separate --out instead",
             )
         for name, seconds in self.expected_seconds.items():
             require(
