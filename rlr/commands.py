@@ -152,7 +152,7 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default="cpu",
         choices=("cpu", "smoke"),
-        help="cpu: the main job (about half an hour on 2 cores); smoke: a few minutes",
+        help="cpu: the main job (about 20 minutes per seed on 2 cores); smoke: a few minutes",
     )
     parser.add_argument(
         "--config",

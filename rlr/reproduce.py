@@ -9,7 +9,7 @@ and curves.png (accuracy, steps per solution and PRM return against PPO iteratio
 Every training stage is the rlr command a user would run (`rlr make-data`, `rlr sft`,
 `rlr train-prm`, ...), run in this process through rlr.cli and written to OUT/commands.sh, so
 any stage can be rerun or changed by hand. Presets are the shipped configs reproduce_cpu (the
-main job of launch/local.sh, about half an hour on 2 CPU cores) and reproduce_smoke (a few
+main job of launch/local.sh, about 20 minutes per seed on 2 CPU cores) and reproduce_smoke (a few
 minutes; the test suite runs it).
 """
 
