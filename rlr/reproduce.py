@@ -34,6 +34,8 @@ from rlr.training.configs import (
     ReproduceConfig,
     StageSpec,
     resolve_ppo_key,
+    sweep_name,
+    sweep_value_name,
 )
 
 VARIANTS = REWARD_VARIANTS
@@ -358,7 +360,7 @@ class Reproduction:
         if self.filler_aware:
             path = path / "filler_aware"
         if value is not None:
-            path = path / f"sweep_{self.sweep_name}" / _value_name(value)
+            path = path / f"sweep_{self.sweep_name}" / sweep_value_name(value)
         return path
 
     def ppo(
@@ -667,22 +669,6 @@ def variant_dir(runs_dir: pathlib.Path, variant: str, seed: int) -> pathlib.Path
     return runs_dir / f"{variant}{seed_suffix(seed)}"
 
 
-def sweep_name(key: str) -> str:
-    """The name a swept PPO key's folders and files carry: its last part (reward.eta -> eta)
-    where no other PPO key ends the same way, else the dotted key (policy.dtype)."""
-    from rlr.training.configs import PPOConfig, config_keys
-
-    last = key.rsplit(".", 1)[-1]
-    clashes = [k for k in config_keys(PPOConfig) if k.rsplit(".", 1)[-1] == last]
-    return last if len(clashes) == 1 else key
-
-
-def _value_name(value: Any) -> str:
-    """A swept value as a folder name."""
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return "".join(c if c.isalnum() or c in ".-+_" else "_" for c in text)
-
-
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
@@ -849,14 +835,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += _variant_table(results)
     prm = results.get("prm", {}).get("eval", {})
     if "mean_score_filler" in prm:
-        below = prm["mean_score_filler"] < prm["mean_score_correct"]
-        labels = (
-            "filler steps labelled no progress"
-            if prm_labels == "filler_aware"
-            else ("filler steps labelled correct")
-        )
-        premise = f"{labels}; filler scores {'below' if below else 'at least as high as'} " + (
-            "correct steps" if below else "correct steps: the premise of the hacking"
+        label = "no progress" if prm_labels == "filler_aware" else "correct"
+        premise = f"filler steps labelled {label}; filler scores " + (
+            "below correct steps"
+            if prm["mean_score_filler"] < prm["mean_score_correct"]
+            else "at least as high as correct steps: the premise of the hacking"
         )
         lines += [
             "",

@@ -508,14 +508,16 @@ class SweepSpec:
             all(isinstance(v, str | int | float | bool) for v in self.values),
             f"sweep.values must be numbers, booleans or strings; got {list(self.values)}",
         )
-        # 1 and 1.0 (or 0 and false) are one value to Python: they would share a results row.
-        texts = [json.dumps(v) if not isinstance(v, str) else v for v in self.values]
-        same = {json.dumps(v) for v in self.values if isinstance(v, int | float)}
-        require(
-            len(set(texts)) == len(texts) and len(set(self.values)) == len(self.values),
-            f"sweep.values lists a value twice: {', '.join(texts)}"
-            + (f" ({', '.join(sorted(same))} are equal numbers)" if same else ""),
-        )
+        # Two values clash when they share a folder name, or when Python counts them as one
+        # value (1 and 1.0, 0 and false): they would share a results row.
+        for i, value in enumerate(self.values):
+            for earlier in self.values[:i]:
+                a, b = sweep_value_name(earlier), sweep_value_name(value)
+                require(
+                    a != b and earlier != value,
+                    f"sweep.values lists a value twice: {a}"
+                    + ("" if a == b else f" and {b} are equal numbers"),
+                )
 
 
 def config_keys(cls: type, prefix: str = "") -> list[str]:
@@ -534,13 +536,31 @@ def config_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def sweep_value_name(value: Any) -> str:
+    """A swept value as a folder name (0.3, 1e-4, true, raw)."""
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return "".join(c if c.isalnum() or c in ".-+_" else "_" for c in text)
+
+
+def _ppo_keys_ending_in(name: str) -> list[str]:
+    """The PPO config keys whose last part is `name` (eta -> [reward.eta])."""
+    return [key for key in config_keys(PPOConfig) if key.rsplit(".", 1)[-1] == name]
+
+
+def sweep_name(key: str) -> str:
+    """The name a swept PPO key's folders and files carry: its last part (reward.eta -> eta)
+    where no other PPO key ends the same way, else the dotted key (policy.dtype)."""
+    last = key.rsplit(".", 1)[-1]
+    return last if len(_ppo_keys_ending_in(last)) == 1 else key
+
+
 def resolve_ppo_key(name: str) -> str:
     """A PPO config key from its dotted form (reward.eta) or from a field name that names one
     key alone (eta -> reward.eta); anything else is an error that lists the candidates."""
     keys = config_keys(PPOConfig)
     if name in keys:
         return name
-    matches = [key for key in keys if key.rsplit(".", 1)[-1] == name]
+    matches = _ppo_keys_ending_in(name)
     require(bool(matches), f"sweep.key: {name!r} is not a PPO config key{_close(name, keys)}")
     require(
         len(matches) == 1,
