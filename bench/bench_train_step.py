@@ -1,7 +1,9 @@
 """Training-step throughput: rlr (jitted, donated forward + backward + AdamW) vs HF torch.
 
 Same ~4.5M-parameter Qwen2 as bench_sampling.py, same weights, next-token cross-entropy on
-random tokens, AdamW in both (optax / torch.optim). Prints the time per step, tokens/s, the
+random tokens, AdamW in both (optax / torch.optim). rlr's loss is the one `rlr train-sft` uses
+(`make_sft_loss_fn`: the trunk, then `lm_head_readout` over every position but the first); HF's
+is `Qwen2ForCausalLM(labels=...)`. Prints the time per step, tokens/s, the
 ratio, achieved GFLOP/s (6 * N_matmul * tokens + causal attention) and that as a fraction of
 the f32 jnp.dot rate measured in the same rounds (`PEAK_DOTS` 1024 x 1024 products per run).
 
@@ -27,8 +29,8 @@ import numpy as np
 import optax
 from protocol import interleaved, load_line, median, runs_line, spread, timed
 
-import rlr
 from rlr import models
+from rlr.training.sft import make_sft_loss_fn
 
 SHAPE = dict(
     vocab_size=8192,
@@ -61,10 +63,11 @@ def matmul_probe():
 def train_flops(params, config: models.DecoderConfig, batch: int, seq: int) -> float:
     """6 * N_matmul * tokens + causal attention (QK^T and PV, forward + backward).
 
-    N_matmul counts every weight used in a matmul: all kernels plus the (tied) LM head,
-    not the embedding lookup.
+    N_matmul counts every weight used in a matmul: all kernels (stacked [L, In, Out] when the
+    layers are scanned) plus the tied LM head, counted once as the embedding.
     """
-    n_matmul = sum(p.size for p in jax.tree.leaves(params) if p.ndim == 2)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    n_matmul = sum(leaf.size for path, leaf in leaves if path[-1].key in ("kernel", "embedding"))
     tokens = batch * seq
     heads_width = config.num_attention_heads * config.head_dim
     # Per layer and sequence: 2 matmuls x 2 flops x S^2 x H*Dh forward, x3 with backward;
@@ -101,14 +104,20 @@ def main() -> None:
     ids = ids.astype(np.int32)
     optimizer = optax.adamw(1e-4, weight_decay=0.01)
 
-    def loss_fn(params, ids):
-        logits = model.apply({"params": params}, ids)
-        logp = rlr.token_logprobs(logits[:, :-1], ids[:, 1:])
-        return -jnp.mean(logp)
+    # Every column but the first is a "response" token: the same next-token loss HF computes.
+    sft_loss_fn = make_sft_loss_fn(model, response_len=args.seq - 1)
+    rows = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "response_mask": np.ones((args.batch, args.seq - 1), np.int32),
+    }
+
+    def loss_fn(params, rows):
+        return sft_loss_fn(params, rows)[0]
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, ids):
-        loss, grads = jax.value_and_grad(loss_fn)(params, ids)
+    def train_step(params, opt_state, rows):
+        loss, grads = jax.value_and_grad(loss_fn)(params, rows)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -116,7 +125,7 @@ def main() -> None:
     state = [params, opt_state]
 
     def run_rlr():
-        state[0], state[1], loss = train_step(state[0], state[1], ids)
+        state[0], state[1], loss = train_step(state[0], state[1], rows)
         return float(loss)
 
     compile_s = timed(run_rlr)[0]

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlr.losses import token_logprobs
+from rlr.head_readout import lm_head_readout
 from rlr.models.decoder import default_positions, init_cache
 
 
@@ -388,7 +388,8 @@ def sequence_logprobs(
     mask = jnp.concatenate([prompt_mask, response_mask], axis=1).astype(jnp.int32)
     variables = {"params": params}
     hidden = model.apply(variables, ids, mask, method=lambda m, i, a: m.model(i, a))
-    # The LM head only on the T columns that predict response tokens: [B, T, V], not [B, S, V].
+    # The LM head only on the T columns that predict response tokens, a chunk at a time.
     hidden = hidden[:, prompt_len - 1 : prompt_len - 1 + steps]
-    logits = model.apply(variables, hidden, method=lambda m, h: m.logits(h))
-    return token_logprobs(logits, response) * response_mask.astype(jnp.float32)
+    weight = model.apply(variables, method=lambda m: m.head_weight())
+    logprobs = lm_head_readout(hidden, weight, response).logprobs
+    return logprobs * response_mask.astype(jnp.float32)

@@ -157,13 +157,47 @@ def grouped_attention(
     return out.reshape(batch, length, heads * head_dim)
 
 
+@jax.custom_vjp
+def projection(
+    x: chex.Array,  # [..., In]
+    kernel: chex.Array,  # [In, Out]
+) -> chex.Array:  # [..., Out]
+    """x @ kernel, with a backward pass that writes the kernel gradient as one matmul over the
+    flattened leading axes, transposing whichever of x and the output gradient is narrower.
+
+    Autodiff's own rule leaves that choice to XLA, which on CPU transposes the output gradient
+    inside its elementwise producer (the SwiGLU backward, say): a strided loop that cost more
+    than the matmul it feeds. On GPU and TPU the transpose folds into the matmul either way.
+    """
+    return jnp.dot(x, kernel)
+
+
+def _projection_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _projection_bwd(residuals, grad):
+    x, kernel = residuals
+    rows_in = x.reshape(-1, x.shape[-1])  # [N, In]
+    rows_grad = grad.reshape(-1, grad.shape[-1])  # [N, Out]
+    if rows_in.shape[1] <= rows_grad.shape[1]:
+        kernel_grad = jnp.dot(rows_in.T, rows_grad)
+    else:
+        kernel_grad = jnp.dot(rows_grad.T, rows_in).T
+    x_grad = jnp.dot(grad, kernel.T)
+    return x_grad.astype(x.dtype), kernel_grad.astype(kernel.dtype)
+
+
+projection.defvjp(_projection_fwd, _projection_bwd)
+
+
 def _linear(
     module: nn.Module, x: chex.Array, features: int, axes: tuple[str | None, ...], use_bias: bool
 ) -> chex.Array:  # [..., In] -> [..., features]
     """x @ kernel (+ bias) as params "kernel" [In, features] and "bias" [features] of
     `module` (inside its compact call), with `module`'s dtype and param_dtype."""
     kernel = module.param("kernel", _normal_init(axes), (x.shape[-1], features), module.param_dtype)
-    y = jnp.dot(x.astype(module.dtype), jnp.asarray(kernel, module.dtype))
+    y = projection(x.astype(module.dtype), jnp.asarray(kernel, module.dtype))
     if use_bias:
         bias = module.param(
             "bias",
@@ -569,6 +603,13 @@ class DecoderForCausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             return self.model.attend(hidden).astype(jnp.float32)
         return self.lm_head(hidden).astype(jnp.float32)
+
+    def head_weight(self) -> chex.Array:  # [V, D] in the module's dtype
+        """The LM head as a [V, D] matrix (logits = hidden @ weight.T): the tied embedding, or
+        the lm_head kernel transposed. What `rlr.head_readout.lm_head_readout` takes."""
+        if self.config.tie_word_embeddings:
+            return jnp.asarray(self.model.embed_tokens.embedding, self.dtype)
+        return jnp.asarray(self.lm_head.variables["params"]["kernel"], self.dtype).T
 
 
 class MLPScoreHead(nn.Module):

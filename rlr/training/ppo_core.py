@@ -19,7 +19,7 @@ import optax
 
 import rlr
 from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
-from rlr.training.readouts import critic_values, orm_scores, policy_logits, prm_step_scores
+from rlr.training.readouts import critic_values, orm_scores, policy_readout, prm_step_scores
 from rlr.training.step import TrainState, apply_gradients
 
 
@@ -82,12 +82,8 @@ def score_rollout(
     T = rollout.response_mask.shape[1]
     ids, attn = rollout.input_ids, rollout.attention_mask
     tokens = ids[:, ids.shape[1] - T :]
-    old_logp = rlr.token_logprobs(
-        policy_logits(models.policy, params["policy"], ids, attn, T=T), tokens
-    )
-    ref_logp = rlr.token_logprobs(
-        policy_logits(models.policy, frozen["reference"], ids, attn, T=T), tokens
-    )
+    old_logp = policy_readout(models.policy, params["policy"], ids, attn, T=T).logprobs
+    ref_logp = policy_readout(models.policy, frozen["reference"], ids, attn, T=T).logprobs
     if models.critic is not None:
         values = critic_values(models.critic, params["critic"], ids, attn, T=T)
     else:
@@ -256,12 +252,12 @@ def ppo_loss(
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
-    logits = policy_logits(models.policy, params["policy"], ids, attn, T=T)
-    logp = rlr.token_logprobs(logits, ids[:, ids.shape[1] - T :])
+    readout = policy_readout(models.policy, params["policy"], ids, attn, T=T)
+    logp = readout.logprobs
     policy_loss, policy_metrics = rlr.ppo_policy_loss(
         logp, batch.old_logp, batch.advantages, mask, clip_eps=clip_eps, aggregation=aggregation
     )
-    entropy = rlr.masked_mean(jax.lax.stop_gradient(rlr.entropy_from_logits(logits)), mask)
+    entropy = rlr.masked_mean(readout.entropy, mask)
     metrics = {
         "loss/policy": policy_loss,
         "policy/entropy": entropy,

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlr.head_readout import TokenReadout, lm_head_readout
+
 
 def response_slice(x: chex.Array, *, prompt_len: int, num_tokens: int) -> chex.Array:
     """Columns P-1 .. P+T-2 of a [B, S, ...] array: the predictions for response tokens 0..T-1."""
@@ -41,6 +43,22 @@ def policy_logits(
     )
     hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
     return policy.apply(variables, hidden, method=lambda m, h: m.logits(h))
+
+
+def policy_readout(
+    policy: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
+) -> TokenReadout:  # logprobs, entropy [B, T] f32; argmax [B, T] int32
+    """The policy's log-prob of each response token (the last T columns of input_ids [B, S]),
+    with the entropy and argmax of its prediction there, read through `lm_head_readout`:
+    the same numbers as `policy_logits` gives, without building the [B, T, V] logits."""
+    prompt_len = input_ids.shape[1] - T
+    variables = {"params": params}
+    hidden = policy.apply(
+        variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
+    )
+    hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
+    weight = policy.apply(variables, method=lambda m: m.head_weight())
+    return lm_head_readout(hidden, weight, input_ids[:, prompt_len:])
 
 
 def critic_values(

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
-from rlr.losses import token_logprobs
 from rlr.training import batching, distributed, loading
 from rlr.training.configs import SFTConfig
 from rlr.training.evaluation import evaluate_problems
@@ -35,14 +34,15 @@ from rlr.training.fit import (
     supervised_optimizer,
 )
 from rlr.training.generation import make_sampler
-from rlr.training.readouts import policy_logits
+from rlr.training.readouts import policy_readout
 from rlr.training.step import init_train_state
 
 TRAIN_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 
 def sft_loss(
-    logits: chex.Array,  # [B, T, V] logits predicting each response token
+    logprobs: chex.Array,  # [B, T] log p(response token)
+    predicted: chex.Array,  # [B, T] the argmax token at each response position
     tokens: chex.Array,  # [B, T] response tokens
     response_mask: chex.Array,  # [B, T] 1 on response tokens (EOS included)
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -50,13 +50,12 @@ def sft_loss(
 
     Also returns the token accuracy of the argmax prediction over the same tokens.
     """
-    chex.assert_rank([logits, tokens, response_mask], [3, 2, 2])
-    chex.assert_equal_shape([tokens, response_mask])
-    chex.assert_equal_shape_prefix([logits, tokens], 2)
+    chex.assert_rank([logprobs, predicted, tokens, response_mask], 2)
+    chex.assert_equal_shape([logprobs, predicted, tokens, response_mask])
     mask = response_mask.astype(jnp.float32)
     count = jnp.maximum(jnp.sum(mask), 1.0)
-    nll = -jnp.sum(token_logprobs(logits, tokens) * mask) / count
-    hits = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
+    nll = -jnp.sum(logprobs * mask) / count
+    hits = (predicted == tokens).astype(jnp.float32)
     return nll, {"nll": nll, "token_accuracy": jnp.sum(hits * mask) / count}
 
 
@@ -68,8 +67,9 @@ def make_sft_loss_fn(
 
     def loss_fn(params, batch):
         ids, attn = batch["input_ids"], batch["attention_mask"]
-        logits = policy_logits(model, params, ids, attn, T=response_len)
-        return sft_loss(logits, ids[:, ids.shape[1] - response_len :], batch["response_mask"])
+        readout = policy_readout(model, params, ids, attn, T=response_len)
+        tokens = ids[:, ids.shape[1] - response_len :]
+        return sft_loss(readout.logprobs, readout.argmax, tokens, batch["response_mask"])
 
     return loss_fn
 
