@@ -52,7 +52,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: None is not allowed")
+        if not errors:
+            raise ConfigError(f"{where}: None is not allowed")
+        reasons = [e.removeprefix(f"{where}: ") for e in errors]
+        raise ConfigError(f"{where}: " + "; or ".join(reasons))
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(

@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from rlr import models, sharding
-from rlr.models.decoder import stack_layer_params, unstack_layer_params
+from rlr.models.decoder import remat_policy, stack_layer_params, unstack_layer_params
 from rlr.models.hf_io import hf_name
 
 VOCAB = 64
@@ -101,14 +101,22 @@ def test_scan_and_loop_give_the_same_logits_and_gradients(pair):
     assert float(jnp.abs(g_scan["model"]["layers"]["mlp"]["up_proj"]["kernel"][2]).max()) > 0
 
 
-def test_remat_inside_the_scan_keeps_gradients(pair):
-    config, scan, _, params, _ = pair
-    remat = models.DecoderForCausalLM(config, remat=True)
+@pytest.mark.parametrize("policy", ["full", "none", True, False])
+def test_every_remat_policy_inside_the_scan_keeps_gradients(pair, policy):
+    config, scan, _, params, _ = pair  # scan: the default policy ("minimal")
+    assert scan.remat == "minimal"
+    remat = models.DecoderForCausalLM(config, remat=policy)
     ids = ids_of(2, 9, seed=2)
     grad = jax.jit(jax.grad(mean_cross_entropy, argnums=1), static_argnums=0)
     chex.assert_trees_all_close(
         grad(remat, params, ids), grad(scan, params, ids), atol=1e-6, rtol=1e-5
     )
+
+
+def test_remat_policy_names():
+    assert [remat_policy(v) for v in (True, False, "minimal")] == ["full", "none", "minimal"]
+    with pytest.raises(ValueError, match="remat must be a bool or one of"):
+        remat_policy("some")
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -419,6 +419,27 @@ class DecoderLayer(nn.Module):
         return (x, cache), None
 
 
+# What each decoder layer keeps for the backward pass:
+#   "none": every activation (attention probabilities included);
+#   "minimal": the outputs of the projections (matmuls without batch dimensions); attention,
+#     norms, RoPE and the SwiGLU product are recomputed. Less memory than "none", and on CPU
+#     faster too: writing and reading back a scan's stacked residuals costs more than the
+#     elementwise work it saves;
+#   "full": only the residual stream between layers (gradient checkpointing), for models that
+#     do not fit otherwise; one more forward pass per layer.
+REMAT_POLICIES = ("none", "minimal", "full")
+_SAVED = {"minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable, "full": None}
+
+
+def remat_policy(remat: bool | str) -> str:
+    """A module's `remat` field as one of REMAT_POLICIES (True: "full", False: "none")."""
+    if isinstance(remat, bool):
+        return "full" if remat else "none"
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be a bool or one of {REMAT_POLICIES}; got {remat!r}")
+    return remat
+
+
 def _is_stacked_layers(key: str) -> bool:
     return key == "layers"
 
@@ -486,9 +507,9 @@ class DecoderModel(nn.Module):
     config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    # Recompute each layer's activations in the backward pass (gradient checkpointing): only
-    # the residual stream between layers is kept, which large models need to train at all.
-    remat: bool = False
+    # What a layer keeps for the backward pass (`REMAT_POLICIES`; True is "full", False
+    # "none"). "minimal" keeps the projections' outputs and recomputes the rest.
+    remat: bool | str = "minimal"
     # One nn.scan over the layers (params "layers" [L, ...]): compile time independent of
     # depth. False unrolls a Python loop (params "layers_0" ..), for comparison and debugging.
     scan_layers: bool = True
@@ -497,10 +518,11 @@ class DecoderModel(nn.Module):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        # Inside a scan the loop already keeps the recomputation from being merged away.
-        layer = (
-            nn.remat(DecoderLayer, prevent_cse=not self.scan_layers) if self.remat else DecoderLayer
-        )
+        policy = remat_policy(self.remat)
+        layer = DecoderLayer
+        if policy != "none":
+            # Inside a scan the loop already keeps the recomputation from being merged away.
+            layer = nn.remat(DecoderLayer, prevent_cse=not self.scan_layers, policy=_SAVED[policy])
         if self.scan_layers:
             self.layers = nn.scan(
                 layer,
@@ -607,7 +629,7 @@ class DecoderForCausalLM(nn.Module):
     config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    remat: bool = False  # gradient checkpointing per decoder layer
+    remat: bool | str = "minimal"  # what a layer keeps for backward (REMAT_POLICIES)
     scan_layers: bool = True  # one nn.scan over the layers (see DecoderModel)
 
     def setup(self):
@@ -692,7 +714,7 @@ class _TrunkWithScores(nn.Module):
     config: DecoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    remat: bool = False  # gradient checkpointing per decoder layer
+    remat: bool | str = "minimal"  # what a layer keeps for backward (REMAT_POLICIES)
     scan_layers: bool = True  # one nn.scan over the layers (see DecoderModel)
 
     def score_module(self) -> nn.Module:

@@ -70,7 +70,10 @@ class ModelSpec:
     format: StepFormat | None = None
     dtype: DType = "float32"
     param_dtype: DType = "float32"
-    remat: bool = False  # recompute layer activations in backward (large models)
+    # what each layer keeps for backward: "none", "minimal" (projection outputs; recomputes
+    # attention and elementwise work), "full" (only the residual stream; true = "full",
+    # false = "none")
+    remat: bool | Literal["none", "minimal", "full"] = "minimal"
     # one nn.scan over the decoder layers (compile time independent of depth); false unrolls
     # a Python loop over them (params layers_0 .. instead of one stacked "layers")
     scan_layers: bool = True
@@ -199,6 +202,10 @@ class PPOSpec:
     # How the policy loss aggregates tokens; null: the algorithm's default (ALGORITHM_DEFAULTS).
     loss_aggregation: LossAggregation | None = None
     critic_init: Literal["prm", "orm", "policy"] = "policy"
+    # Where the ratio's old log-probs come from: "recompute" runs the policy over the rollout
+    # once more; "rollout" keeps the sampler's (those of the same parameters, read from the
+    # KV-cache decode: equal up to float rounding in float32, as trl and others use them).
+    old_logprobs: Literal["recompute", "rollout"] = "recompute"
 
     def __post_init__(self):
         require(0 <= self.gamma <= 1, f"ppo.gamma must be in [0, 1]; got {self.gamma}")
