@@ -38,7 +38,10 @@ TrainerCallback's on_step_end ends the step. So per step:
   - grading: rlr only (math answers graded in a process pool); trl's reward is a network;
   - scoring: trl's reference, value and reward forward passes, KL penalty, GAE and whitening
     vs rlr's policy, reference, critic and PRM forward passes, Clip-Delta step rewards, KL,
-    GAE and whitening (rlr re-runs the policy for old log-probabilities: one more pass);
+    GAE and whitening. trl takes the old log-probabilities from its generation logits; rlr
+    takes its sampler's the same way (`ppo.old_logprobs=rollout`, `--old-logprobs rollout`,
+    the default here) or re-runs the policy for them (`--old-logprobs recompute`, rlr's own
+    default: one more forward pass);
   - update: 4 minibatch steps (policy + value forward, backward, optimizer step) in both;
   - iteration: one whole step; trl's includes its data loading and gc (shown as "other").
 Ratios are trl time / rlr time: above 1, rlr is faster. Differences that remain: trl steps one
@@ -160,7 +163,8 @@ def bench_rlr(python: str, args: argparse.Namespace, json_path: pathlib.Path) ->
         python,
         [str(REPO / "bench" / "bench_ppo.py"), "--iterations", str(args.iterations)]
         + ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers)]
-        + ["--intermediate-size", str(args.intermediate_size), "--json", str(json_path)],
+        + ["--intermediate-size", str(args.intermediate_size), "--json", str(json_path)]
+        + [f"ppo.old_logprobs={args.old_logprobs}"],
         capture_output=True,
     )
     if out.returncode != 0:
@@ -390,6 +394,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--intermediate-size", type=int, default=384)
     parser.add_argument("--rlr-python", default=DEFAULT_RLR_PYTHON)
+    parser.add_argument(
+        "--old-logprobs",
+        choices=["rollout", "recompute"],
+        default="rollout",
+        help="rlr's ppo.old_logprobs: the sampler's log-probs, as trl uses its generation "
+        "logits (default), or one more policy pass",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--json", default=None, help="write all timings here too")
     args = parser.parse_args()
@@ -421,7 +432,8 @@ def main() -> None:
 
     print(
         f"trl {trl.__version__} (torch {torch.__version__}, {torch.get_num_threads()} threads) vs "
-        f"rlr bench/bench_ppo.py ({args.rlr_python}); {args.repeats} rounds (rlr then trl) x "
+        f"rlr bench/bench_ppo.py ({args.rlr_python}, ppo.old_logprobs={args.old_logprobs}); "
+        f"{args.repeats} rounds (rlr then trl) x "
         f"{args.iterations} timed iteration(s) of each: medians of {len(rlr_steps)} iterations"
         f"{few_runs(len(rlr_steps))}"
     )

@@ -153,6 +153,27 @@ def test_prm_scores_every_variant_but_only_enters_the_reward_when_asked(assets, 
     assert row["reward/prm"] == 0.0  # but gave no reward
 
 
+def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path):
+    from rlr.grading import Grader
+    from rlr.training.configs import PPOSpec
+    from rlr.training.readouts import policy_readout
+
+    trainer = PPOTrainer(tiny_config(assets, tmp_path, ppo=PPOSpec(old_logprobs="rollout")))
+    with Grader(num_workers=1, timeout_s=5.0) as grader:
+        rollout, _ = trainer.rollout(0, grader)
+    T = rollout.response_mask.shape[1]
+    policy, params = trainer.setup.models.policy, trainer.state.params["policy"]
+    recomputed = policy_readout(
+        policy, params, rollout.input_ids, rollout.attention_mask, T=T
+    ).logprobs
+    mask = np.asarray(rollout.response_mask)
+    assert mask.sum() > 0
+    np.testing.assert_allclose(rollout.sampled_logp, recomputed * mask, atol=2e-4)
+    # and the scores take them as they are
+    scored = trainer.setup.score(trainer.state.params, trainer.frozen, rollout, None)
+    np.testing.assert_array_equal(scored.old_logp, rollout.sampled_logp)
+
+
 def _variant_configs(assets, out):
     from rlr.training.configs import REWARD_VARIANTS, ModelSpec, PPOSpec
 

@@ -50,6 +50,16 @@ def test_scores_read_the_right_columns(setup):
     np.testing.assert_allclose(scored.old_logp, scored.ref_logp, atol=1e-6)
 
 
+def test_sampled_logprobs_replace_the_policy_pass(setup):
+    m, trainable, frozen, data, scored = setup
+    sampled = np.asarray(scored.old_logp) + 0.25 * np.asarray(data.response_mask)
+    with_sampled = data._replace(sampled_logp=jax.numpy.asarray(sampled))
+    again = jax.jit(functools.partial(ppo_core.score_rollout, m))(trainable, frozen, with_sampled)
+    np.testing.assert_array_equal(again.old_logp, sampled)
+    for name in ("ref_logp", "old_values", "step_scores", "orm_score"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(scored, name))
+
+
 @pytest.mark.parametrize("method", ["raw", "clip_delta"])
 def test_experience_follows_paper_order(setup, method):
     _, _, _, data, scored = setup

@@ -135,6 +135,7 @@ class PPOTrainer:
             )
             tokens = distributed.local_rows(self.mesh, out.tokens).astype(np.int32)
             response_mask = distributed.local_rows(self.mesh, out.mask).astype(np.int32)
+            sampled_logp = distributed.local_rows(self.mesh, out.logprobs).astype(np.float32)
             t1 = time.perf_counter()
             step_end, step_mask, _ = step_ends_from_ids(
                 tokens,
@@ -154,6 +155,8 @@ class PPOTrainer:
                 "step_end": step_end.astype(np.int32),
                 "step_mask": step_mask.astype(np.float32),
             }
+            if cfg.ppo.old_logprobs == "rollout":
+                part["sampled_logp"] = sampled_logp * response_mask
             if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
                 # Its program runs on the whole mesh: every process scores the whole chunk
                 # (the same batches on every process) and keeps its block.
@@ -179,7 +182,9 @@ class PPOTrainer:
             chunks = [distributed.global_rows(self.mesh, part[name], C) for part in parts]
             return chunks[0] if len(chunks) == 1 else _concatenate(self.mesh, chunks)
 
-        rollout = ppo_core.Rollout(*(on_mesh(name) for name in ppo_core.Rollout._fields))
+        rollout = ppo_core.Rollout(
+            *(on_mesh(name) if name in parts[0] else None for name in ppo_core.Rollout._fields)
+        )
         text_step_scores = on_mesh("text_step_scores") if "text_step_scores" in parts[0] else None
         gathered = {
             name: distributed.gather_rows(np.concatenate([part[name] for part in parts]))

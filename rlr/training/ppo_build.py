@@ -276,6 +276,7 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
         success=arr((C,), jnp.float32),
         step_end=arr((C, K), jnp.int32),
         step_mask=arr((C, K), jnp.float32),
+        sampled_logp=arr((C, T), jnp.float32) if config.ppo.old_logprobs == "rollout" else None,
     )
     experience = Experience(
         input_ids=arr((M, P + T), jnp.int32),

@@ -32,6 +32,9 @@ class Rollout(NamedTuple):
     success: jax.Array  # [B] float32, 1 when the final answer is right
     step_end: jax.Array  # [B, K] int32 response index of each step's last token
     step_mask: jax.Array  # [B, K] float32, 1 for real steps
+    # [B, T] f32 the sampler's log-probs of the response tokens, carried only when they are to
+    # be the old log-probs (ppo.old_logprobs=rollout); None: scoring recomputes them
+    sampled_logp: jax.Array | None = None
 
 
 class Scored(NamedTuple):
@@ -76,13 +79,18 @@ def score_rollout(
     rollout: Rollout,
     step_scores: jax.Array | None = None,  # [B, K] from a PRM read outside the graph
 ) -> Scored:
-    """Runs every network over the rollout once (no gradients). A PRM that reads text (a
+    """Runs every network over the rollout once (no gradients); the policy not at all when the
+    rollout carries the sampler's log-probs (`sampled_logp`). A PRM that reads text (a
     released PRM, or one with its own tokenizer) is scored outside (rlr.training.step_scoring)
     and its [B, K] probabilities come in as `step_scores`."""
     T = rollout.response_mask.shape[1]
     ids, attn = rollout.input_ids, rollout.attention_mask
     tokens = ids[:, ids.shape[1] - T :]
-    old_logp = policy_readout(models.policy, params["policy"], ids, attn, T=T).logprobs
+    if rollout.sampled_logp is not None:
+        chex.assert_equal_shape([rollout.sampled_logp, rollout.response_mask])
+        old_logp = rollout.sampled_logp.astype(jnp.float32)
+    else:
+        old_logp = policy_readout(models.policy, params["policy"], ids, attn, T=T).logprobs
     ref_logp = policy_readout(models.policy, frozen["reference"], ids, attn, T=T).logprobs
     if models.critic is not None:
         values = critic_values(models.critic, params["critic"], ids, attn, T=T)
