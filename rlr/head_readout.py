@@ -113,9 +113,12 @@ _readout.defvjp(_readout_fwd, _readout_bwd)
 
 
 def chunk_positions(batch: int, length: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
-    """Positions per chunk C for a [B, T] readout: about `chunk_rows` rows (B x C) a chunk,
-    never more than T."""
-    return max(1, min(length, chunk_rows // max(batch, 1)))
+    """Positions per chunk C for a [B, T] readout: at most `chunk_rows` rows (B x C) a chunk
+    (at least one position), as few chunks as that allows, and C as small as those chunks
+    allow, so that padding T up to a whole number of chunks adds less than one chunk."""
+    widest = max(1, min(length, chunk_rows // max(batch, 1)))
+    chunks = -(-length // widest)
+    return -(-length // chunks)
 
 
 def lm_head_readout(

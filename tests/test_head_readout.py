@@ -59,6 +59,7 @@ class ReadoutValuesTest(chex.TestCase):
         assert chunk_positions(8, 255, chunk_rows=512) == 64
         assert chunk_positions(1024, 10, chunk_rows=512) == 1  # never below one position
         assert chunk_positions(2, 7, chunk_rows=512) == 7  # never above T
+        assert chunk_positions(16, 80, chunk_rows=512) == 27  # 3 chunks of 27, not 32
 
 
 class ReadoutGradientTest(chex.TestCase):
