@@ -22,7 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlr.losses import check_shapes
+from rlr.losses import check_integer, check_shapes
 
 # Rows (batch x chunk positions) of logits computed at once: 512 keeps a chunk of an 8k-vocab
 # head in a CPU's L3 cache and a 152k-vocab head's matmul compute-bound on a GPU.
@@ -140,10 +140,7 @@ def lm_head_readout(
         weight=(weight, "VD"),
         tokens=(tokens, "BT"),
     )
-    if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
-        raise ValueError(
-            f"lm_head_readout: tokens must be integer ids, got dtype {jnp.result_type(tokens)}"
-        )
+    check_integer("lm_head_readout", tokens=tokens)
     if chunk_rows < 1:
         raise ValueError(f"lm_head_readout: chunk_rows must be >= 1, got {chunk_rows}")
     batch, length = sizes["B"], sizes["T"]

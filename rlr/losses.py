@@ -58,6 +58,16 @@ def check_floating(fn_name: str, **named: Any) -> None:
             )
 
 
+def check_integer(fn_name: str, what: str = "integer ids", **named: Any) -> None:
+    """Raises ValueError unless every given array has an integer dtype ("`name` must be
+    `what`, got dtype ...")."""
+    for name, array in named.items():
+        if not jnp.issubdtype(jnp.result_type(array), jnp.integer):
+            raise ValueError(
+                f"{fn_name}: {name} must be {what}, got dtype {jnp.result_type(array)}"
+            )
+
+
 def _check_same_shape(fn_name: str, x: chex.Array, mask: chex.Array) -> None:
     try:
         chex.assert_equal_shape([x, mask])
@@ -235,10 +245,7 @@ def token_logprobs(
 ) -> chex.Array:  # [B, T] float32
     """log softmax(logits)[tokens], in float32 even for bf16 logits (gather, then logsumexp)."""
     check_shapes("token_logprobs", logits=(logits, "BTV"), tokens=(tokens, "BT"))
-    if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
-        raise ValueError(
-            f"token_logprobs: tokens must be integer ids, got dtype {jnp.result_type(tokens)}"
-        )
+    check_integer("token_logprobs", tokens=tokens)
     z = logits.astype(jnp.float32)
     picked = jnp.take_along_axis(z, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return picked - jax.nn.logsumexp(z, axis=-1)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import chex
 import jax.numpy as jnp
 
-from rlr.losses import check_floating, check_shapes
+from rlr.losses import check_floating, check_integer, check_shapes
 
 PROCESS_REWARD_METHODS = ("raw", "clip", "delta", "clip_delta")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -107,11 +107,7 @@ def place_at_tokens(
         positions=(positions, "BK"),
         valid=(valid, "BK"),
     )
-    if not jnp.issubdtype(jnp.result_type(positions), jnp.integer):
-        raise ValueError(
-            f"place_at_tokens: positions must be integer token indices,"
-            f" got dtype {jnp.result_type(positions)}"
-        )
+    check_integer("place_at_tokens", "integer token indices", positions=positions)
     batch = values.shape[0]
     positions = positions.astype(jnp.int32)
     keep = valid.astype(bool) & (positions >= 0) & (positions < num_tokens)
