@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlr.head_readout import lm_head_readout
 from rlr.models.decoder import default_positions, init_cache
+from rlr.training.readouts import policy_readout
 
 
 class SampleOutput(NamedTuple):
@@ -382,14 +382,9 @@ def sequence_logprobs(
     chex.assert_rank([prompt_ids, prompt_mask, response, response_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
     chex.assert_equal_shape([response, response_mask])
-    prompt_len = prompt_ids.shape[1]
-    steps = response.shape[1]
     ids = jnp.concatenate([prompt_ids, response], axis=1).astype(jnp.int32)
     mask = jnp.concatenate([prompt_mask, response_mask], axis=1).astype(jnp.int32)
-    variables = {"params": params}
-    hidden = model.apply(variables, ids, mask, method=lambda m, i, a: m.model(i, a))
-    # The LM head only on the T columns that predict response tokens, a chunk at a time.
-    hidden = hidden[:, prompt_len - 1 : prompt_len - 1 + steps]
-    weight = model.apply(variables, method=lambda m: m.head_weight())
-    logprobs = lm_head_readout(hidden, weight, response).logprobs
+    # The row layout every trainer reads (rlr.training.readouts): the LM head runs only on the
+    # T columns that predict response tokens, a chunk at a time.
+    logprobs = policy_readout(model, params, ids, mask, T=response.shape[1]).logprobs
     return logprobs * response_mask.astype(jnp.float32)

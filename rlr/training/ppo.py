@@ -135,7 +135,6 @@ class PPOTrainer:
             )
             tokens = distributed.local_rows(self.mesh, out.tokens).astype(np.int32)
             response_mask = distributed.local_rows(self.mesh, out.mask).astype(np.int32)
-            sampled_logp = distributed.local_rows(self.mesh, out.logprobs).astype(np.float32)
             t1 = time.perf_counter()
             step_end, step_mask, _ = step_ends_from_ids(
                 tokens,
@@ -156,7 +155,8 @@ class PPOTrainer:
                 "step_mask": step_mask.astype(np.float32),
             }
             if cfg.ppo.old_logprobs == "rollout":
-                part["sampled_logp"] = sampled_logp * response_mask
+                sampled_logp = distributed.local_rows(self.mesh, out.logprobs)
+                part["sampled_logp"] = sampled_logp.astype(np.float32) * response_mask
             if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
                 # Its program runs on the whole mesh: every process scores the whole chunk
                 # (the same batches on every process) and keeps its block.

@@ -36,13 +36,8 @@ def policy_logits(
     The LM head runs on the T response columns only ([B, T, V], not [B, S, V]): with a large
     vocabulary the head is most of the memory of a forward pass.
     """
-    prompt_len = input_ids.shape[1] - T
-    variables = {"params": params}
-    hidden = policy.apply(
-        variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
-    )
-    hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
-    return policy.apply(variables, hidden, method=lambda m, h: m.logits(h))
+    hidden = _response_hidden(policy, params, input_ids, attention_mask, T=T)
+    return policy.apply({"params": params}, hidden, method=lambda m, h: m.logits(h))
 
 
 def policy_readout(
@@ -51,14 +46,19 @@ def policy_readout(
     """The policy's log-prob of each response token (the last T columns of input_ids [B, S]),
     with the entropy and argmax of its prediction there, read through `lm_head_readout`:
     the same numbers as `policy_logits` gives, without building the [B, T, V] logits."""
-    prompt_len = input_ids.shape[1] - T
-    variables = {"params": params}
+    hidden = _response_hidden(policy, params, input_ids, attention_mask, T=T)
+    weight = policy.apply({"params": params}, method=lambda m: m.head_weight())
+    return lm_head_readout(hidden, weight, input_ids[:, input_ids.shape[1] - T :])
+
+
+def _response_hidden(
+    policy: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
+) -> chex.Array:  # [B, T, D]
+    """The trunk's hidden states at the T columns that predict the response tokens."""
     hidden = policy.apply(
-        variables, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
+        {"params": params}, input_ids, attention_mask, method=lambda m, i, a: m.model(i, a)
     )
-    hidden = response_slice(hidden, prompt_len=prompt_len, num_tokens=T)
-    weight = policy.apply(variables, method=lambda m: m.head_weight())
-    return lm_head_readout(hidden, weight, input_ids[:, prompt_len:])
+    return response_slice(hidden, prompt_len=input_ids.shape[1] - T, num_tokens=T)
 
 
 def critic_values(
