@@ -358,6 +358,12 @@ def _make_data(parser: argparse.ArgumentParser) -> None:
         "--sft-filler-fraction", type=float, default=0.0, help="SFT solutions given one filler step"
     )
     parser.add_argument(
+        "--sft-slip-fraction",
+        type=float,
+        default=0.0,
+        help="SFT solutions holding one slip (a wrong intermediate result carried through)",
+    )
+    parser.add_argument(
         "--prm-corrupt-fraction", type=float, default=0.5, help="PRM solutions with an error"
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """Frozen, validated dataclass configs loaded from YAML with `key=value` overrides.
 
 A config is a tree of frozen dataclasses. `load_config(Cls, path, overrides)` reads a YAML
-mapping, applies dotted overrides such as `ppo.lr=1e-6` or `reward.method=clip_delta`, and
+mapping, applies dotted overrides such as `ppo.policy_lr=1e-6` or `reward.method=clip_delta`, and
 builds `Cls`, type-checking every field. Unknown keys are an error that names the file and
 suggests the nearest valid key, so a typo never silently becomes a default.
 """
@@ -125,7 +125,7 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parses `a.b.c=value` into (["a", "b", "c"], value); the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. ppo.lr=1e-6)")
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. ppo.policy_lr=1e-6)")
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")

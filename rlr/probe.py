@@ -238,7 +238,10 @@ def run(args: argparse.Namespace) -> int:
     probe_figure(result).savefig(out / "probe.png")
     print("return with gamma = 1 (PPO's token rewards):")
     print(format_table(result))
-    print("\nfirst-token process advantage of the padded sample in a group of two (GRPO):")
+    print(
+        "\nfirst-token process advantage of the padded sample in a group of two (GRPO); "
+        "/none is a critic-free run's default (reward.process_normalization), /group opt-in:"
+    )
     print(format_group_table(result["group"]))
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
     return 0

@@ -29,6 +29,7 @@ import numpy as np
 
 from rlr.training.configs import (
     ALGORITHM_DEFAULTS,
+    CRITIC_KEYS,
     GROUP_ONLY_VARIANTS,
     REWARD_VARIANTS,
     ReproduceConfig,
@@ -93,6 +94,19 @@ def _override(key: str, value: Any) -> str:
     if isinstance(value, str) and yaml.safe_load(value) == value:
         return f"{key}={value}"
     return f"{key}={json.dumps(value)}"
+
+
+def critic_free_overrides(algorithm: str) -> list[str]:
+    """Overrides that unset, for a critic-free algorithm, the keys it does not read (the
+    critic's, and the reward's KL estimator when the KL is in the loss): one PPO stage config
+    serves every algorithm of a reproduction, and a critic-free run refuses those keys."""
+    defaults = ALGORITHM_DEFAULTS[algorithm]
+    if defaults.critic:
+        return []
+    unset = [f"ppo.{key}" for key in CRITIC_KEYS]
+    if defaults.kl_in_loss:
+        unset.append("reward.kl_estimator")
+    return [f"{key}=null" for key in unset]
 
 
 def stage_overrides(stage: StageSpec) -> list[str]:
@@ -229,6 +243,7 @@ class Reproduction:
             f"--max-digits={task.max_digits}",
             f"--operations={''.join(task.operations)}",
             f"--sft-filler-fraction={task.sft_filler_fraction}",
+            f"--sft-slip-fraction={task.sft_slip_fraction}",
         ]
         return argv + (["--prm-filler-labels=no_progress"] if filler_aware else [])
 
@@ -332,6 +347,7 @@ class Reproduction:
             f"data.train={self.path('data', 'problems_train.jsonl')}",
             f"data.test={self.path('data', 'problems_test.jsonl')}",
             *stage_overrides(stage),
+            *critic_free_overrides(algorithm),
             *([] if value is None else [_override(self.sweep_key, value)]),
             *(_override(k, v) for k, v in VARIANTS[variant].items()),
             "--export",

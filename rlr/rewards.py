@@ -73,11 +73,18 @@ def shape_process_rewards(
     step_mask: chex.Array,  # [B, K]
     *,
     method: str,
-    eta: float = 0.0,
+    eta: float | None = None,
 ) -> chex.Array:  # [B, K] float32
     """Refines PRM step scores into step rewards: "raw" (x, 0 on padding), "clip", "delta" or
-    "clip_delta" (Clip with threshold eta, then Delta on the clipped values)."""
+    "clip_delta" (Clip with threshold eta, then Delta on the clipped values). The clipping
+    methods need `eta`: it has no default, since for probability scores eta <= 0 makes every
+    clipped reward 0."""
     _check_method(method)
+    if method in ("clip", "clip_delta") and eta is None:
+        raise ValueError(
+            f"shape_process_rewards: method={method!r} needs eta=, Clip's threshold "
+            "(step reward min(x - eta, 0); e.g. 0.5 for probability scores)"
+        )
     check_shapes("shape_process_rewards", scores=(scores, "BK"), step_mask=(step_mask, "BK"))
     check_floating("shape_process_rewards", scores=scores)
     if method == "raw":
@@ -144,7 +151,7 @@ def kl_penalty(
 class TokenRewards(NamedTuple):
     """Per-token reward components, each [B, T] float32 and 0 on padding.
 
-    total = success + process + outcome + kl; kl holds the -beta * KL term.
+    total = success + process + outcome + kl; kl holds the -kl_coef * KL term.
     """
 
     total: chex.Array
@@ -177,19 +184,20 @@ def token_rewards(
     *,
     method: str | None = None,
     alpha: float = 1.0,
-    eta: float = 0.0,
+    eta: float | None = None,
     orm_weight: float = 1.0,
-    beta: float = 0.0,
+    kl_coef: float = 0.0,
     kl_estimator: str = "k1",
 ) -> TokenRewards:  # each field [B, T] float32
     """Assembles the per-token reward of docs/method.md section 2, in this order:
 
     PRM step scores -> shape (method, eta) -> times alpha -> placed at step_end -> + success at
-    the last valid token -> + orm_weight * orm_score at the last valid token -> - beta * KL on
+    the last valid token -> + orm_weight * orm_score at the last valid token -> - kl_coef * KL on
     every valid token. Reward t is received after emitting token t; everything is 0 on padding
     (a step reward whose step_end is a padding token is dropped), and a row with no valid token
     is all zeros. Leave step_* (all three) or orm_score or logp/ref_logp (both) as None to
-    leave that term out; step scores need a method; beta > 0 needs logp and ref_logp.
+    leave that term out; step scores need a method (and eta when it clips); kl_coef > 0 needs
+    logp and ref_logp.
     """
     if method is not None:
         _check_method(method)
@@ -211,8 +219,10 @@ def token_rewards(
         )
     if (logp is None) != (ref_logp is None):
         raise ValueError("token_rewards: logp and ref_logp go together; pass both or neither")
-    if logp is None and isinstance(beta, (int, float)) and beta != 0:
-        raise ValueError(f"token_rewards: beta={beta} needs logp and ref_logp for the KL term")
+    if logp is None and isinstance(kl_coef, (int, float)) and kl_coef != 0:
+        raise ValueError(
+            f"token_rewards: kl_coef={kl_coef} needs logp and ref_logp for the KL term"
+        )
     sizes = check_shapes(
         "token_rewards",
         success=(success, "B"),
@@ -241,7 +251,7 @@ def token_rewards(
     else:
         outcome = zeros
     if logp is not None:
-        kl = jnp.where(valid, -beta * kl_penalty(logp, ref_logp, estimator=kl_estimator), 0.0)
+        kl = jnp.where(valid, -kl_coef * kl_penalty(logp, ref_logp, estimator=kl_estimator), 0.0)
     else:
         kl = zeros
     total = process + success_r + outcome + kl

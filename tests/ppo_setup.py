@@ -11,6 +11,7 @@ import pathlib
 from toy_assets import make_toy_assets as make_assets  # noqa: F401  (re-exported for the tests)
 
 from rlr.training.configs import (
+    ALGORITHM_DEFAULTS,
     DataSpec,
     GradingSpec,
     ModelSpec,
@@ -22,7 +23,9 @@ from rlr.training.configs import (
 
 
 def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConfig:
-    """A 2-prompt x 2-sample PPO config over the assets in `root`."""
+    """A 2-prompt x 2-sample PPO config over the assets in `root`; a critic-free `algorithm`
+    leaves the critic's learning rate unset (it would be an error)."""
+    critic = ALGORITHM_DEFAULTS[changes.get("algorithm", "ppo")].critic
     config = PPOConfig(
         name="tiny",
         seed=0,
@@ -40,7 +43,7 @@ def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConf
         rollout=RolloutSpec(
             prompts_per_iteration=2, samples_per_prompt=2, max_prompt_tokens=64, max_new_tokens=24
         ),
-        ppo=PPOSpec(minibatches=2, policy_lr=1e-3, critic_lr=1e-3),
+        ppo=PPOSpec(minibatches=2, policy_lr=1e-3, critic_lr=1e-3 if critic else None),
         grading=GradingSpec(num_workers=0),
         checkpoint_every=1,
     )

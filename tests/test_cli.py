@@ -172,7 +172,7 @@ def test_shipped_configs_resolve_by_name_and_list(capsys):
     listing = capsys.readouterr().out
     assert all(name in listing for name in configs.available())
     assert cli.main(["configs", "sft_cpu"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["name"] == "sft_cpu"
+    assert yaml.safe_load(capsys.readouterr().out)["out_dir"] == "runs/sft"
 
 
 def _imports(module: str) -> set[str]:

@@ -138,7 +138,7 @@ def test_one_grpo_update_equals_a_loop_reference(setup):
     assert set(state.params) == {"policy"} and set(state.opt_state) == {"policy"}
     update = functools.partial(
         ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2,
-        aggregation="sequence_mean", kl_loss_coef=0.05,
+        aggregation="sequence_mean", kl_coef=0.05,
     )  # fmt: skip
     new_state, metrics = jax.jit(update)(state, exp)
     loss_fn = functools.partial(reference_grpo_loss, m, exp=exp, clip_eps=0.2, kl_coef=0.05)
@@ -149,7 +149,7 @@ def test_one_grpo_update_equals_a_loop_reference(setup):
     assert float(metrics["loss/kl"]) > 0 and "loss/value" not in metrics
     production = functools.partial(
         ppo_core.ppo_loss, m, batch=exp, clip_eps=0.2, value_clip_eps=0.2,
-        aggregation="sequence_mean", kl_loss_coef=0.05,
+        aggregation="sequence_mean", kl_coef=0.05,
     )  # fmt: skip
     mine = jax.jit(jax.grad(lambda p: production(p)[0]))(trainable)
     for got, ref in zip(jax.tree.leaves(mine), jax.tree.leaves(grads)):

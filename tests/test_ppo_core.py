@@ -87,7 +87,7 @@ def test_experience_follows_paper_order(setup, method):
 def test_updates_lower_the_ppo_loss(setup):
     m, trainable, _, data, scored = setup
     exp, _ = ppo_core.build_experience(
-        data, scored, RewardSpec(use_prm=True, use_orm=True, kl_coef=0.05)
+        data, scored, RewardSpec(use_prm=True, use_orm=True, eta=0.5, kl_coef=0.05)
     )
     tx = ppo_core.make_ppo_optimizer(
         policy_lr=3e-3, critic_lr=3e-3, weight_decay=0.0, max_grad_norm=1.0
@@ -169,7 +169,7 @@ EIGHT_DEVICES = textwrap.dedent(
     from rlr.training.step import init_train_state, train_state_shardings
 
     data = rollout()
-    reward = RewardSpec(use_prm=True, use_orm=True, kl_coef=0.05)
+    reward = RewardSpec(use_prm=True, use_orm=True, eta=0.5, kl_coef=0.05)
     # ppo: critic + GAE; grpo: no critic, groups of 4 samples, KL in a sequence-mean loss
     for algorithm in ("ppo", "grpo"):
         m, (trainable, frozen) = models(), params()
@@ -183,7 +183,7 @@ EIGHT_DEVICES = textwrap.dedent(
         update = functools.partial(
             ppo_core.ppo_update, m, tx, clip_eps=0.2, value_clip_eps=0.2,
             aggregation="sequence_mean" if kl_in_loss else "token_mean",
-            kl_loss_coef=0.05 if kl_in_loss else 0.0)
+            kl_coef=0.05 if kl_in_loss else 0.0)
         experience = functools.partial(ppo_core.build_experience, reward=reward,
             algorithm=algorithm, group_size=4, kl_in_loss=kl_in_loss)
 

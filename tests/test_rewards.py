@@ -75,7 +75,7 @@ def reference_kl(logp, ref_logp, estimator):
 
 def reference_token_rewards(
     success, mask, scores, step_end, step_mask, orm, logp, ref_logp, *, method, alpha, eta,
-    orm_weight, beta, estimator,
+    orm_weight, kl_coef, estimator,
 ):  # fmt: skip
     batch, num_tokens = mask.shape
     x = np.asarray(scores, np.float64)
@@ -98,7 +98,7 @@ def reference_token_rewards(
         out["success"][b, last] = success[b]
         out["outcome"][b, last] = orm_weight * orm[b]
         for t in valid:
-            out["kl"][b, t] = -beta * kl[b, t]
+            out["kl"][b, t] = -kl_coef * kl[b, t]
     out["total"] = out["success"] + out["process"] + out["outcome"] + out["kl"]
     return out
 
@@ -200,7 +200,7 @@ class ShapingTest(parameterized.TestCase):
             self.assertGreaterEqual(float(jnp.min(got)), 0.0)
 
 
-TOKEN_KW = dict(alpha=0.7, eta=0.55, orm_weight=0.3, beta=0.05)
+TOKEN_KW = dict(alpha=0.7, eta=0.55, orm_weight=0.3, kl_coef=0.05)
 
 
 class TokenRewardsTest(parameterized.TestCase):
@@ -239,7 +239,7 @@ class TokenRewardsTest(parameterized.TestCase):
 
     def test_no_retracing(self):
         def rewards(*arrays):
-            return rlr.token_rewards(*arrays, method="clip_delta", eta=0.5, beta=0.1)
+            return rlr.token_rewards(*arrays, method="clip_delta", eta=0.5, kl_coef=0.1)
 
         fn = jax.jit(chex.assert_max_traces(rewards, n=1))
         for seed in range(3):
@@ -248,11 +248,11 @@ class TokenRewardsTest(parameterized.TestCase):
     def test_vmap_over_a_leading_axis(self):
         episodes = [random_episode(batch=3, num_tokens=10, max_steps=4, seed=s) for s in (7, 8)]
         stacked = [np.stack(parts) for parts in zip(*episodes)]
-        fn = functools.partial(rlr.token_rewards, method="delta", beta=0.1)
+        fn = functools.partial(rlr.token_rewards, method="delta", kl_coef=0.1)
         got = jax.jit(jax.vmap(fn))(*stacked)
         for i, episode in enumerate(episodes):
             want = reference_token_rewards(
-                *episode, method="delta", alpha=1.0, eta=0.0, orm_weight=1.0, beta=0.1,
+                *episode, method="delta", alpha=1.0, eta=0.0, orm_weight=1.0, kl_coef=0.1,
                 estimator="k1",
             )  # fmt: skip
             np.testing.assert_allclose(got.total[i], want["total"], atol=1e-5)
@@ -291,8 +291,8 @@ class ErrorsTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="step scores need method="):
             z = jnp.zeros((1, 2))
             rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), z, z.astype(jnp.int32), z)
-        with pytest.raises(ValueError, match="beta=0.1 needs logp"):
-            rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), beta=0.1)
+        with pytest.raises(ValueError, match="kl_coef=0.1 needs logp"):
+            rlr.token_rewards(jnp.ones(1), jnp.ones((1, 5)), kl_coef=0.1)
 
     def test_float_positions_rejected(self):
         with pytest.raises(ValueError, match="positions must be integer"):

@@ -158,6 +158,26 @@ class TestCheckSteps:
 
 
 class TestDatasets:
+    def test_sft_slips_are_one_wrong_step_carried_to_a_wrong_answer(self):
+        clean = make_datasets(num_train=400, num_test=20, seed=3, sft_filler_fraction=0.2)
+        slipped = make_datasets(
+            num_train=400, num_test=20, seed=3, sft_filler_fraction=0.2, sft_slip_fraction=0.25
+        )
+        problems = {p.id: p for p in slipped["problems_train"]}
+        slips = [p for p in slipped["sft_train"] if p.meta["slip"]]
+        assert 0.18 < len(slips) / len(slipped["sft_train"]) < 0.32
+        for record in slips:
+            problem = problems[record.id]
+            verdicts = [v for v in grade_steps(problem, record.solution) if not v.filler]
+            first_wrong = next(k for k, v in enumerate(verdicts, 1) if not v.correct)
+            assert first_wrong == record.meta["slip"]  # the slip is where meta says it is
+            assert final_answer(record.solution) != problem.answer
+        for a, b in zip(clean["sft_train"], slipped["sft_train"]):
+            if not b.meta["slip"]:  # a fraction of 0 leaves the other records as they were
+                assert a.solution == b.solution and a.meta["fillers"] == b.meta["fillers"]
+        with pytest.raises(ValueError, match="sft_slip_fraction"):
+            make_datasets(num_train=1, num_test=1, sft_slip_fraction=-0.1)
+
     def test_splits_and_labels(self):
         data = make_datasets(
             num_train=300,

@@ -100,7 +100,7 @@ def test_step_scores_land_on_the_policy_token_where_each_step_ends(assets, relea
         alpha=1.0,
         eta=0.0,
         orm_weight=0.0,
-        beta=0.0,
+        kl_coef=0.0,
     )
     process = np.asarray(rewards.process)
     for b, steps in enumerate(solutions):

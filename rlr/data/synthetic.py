@@ -333,6 +333,7 @@ def make_datasets(
     max_digits: int = 2,
     operations: Sequence[str] = OPERATIONS,
     sft_filler_fraction: float = 0.0,
+    sft_slip_fraction: float = 0.0,
     prm_corrupt_fraction: float = 0.5,
     prm_filler_fraction: float = 0.3,
     prm_filler_labels: str = "correct",
@@ -342,7 +343,11 @@ def make_datasets(
     - problems_train / problems_test: Problems with gold answers (RL prompts and evaluation);
       no test question appears in train.
     - sft_train: train Problems whose `solution` is the gold solution, with one harmless filler
-      line inserted in a `sft_filler_fraction` of them (0 by default: a clean SFT policy).
+      line inserted in a `sft_filler_fraction` of them (0 by default: a clean SFT policy). A
+      `sft_slip_fraction` of them hold one slip instead, as demonstrations written by a model
+      do: a wrong intermediate result carried through to a wrong answer (`corrupt_solution`,
+      first wrong step uniform); meta["slip"] is that step (0: no slip). Slips draw from their
+      own random stream, so a fraction of 0 leaves every other record as it was.
     - prm_train / prm_test: one StepLabelled solution per problem: corrupted (first error step
       uniform) with probability `prm_corrupt_fraction`, else correct; then 1-2 fillers inserted
       with probability `prm_filler_fraction`. Labels follow `process_labels` with
@@ -352,6 +357,7 @@ def make_datasets(
     """
     for name, value in (
         ("sft_filler_fraction", sft_filler_fraction),
+        ("sft_slip_fraction", sft_slip_fraction),
         ("prm_corrupt_fraction", prm_corrupt_fraction),
         ("prm_filler_fraction", prm_filler_fraction),
     ):
@@ -370,13 +376,18 @@ def make_datasets(
     ]
     train = [dataclasses.replace(p, id=f"synthetic-train-{i}") for i, p in enumerate(train)]
     rng = np.random.default_rng([seed, 7])
+    slip_rng = np.random.default_rng([seed, 13])
     sft = []
     for problem in train:
         fillers = int(rng.random() < sft_filler_fraction)
-        text = insert_fillers(problem.solution, num_fillers=fillers, rng=rng)
-        sft.append(
-            dataclasses.replace(problem, solution=text, meta={**problem.meta, "fillers": fillers})
-        )
+        slip = 0
+        text = problem.solution
+        if sft_slip_fraction and slip_rng.random() < sft_slip_fraction:
+            slip = int(slip_rng.integers(1, len(problem.meta["ops"]) + 1))
+            text = corrupt_solution(problem, first_error_step=slip, rng=slip_rng)
+        text = insert_fillers(text, num_fillers=fillers, rng=rng)
+        meta = {**problem.meta, "fillers": fillers, "slip": slip}
+        sft.append(dataclasses.replace(problem, solution=text, meta=meta))
 
     def prm_records(problems: list[Problem]) -> list[StepLabelled]:
         records = []
@@ -457,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
         max_digits=args.max_digits,
         operations=tuple(args.operations),
         sft_filler_fraction=args.sft_filler_fraction,
+        sft_slip_fraction=args.sft_slip_fraction,
         prm_corrupt_fraction=args.prm_corrupt_fraction,
         prm_filler_fraction=args.prm_filler_fraction,
         prm_filler_labels=args.prm_filler_labels,

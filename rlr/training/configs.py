@@ -1,9 +1,11 @@
 """Run-config schemas for rlr's jobs: frozen dataclasses, validated when built.
 
 Load them with `rlr.config.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
-(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF where the method
-leaves a choice open (docs/method.md): fixed KL 0.1, gamma 1, lambda 1, ratio clip 0.2, value
-clip 0.2, whitened advantages, 4 minibatches.
+(or `rlr ppo --config ppo_cpu key=value ...`). Where the method leaves a choice open, each
+algorithm's defaults follow its own paper (ALGORITHM_DEFAULTS, docs/method.md section 9): ppo
+takes ReaLHF's fixed KL 0.1 in the reward, gamma 1, lambda 1, ratio clip 0.2, value clip 0.2,
+whitened advantages and 4 minibatches. A key that the chosen algorithm or command does not read
+has no default: setting it is an error that says why, rather than a setting that does nothing.
 
 This module imports only the standard library and rlr.config, so the CLI can load, validate
 and print a config before anything heavy is imported.
@@ -46,14 +48,43 @@ class AlgorithmDefaults:
     leave_one_out: bool
     loss_aggregation: str
     kl_in_loss: bool
+    kl_coef: float
 
 
 ALGORITHM_DEFAULTS: dict[str, AlgorithmDefaults] = {
-    "ppo": AlgorithmDefaults(True, "none", False, "token_mean", False),
-    "grpo": AlgorithmDefaults(False, "std", False, "sequence_mean", True),
-    "dr_grpo": AlgorithmDefaults(False, "none", False, "token_sum", True),
-    "rloo": AlgorithmDefaults(False, "none", True, "token_mean", False),
+    # ReaLHF's PPO (the paper's framework): a fixed KL of 0.1 in the per-token reward.
+    "ppo": AlgorithmDefaults(True, "none", False, "token_mean", False, 0.1),
+    # DeepSeekMath (arXiv 2402.03300) section 4.1 and its GRPO experiments: a k3 KL in the
+    # loss with beta = 0.04, advantages scaled by the group std, per-sequence token means.
+    "grpo": AlgorithmDefaults(False, "std", False, "sequence_mean", True, 0.04),
+    # Dr. GRPO (Liu et al. 2025, arXiv 2503.20783; their oat recipe): no std scaling, a token
+    # sum, and beta = 0 (no KL term).
+    "dr_grpo": AlgorithmDefaults(False, "none", False, "token_sum", True, 0.0),
+    # RLOO (Ahmadian et al. 2024, arXiv 2402.14740): the KL is part of the sequence reward;
+    # 0.05 is trl's RLOOConfig.kl_coef.
+    "rloo": AlgorithmDefaults(False, "none", True, "token_mean", False, 0.05),
 }
+# The PPOSpec keys only a critic reads (GAE and the value loss): unset for grpo, dr_grpo, rloo.
+CRITIC_KEYS = ("gamma", "lam", "whiten_advantages", "critic_lr", "value_clip_eps", "critic_init")
+# What each critic key is for, in the error a critic-free run gives when one is set.
+_CRITIC_KEY_USE = {
+    "gamma": "no GAE",
+    "lam": "no GAE",
+    "whiten_advantages": "no GAE advantages to whiten (its group scale is the algorithm's)",
+    "critic_lr": "no critic to train",
+    "value_clip_eps": "no value loss",
+    "critic_init": "no critic to initialise",
+}
+CRITIC_DEFAULTS: dict[str, Any] = {
+    "gamma": 1.0,
+    "lam": 1.0,
+    "whiten_advantages": True,
+    "critic_lr": 5e-6,
+    "value_clip_eps": 0.2,
+    "critic_init": "policy",
+}
+# Methods whose step reward is min(x - eta, 0): eta has no default for them.
+CLIPPING_METHODS = ("clip", "clip_delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,23 +156,41 @@ class RewardSpec:
     use_orm: bool = False
     method: RewardMethod = "clip_delta"
     alpha: float = 1.0
-    eta: float = 0.0
+    # Clip's threshold: a step earns min(x - eta, 0). No default: for PRM probabilities in
+    # [0, 1] any eta <= 0 makes every clipped reward 0, and the right value depends on the
+    # PRM's scores (0.5 in the shipped presets; docs/method.md section 4). Required when
+    # use_prm and the method clips; raw and delta do not read it.
+    eta: float | None = None
     orm_weight: float = 1.0
-    kl_coef: float = 0.1
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    # The KL coefficient (beta), in the reward or in the loss; null: the algorithm's default
+    # (ALGORITHM_DEFAULTS: ppo 0.1, grpo 0.04, dr_grpo 0, rloo 0.05).
+    kl_coef: float | None = None
+    # The per-token KL reward's estimator; only read when the KL is in the reward (the loss
+    # term is always k3). null: k1.
+    kl_estimator: Literal["k1", "k2", "k3"] | None = None
     # Where the KL penalty goes: false, a per-token reward (kl_estimator); true, a k3 term in
     # the policy loss, as GRPO does; null, the algorithm's default (ALGORITHM_DEFAULTS).
     kl_in_loss: bool | None = None
-    # Critic-free process advantages: "group" normalises the shaped step rewards over the
-    # prompt's group (DeepSeekMath; the algorithm's scale); "none" takes their plain
-    # reward-to-go, which keeps Clip's and Delta's gamma = 1 bounds (docs/method.md section 11).
-    process_normalization: Literal["group", "none"] = "group"
+    # Critic-free process advantages only: "none" (the default) takes the shaped step rewards'
+    # plain reward-to-go, which keeps Clip's and Delta's gamma = 1 bound; "group" normalises
+    # them over the prompt's group (DeepSeekMath's process supervision), which breaks the
+    # bound, so padding pays again (docs/method.md section 11). A ppo run does not read it.
+    process_normalization: Literal["group", "none"] | None = None
     separators: tuple[str, ...] = ("\n\n", "\n")
     max_steps: int = 16
 
     def __post_init__(self):
         require(self.alpha >= 0, f"reward.alpha must be >= 0; got {self.alpha}")
-        require(self.kl_coef >= 0, f"reward.kl_coef must be >= 0; got {self.kl_coef}")
+        require(
+            self.kl_coef is None or self.kl_coef >= 0,
+            f"reward.kl_coef must be >= 0; got {self.kl_coef}",
+        )
+        require(
+            not (self.use_prm and self.method in CLIPPING_METHODS and self.eta is None),
+            f"reward.eta: method={self.method} clips each PRM step score x at eta (step reward "
+            "min(x - eta, 0)) and eta has no default; set it, e.g. reward.eta=0.5 for a PRM "
+            "whose scores are probabilities (eta <= 0 makes every clipped reward 0)",
+        )
         require(self.max_steps >= 1, f"reward.max_steps must be >= 1; got {self.max_steps}")
         require(len(self.separators) >= 1, "reward.separators must name at least one separator")
 
@@ -186,34 +235,45 @@ class RolloutSpec:
 class PPOSpec:
     """PPO and GAE hyper-parameters."""
 
-    gamma: float = 1.0
-    lam: float = 1.0
+    # Critic keys (CRITIC_KEYS): null takes CRITIC_DEFAULTS under ppo; a critic-free
+    # algorithm (grpo, dr_grpo, rloo) reads none of them, so setting one there is an error.
+    gamma: float | None = None
+    lam: float | None = None
     clip_eps: float = 0.2
-    value_clip_eps: float = 0.2
+    value_clip_eps: float | None = None
     epochs: int = 1
     minibatches: int = 4
-    whiten_advantages: bool = True
+    whiten_advantages: bool | None = None
     policy_lr: float = 1e-6
-    critic_lr: float = 5e-6
+    critic_lr: float | None = None
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     # Linear learning-rate warm-up from 0 over this many optimizer updates (minibatch steps).
     warmup_steps: int = 0
     # How the policy loss aggregates tokens; null: the algorithm's default (ALGORITHM_DEFAULTS).
     loss_aggregation: LossAggregation | None = None
-    critic_init: Literal["prm", "orm", "policy"] = "policy"
+    critic_init: Literal["prm", "orm", "policy"] | None = None
     # Where the ratio's old log-probs come from: "recompute" runs the policy over the rollout
     # once more; "rollout" keeps the sampler's (those of the same parameters, read from the
     # KV-cache decode: equal up to float rounding in float32, as trl and others use them).
     old_logprobs: Literal["recompute", "rollout"] = "recompute"
 
     def __post_init__(self):
-        require(0 <= self.gamma <= 1, f"ppo.gamma must be in [0, 1]; got {self.gamma}")
+        require(
+            self.gamma is None or 0 <= self.gamma <= 1,
+            f"ppo.gamma must be in [0, 1]; got {self.gamma}",
+        )
         require(self.warmup_steps >= 0, f"ppo.warmup_steps must be >= 0; got {self.warmup_steps}")
-        require(0 <= self.lam <= 1, f"ppo.lam must be in [0, 1]; got {self.lam}")
+        require(
+            self.lam is None or 0 <= self.lam <= 1, f"ppo.lam must be in [0, 1]; got {self.lam}"
+        )
         require(self.epochs >= 1, "ppo.epochs must be >= 1")
         require(self.minibatches >= 1, "ppo.minibatches must be >= 1")
-        require(self.policy_lr > 0 and self.critic_lr > 0, "ppo learning rates must be > 0")
+        require(self.policy_lr > 0, f"ppo.policy_lr must be > 0; got {self.policy_lr}")
+        require(
+            self.critic_lr is None or self.critic_lr > 0,
+            f"ppo.critic_lr must be > 0; got {self.critic_lr}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +339,52 @@ class PPOConfig:
         return self.ppo.loss_aggregation or self.defaults.loss_aggregation
 
     @property
+    def effective_reward(self) -> RewardSpec:
+        """The reward section with the algorithm's defaults in place of its nulls: kl_coef,
+        kl_in_loss, kl_estimator (k1 when the KL is in the reward, null when in the loss) and
+        process_normalization ("none" without a critic, null with one)."""
+        reward = self.reward
+        return dataclasses.replace(
+            reward,
+            kl_coef=self.defaults.kl_coef if reward.kl_coef is None else reward.kl_coef,
+            kl_in_loss=self.kl_in_loss,
+            kl_estimator=None if self.kl_in_loss else (reward.kl_estimator or "k1"),
+            process_normalization=None
+            if self.uses_critic
+            else (reward.process_normalization or "none"),
+        )
+
+    @property
+    def effective_ppo(self) -> PPOSpec:
+        """The ppo section with CRITIC_DEFAULTS in place of its nulls under a critic (a
+        critic-free algorithm leaves the critic keys null: it reads none of them)."""
+        if not self.uses_critic:
+            return self.ppo
+        unset = {k: v for k, v in CRITIC_DEFAULTS.items() if getattr(self.ppo, k) is None}
+        return dataclasses.replace(self.ppo, **unset)
+
+    def _check_algorithm_keys(self) -> None:
+        """A key that the algorithm does not read is an error that says why."""
+        if not self.uses_critic:
+            for key in CRITIC_KEYS:
+                require(
+                    getattr(self.ppo, key) is None,
+                    f"ppo.{key}: {self.algorithm} has no critic, so {_CRITIC_KEY_USE[key]}; "
+                    f"remove it (or set ppo.{key}=null)",
+                )
+        else:
+            require(
+                self.reward.process_normalization is None,
+                "reward.process_normalization: ppo's critic takes the step rewards through "
+                "GAE; only grpo, dr_grpo and rloo normalise process advantages; remove it",
+            )
+        require(
+            not (self.kl_in_loss and self.reward.kl_estimator is not None),
+            f"reward.kl_estimator: {self.algorithm} puts the KL in the loss (reward.kl_in_loss),"
+            " where it is always the k3 estimator; the reward's estimator is unused; remove it",
+        )
+
+    @property
     def kl_in_loss(self) -> bool:
         """reward.kl_in_loss, or the algorithm's default."""
         if self.reward.kl_in_loss is None:
@@ -287,6 +393,7 @@ class PPOConfig:
 
     def __post_init__(self):
         require(self.iterations >= 1, "iterations must be >= 1")
+        self._check_algorithm_keys()
         require(
             self.uses_critic or self.rollout.samples_per_prompt >= 2,
             f"algorithm={self.algorithm} compares the samples of each prompt: "
@@ -327,7 +434,9 @@ class SupervisedSpec:
     max_grad_norm: float = 1.0
     prompt_len: int = 64
     response_len: int = 80
-    max_steps: int = 16
+    # K, the reasoning steps a PRM / ORM row holds (its step targets); null: 16 for reward
+    # models. SFT trains on whole solutions and does not read it.
+    max_steps: int | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
 
@@ -340,7 +449,10 @@ class SupervisedSpec:
         require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         require(self.prompt_len >= 1, "train.prompt_len must be >= 1")
         require(self.response_len >= 1, "train.response_len must be >= 1")
-        require(self.max_steps >= 1, "train.max_steps must be >= 1")
+        require(
+            self.max_steps is None or self.max_steps >= 1,
+            f"train.max_steps must be >= 1; got {self.max_steps}",
+        )
         require(self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
 
@@ -370,7 +482,9 @@ class SFTConfig:
     greedy evaluation (problems_test.jsonl); `eval.num_problems` of them are evaluated.
     """
 
-    name: str = "sft"
+    # Not read: an SFT run is named by its out_dir (kept so that an old file's key gets an
+    # error that says so).
+    name: str | None = None
     seed: int = 0
     out_dir: str = "runs/sft"
     tokenizer: str = ""
@@ -380,6 +494,15 @@ class SFTConfig:
     eval: SFTEvalSpec = dataclasses.field(default_factory=SFTEvalSpec)
 
     def __post_init__(self):
+        require(
+            self.name is None,
+            "name: rlr sft does not name its runs (out_dir does); remove the key",
+        )
+        require(
+            self.train.max_steps is None,
+            "train.max_steps: rlr sft trains on whole solutions and does not cut them into "
+            "reasoning steps; remove the key (PRM / ORM training reads it)",
+        )
         require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
         require(
             bool(self.model.path or self.model.architecture), "model needs path or architecture"
@@ -404,7 +527,8 @@ class RewardModelConfig:
     or, for a record without one, every step target >= 0.5.
     """
 
-    name: str = "prm"
+    # Not read: a reward-model run is named by its out_dir.
+    name: str | None = None
     kind: Literal["prm", "orm"] = "prm"
     seed: int = 0
     out_dir: str = "runs/prm"
@@ -419,6 +543,13 @@ class RewardModelConfig:
     max_eval_records: int | None = None
 
     def __post_init__(self):
+        require(
+            self.name is None,
+            f"name: rlr train-{self.kind} does not name its runs (out_dir does); remove the key",
+        )
+        if self.train.max_steps is None:
+            train = dataclasses.replace(self.train, max_steps=16)
+            object.__setattr__(self, "train", train)
         require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
         require(bool(self.init.path or self.init.architecture), "init needs path or architecture")
         require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
@@ -438,21 +569,28 @@ REWARD_VARIANTS: dict[str, dict[str, Any]] = {
     "prm_clip": {"reward.use_prm": True, "reward.method": "clip"},
     "prm_delta": {"reward.use_prm": True, "reward.method": "delta"},
     "prm_clip_delta": {"reward.use_prm": True, "reward.method": "clip_delta"},
-    # Critic-free only: the process advantage as the plain reward-to-go of the shaped step
-    # rewards, not normalised over the group (docs/method.md section 11).
-    "prm_clip_unnormalized": {
+    # Critic-free only: the process advantages normalised over the prompt's group (opt-in;
+    # it breaks the gamma = 1 bound, docs/method.md section 11).
+    "prm_clip_group": {
         "reward.use_prm": True,
         "reward.method": "clip",
-        "reward.process_normalization": "none",
+        "reward.process_normalization": "group",
     },
-    "prm_clip_delta_unnormalized": {
+    "prm_clip_delta_group": {
         "reward.use_prm": True,
         "reward.method": "clip_delta",
-        "reward.process_normalization": "none",
+        "reward.process_normalization": "group",
     },
 }
-# Variants that differ from another only without a critic: a ppo reproduction skips them.
-GROUP_ONLY_VARIANTS = ("prm_clip_unnormalized", "prm_clip_delta_unnormalized")
+GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group")
+# Variant names of earlier releases: the plain reward-to-go is now every critic-free run's
+# default, and the group-normalised form is the variant that names it.
+RENAMED_VARIANTS = {
+    "prm_clip_unnormalized": "prm_clip (critic-free runs now default to the unnormalised form; "
+    "the group-normalised one is prm_clip_group)",
+    "prm_clip_delta_unnormalized": "prm_clip_delta (critic-free runs now default to the "
+    "unnormalised form; the group-normalised one is prm_clip_delta_group)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,6 +605,9 @@ class SyntheticTaskSpec:
     max_digits: int = 1
     operations: tuple[str, ...] = ("+", "-")
     sft_filler_fraction: float = 0.1
+    # SFT demonstrations holding one slip (a wrong intermediate result carried through to a
+    # wrong answer), as model-written SFT data does: something for a checked reward to remove
+    sft_slip_fraction: float = 0.0
     vocab_size: int = 512
     tokenizer_corpus_problems: int = 5000
 
@@ -481,6 +622,9 @@ class SyntheticTaskSpec:
             f"task.operations must be a non-empty subset of +, -, *; got {self.operations}",
         )
         require(self.vocab_size >= 260, f"task.vocab_size must be >= 260; got {self.vocab_size}")
+        for name in ("sft_filler_fraction", "sft_slip_fraction"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, f"task.{name} must be in [0, 1]; got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -656,6 +800,10 @@ class ReproduceConfig:
             f"algorithms must name each algorithm once; got {list(self.algorithms)}",
         )
         for variant in self.variants:
+            require(
+                variant not in RENAMED_VARIANTS,
+                f"variants: {variant} is now {RENAMED_VARIANTS.get(variant)}",
+            )
             require(
                 variant in REWARD_VARIANTS,
                 f"variants: unknown variant {variant!r}; choose from {', '.join(REWARD_VARIANTS)}",

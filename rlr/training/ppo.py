@@ -79,6 +79,7 @@ class PPOTrainer:
             compact=roll.compact_rows,
         )
         self._eval_samplers: dict[float, Any] = {}
+        self._warned_zero_prm = False  # the vanished-PRM-reward warning is printed once
 
     # ----------------------------------------------------------------- data
 
@@ -254,6 +255,18 @@ class PPOTrainer:
         out["time/iteration"] = (
             out["time/rollout"] + out["time/grading"] + out["time/prm_text_scoring"] + t2 - t0
         )
+        if cfg.reward.use_prm:
+            vanished = out["reward/prm_nonzero_fraction"] == 0.0
+            out["warning/prm_rewards_all_zero"] = float(vanished)
+            if vanished and not self._warned_zero_prm:
+                self._warned_zero_prm = True
+                print(
+                    f"warning: iteration {iteration}: every shaped PRM step reward is 0 "
+                    f"(reward.method={cfg.reward.method}, eta={cfg.reward.eta}, "
+                    f"alpha={cfg.reward.alpha}): the process reward adds nothing; clipping "
+                    "probabilities at eta <= 0 does this (metric warning/prm_rewards_all_zero)",
+                    flush=True,
+                )
         out["_sample"] = texts[0]
         return out
 
@@ -296,6 +309,17 @@ class PPOTrainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.out_dir / "config.yaml")
+            reward = cfg.effective_reward
+            kl_place = "k3 in the loss" if reward.kl_in_loss else f"{reward.kl_estimator} reward"
+            print(
+                f"{cfg.algorithm}: KL {reward.kl_coef} ({kl_place})"
+                + (
+                    f", process advantages normalised: {reward.process_normalization}"
+                    if reward.use_prm and not cfg.uses_critic
+                    else ""
+                ),
+                flush=True,
+            )
         ckpt = Checkpointer(self.out_dir / "checkpoints", keep=cfg.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
@@ -333,8 +357,8 @@ class PPOTrainer:
                 # a signal on any process stops every process after the same iteration
                 stop = distributed.any_process(guard.requested)
                 if stop or done % cfg.checkpoint_every == 0 or done == end:
-                    position = done * cfg.rollout.prompts_per_iteration
-                    ckpt.save(done, self.state, {"iteration": done, "data_position": position})
+                    # the data order follows from the iteration alone (prompts_for)
+                    ckpt.save(done, self.state, {"iteration": done})
                 if stop:
                     summary["preempted"] = True
                     break

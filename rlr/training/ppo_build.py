@@ -106,7 +106,7 @@ def build_ppo(
         if id(module) not in by_module:
             by_module[id(module)] = sharding.module_param_shardings(module, mesh)
     shardings = {name: by_module[id(module)] for name, module in modules.items()}
-    spec = config.ppo
+    spec = config.effective_ppo  # the algorithm's defaults in place of nulls
     trainable_names = trainable_networks(config)
     tx = make_ppo_optimizer(
         policy_lr=spec.policy_lr,
@@ -156,13 +156,13 @@ def build_ppo(
     experience = jax.jit(
         functools.partial(
             build_experience,
-            reward=config.reward,
+            reward=config.effective_reward,
             algorithm=config.algorithm,
             group_size=config.rollout.samples_per_prompt,
             kl_in_loss=config.kl_in_loss,
-            gamma=spec.gamma,
-            lam=spec.lam,
-            whiten_advantages=spec.whiten_advantages,
+            gamma=spec.gamma if config.uses_critic else 1.0,
+            lam=spec.lam if config.uses_critic else 1.0,
+            whiten_advantages=bool(spec.whiten_advantages),
         )
     )
     update = jax.jit(
@@ -171,9 +171,9 @@ def build_ppo(
             models,
             tx,
             clip_eps=spec.clip_eps,
-            value_clip_eps=spec.value_clip_eps,
+            value_clip_eps=spec.value_clip_eps or 0.0,  # read only with a critic
             aggregation=config.loss_aggregation,
-            kl_loss_coef=config.reward.kl_coef if config.kl_in_loss else 0.0,
+            kl_coef=config.effective_reward.kl_coef if config.kl_in_loss else 0.0,
         ),
         in_shardings=(state_shard, None),
         out_shardings=(state_shard, None),
@@ -310,7 +310,7 @@ def _modules(
         modules["prm"] = loading.scorer_module(
             config.prm, text_format, what="prm", num_layers=num_layers
         )
-        if config.uses_critic and config.ppo.critic_init == "prm":
+        if config.uses_critic and config.effective_ppo.critic_init == "prm":
             raise ValueError(
                 f"ppo.critic_init=prm needs a PRM read in-graph (rlr's format with the "
                 f"policy's tokenizer); this PRM is read as {text_format!r}: use "
@@ -323,7 +323,7 @@ def _modules(
                 "token); give a released PRM as `prm` instead"
             )
         modules["orm"] = module(config.orm, "orm", "score")
-    if config.uses_critic and config.ppo.critic_init == "policy":
+    if config.uses_critic and config.effective_ppo.critic_init == "policy":
         policy = modules["policy"]
         modules["critic"] = DecoderForTokenClassification(
             policy.config,
@@ -334,7 +334,7 @@ def _modules(
             scan_layers=config.policy.scan_layers,
         )
     elif config.uses_critic:
-        modules["critic"] = modules[config.ppo.critic_init]
+        modules["critic"] = modules[config.effective_ppo.critic_init]
     return modules
 
 
@@ -354,7 +354,7 @@ def _load(
             modules[name], params[name] = loading.load_scorer(
                 getattr(config, name), what=name, shardings=shardings[name]
             )
-    init = config.ppo.critic_init
+    init = config.effective_ppo.critic_init
     if config.uses_critic and init == "policy":
         # The policy's trunk and a zero score head: V = 0 everywhere at the start.
         head = jax.jit(

@@ -138,7 +138,7 @@ def build_experience(
     """
     mask = rollout.response_mask
     critic = ALGORITHM_DEFAULTS[algorithm].critic
-    beta = 0.0 if kl_in_loss else reward.kl_coef
+    kl_coef = 0.0 if kl_in_loss else reward.kl_coef
     rewards = rlr.token_rewards(
         rollout.success,
         mask,
@@ -152,8 +152,8 @@ def build_experience(
         alpha=reward.alpha,
         eta=reward.eta,
         orm_weight=reward.orm_weight,
-        beta=beta,
-        kl_estimator=reward.kl_estimator,
+        kl_coef=kl_coef,
+        kl_estimator=reward.kl_estimator or "k1",  # unset (and unused) when the KL is in the loss
     )
     if critic:
         advantages, returns = rlr.gae_advantages(
@@ -175,6 +175,10 @@ def build_experience(
         "reward/orm": per_row(rewards.outcome),
         "reward/kl": per_row(rewards.kl),
         "return/prm_raw_sum": per_row(scored.step_scores * rollout.step_mask),
+        # steps whose shaped PRM reward is not 0, per valid step: 0 with use_prm means the
+        # process reward vanished (eta <= 0 clipping probabilities, alpha = 0)
+        "reward/prm_nonzero_fraction": jnp.sum((rewards.process != 0) & (mask > 0))
+        / jnp.maximum(jnp.sum(rollout.step_mask), 1),
         "kl/k1_per_token": rlr.masked_mean(scored.old_logp - scored.ref_logp, mask),
         "advantage/mean": rlr.masked_mean(advantages, mask),
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
@@ -252,10 +256,10 @@ def ppo_loss(
     clip_eps: float,
     value_clip_eps: float,
     aggregation: str = "token_mean",
-    kl_loss_coef: float = 0.0,
+    kl_coef: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says), plus the clipped value loss
-    when there is a critic, plus kl_loss_coef times the k3 KL to the reference aggregated the
+    when there is a critic, plus kl_coef times the k3 KL to the reference aggregated the
     same way (GRPO's KL in the loss; 0 leaves it out)."""
     mask = batch.response_mask
     T = mask.shape[1]
@@ -280,11 +284,11 @@ def ppo_loss(
         metrics["loss/value"] = value_loss
         metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
         total = total + value_loss
-    if kl_loss_coef:
+    if kl_coef:
         kl = rlr.kl_penalty(logp, batch.ref_logp, estimator="k3")
         kl_loss = rlr.aggregate_token_losses(kl, mask, aggregation=aggregation)
         metrics["loss/kl"] = kl_loss
-        total = total + kl_loss_coef * kl_loss
+        total = total + kl_coef * kl_loss
     return total, metrics
 
 
@@ -349,7 +353,7 @@ def ppo_update(
     clip_eps: float,
     value_clip_eps: float,
     aggregation: str = "token_mean",
-    kl_loss_coef: float = 0.0,
+    kl_coef: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
     skipped. Keywords as ppo_loss."""
@@ -360,7 +364,7 @@ def ppo_update(
         clip_eps=clip_eps,
         value_clip_eps=value_clip_eps,
         aggregation=aggregation,
-        kl_loss_coef=kl_loss_coef,
+        kl_coef=kl_coef,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state, update_metrics = apply_gradients(state, grads, loss, tx)

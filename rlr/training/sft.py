@@ -126,7 +126,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         [p.solution for p in train],
         prompt_len=spec.prompt_len,
         response_len=spec.response_len,
-        max_steps=spec.max_steps,
+        max_steps=1,  # SFT reads no step ends
     )
     batching.warn_truncated(rows, config.data.train, prefix="train.")
     model, params = loading.load_or_init_policy(
