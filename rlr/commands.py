@@ -163,7 +163,9 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"
     )
-    parser.add_argument("--out", default=None, help="results directory (default runs/reproduce)")
+    parser.add_argument(
+        "--out", default=None, help="results directory, a local folder (default runs/reproduce)"
+    )
     parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant")
     parser.add_argument(
         "--variants",

@@ -118,8 +118,12 @@ class Reproduction:
     """Runs (or resumes) every stage of a reproduction config into its out_dir."""
 
     def __init__(self, config: ReproduceConfig):
+        from rlr.training.checkpoint import run_directory
+
         self.config = config
-        self.out = pathlib.Path(config.out_dir)
+        # Decided where every command's run directory is; local only: later stages read what
+        # earlier ones wrote (data, tokenizer, models) with readers that take local paths.
+        self.out = run_directory(config.out_dir, field="out_dir (--out)", uri=False)
         self.seeds = config.seeds
         self.variants = tuple(config.variants)
         self.filler_aware = config.prm_labels == "filler_aware"

@@ -136,3 +136,53 @@ def test_configs_and_exports_reach_a_uri(tmp_path, monkeypatch):
     assert "path: p" in (store / "config.yaml").read_text()
     assert {"config.json", "model.safetensors"} <= {p.name for p in (store / "model").iterdir()}
     assert not (tmp_path / "gs:").exists() and not pathlib.Path("/gs/bucket").exists()
+
+
+LAUNCHES = [
+    # launch/local_multiprocess.sh and launch/gpu.sh's several nodes
+    {"RLR_COORDINATOR_ADDRESS": "localhost:1234", "RLR_NUM_PROCESSES": "2", "RLR_PROCESS_ID": "1"},
+    {"TPU_WORKER_HOSTNAMES": "10.0.0.1,10.0.0.2"},  # a TPU pod slice (launch/tpu_pod.sh)
+    {"JAX_COORDINATOR_ADDRESS": "localhost:1234"},
+]
+LAUNCH_VARIABLES = ("RLR_COORDINATOR_ADDRESS", "RLR_NUM_PROCESSES", "RLR_PROCESS_ID")
+LAUNCH_VARIABLES += ("TPU_WORKER_HOSTNAMES", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
+
+
+@pytest.fixture
+def one_process(monkeypatch):
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_multi_process_launch_is_recognised(one_process):
+    assert distributed.multi_process_launch() is None
+    with one_process.context() as env:  # one process of one: not a multi-process launch
+        env.setenv("RLR_COORDINATOR_ADDRESS", "localhost:1")
+        env.setenv("RLR_NUM_PROCESSES", "1")
+        env.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.1")
+        assert distributed.multi_process_launch() is None
+    for variables, why in zip(LAUNCHES, ("RLR_NUM_PROCESSES=2", "2 hosts", "JAX_COORD")):
+        with one_process.context() as env:
+            for name, value in variables.items():
+                env.setenv(name, value)
+            assert why in distributed.multi_process_launch()
+
+
+@pytest.mark.parametrize("command", ["eval-bon", "label-steps"])
+@pytest.mark.parametrize("variables", LAUNCHES, ids=["rlr", "tpu", "jax"])
+def test_single_process_commands_refuse_a_multi_process_launch(
+    command, variables, one_process, tmp_path, capsys
+):
+    """eval-bon and label-steps neither join the runtime nor split their work: launched N
+    times they would race on --out, so they refuse before reading anything."""
+    from rlr.cli import USAGE_ERROR, main
+
+    for name, value in variables.items():
+        one_process.setenv(name, value)
+    out = tmp_path / "out.json"
+    argv = [command, "--policy", str(tmp_path / "none"), "--problems", str(tmp_path / "none")]
+    assert main([*argv, "--out", str(out)]) == USAGE_ERROR
+    error = capsys.readouterr().err
+    assert f"rlr {command}: error: rlr {command} runs as a single process" in error
+    assert "write the same --out" in error and not out.exists()

@@ -383,10 +383,11 @@ def run(args: argparse.Namespace) -> int:
     """`rlr eval-bon`: sample, grade, score, print the table, write JSON and PNG."""
     from rlr.data.prompts import build_prompt
     from rlr.grading import Grader
-    from rlr.training import loading
+    from rlr.training import distributed, loading
     from rlr.training.configs import ModelSpec
     from rlr.training.generation import make_sampler
 
+    distributed.require_one_process("eval-bon", writes="--out")
     problems = loading.load_problems(
         args.problems, args.format, what="--problems", limit=args.num_problems
     )

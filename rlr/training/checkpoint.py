@@ -9,6 +9,7 @@ written: `save` raises instead, so a resumed run can never start from NaNs.
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 import jax
@@ -25,6 +26,38 @@ def storage_path(path: str | pathlib.Path) -> epath.Path:
     if str(path).startswith(URI_PREFIXES):
         return epath.Path(str(path))
     return epath.Path(pathlib.Path(path).absolute())
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def run_directory(value: Any, *, field: str = "out_dir", uri: bool = True) -> epath.Path:
+    """The run directory of a command (sft, train-prm, train-orm, ppo, reproduce): the one
+    place where `out_dir` (or a flag naming a directory) becomes the path every file of the
+    run is written under.
+
+    A URI (gs://bucket/run, s3://..., az://..., hf://...) stays that URI: an etils.epath
+    Path whose reads and writes go to that store, never a local folder named `gs:`. A local
+    path is made absolute. `uri=False` refuses URIs (a command whose later stages read back
+    what it wrote through local-only readers). Raises ValueError naming `field` for an empty
+    value, a URI rlr cannot write (another scheme, or `gs:/bucket` with one slash) or a
+    refused URI."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        raise ValueError(f"{field} is empty: give a local folder or a URI such as gs://bucket/run")
+    scheme = _SCHEME.match(text)
+    if scheme and not text.startswith(URI_PREFIXES):
+        raise ValueError(
+            f"{field}={text!r}: rlr writes run directories to a local folder or a URI "
+            f"starting {', '.join(URI_PREFIXES)}; {scheme.group(1)}:/ is neither"
+        )
+    if text.startswith(URI_PREFIXES) and not uri:
+        raise ValueError(
+            f"{field}={text!r}: this command needs a local folder (its later stages read "
+            "what it writes with local-only readers); write locally and copy it to the "
+            "bucket afterwards"
+        )
+    return storage_path(text)
 
 
 class NonFiniteStateError(RuntimeError):

@@ -12,6 +12,7 @@ single-host path is the same code.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -24,6 +25,39 @@ from rlr import sharding
 def is_main() -> bool:
     """Whether this process writes the run's files (metrics, samples, configs, exports)."""
     return jax.process_index() == 0
+
+
+def multi_process_launch() -> str | None:
+    """Why this process is one of several of a run (the variable a launcher set, or the
+    running runtime), or None for a single process. The launchers: launch/local_multiprocess.sh
+    and launch/gpu.sh (RLR_NUM_PROCESSES), a TPU pod slice (TPU_WORKER_HOSTNAMES naming more
+    than one host; launch/tpu_pod.sh), JAX's own (JAX_COORDINATOR_ADDRESS); the same
+    variables rlr.sharding.maybe_initialize_distributed joins the runtime by."""
+    processes = os.environ.get("RLR_NUM_PROCESSES", "1")
+    if os.environ.get("RLR_COORDINATOR_ADDRESS") and processes != "1":
+        return f"RLR_NUM_PROCESSES={processes}"
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if "," in hosts:
+        return f"TPU_WORKER_HOSTNAMES lists {len(hosts.split(','))} hosts"
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and os.environ.get("JAX_NUM_PROCESSES") != "1":
+        return f"JAX_COORDINATOR_ADDRESS={os.environ['JAX_COORDINATOR_ADDRESS']}"
+    if jax.distributed.is_initialized() and jax.process_count() > 1:
+        return f"jax.process_count()={jax.process_count()}"
+    return None
+
+
+def require_one_process(command: str, *, writes: str) -> None:
+    """Refuses to run `rlr COMMAND` as one of several processes: a command that neither joins
+    the runtime nor splits its work would run N times over and race on `writes` (its output
+    flag). Raises ValueError naming the command, the flag and the launch variable."""
+    why = multi_process_launch()
+    if why is not None:
+        raise ValueError(
+            f"rlr {command} runs as a single process, but this one was started as one of "
+            f"several ({why}): every copy would do the same work and write the same {writes}. "
+            "Run it once, without launch/local_multiprocess.sh, launch/gpu.sh's several-node "
+            "variables or launch/tpu_pod.sh"
+        )
 
 
 def process_rows(mesh: Any, rows: int, *, what: str = "the batch") -> slice:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import optax
 
 from rlr.training import batching, distributed, loading
-from rlr.training.checkpoint import Checkpointer
+from rlr.training.checkpoint import Checkpointer, run_directory
 from rlr.training.configs import SupervisedSpec
 from rlr.training.metrics import MetricsWriter
 from rlr.training.preemption import PreemptionGuard
@@ -54,7 +53,7 @@ def fit(
     dataset_size: int,
     spec: SupervisedSpec,
     seed: int,
-    out_dir: str | pathlib.Path,
+    out_dir: Any,
     evaluate: Callable[[Any], dict[str, float]] | None = None,
     eval_every: int = 0,
     description: str = "train",
@@ -76,9 +75,10 @@ def fit(
     With `mesh` (and the parameters' `param_shardings`), the state lives on the mesh, the
     step is jitted with those shardings, and each process builds only its block of every
     batch (rlr.training.distributed): N processes train exactly like one. Process 0 alone
-    writes the metrics; every process takes part in the checkpoints.
+    writes the metrics; every process takes part in the checkpoints. `out_dir` is a local
+    path or a URI (rlr.training.checkpoint.run_directory).
     """
-    out_dir = pathlib.Path(out_dir)
+    out_dir = run_directory(out_dir)
     batch_rows = None
     if mesh is not None:
         state_shardings = train_state_shardings(tx, state.params, param_shardings, mesh)
@@ -182,7 +182,7 @@ def supervised_optimizer(spec: SupervisedSpec) -> optax.GradientTransformation:
 def export_and_summarize(
     result: FitResult,
     model: Any,
-    out_dir: str | pathlib.Path,
+    out_dir: Any,
     *,
     tokenizer_dir: str | None,
     extra: dict[str, Any],
@@ -192,7 +192,7 @@ def export_and_summarize(
     summary: dict[str, Any] = {"step": result.iteration, "interrupted": result.interrupted}
     if result.interrupted:
         return summary
-    out_dir = pathlib.Path(out_dir)
+    out_dir = run_directory(out_dir)
     export = loading.export_model(
         model, result.state.params, out_dir / "model", tokenizer_dir=tokenizer_dir
     )

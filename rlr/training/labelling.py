@@ -378,10 +378,11 @@ def run(args: argparse.Namespace) -> int:
     from rlr.data.prompts import build_prompt
     from rlr.data.readers import write_jsonl
     from rlr.grading import Grader
-    from rlr.training import loading
+    from rlr.training import distributed, loading
     from rlr.training.configs import ModelSpec
     from rlr.training.generation import make_sampler
 
+    distributed.require_one_process("label-steps", writes="--out")
     problems = loading.load_problems(
         args.problems, args.format, what="--problems", limit=args.num_problems
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pathlib
@@ -63,6 +64,8 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
+            if str(self.directory).startswith(URI_PREFIXES):
+                register_uri_event_files()
             self._tb = SummaryWriter(str(self.directory / "tb"))
         self._show = show
         self._start = time.time()
@@ -102,6 +105,45 @@ class MetricsWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _UriEventFile:
+    """A TensorBoard event file under a URI, written through etils.epath: an object store
+    has no append, so the events so far are kept and the whole file rewritten on each flush
+    (as tensorboardX's own gs:// writer does, without needing google-cloud-storage)."""
+
+    def __init__(self, path: str):
+        self.path = storage_path(path)
+        self.buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+
+    def flush(self) -> None:
+        self.path.write_bytes(self.buffer.getvalue())
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _UriEventFiles:
+    """tensorboardX's writer factory for one URI scheme."""
+
+    def open(self, path: str) -> _UriEventFile:
+        return _UriEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        storage_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def register_uri_event_files() -> None:
+    """Makes tensorboardX write event files under gs://, s3://, az:// and hf:// through
+    etils.epath, as every other file of a run is written (its default would make a local
+    folder named `az:` or need google-cloud-storage)."""
+    from tensorboardX import record_writer
+
+    for prefix in URI_PREFIXES:
+        record_writer.register_writer_factory(prefix.split(":")[0], _UriEventFiles())
 
 
 def append_line(path: Any, line: str) -> None:

@@ -29,7 +29,7 @@ from rlr.data.prompts import build_prompt
 from rlr.data.steps import step_ends_from_ids
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
-from rlr.training.checkpoint import Checkpointer, storage_path
+from rlr.training.checkpoint import Checkpointer, run_directory
 from rlr.training.configs import PPOConfig
 from rlr.training.evaluation import (
     EvalResult,
@@ -50,7 +50,7 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig):
         self.config = config
         sharding.maybe_initialize_distributed()
-        self.out_dir = storage_path(config.out_dir)
+        self.out_dir = run_directory(config.out_dir)
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
@@ -388,10 +388,11 @@ def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
 
 def run(args: argparse.Namespace) -> int:
     """`rlr ppo`: train (resuming from OUT_DIR/checkpoints), optionally export the policy."""
+    export = run_directory(args.export, field="--export") if args.export else None
     trainer = PPOTrainer(args.run_config)
     summary = trainer.run()
-    if args.export and not summary["preempted"]:
-        trainer.export_policy(args.export)
+    if export is not None and not summary["preempted"]:
+        trainer.export_policy(export)
         summary["export"] = str(args.export)
     print(json.dumps(summary))
     return 0

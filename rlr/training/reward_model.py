@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
 from rlr.training import batching, distributed, loading, readouts
+from rlr.training.checkpoint import run_directory
 from rlr.training.configs import RewardModelConfig
 from rlr.training.evaluation import StepClassifier, is_filler_step
 from rlr.training.fit import export_and_summarize, fit, supervised_mesh, supervised_optimizer
@@ -277,7 +277,7 @@ def make_evaluator(
 def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     """Trains, evaluates and exports the PRM or ORM of `config`; returns a summary dict."""
     mesh = supervised_mesh(config.train.batch_size)
-    out_dir = pathlib.Path(config.out_dir)
+    out_dir = run_directory(config.out_dir)
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, out_dir / "config.yaml")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.training import batching, distributed, loading
+from rlr.training.checkpoint import run_directory
 from rlr.training.configs import SFTConfig
 from rlr.training.evaluation import evaluate_problems
 from rlr.training.fit import (
@@ -114,7 +114,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
             data.test, data.format, what="data.test", limit=config.eval.num_problems
         )
     mesh = supervised_mesh(config.train.batch_size)
-    out_dir = pathlib.Path(config.out_dir)
+    out_dir = run_directory(config.out_dir)
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, out_dir / "config.yaml")
