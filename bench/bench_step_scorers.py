@@ -1,12 +1,12 @@
 """PRM step scoring: rlr's StepScorer against transformers (torch CPU), per step format.
 
-For each step format (rlr, qwen_math_prm, math_shepherd, skywork, rlhflow, pure) a random
-torch checkpoint is written the way the released PRM is laid out (a Qwen2 token classifier for
-rlr, Qwen2ForProcessRewardModel, a Mistral causal LM, a Qwen2 trunk with Skywork's `v_head`, a
-Llama 3.1-style causal LM, a two-label Qwen2 token classifier for pure; tests/released_prms.py
-writes them, as for the step scorer tests), at the width and depth of the CPU preset's PRM
-(the SFT policy's architecture in rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr train-tokenizer` trains it plus
-the format's special tokens and chat template. rlr loads it with
+For each step format (rlr, qwen_math_prm, math_shepherd, skywork, rlhflow, pure) a random torch
+checkpoint is written the way the released PRM is laid out (a Qwen2 token classifier for rlr,
+Qwen2ForProcessRewardModel, a Mistral causal LM, a Qwen2 trunk with Skywork's `v_head`, a Llama
+3.1-style causal LM, a two-label Qwen2 token classifier for pure; tests/released_prms.py writes
+them, as for the step scorer tests), at the width and depth of the CPU preset's PRM (the SFT
+policy's architecture in rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr
+train-tokenizer` trains it plus the format's special tokens and chat template. rlr loads it with
 `rlr.models.load_step_scorer`; transformers runs the torch model that was saved. That tokenizer
 knows the synthetic task's words only, so a GSM8K row is a few hundred to ~1000 tokens: every
 PRM's max_position_embeddings is `--max-positions` (4096), not the preset's 256.

@@ -213,7 +213,9 @@ class SkyworkFormat(StepFormat):
     Step k is read at the "\\n" that closes its last line (the reference's score for that
     line); the reference's extra score for the empty piece after it, and those of a step's
     inner lines, are not used. `separator` must start with "\\n", so that each step ends a
-    piece."""
+    piece. Steps carry no separator of their own: PPO passes the first of reward.separators,
+    so a response that was cut at a later one (e.g. single "\\n" where no "\\n\\n" split it)
+    is rendered with the first between its steps, not as the policy wrote it."""
 
     name = "skywork"
     network = DecoderWithValueHead
