@@ -1,12 +1,12 @@
 """PRM step scoring: rlr's StepScorer against transformers (torch CPU), per step format.
 
-For each step format (rlr, qwen_math_prm, math_shepherd, skywork, rlhflow) a random torch
+For each step format (rlr, qwen_math_prm, math_shepherd, skywork, rlhflow, pure) a random torch
 checkpoint is written the way the released PRM is laid out (a Qwen2 token classifier for rlr,
-Qwen2ForProcessRewardModel, a Mistral causal LM, a Qwen2 trunk with Skywork's `v_head`, a
-Llama 3.1-style causal LM; tests/released_prms.py writes them, as for the step scorer tests),
-at the width and depth of the CPU preset's PRM (the SFT policy's architecture in
-rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr train-tokenizer` trains it plus
-the format's special tokens and chat template. rlr loads it with
+Qwen2ForProcessRewardModel, a Mistral causal LM, a Qwen2 trunk with Skywork's `v_head`, a Llama
+3.1-style causal LM, a two-label Qwen2 token classifier for pure; tests/released_prms.py writes
+them, as for the step scorer tests), at the width and depth of the CPU preset's PRM (the SFT
+policy's architecture in rlr/configs/sft_cpu.yaml), with a tokenizer trained as `rlr
+train-tokenizer` trains it plus the format's special tokens and chat template. rlr loads it with
 `rlr.models.load_step_scorer`; transformers runs the torch model that was saved. That tokenizer
 knows the synthetic task's words only, so a GSM8K row is a few hundred to ~1000 tokens: every
 PRM's max_position_embeddings is `--max-positions` (4096), not the preset's 256.
@@ -30,7 +30,7 @@ the ratio rlr / torch.
 torch uses as many threads as CPUs available; XLA's CPU client uses all of them too. Run:
 
     JAX_PLATFORMS=cpu python bench/bench_step_scorers.py [--solutions 64] [--batch-size 8] \\
-        [--repeats 5] [--formats rlr qwen_math_prm math_shepherd skywork rlhflow]
+        [--repeats 5] [--formats rlr qwen_math_prm math_shepherd skywork rlhflow pure]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from rlr.models import STEP_FORMATS, load_step_scorer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from released_prms import FAMILY, SIZES, make_released_prm  # noqa: E402
+from released_prms import FAMILY, NAMED_FORMATS, SIZES, make_released_prm  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 SOLUTIONS_FILE = DATA / "gsm8k_model_solutions.jsonl"
@@ -115,6 +115,9 @@ def torch_probabilities(fmt, model, candidates, ids, mask, read):
     if fmt == "rlr":  # the token classifier's own forward; sigmoid of its one label
         logits = model(input_ids=ids, attention_mask=mask).logits
         return torch.sigmoid(gather(logits, read)[..., 0])
+    if fmt == "pure":  # the two-label token classifier's own forward; softmax, label 1
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        return torch.softmax(gather(logits, read), dim=-1)[..., 1]
     if fmt == "qwen_math_prm":  # Linear-ReLU-Linear on every token; softmax, label 1
         scores = model.score(model.model(input_ids=ids, attention_mask=mask).last_hidden_state)
         return torch.softmax(gather(scores, read), dim=-1)[..., 1]
@@ -164,7 +167,8 @@ def bench_format(fmt, args, arch, base, root, questions, solutions, seed) -> dic
         llama3_context=256,  # rlhflow: Llama 3.1's rope scaling over the preset's context
         **arch,
     )
-    scorer = load_step_scorer(directory, tokenizer=tok, batch_size=args.batch_size)
+    named = fmt if fmt in NAMED_FORMATS else None  # a causal-LM PRM's format is named
+    scorer = load_step_scorer(directory, named, tokenizer=tok, batch_size=args.batch_size)
     assert scorer.format.name == fmt, (scorer.format.name, fmt)
 
     render_s, rendered = timed(lambda: [scorer.render(q, s) for q, s in zip(questions, solutions)])

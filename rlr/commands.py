@@ -266,7 +266,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: i
     )
 
 
-STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow")
+STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow", "pure")
 
 
 def add_prm_arguments(parser: argparse.ArgumentParser, *, help: str) -> None:  # noqa: A002

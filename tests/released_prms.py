@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from itertools import chain
 
 import torch
 import transformers
@@ -31,7 +32,10 @@ FAMILY = {
     "math_shepherd": "Mistral",
     "skywork": "Qwen2",
     "rlhflow": "Llama",
+    "pure": "Qwen2",
 }
+# causal-LM PRMs: config.json cannot tell them from any LM, so they are loaded with format=
+NAMED_FORMATS = ("math_shepherd", "rlhflow")
 FIELDS = {"rlr": {"num_labels": 1}, "skywork": {"tie_word_embeddings": False}}
 SEEDS = {fmt: seed for seed, fmt in enumerate(FAMILY)}
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -92,6 +96,7 @@ def format_tokenizer(fmt: str, base: str | pathlib.Path | None = None):
         )
     elif fmt == "skywork":
         tok.add_special_tokens({"bos_token": "<|begin|>"})
+        tok.add_tokens(["\n\n"])  # one token, as in Qwen2.5's vocabulary
     elif fmt == "rlhflow":
         tok.add_special_tokens(
             {
@@ -204,22 +209,54 @@ def shepherd_reference(model, tok, question, steps):
     return scores[input_id == step_tag_id].tolist()
 
 
-def skywork_reference(model, tok, question, steps):
-    step_token = "\n"
-    prompt_ids = tok.encode(tok.bos_token + question + "\n")
-    response_ids, reward_flags = [], [0] * len(prompt_ids)
-    step_token_id = tok.encode(step_token)[-1]
-    for step in "\n".join(steps).split(step_token):
-        step_ids = tok.encode(step) if step != "" else []
+def skywork_prepare_input(problem, response, tokenizer, step_token="\n"):
+    """Skywork's prepare_input (skywork-o1-prm-inference, model_utils/io_utils.py):
+    (input_ids, steps, reward_flags)."""
+    prompt_ids = tokenizer.encode(tokenizer.bos_token + problem + "\n")
+    response_ids = []
+    steps = []
+    reward_flags = [0] * len(prompt_ids)
+    step_token_id = tokenizer.encode(step_token)[-1]
+    for step in response.split(step_token):
+        if step != "":
+            step_ids = tokenizer.encode(step)
+        else:
+            step_ids = []
         step_ids += [step_token_id]
+        step = step + step_token
         flag = [0] * len(step_ids)
         flag[-1] = 1
         response_ids.extend(step_ids)
         reward_flags.extend(flag)
-    ids = torch.tensor([prompt_ids + response_ids])
+        steps.append(step)
+    input_ids = prompt_ids + response_ids
+    return input_ids, steps, reward_flags
+
+
+def skywork_piece_rewards(model, tok, question, response):
+    """Skywork's reference scores of a response: one per "\\n"-piece (derive_step_rewards over
+    the value head's sigmoid, PRM_MODEL(return_probs=True))."""
+    input_ids, _, reward_flags = skywork_prepare_input(question, response, tok)
+    ids = torch.tensor([input_ids])
     values = model(ids, torch.ones_like(ids))
     flags = torch.tensor([reward_flags]) == 1
     return torch.sigmoid(values[flags]).tolist()
+
+
+def skywork_last_lines(steps, separator="\n\n"):
+    """The index, among the pieces of separator.join(steps).split("\\n"), of each step's last
+    line: the reference score rlr reads for that step."""
+    out, piece = [], 0
+    for step in steps:
+        piece += step.count("\n")
+        out.append(piece)
+        piece += separator.count("\n")
+    return out
+
+
+def skywork_reference(model, tok, question, steps):
+    rewards = skywork_piece_rewards(model, tok, question, "\n\n".join(steps))
+    return [rewards[i] for i in skywork_last_lines(steps)]
 
 
 def rlhflow_reference(model, tok, question, steps):
@@ -238,11 +275,43 @@ def rlhflow_reference(model, tok, question, steps):
     return step_scores
 
 
+def pure_reference(model, tok, question, steps):
+    """PURE's PRM as TRL's PRMTrainer.tokenize_row lays a row out (step_separator "\\n"; trl
+    trainer/prm_trainer.py), read as PURE's turn_process_reward_logits_to_reward reads it
+    (openrlhf/utils/utils.py): p(+) - p(-) from the softmax over the two labels at each step's
+    separator. Returned as the probability (1 + r) / 2 = p(+), rlr's score."""
+    prompt_ids = tok(question, add_special_tokens=False)["input_ids"]
+    completions_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in steps]
+    separator_ids = tok.encode("\n", add_special_tokens=False)
+    completions_ids = [completion + separator_ids for completion in completions_ids]
+    labels = [[-100] * (len(completion) - 1) + [1] for completion in completions_ids]
+    completion_ids = list(chain(*completions_ids))
+    labels = list(chain(*labels))
+    if tok.bos_token_id is not None:
+        prompt_ids = [tok.bos_token_id] + prompt_ids
+    input_ids = prompt_ids + completion_ids
+    labels = [-100] * len(prompt_ids) + labels
+    ids = torch.tensor([input_ids])
+    logits = model(ids, attention_mask=torch.ones_like(ids)).logits  # [1, S, 2]
+    read = torch.tensor([labels]) != -100
+    softmax_logits = logits[read].softmax(dim=-1)
+    process_reward = softmax_logits[..., 1] - softmax_logits[..., 0]
+    return ((1 + process_reward) / 2).tolist()
+
+
 # ------------------------------------------------------------------ checkpoints
 
 
 def make_rlr(directory, config, seed: int):
     """rlr's own PRM layout: Qwen2ForTokenClassification with one label."""
+    model = random_(transformers.Qwen2ForTokenClassification(config), seed)
+    model.save_pretrained(directory)
+    return model
+
+
+def make_pure(directory, config, seed: int):
+    """PURE's PRM layout: Qwen2ForTokenClassification with two labels, saved by transformers
+    (whose config.json then names no labels: 2 is PretrainedConfig's default)."""
     model = random_(transformers.Qwen2ForTokenClassification(config), seed)
     model.save_pretrained(directory)
     return model
@@ -275,6 +344,7 @@ MAKERS = {  # the released formats: (checkpoint maker, published recipe)
     "math_shepherd": (make_causal_lm, shepherd_reference),
     "skywork": (make_skywork, skywork_reference),
     "rlhflow": (make_causal_lm, rlhflow_reference),
+    "pure": (make_pure, pure_reference),
 }
 CHECKPOINTS = {"rlr": make_rlr, **{fmt: make for fmt, (make, _) in MAKERS.items()}}
 

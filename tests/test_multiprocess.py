@@ -44,10 +44,11 @@ SCRIPT = textwrap.dedent(
     config = dataclasses.replace(
         config, rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8)
     )
-    if prm != "-":  # a PRM read as text (its own tokenizer and format)
+    if prm != "-":  # a PRM read as text (its own tokenizer and format): PATH::FORMAT
+        path, _, fmt = prm.partition("::")
         config = dataclasses.replace(
             config,
-            prm=ModelSpec(path=prm),
+            prm=ModelSpec(path=path, format=fmt or None),
             ppo=dataclasses.replace(config.ppo, critic_init="policy"),
         )
     trainer = PPOTrainer(config)
@@ -180,7 +181,13 @@ def test_a_prm_read_as_text_scores_the_same_with_two_processes(assets, tmp_path)
     make_released_prm("math_shepherd", tmp_path / "prm")  # its own tokenizer: read as text
     for processes, name in ((1, "one"), (2, "two")):
         summaries(
-            launch(assets, tmp_path / name, processes=processes, iterations=2, prm=tmp_path / "prm")
+            launch(
+                assets,
+                tmp_path / name,
+                processes=processes,
+                iterations=2,
+                prm=f"{tmp_path / 'prm'}::math_shepherd",  # a causal LM: its format is named
+            )
         )
     assert_same_training(tmp_path / "one", tmp_path / "two", 2)
     assert metrics_of(tmp_path / "two")[-1]["time/prm_text_scoring"] > 0

@@ -23,7 +23,7 @@ from rlr.training.step_scoring import policy_step_texts, score_policy_steps
 pytest.importorskip("torch", reason="torch writes the released-layout checkpoints")
 pytest.importorskip("transformers")
 from ppo_setup import tiny_config  # noqa: E402
-from released_prms import MAKERS, make_released_prm  # noqa: E402
+from released_prms import MAKERS, NAMED_FORMATS, make_released_prm  # noqa: E402
 from toy_assets import shared_toy_assets  # noqa: E402
 
 TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
@@ -60,7 +60,7 @@ def test_step_scores_land_on_the_policy_token_where_each_step_ends(assets, relea
     """A Mistral-format PRM whose tokenizer differs from the policy's: steps are cut from the
     policy's tokens, scored as text, and each score becomes the reward at step_end."""
     policy_tok = loading.load_tokenizer(assets / "tokenizer")
-    scorer = load_step_scorer(released_dirs["math_shepherd"])
+    scorer = load_step_scorer(released_dirs["math_shepherd"], "math_shepherd")
     assert scorer.tokenizer.get_vocab() != policy_tok.get_vocab()
     questions = ["Tom has 3 apples and buys 4 more. How many?", "What is 6 * 7?"]
     solutions = [["3 + 4 = 7", "Tom has 7 apples.", "The answer is 7"], ["6 * 7 = 42"]]
@@ -115,7 +115,8 @@ def test_one_ppo_iteration_with_each_released_format(assets, released_dirs, tmp_
         assets,
         tmp_path / "run",
         iterations=1,
-        prm=ModelSpec(path=str(released_dirs[fmt])),  # the format from config.json
+        # the format from config.json; a causal-LM PRM's must be named
+        prm=ModelSpec(path=str(released_dirs[fmt]), format=fmt if fmt in NAMED_FORMATS else None),
         eval_every=0,
     )
     config = dataclasses.replace(

@@ -14,10 +14,18 @@ a probability.
   label 1, at each `<extra_0>`.
 - math_shepherd (a Mistral causal LM): "{question} {step 1} ки\\n{step 2} ки..."; at each `ки`
   the softmax over the logits of "+" and "-", the "+" share.
-- skywork (a Qwen2 trunk with the value head `v_head`): BOS + question + "\\n", then each step's
-  tokens and the "\\n" token; sigmoid of the head at each of those "\\n".
+- pure (a 2-label token classifier, as TRL's PRMTrainer trains one: PURE's PRM): BOS (when the
+  tokenizer has one) + question, then each step's tokens and the "\\n" tokens; softmax over the
+  two labels, label 1, at each step's last "\\n" token.
+- skywork (a Qwen2 trunk with the value head `v_head`): BOS + question + "\\n", then the
+  response (the steps joined by "\\n\\n") split on every "\\n", each piece's tokens and the "\\n"
+  token; sigmoid of the head at the "\\n" that ends each step's last line.
 - rlhflow (a Llama 3.1 causal LM): a chat where each step is a user turn answered "+"; softmax
   over "+" and "-" at the token before each "+".
+
+config.json names the head, and for a token classifier its label count, but a causal LM's
+config.json does not say which recipe (if any) it was trained for: math_shepherd and rlhflow
+are never assumed, they must be named (format=).
 
 Scoring is one jitted program per (rows, length bucket, steps bucket): rows are sorted by
 length and right-padded to a bucket (a quarter step of a power of two), so a few compilations
@@ -48,7 +56,7 @@ from rlr.models.decoder import (
 )
 
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow")
+STEP_FORMATS = ("rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow", "pure")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +80,7 @@ class StepFormat:
 
     name: str = ""
     network: type[nn.Module] = DecoderForTokenClassification
+    num_labels: int | None = None  # the score head's outputs, where the network has a score head
     reads_lm: bool = False  # True: a causal LM read through two candidate tokens
 
     def render(self, tokenizer, question: str, steps: Sequence[str]) -> Rendered:
@@ -94,6 +103,7 @@ class RlrFormat(StepFormat):
     characters, whatever separators its own text holds."""
 
     name = "rlr"
+    num_labels = 1
 
     def __init__(self, prompt_style: str = "plain"):
         self.prompt_style = prompt_style
@@ -141,6 +151,7 @@ class QwenMathPRMFormat(StepFormat):
 
     name = "qwen_math_prm"
     network = DecoderForProcessReward
+    num_labels = 2
     step_tag = "<extra_0>"
 
     def render(self, tokenizer, question, steps):
@@ -190,12 +201,33 @@ class MathShepherdFormat(StepFormat):
 
 
 class SkyworkFormat(StepFormat):
-    """Skywork-o1-Open-PRM: BOS + question + "\\n", then each step's tokens followed by the
-    "\\n" token; sigmoid of the value head at each of those "\\n" tokens."""
+    """Skywork-o1-Open-PRM, as its reference inference renders a response
+    (github.com/SkyworkAI/skywork-o1-prm-inference, model_utils/io_utils.py, prepare_input with
+    step_token="\\n"): BOS + question + "\\n", then the response split on every "\\n", each piece
+    encoded on its own (an empty piece to no tokens) and followed by the "\\n" token; the value
+    head's sigmoid at each of those "\\n" tokens (derive_step_rewards) is a piece's score.
+
+    The response is the steps joined by `separator` ("\\n\\n", rlr's step separator, by
+    default), so the tokens are the reference's for that text: a "\\n\\n" between steps is two
+    "\\n" tokens, the second closing the empty piece between them, never one "\\n\\n" token.
+    Step k is read at the "\\n" that closes its last line (the reference's score for that
+    line); the reference's extra score for the empty piece after it, and those of a step's
+    inner lines, are not used. `separator` must start with "\\n", so that each step ends a
+    piece. Steps carry no separator of their own: PPO passes the first of reward.separators,
+    so a response that was cut at a later one (e.g. single "\\n" where no "\\n\\n" split it)
+    is rendered with the first between its steps, not as the policy wrote it."""
 
     name = "skywork"
     network = DecoderWithValueHead
     step_token = "\n"
+
+    def __init__(self, separator: str = "\n\n"):
+        if not separator.startswith(self.step_token):
+            raise ValueError(
+                f"format {self.name!r}: the step separator must start with a newline; "
+                f"got {separator!r}"
+            )
+        self.separator = separator
 
     def render(self, tokenizer, question, steps):
         bos = tokenizer.bos_token
@@ -203,15 +235,59 @@ class SkyworkFormat(StepFormat):
             raise ValueError(f"format {self.name!r} needs a tokenizer with a bos_token")
         ids = list(tokenizer.encode(bos + question + "\n"))
         step_id = _one_token(tokenizer, self.step_token, what="the step token", fmt=self.name)
-        read = []
+        step_ends, at = [], 0  # the character where each step's text ends in the response
         for step in steps:
-            ids.extend(tokenizer.encode(step) if step else [])
+            at += len(step)
+            step_ends.append(at)
+            at += len(self.separator)
+        closing, at = {}, 0  # piece end (character) -> column of the "\n" token closing it
+        for piece in self.separator.join(steps).split(self.step_token):
+            ids.extend(tokenizer.encode(piece) if piece else [])
             ids.append(step_id)
-            read.append(len(ids) - 1)
-        return Rendered(tuple(ids), tuple(read))
+            at += len(piece)
+            closing[at] = len(ids) - 1
+            at += len(self.step_token)
+        return Rendered(tuple(ids), tuple(closing[end] for end in step_ends))
 
     def probability(self, outputs):
         return jax.nn.sigmoid(outputs[..., 0])
+
+
+class PureFormat(StepFormat):
+    """A two-label token classifier as TRL's PRMTrainer trains one (trl/trainer/prm_trainer.py,
+    PRMTrainer.tokenize_row, step_separator "\\n"): PURE's PRM (github.com/CJReinforce/PURE,
+    PRM/finetune.py; jinachris/Qwen2.5-Math-7B-PRM800K, a Qwen2ForTokenClassification). BOS
+    when the tokenizer has one, the question's tokens, then each step's tokens followed by the
+    tokens of "\\n", each encoded without special tokens; a step is read at the last token of
+    its "\\n". Label 1 is a correct step (TRL's label True), label 0 a wrong one.
+
+    The score is p(+) = softmax(logits)[1], a probability as rlr's reward shaping takes it.
+    PURE's RL (openrlhf/utils/utils.py, turn_process_reward_logits_to_reward) uses
+    p(+) - p(-) = 2 p(+) - 1 in [-1, 1]: the same number, rescaled, so nothing is lost. PURE
+    also reads the PRM after the policy's own chat-formatted prompt
+    (openrlhf/trainer/ppo_utils/experience_maker.py, make_experience); rlr gives it the
+    question as the PRM was trained on it."""
+
+    name = "pure"
+    network = DecoderForTokenClassification
+    num_labels = 2
+    step_separator = "\n"
+
+    def render(self, tokenizer, question, steps):
+        ids = [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
+        ids += tokenizer(question, add_special_tokens=False)["input_ids"]
+        separator = tokenizer.encode(self.step_separator, add_special_tokens=False)
+        if not separator:
+            raise ValueError(f"format {self.name!r}: the tokenizer encodes '\\n' to no tokens")
+        read = []
+        for step in steps:
+            ids += tokenizer(step, add_special_tokens=False)["input_ids"] if step else []
+            ids += separator
+            read.append(len(ids) - 1)
+        return Rendered(tuple(int(i) for i in ids), tuple(read))
+
+    def probability(self, outputs):
+        return jax.nn.softmax(outputs, axis=-1)[..., 1]
 
 
 class RLHFlowFormat(StepFormat):
@@ -258,41 +334,77 @@ class RLHFlowFormat(StepFormat):
         return jax.nn.softmax(outputs, axis=-1)[..., 0]
 
 
-FORMATS: dict[str, Callable[[], StepFormat]] = {
+FORMATS: dict[str, Callable[..., StepFormat]] = {
     "rlr": RlrFormat,
     "qwen_math_prm": QwenMathPRMFormat,
     "math_shepherd": MathShepherdFormat,
     "skywork": SkyworkFormat,
     "rlhflow": RLHFlowFormat,
+    "pure": PureFormat,
 }
+FORMAT_OPTIONS = {"rlr": ("prompt_style",), "skywork": ("separator",)}
+# causal-LM PRMs: their config.json is a plain LM's, so the format must be named
+LM_READ_FORMATS = tuple(name for name, cls in FORMATS.items() if cls.reads_lm)
 
 
-def detect_format(hf: dict[str, Any], *, source: str = "config.json") -> str:
-    """The step format of a checkpoint from its config.json: the architecture names the
-    head; a causal LM is Math-Shepherd when Mistral and RLHFlow when Llama."""
+def config_num_labels(hf: dict[str, Any]) -> int:
+    """A classifier's label count as transformers reads config.json: `num_labels`, else the
+    size of `id2label`, else 2 (PretrainedConfig's default, which save_pretrained leaves out)."""
+    if hf.get("num_labels") is not None:
+        return int(hf["num_labels"])
+    if hf.get("id2label"):
+        return len(hf["id2label"])
+    return 2
+
+
+def detect_format(
+    hf: dict[str, Any], *, source: str = "config.json", field: str = "format="
+) -> str:
+    """The step format of a checkpoint from its config.json: the architecture names the head,
+    and a token classifier's label count says how it is read (1: rlr's sigmoid, 2: a softmax
+    over labels, read as PURE / TRL's PRMTrainer do). A causal LM is never assumed to be a PRM
+    (Math-Shepherd's and RLHFlow's configs are plain Mistral / Llama ones), nor a classifier
+    with another label count: the error asks for `field` (as the caller names it)."""
     arch = (hf.get("architectures") or [""])[0]
     model_type = hf.get("model_type", "")
+    choices = f"set {field} one of {', '.join(STEP_FORMATS)}"
     if arch.endswith("ForProcessRewardModel"):
         return "qwen_math_prm"
     if arch.endswith("ForPrmModel"):
         return "skywork"
     if arch.endswith(("ForTokenClassification", "ForSequenceClassification")):
-        return "rlr"
-    if arch.endswith("ForCausalLM") and model_type == "mistral":
-        return "math_shepherd"
-    if arch.endswith("ForCausalLM") and model_type == "llama":
-        return "rlhflow"
+        labels = config_num_labels(hf)
+        if labels == 1:
+            return "rlr"
+        if labels == 2 and arch.endswith("ForTokenClassification"):
+            return "pure"
+        raise ValueError(
+            f"{source}: {arch} with {labels} labels matches no step format (rlr reads a "
+            f"one-label token or sequence classifier, pure a two-label token classifier); "
+            f"{choices} if one of them reads it"
+        )
+    if arch.endswith("ForCausalLM"):
+        raise ValueError(
+            f"{source}: {arch} is a causal LM, and config.json does not say which PRM recipe "
+            f"(if any) it was trained for: {choices} ({' or '.join(LM_READ_FORMATS)} for a "
+            "causal-LM PRM such as Math-Shepherd's or RLHFlow's)"
+        )
     raise ValueError(
         f"{source}: cannot tell the step format of architectures={hf.get('architectures')!r} "
-        f"(model_type {model_type!r}); pass format= one of {', '.join(STEP_FORMATS)}"
+        f"(model_type {model_type!r}); {choices}"
     )
 
 
 def make_format(name: str, **options: Any) -> StepFormat:
-    """The StepFormat called `name` (option: the rlr format's prompt_style)."""
+    """The StepFormat called `name`; options a format does not take are ignored (rlr's
+    prompt_style, skywork's separator)."""
     if name not in FORMATS:
         raise ValueError(f"step format must be one of {', '.join(STEP_FORMATS)}; got {name!r}")
-    return FORMATS[name](**options) if name == "rlr" else FORMATS[name]()
+    unknown = set(options) - {k for keys in FORMAT_OPTIONS.values() for k in keys}
+    if unknown:
+        raise TypeError(f"make_format: unknown options {sorted(unknown)}")
+    taken = {k: v for k, v in options.items() if k in FORMAT_OPTIONS.get(name, ())}
+    return FORMATS[name](**taken)
 
 
 def read_step_outputs(
@@ -358,6 +470,12 @@ class StepScorer:
             raise ValueError(
                 f"format {step_format.name!r} reads a {step_format.network.__name__}; "
                 f"this checkpoint is a {type(model).__name__}"
+            )
+        labels = step_format.num_labels
+        if labels is not None and model.num_labels != labels:
+            raise ValueError(
+                f"format {step_format.name!r} reads a score head with {labels} label(s); this "
+                f"checkpoint's has {model.num_labels}: name the format that reads it (format=)"
             )
         self.format = step_format
         self.model = model
@@ -469,7 +587,7 @@ def load_step_scorer(
     directory = resolve_model_dir(str(path), what="PRM")
     hf = read_config(directory)
     name = format or detect_format(hf, source=str(directory / CONFIG_NAME))
-    step_format = make_format(name, **({"prompt_style": prompt_style} if name == "rlr" else {}))
+    step_format = make_format(name, prompt_style=prompt_style)
     shardings = None
     if mesh is not None:
         from rlr import sharding

@@ -31,7 +31,7 @@ PROBLEM_FORMATS: tuple[str, ...] = typing.get_args(ProblemFormat)
 LabelledFormat = Literal["rlr", "prm800k", "math_shepherd"]
 LABELLED_FORMATS: tuple[str, ...] = typing.get_args(LabelledFormat)
 # How a PRM renders and reads steps (rlr.models.step_scorers; null: from its config.json)
-StepFormat = Literal["rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow"]
+StepFormat = Literal["rlr", "qwen_math_prm", "math_shepherd", "skywork", "rlhflow", "pure"]
 STEP_FORMATS: tuple[str, ...] = typing.get_args(StepFormat)
 Algorithm = Literal["ppo", "grpo", "dr_grpo", "rloo"]
 LossAggregation = Literal["token_mean", "sequence_mean", "token_sum"]

@@ -154,8 +154,11 @@ def model_dir(path: str, what: str) -> pathlib.Path:
 
 
 def scorer_format(spec: ModelSpec, *, what: str = "prm") -> str:
-    """A PRM's step format: `format` when set, else detected from the architectures named by
-    its config.json (or inline `architecture`); rlr's own when none are named."""
+    """A PRM's step format: `format` when set, else detected from the architecture and label
+    count named by its config.json (or inline `architecture`); rlr's own when none are named.
+    A causal LM of a family no released PRM uses is "rlr" here, so that load_scorer says it
+    has no score head; a Mistral / Llama causal LM must name its format (it may be a
+    Math-Shepherd or RLHFlow PRM, or no PRM at all)."""
     from rlr.models.step_scorers import detect_format
 
     if spec.format is not None:
@@ -168,11 +171,9 @@ def scorer_format(spec: ModelSpec, *, what: str = "prm") -> str:
     causal_lm_prm = hf.get("model_type") in ("mistral", "llama")  # Math-Shepherd, RLHFlow
     if not arch or (arch.endswith("ForCausalLM") and not causal_lm_prm):
         return "rlr"  # no released PRM of this kind: load_scorer says it has no score head
-    try:
-        return detect_format(hf, source=f"{what}.path {spec.path}" if spec.path else what)
-    except ValueError as err:
-        field = f"{what}-format" if what.startswith("--") else f"{what}.format"
-        raise ValueError(f"{err} (set {field})") from None
+    field = f"{what}-format" if what.startswith("--") else f"{what}.format"
+    source = f"{what}.path {spec.path}" if spec.path else what
+    return detect_format(hf, source=source, field=field)
 
 
 def text_prm_format(
@@ -202,10 +203,13 @@ def scorer_module(
     from rlr.models.step_scorers import make_format
 
     config = network_config(spec, None, what=what, num_layers=num_layers)
-    cls = make_format(fmt).network
+    step_format = make_format(fmt)
+    cls = step_format.network
     kwargs = _module_kwargs(spec)
     if cls is DecoderForTokenClassification:
-        return cls(config, num_labels=1, **kwargs)
+        # HF's token classifiers have a biased `score` (TRL's PRMs); rlr's own has none
+        use_bias = fmt != "rlr"
+        return cls(config, num_labels=step_format.num_labels, use_bias=use_bias, **kwargs)
     return cls(config, **kwargs)
 
 
@@ -276,10 +280,19 @@ def load_scorer(
         shardings=shardings,
         scan_layers=spec.scan_layers,
     )
-    if fmt != "rlr":
-        from rlr.models.step_scorers import make_format
+    from rlr.models.step_scorers import make_format
 
-        expected = make_format(fmt).network
+    step_format = make_format(fmt)
+    labels = getattr(model, "num_labels", None)
+    if step_format.num_labels is not None and labels not in (None, step_format.num_labels):
+        field = f"{what}-format" if what.startswith("--") else f"{what}.format"
+        raise ValueError(
+            f"{_path_field(what)} {spec.path}: format {fmt!r} reads a score head with "
+            f"{step_format.num_labels} label(s), but this one has {labels}; set {field} to "
+            "the format that reads it"
+        )
+    if fmt != "rlr":
+        expected = step_format.network
         if not isinstance(model, expected):
             raise ValueError(
                 f"{_path_field(what)} {spec.path}: format {fmt!r} reads a {expected.__name__}, "
@@ -309,11 +322,15 @@ def load_text_scorer(
 
     fmt = scorer_format(spec, what=what)
     directory = model_dir(spec.path, what)
-    options = dict(prompt_style=prompt_style) if fmt == "rlr" else {}
     module, params = load_scorer(spec, what=what)
     tokenizer = load_tokenizer(directory, what=f"the tokenizer of {_path_field(what)}")
     return StepScorer(
-        make_format(fmt, **options), module, params, tokenizer, batch_size=batch_size, mesh=mesh
+        make_format(fmt, prompt_style=prompt_style),
+        module,
+        params,
+        tokenizer,
+        batch_size=batch_size,
+        mesh=mesh,
     )
 
 

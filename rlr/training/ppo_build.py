@@ -231,8 +231,13 @@ def _text_prm(
     """(jitted read of rendered rows, StepScorer or None in abstract mode) of a text PRM."""
     from rlr.models.step_scorers import StepScorer, make_format, read_step_outputs
 
-    options = dict(prompt_style=config.data.prompt_style) if fmt == "rlr" else {}
-    step_format = make_format(fmt, **options)
+    # skywork renders a response as its steps joined by the first of reward.separators, the one
+    # PPO cuts at when it can (a response cut at a later one is rendered with the first too)
+    separator = config.reward.separators[0]
+    try:
+        step_format = make_format(fmt, prompt_style=config.data.prompt_style, separator=separator)
+    except ValueError as err:
+        raise ValueError(f"{err} (reward.separators[0]; prm.format {fmt!r})") from None
     rows = sharding.batch_sharding(mesh, 2)
     if abstract:
         candidates = (0, 1) if step_format.reads_lm else None
