@@ -186,6 +186,13 @@ def test_eval_bon_with_each_released_format(assets, released_dirs, tmp_path, fmt
     assert any(name.startswith("prm_") for name in result["accuracy"]), result.keys()
 
 
+def test_eval_bon_refuses_a_two_label_classifier_as_the_orm(released_dirs):
+    from rlr.training import loading
+
+    with pytest.raises(ValueError, match=r"--orm-format: .* reads as 'pure'.*rlr's format only"):
+        loading.check_orm_format(ModelSpec(path=str(released_dirs["pure"])), what="--orm")
+
+
 def test_label_steps_with_a_released_prm(assets, released_dirs, tmp_path):
     out = tmp_path / "labels.jsonl"
     code = cli.run(

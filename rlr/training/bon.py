@@ -401,7 +401,10 @@ def run(args: argparse.Namespace) -> int:
             prm = loading.load_text_scorer(
                 spec, what="--prm", prompt_style=args.prompt_style, batch_size=args.batch_size
             )
-    orm = loading.load_scorer(ModelSpec(path=args.orm), what="--orm") if args.orm else None
+    orm = None
+    if args.orm:
+        loading.check_orm_format(ModelSpec(path=args.orm), what="--orm")
+        orm = loading.load_scorer(ModelSpec(path=args.orm), what="--orm")
     sampler = make_sampler(
         model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
     )

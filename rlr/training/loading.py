@@ -176,6 +176,18 @@ def scorer_format(spec: ModelSpec, *, what: str = "prm") -> str:
     return detect_format(hf, source=source, field=field)
 
 
+def check_orm_format(spec: ModelSpec, *, what: str = "orm") -> None:
+    """An ORM is read in rlr's format only (one label, scored at the last token): any other
+    format (a released PRM, a 2-label classifier) is an error naming `what`'s format field."""
+    fmt = scorer_format(spec, what=what)
+    if fmt != "rlr":
+        field = f"{what}-format" if what.startswith("--") else f"{what}.format"
+        raise ValueError(
+            f"{field}: {spec.path} reads as {fmt!r}, but an ORM is read in rlr's format only "
+            "(a one-label score at the last token); give a released PRM as the PRM instead"
+        )
+
+
 def text_prm_format(
     spec: ModelSpec, policy_tokenizer_dir: str | None, *, what: str = "prm"
 ) -> str | None:

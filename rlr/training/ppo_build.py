@@ -322,11 +322,7 @@ def _modules(
                 "critic_init=policy"
             )
     if config.orm is not None:
-        if loading.scorer_format(config.orm, what="orm") != "rlr":
-            raise ValueError(
-                "orm.format: an ORM is read in rlr's format only (a one-label score at the last "
-                "token); give a released PRM as `prm` instead"
-            )
+        loading.check_orm_format(config.orm, what="orm")
         modules["orm"] = module(config.orm, "orm", "score")
     if config.uses_critic and config.effective_ppo.critic_init == "policy":
         policy = modules["policy"]
