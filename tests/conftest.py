@@ -32,3 +32,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from smoke_run import start_smoke_run
 
         start_smoke_run()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controlling process (not an xdist worker) removes the session's shared folder."""
+    if hasattr(session.config, "workerinput"):
+        return
+    import smoke_run
+
+    smoke_run.remove_session_root()

@@ -126,6 +126,19 @@ def smoke_results() -> pathlib.Path:
     return work / "reproduce"
 
 
+def remove_session_root() -> None:
+    """Stops a smoke run still going and removes the session's folder (the installed copy of
+    rlr and the reproduction): called once, by the process that ends the test session."""
+    if not _session_root.cache_info().currsize and "PYTEST_XDIST_TESTRUNUID" not in os.environ:
+        return  # this process made no session folder
+    root = _session_root()
+    pid_file = root / "smoke" / "pid"
+    if pid_file.exists() and _alive(pid := int(pid_file.read_text())):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, 15)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
     try:

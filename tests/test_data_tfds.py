@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -22,7 +24,16 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 
 
 def test_tensorflow_is_not_needed():
-    # The point of the array_record path: these tests run where TensorFlow is not installed.
+    """The point of the array_record path: building and reading never import TensorFlow (in a
+    fresh process, so no other test's imports count)."""
+    code = (
+        "import sys\n"
+        "from rlr.data.tfds_builder import build_array_record, problem_from_example\n"
+        "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     if importlib.util.find_spec("tensorflow") is not None:
         pytest.skip("TensorFlow is installed here; the no-TensorFlow claim is untested")
 

@@ -265,10 +265,14 @@ def test_grpo_trains_checkpoints_and_resumes_without_a_critic(assets, tmp_path):
     config = tiny_config(assets, tmp_path, algorithm="grpo", iterations=1)
     trainer = PPOTrainer(config)
     assert set(trainer.state.params) == {"policy"} and trainer.models.critic is None
+    before = jax.device_get(trainer.state.params["policy"])
     trainer.run()
     row = read_metrics(tmp_path)[-1]
     assert row["loss/kl"] >= 0 and "loss/value" not in row and "value/mean" not in row
-    assert row["policy/clip_fraction"] >= 0
+    assert 0 <= row["policy/clip_fraction"] <= 1
+    after = jax.device_get(trainer.state.params["policy"])
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), before, after))
+    assert max(moved) > 0, "the GRPO update left the policy unchanged"
     resumed = PPOTrainer(dataclasses.replace(config, iterations=2))
     summary = resumed.run()
     assert summary["start_iteration"] == 1 and summary["end_iteration"] == 2

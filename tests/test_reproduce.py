@@ -89,8 +89,23 @@ def test_stages_are_the_commands_a_user_would_run(out):
 def test_rerun_uses_the_cached_stages(out, tmp_path):
     copy = tmp_path / "reproduce"  # a copy: other workers may be reading the shared run
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("jax_cache"))
-    results = Reproduction.from_preset("smoke", f"out_dir={copy}").run()
-    assert results["wall_time_s"] < 60, "a finished reproduction must not train again"
+    reproduction = Reproduction.from_preset("smoke", f"out_dir={copy}")
+    ran, stage = [], reproduction.stage
+
+    def spied_stage(directory, argv, *, produces=None, action=None):
+        def traced_action():
+            ran.append(directory)
+            return action()
+
+        return stage(
+            directory, argv, produces=produces, action=None if action is None else traced_action
+        )
+
+    reproduction.command = ran.append  # a stage that runs its command calls this
+    reproduction.stage = spied_stage  # and one without a command calls its action
+    results = reproduction.run()
+    assert ran == [], f"a finished reproduction ran stages again: {ran}"
+    assert set(results["variants"]) == set(VARIANTS)
 
 
 def test_markdown_reports_error_bars_for_several_seeds():

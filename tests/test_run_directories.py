@@ -26,7 +26,8 @@ ARCH = {
     "max_position_embeddings": 128,
 }
 P, T, K = 40, 32, 4
-TRAIN = {"batch_size": 4, "steps": 2, "prompt_len": P, "response_len": T, "max_steps": K}
+TRAIN = {"batch_size": 4, "steps": 2, "prompt_len": P, "response_len": T}
+REWARD_MODEL_TRAIN = {**TRAIN, "max_steps": K}  # SFT reads no reasoning steps
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_reward_models_write_under_a_uri(assets, tmp_path, bucket, kind):
             "train": str(assets / "data" / "prm_train.jsonl"),
             "test": str(assets / "data" / "prm_test.jsonl"),
         },
-        "train": TRAIN,
+        "train": REWARD_MODEL_TRAIN,
         "max_eval_records": 4,
     }
     assert main([f"train-{kind}", "--config", _config(tmp_path, kind, config)]) == 0

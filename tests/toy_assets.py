@@ -7,8 +7,10 @@ beside the policy, rlr's JSONL data); only the network weights are random.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import pathlib
+import shutil
 import tempfile
 
 import jax
@@ -71,4 +73,6 @@ def make_toy_assets(
 @functools.cache
 def shared_toy_assets(**sizes: int) -> pathlib.Path:
     """One set of toy assets per distinct `sizes` for the whole test session (read-only)."""
-    return make_toy_assets(tempfile.mkdtemp(prefix="rlr_toy_assets_"), **sizes)
+    root = tempfile.mkdtemp(prefix="rlr_toy_assets_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return make_toy_assets(root, **sizes)
