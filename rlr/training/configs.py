@@ -1,9 +1,16 @@
 """Run-config schemas for rlr's jobs: frozen dataclasses, validated when built.
 
 Load them with `rlr.config.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
-(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF where the method
-leaves a choice open (docs/method.md): fixed KL 0.1, gamma 1, lambda 1, ratio clip 0.2, value
-clip 0.2, whitened advantages, 4 minibatches.
+(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF's PPOActorInterface
+(realhf/impl/model/interface/ppo_interface.py) where the method leaves a choice open
+(docs/method.md section 9): fixed KL 0.1 as a k1 reward, gamma 1, lambda 1, ratio clip 0.2,
+value clip 0.2, whitened advantages, 4 minibatches; value normalisation and the early stop on
+the importance ratio are off, as ReaLHF's value_norm=False and early_stop_imp_ratio=None. Two
+options go beyond ReaLHF and are off: verl's dual clip (ppo.dual_clip) and its clamp of the
+k3 KL (reward.kl_clamp). One default differs from ReaLHF: a response cut off by the token
+budget is graded like any other (ppo.truncation=grade), where ReaLHF gives it no reward score
+and bootstraps its last value (ppo.truncation=zero_and_bootstrap); rlr keeps "grade" so that
+the shipped CPU reproductions keep their results.
 
 This module imports only the standard library and rlr.config, so the CLI can load, validate
 and print a config before anything heavy is imported.
@@ -129,6 +136,9 @@ class RewardSpec:
     orm_weight: float = 1.0
     kl_coef: float = 0.1
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    # Clamp of the k3 estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl uses 10), wherever
+    # k3 is computed: the reward (kl_estimator=k3) or the loss term (kl_in_loss); null: none.
+    kl_clamp: float | None = None
     # Where the KL penalty goes: false, a per-token reward (kl_estimator); true, a k3 term in
     # the policy loss, as GRPO does; null, the algorithm's default (ALGORITHM_DEFAULTS).
     kl_in_loss: bool | None = None
@@ -142,6 +152,10 @@ class RewardSpec:
     def __post_init__(self):
         require(self.alpha >= 0, f"reward.alpha must be >= 0; got {self.alpha}")
         require(self.kl_coef >= 0, f"reward.kl_coef must be >= 0; got {self.kl_coef}")
+        require(
+            self.kl_clamp is None or self.kl_clamp > 0,
+            f"reward.kl_clamp must be > 0 (or null: no clamp); got {self.kl_clamp}",
+        )
         require(self.max_steps >= 1, f"reward.max_steps must be >= 1; got {self.max_steps}")
         require(len(self.separators) >= 1, "reward.separators must name at least one separator")
 
@@ -206,8 +220,36 @@ class PPOSpec:
     # once more; "rollout" keeps the sampler's (those of the same parameters, read from the
     # KV-cache decode: equal up to float rounding in float32, as trl and others use them).
     old_logprobs: Literal["recompute", "rollout"] = "recompute"
+    # A response cut off by rollout.max_new_tokens (no EOS): "grade" grades its text like any
+    # other; "zero" gives it success 0 and ORM reward 0 (its PRM step rewards and KL stay);
+    # "zero_and_bootstrap" (algorithm=ppo only; ReaLHF's behaviour) also lets GAE bootstrap
+    # from the critic's value after its last token instead of ending the episode with 0.
+    truncation: Literal["grade", "zero", "zero_and_bootstrap"] = "grade"
+    # ReaLHF's value normalisation (algorithm=ppo only): the critic learns returns normalised
+    # by an EMA of their mean and std (decay value_norm_beta, ReaLHF's default), and its
+    # outputs are de-normalised for GAE; the statistics are checkpointed with the state.
+    value_norm: bool = False
+    value_norm_beta: float = 0.99995
+    # Skip the policy's optimizer step on a minibatch whose mean importance ratio
+    # exp(logp - old_logp) exceeds this (ReaLHF's early_stop_imp_ratio, e.g. 10); null: off.
+    early_stop_ratio: float | None = None
+    # Dual clip (verl's clip_ratio_c, 3.0 there): tokens with A < 0 lose at most -A * dual_clip;
+    # must be > 1; null: off.
+    dual_clip: float | None = None
 
     def __post_init__(self):
+        require(
+            0 < self.value_norm_beta < 1,
+            f"ppo.value_norm_beta must be in (0, 1); got {self.value_norm_beta}",
+        )
+        require(
+            self.early_stop_ratio is None or self.early_stop_ratio > 1,
+            f"ppo.early_stop_ratio must be > 1 (or null: off); got {self.early_stop_ratio}",
+        )
+        require(
+            self.dual_clip is None or self.dual_clip > 1,
+            f"ppo.dual_clip must be > 1 (or null: off); got {self.dual_clip}",
+        )
         require(0 <= self.gamma <= 1, f"ppo.gamma must be in [0, 1]; got {self.gamma}")
         require(self.warmup_steps >= 0, f"ppo.warmup_steps must be >= 0; got {self.warmup_steps}")
         require(0 <= self.lam <= 1, f"ppo.lam must be in [0, 1]; got {self.lam}")
@@ -307,6 +349,21 @@ class PPOConfig:
         require(
             self.ppo.critic_init != "orm" or self.orm is not None,
             "ppo.critic_init=orm needs an `orm` model",
+        )
+        require(
+            self.uses_critic or self.ppo.truncation != "zero_and_bootstrap",
+            f"ppo.truncation=zero_and_bootstrap bootstraps from a critic, which "
+            f"algorithm={self.algorithm} has not; use ppo.truncation=zero (success and ORM "
+            "reward 0 for truncated responses) or grade",
+        )
+        require(
+            self.uses_critic or not self.ppo.value_norm,
+            f"ppo.value_norm normalises a critic's targets; algorithm={self.algorithm} has none",
+        )
+        require(
+            self.reward.kl_clamp is None or self.reward.kl_estimator == "k3" or self.kl_in_loss,
+            "reward.kl_clamp clamps the k3 KL estimate, which this run never computes: set "
+            "reward.kl_estimator=k3, or put the KL in the loss (reward.kl_in_loss)",
         )
         require(
             self.rollout.batch_size % self.ppo.minibatches == 0,
