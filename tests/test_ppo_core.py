@@ -381,6 +381,10 @@ def test_config_checks_the_truncation_value_norm_and_clip_options():
         None,
     )
     assert default.dual_clip is None and PPOConfig().reward.kl_clamp is None
+    from rlr.training.configs import REALHF_PPO
+
+    realhf = load(*(f"{key}={value}" for key, value in REALHF_PPO.items()))
+    assert realhf.ppo.truncation == "zero_and_bootstrap" and realhf.ppo.early_stop_ratio == 5
     grpo = ("algorithm=grpo", "rollout.samples_per_prompt=2")
     assert load(*grpo, "ppo.truncation=zero", "reward.kl_clamp=10").ppo.truncation == "zero"
     for overrides, message in [

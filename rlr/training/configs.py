@@ -1,16 +1,18 @@
 """Run-config schemas for rlr's jobs: frozen dataclasses, validated when built.
 
 Load them with `rlr.config.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
-(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF's PPOActorInterface
-(realhf/impl/model/interface/ppo_interface.py) where the method leaves a choice open
-(docs/method.md section 9): fixed KL 0.1 as a k1 reward, gamma 1, lambda 1, ratio clip 0.2,
-value clip 0.2, whitened advantages, 4 minibatches; value normalisation and the early stop on
-the importance ratio are off, as ReaLHF's value_norm=False and early_stop_imp_ratio=None. Two
-options go beyond ReaLHF and are off: verl's dual clip (ppo.dual_clip) and its clamp of the
-k3 KL (reward.kl_clamp). One default differs from ReaLHF: a response cut off by the token
-budget is graded like any other (ppo.truncation=grade), where ReaLHF gives it no reward score
-and bootstraps its last value (ppo.truncation=zero_and_bootstrap); rlr keeps "grade" so that
-the shipped CPU reproductions keep their results.
+(or `rlr ppo --config ppo_cpu key=value ...`). PPO defaults follow ReaLHF's PPO experiment
+defaults (PPOHyperparameters, realhf/experiments/common/ppo_exp.py) where the method leaves a
+choice open (docs/method.md section 9): fixed KL 0.1 as a k1 reward, gamma 1, lambda 1, ratio
+clip 0.2, value clip 0.2, whitened advantages, 4 minibatches. Three ReaLHF behaviours are
+options here and off by default, so that the shipped CPU reproductions keep their results:
+a response cut off by the token budget is graded like any other (ppo.truncation=grade), where
+ReaLHF gives it no reward score and bootstraps its last value (zero_and_bootstrap, not an
+option there); no value normalisation (ReaLHF: value_norm=True, beta 0.99995); no early stop
+on the importance ratio (ReaLHF: early_stop_imp_ratio=5). REALHF_PPO below turns all three
+on. Two options come from verl and are off by default, as ReaLHF has neither: the dual clip
+(ppo.dual_clip; verl's clip_ratio_c=3) and the clamp of the k3 KL (reward.kl_clamp; verl's
+low_var_kl clamps at 10).
 
 This module imports only the standard library and rlr.config, so the CLI can load, validate
 and print a config before anything heavy is imported.
@@ -198,7 +200,8 @@ class RolloutSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PPOSpec:
-    """PPO and GAE hyper-parameters."""
+    """PPO and GAE hyper-parameters. Defaults are ReaLHF's except truncation, value_norm and
+    early_stop_ratio, which stay off (REALHF_PPO turns them on; module docstring)."""
 
     gamma: float = 1.0
     lam: float = 1.0
@@ -228,10 +231,12 @@ class PPOSpec:
     # ReaLHF's value normalisation (algorithm=ppo only): the critic learns returns normalised
     # by an EMA of their mean and std (decay value_norm_beta, ReaLHF's default), and its
     # outputs are de-normalised for GAE; the statistics are checkpointed with the state.
+    # Off by default (ReaLHF's experiments turn it on; REALHF_PPO).
     value_norm: bool = False
     value_norm_beta: float = 0.99995
     # Skip the policy's optimizer step on a minibatch whose mean importance ratio
-    # exp(logp - old_logp) exceeds this (ReaLHF's early_stop_imp_ratio, e.g. 10); null: off.
+    # exp(logp - old_logp) exceeds this (ReaLHF's early_stop_imp_ratio, 5 in its experiment
+    # defaults); must be > 1; null (default): off.
     early_stop_ratio: float | None = None
     # Dual clip (verl's clip_ratio_c, 3.0 there): tokens with A < 0 lose at most -A * dual_clip;
     # must be > 1; null: off.
@@ -486,6 +491,15 @@ class RewardModelConfig:
             f"max_eval_records must be >= 1 (or null: all); got {self.max_eval_records}",
         )
 
+
+# ReaLHF's PPO experiment defaults that rlr leaves off by default (module docstring): these
+# overrides on top of rlr's defaults make a ppo run follow ReaLHF in them too.
+REALHF_PPO: dict[str, Any] = {
+    "ppo.truncation": "zero_and_bootstrap",
+    "ppo.value_norm": True,
+    "ppo.value_norm_beta": 0.99995,
+    "ppo.early_stop_ratio": 5.0,
+}
 
 # The reward variants of the paper's ablation: name -> PPO config overrides.
 REWARD_VARIANTS: dict[str, dict[str, Any]] = {
