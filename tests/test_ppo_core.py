@@ -119,7 +119,8 @@ def loop_gae(rewards, values, mask, bootstrap):
 
 
 def test_truncated_rows_get_no_outcome_reward_and_bootstrap(setup):
-    m, trainable, _, data, scored = setup
+    m, _, _, data, scored = setup
+    trainable, _ = params()  # the fixture's were donated by an update test
     data = data._replace(
         success=jax.numpy.ones(B), truncated=jax.numpy.asarray(np.arange(B) % 2, np.float32)
     )
@@ -188,7 +189,8 @@ def test_value_norm_denormalises_for_gae_and_trains_on_normalised_returns(setup)
 
 
 def test_early_stop_skips_the_policy_step_on_a_large_importance_ratio(setup):
-    m, trainable, _, data, scored = setup
+    m, _, _, data, scored = setup
+    trainable, _ = params()  # the fixture's were donated by an update test
     exp, _ = ppo_core.build_experience(data, scored, RewardSpec(kl_coef=0.0))
     # old log-probs 1.0 below the current ones: every ratio is e = 2.718...
     exp = exp._replace(old_logp=(exp.old_logp - 1.0) * exp.response_mask)
