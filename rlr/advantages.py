@@ -1,5 +1,6 @@
-"""Advantages: GAE over token rewards (with a critic), masked whitening, and the critic-free
-group-relative advantages of GRPO, Dr. GRPO and RLOO.
+"""Advantages: GAE over token rewards (with a critic), masked whitening, the running return
+statistics of value normalisation, and the critic-free group-relative advantages of GRPO,
+Dr. GRPO and RLOO.
 
 Time convention (docs/design.md section 2): reward t is received after emitting token t; `mask`
 marks the response tokens, a prefix of each row. After the last valid token the episode ends
@@ -8,6 +9,8 @@ Group-relative functions take G samples of each of P prompts as [P, G, ...] arra
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import chex
 import jax
@@ -120,6 +123,83 @@ def masked_whiten(
     if not shift_mean:
         out = out + mean
     return jnp.where(mask.astype(bool), out, 0.0)
+
+
+class ValueNormStats(NamedTuple):
+    """Running statistics of the critic's targets (ReaLHF's ExponentialRunningMeanStd,
+    realhf/impl/model/modules/rms.py): exponential moving averages of the batch mean and the
+    batch mean of squares of the returns, and the debiasing term sum_i (1 - beta) beta^i that
+    corrects their start from 0. Each [] float32 (ReaLHF keeps float64)."""
+
+    mean: chex.Array  # []
+    mean_sq: chex.Array  # []
+    debias: chex.Array  # []
+
+
+def value_norm_init() -> ValueNormStats:
+    """Statistics before any update: all 0 (mean 0 and std 0.1 until the first update)."""
+    zero = jnp.zeros((), jnp.float32)
+    return ValueNormStats(zero, zero, zero)
+
+
+def value_norm_update(
+    stats: ValueNormStats,
+    x: chex.Array,  # [B, T] returns
+    mask: chex.Array,  # [B, T] response tokens
+    *,
+    beta: float,
+) -> ValueNormStats:
+    """One EMA step with the masked batch mean m and mean of squares q of x:
+    mean <- beta mean + (1 - beta) m, mean_sq <- beta mean_sq + (1 - beta) q,
+    debias <- beta debias + (1 - beta) (ExponentialRunningMeanStd.update). A batch with no
+    valid token takes m = q = 0, as a 0/0 would not."""
+    check_shapes("value_norm_update", x=(x, "BT"), mask=(mask, "BT"))
+    check_floating("value_norm_update", x=x)
+    x = x.astype(jnp.float32)
+    batch_mean = masked_mean(x, mask)
+    batch_mean_sq = masked_mean(jnp.square(x), mask)
+
+    def ema(old: chex.Array, new: chex.Array) -> chex.Array:
+        return beta * old + (1.0 - beta) * new
+
+    return ValueNormStats(
+        ema(stats.mean, batch_mean), ema(stats.mean_sq, batch_mean_sq), ema(stats.debias, 1.0)
+    )
+
+
+def value_norm_mean_std(
+    stats: ValueNormStats, *, eps: float = 1e-5
+) -> tuple[chex.Array, chex.Array]:  # mean [], std []
+    """Debiased mean and std: mean / max(debias, eps), and the square root of
+    mean_sq / max(debias, eps) - mean^2 floored at 1e-2, so std >= 0.1 (ReaLHF's mean_std)."""
+    debias = jnp.maximum(stats.debias, eps)
+    mean = stats.mean / debias
+    var = jnp.maximum(stats.mean_sq / debias - jnp.square(mean), 1e-2)
+    return mean, jnp.sqrt(var)
+
+
+def normalize_values(
+    x: chex.Array,  # [...] returns, in reward units
+    stats: ValueNormStats,
+    *,
+    eps: float = 1e-5,
+    clip: float = 5.0,
+) -> chex.Array:  # [...] float32
+    """(x - mean) / std clipped to [-clip, clip] (ReaLHF's normalize: the clip at 5 is "a
+    trick from hide and seek"): the targets a value-normalised critic is trained on."""
+    mean, std = value_norm_mean_std(stats, eps=eps)
+    return jnp.clip((x.astype(jnp.float32) - mean) / std, -clip, clip)
+
+
+def denormalize_values(
+    x: chex.Array,  # [...] critic outputs, in normalised units
+    stats: ValueNormStats,
+    *,
+    eps: float = 1e-5,
+) -> chex.Array:  # [...] float32
+    """x * std + mean: a value-normalised critic's output in reward units (for GAE)."""
+    mean, std = value_norm_mean_std(stats, eps=eps)
+    return x.astype(jnp.float32) * std + mean
 
 
 def _check_group(fn_name: str, group_size: int, scale: str) -> None:

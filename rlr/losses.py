@@ -165,6 +165,7 @@ def ppo_policy_loss(
     *,
     clip_eps: float = 0.2,
     aggregation: str = "token_mean",
+    dual_clip: float | None = None,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:  # loss [], metrics of []
     """PPO clipped surrogate max(-A r, -A clip(r, 1-eps, 1+eps)) per token, aggregated over
     tokens as `aggregation` says (aggregate_token_losses; default the mean over valid tokens).
@@ -172,7 +173,16 @@ def ppo_policy_loss(
     r = exp(logp - old_logp). Gradients flow through logp only. Metrics: clip_fraction (tokens
     where the clipped term was the larger), approx_kl (Schulman's k3, (r - 1) - log r) and
     ratio_mean, all masked token means.
+
+    dual_clip = c > 1 (Ye et al. 2020, arXiv:1912.09729; verl's `clip_ratio_c`, 3.0 there)
+    bounds the loss of a token with A < 0 by -A c: min(max(-A r, -A clip(r)), -A c), so a
+    ratio far above 1 on a bad action cannot grow the loss without bound; tokens with A >= 0
+    keep the plain clipped loss. As verl's compute_policy_loss (verl/trainer/ppo/core_algos.py),
+    without its clamp of log r to [-20, 20]. Extra metric dual_clip_fraction: tokens with A < 0
+    whose loss the bound replaced. None (default) leaves the loss as above.
     """
+    if dual_clip is not None and not dual_clip > 1.0:
+        raise ValueError(f"ppo_policy_loss: dual_clip must be > 1; got {dual_clip}")
     check_shapes(
         "ppo_policy_loss",
         logp=(logp, "BT"),
@@ -186,12 +196,19 @@ def ppo_policy_loss(
     ratio = jnp.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = aggregate_token_losses(jnp.maximum(unclipped, clipped), mask, aggregation=aggregation)
+    losses = jnp.maximum(unclipped, clipped)
     metrics = {
         "clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
         "approx_kl": masked_mean(jax.lax.stop_gradient((ratio - 1.0) - log_ratio), mask),
         "ratio_mean": masked_mean(jax.lax.stop_gradient(ratio), mask),
     }
+    if dual_clip is not None:
+        bound = -advantages * dual_clip
+        negative = advantages < 0
+        bounded = negative & (losses > bound)
+        metrics["dual_clip_fraction"] = masked_mean(bounded.astype(jnp.float32), mask)
+        losses = jnp.where(negative, jnp.minimum(losses, bound), losses)
+    loss = aggregate_token_losses(losses, mask, aggregation=aggregation)
     return loss, metrics
 
 

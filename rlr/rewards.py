@@ -130,14 +130,26 @@ def kl_penalty(
     ref_logp: chex.Array,  # [B, T] the same under the reference policy
     *,
     estimator: str = "k1",
+    clamp: float | None = None,
 ) -> chex.Array:  # [B, T] float32
     """Per-token estimate of KL(pi || pi_ref) from sampled tokens (Schulman's estimators).
 
     k1 = logp - ref_logp (unbiased, can be negative); k2 = 0.5 (logp - ref_logp)^2;
     k3 = exp(ref_logp - logp) - 1 - (ref_logp - logp) (unbiased, >= 0).
+
+    clamp = c > 0 (k3 only) transcribes verl's "low_var_kl" (kl_penalty_forward in
+    verl/trainer/ppo/core_algos.py, c = 10 there): ref_logp - logp is clamped to [-20, 20],
+    then k3 to [-c, c], which bounds the k3 of a token the reference finds far likelier than
+    the policy does (k3 grows like exp(ref_logp - logp)); the gradient is 0 where a clamp
+    binds. None (default) leaves k3 unclamped. k1 and k2 take no clamp.
     """
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(KL_ESTIMATORS)}; got {estimator!r}")
+    if clamp is not None and (estimator != "k3" or not clamp > 0):
+        raise ValueError(
+            f"kl_penalty: clamp applies to estimator='k3' only and must be > 0; got "
+            f"clamp={clamp} with estimator={estimator!r}"
+        )
     check_shapes("kl_penalty", logp=(logp, "BT"), ref_logp=(ref_logp, "BT"))
     check_floating("kl_penalty", logp=logp, ref_logp=ref_logp)
     log_ratio = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
@@ -145,6 +157,9 @@ def kl_penalty(
         return log_ratio
     if estimator == "k2":
         return 0.5 * jnp.square(log_ratio)
+    if clamp is not None:
+        log_ratio = jnp.clip(log_ratio, -20.0, 20.0)
+        return jnp.clip(jnp.expm1(-log_ratio) + log_ratio, -clamp, clamp)
     return jnp.expm1(-log_ratio) + log_ratio
 
 
@@ -188,6 +203,7 @@ def token_rewards(
     orm_weight: float = 1.0,
     kl_coef: float = 0.0,
     kl_estimator: str = "k1",
+    kl_clamp: float | None = None,
 ) -> TokenRewards:  # each field [B, T] float32
     """Assembles the per-token reward of docs/method.md section 2, in this order:
 
@@ -198,6 +214,7 @@ def token_rewards(
     is all zeros. Leave step_* (all three) or orm_score or logp/ref_logp (both) as None to
     leave that term out; step scores need a method (and eta when it clips); kl_coef > 0 needs
     logp and ref_logp.
+    kl_clamp bounds the k3 estimate as `kl_penalty`'s clamp does (k3 only).
     """
     if method is not None:
         _check_method(method)
@@ -251,7 +268,8 @@ def token_rewards(
     else:
         outcome = zeros
     if logp is not None:
-        kl = jnp.where(valid, -kl_coef * kl_penalty(logp, ref_logp, estimator=kl_estimator), 0.0)
+        per_token = kl_penalty(logp, ref_logp, estimator=kl_estimator, clamp=kl_clamp)
+        kl = jnp.where(valid, -kl_coef * per_token, 0.0)
     else:
         kl = zeros
     total = process + success_r + outcome + kl

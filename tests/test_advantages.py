@@ -194,3 +194,61 @@ class WhitenTest(parameterized.TestCase):
     def test_empty_mask_is_finite(self):
         got = rlr.masked_whiten(jnp.ones((2, 3)), jnp.zeros((2, 3)))
         np.testing.assert_array_equal(got, 0.0)
+
+
+def reference_value_norm(batches, *, beta, eps=1e-5):
+    """ReaLHF's ExponentialRunningMeanStd (realhf/impl/model/modules/rms.py) in float64: update
+    with each (x, mask) in turn; returns (mean, std) after each update."""
+    mean = mean_sq = debias = 0.0
+    out = []
+    for x, mask in batches:
+        factor = mask.sum()
+        batch_mean = (x * mask).sum() / factor
+        batch_sq_mean = np.square(x * mask).sum() / factor
+        mean = beta * mean + batch_mean * (1.0 - beta)
+        mean_sq = beta * mean_sq + batch_sq_mean * (1.0 - beta)
+        debias = beta * debias + 1.0 - beta
+        debiased_mean = mean / max(debias, eps)
+        debiased_var = max(mean_sq / max(debias, eps) - debiased_mean**2, 1e-2)
+        out.append((debiased_mean, np.sqrt(debiased_var)))
+    return out
+
+
+class ValueNormTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(0.9, 0.99995)
+    def test_ema_matches_realhf_loop(self, beta):
+        batches = []
+        for seed in range(4):
+            rewards, _, mask, _ = random_batch(5, 7, seed)
+            batches.append((3.0 + 2.0 * rewards.astype(np.float64), mask.astype(np.float64)))
+        update = self.variant(functools.partial(rlr.value_norm_update, beta=beta))
+        stats = rlr.value_norm_init()
+        for (x, mask), (want_mean, want_std) in zip(
+            batches, reference_value_norm(batches, beta=beta)
+        ):
+            stats = update(stats, x.astype(np.float32), mask)
+            mean, std = rlr.value_norm_mean_std(stats)
+            np.testing.assert_allclose(mean, want_mean, rtol=2e-4)
+            np.testing.assert_allclose(std, want_std, rtol=2e-4)
+        # after a few updates with beta = 0.9 the statistics are those of the returns (~3, ~2)
+        if beta == 0.9:
+            self.assertGreater(float(std), 1.0)
+
+    def test_normalize_and_denormalize(self):
+        stats = rlr.ValueNormStats(jnp.float32(0.3), jnp.float32(0.2 * 4.25), jnp.float32(0.2))
+        mean, std = rlr.value_norm_mean_std(stats)  # mean 1.5, var 4.25 - 2.25 = 2
+        np.testing.assert_allclose([mean, std], [1.5, np.sqrt(2.0)], rtol=1e-6)
+        x = jnp.array([[1.5, 1.5 + np.sqrt(2.0), 100.0]])
+        np.testing.assert_allclose(rlr.normalize_values(x, stats), [[0.0, 1.0, 5.0]], rtol=1e-6)
+        np.testing.assert_allclose(
+            rlr.denormalize_values(jnp.array([0.0, 1.0]), stats), [1.5, 1.5 + np.sqrt(2.0)]
+        )
+        # before any update: mean 0 and std 0.1, as ReaLHF starts
+        np.testing.assert_allclose(rlr.value_norm_mean_std(rlr.value_norm_init()), [0.0, 0.1])
+
+    def test_empty_mask_is_finite(self):
+        stats = rlr.value_norm_update(
+            rlr.value_norm_init(), jnp.ones((2, 3)), jnp.zeros((2, 3)), beta=0.9
+        )
+        self.assertTrue(all(np.isfinite(np.asarray(v)) for v in stats))

@@ -95,6 +95,59 @@ class PolicyLossTest(parameterized.TestCase):
         self.assertTrue(all(np.isfinite(float(v)) for v in metrics.values()))
 
 
+def reference_dual_clip_loss(logp, old_logp, adv, mask, clip_eps, clip_ratio_c):
+    """verl's compute_policy_loss (verl/trainer/ppo/core_algos.py), token by token, without
+    its clamp of the log-ratio to [-20, 20] (the ratios here are far inside it)."""
+    total, lower, count = 0.0, 0.0, 0
+    for idx in np.ndindex(*logp.shape):
+        if not mask[idx]:
+            continue
+        ratio = math.exp(float(logp[idx]) - float(old_logp[idx]))
+        a = float(adv[idx])
+        pg_losses1 = -a * ratio
+        pg_losses2 = -a * min(max(ratio, 1 - clip_eps), 1 + clip_eps)  # cliprange_low = high
+        clip_pg_losses1 = max(pg_losses1, pg_losses2)
+        pg_losses3 = -a * clip_ratio_c
+        clip_pg_losses2 = min(pg_losses3, clip_pg_losses1)
+        lower += (clip_pg_losses1 > pg_losses3) and a < 0
+        total += clip_pg_losses2 if a < 0 else clip_pg_losses1
+        count += 1
+    return total / count, lower / count
+
+
+class DualClipTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((0.2, 3.0), (0.1, 1.5))
+    def test_matches_verl_transcription(self, clip_eps, c):
+        logp, old_logp, adv, mask = random_tokens(6, 9, seed=3)
+        # ratios well above c on some tokens, so that the bound binds for negative A
+        old_logp = (old_logp - 1.5 * (np.arange(9) % 3 == 0)).astype(np.float32)
+        fn = self.variant(functools.partial(rlr.ppo_policy_loss, clip_eps=clip_eps, dual_clip=c))
+        loss, metrics = fn(logp, old_logp, adv, mask)
+        want_loss, want_lower = reference_dual_clip_loss(logp, old_logp, adv, mask, clip_eps, c)
+        self.assertGreater(want_lower, 0.0)  # the test exercises the bound
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics["dual_clip_fraction"], want_lower, rtol=1e-5)
+        plain, _ = rlr.ppo_policy_loss(logp, old_logp, adv, mask, clip_eps=clip_eps)
+        self.assertLess(float(loss), float(plain))  # the bound only lowers losses
+
+    def test_bounded_tokens_get_no_gradient(self):
+        logp = np.log(np.array([[5.0, 5.0, 1.1]], np.float32))
+        old_logp = np.zeros((1, 3), np.float32)
+        adv = np.array([[-1.0, 1.0, -1.0]], np.float32)
+        mask = np.ones((1, 3), np.float32)
+        grad = jax.grad(lambda lp: rlr.ppo_policy_loss(lp, old_logp, adv, mask, dual_clip=3.0)[0])
+        g = np.asarray(grad(logp))
+        # ratio 5 > c with A < 0: the loss is the constant -A c; with A > 0: clipped at 1.2
+        np.testing.assert_array_equal(g[0, :2], 0.0)
+        np.testing.assert_allclose(g[0, 2], 1.1 / 3, rtol=1e-5)  # -A r / count, r = 1.1
+
+    def test_c_must_exceed_one(self):
+        logp, old_logp, adv, mask = random_tokens(2, 3, seed=0)
+        with pytest.raises(ValueError, match="dual_clip must be > 1; got 1.0"):
+            rlr.ppo_policy_loss(logp, old_logp, adv, mask, dual_clip=1.0)
+
+
 class ValueLossTest(parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_matches_loop_reference(self):

@@ -277,3 +277,35 @@ def test_grpo_trains_checkpoints_and_resumes_without_a_critic(assets, tmp_path):
     summary = resumed.run()
     assert summary["start_iteration"] == 1 and summary["end_iteration"] == 2
     assert set(resumed.state.params) == {"policy"}
+
+
+def test_value_norm_statistics_are_checkpointed_and_resume_exactly(assets, tmp_path):
+    from rlr.training.configs import PPOSpec
+
+    ppo = PPOSpec(
+        minibatches=2,
+        policy_lr=1e-3,
+        critic_lr=1e-3,
+        truncation="zero_and_bootstrap",
+        value_norm=True,
+        value_norm_beta=0.9,
+        early_stop_ratio=10.0,
+        dual_clip=3.0,
+    )
+    straight = PPOTrainer(tiny_config(assets, tmp_path / "straight", ppo=ppo))
+    straight.run()
+    row = read_metrics(tmp_path / "straight")[-1]
+    assert row["value_norm/std"] > 0 and row["policy/early_stopped"] == 0
+    assert "policy/dual_clip_fraction" in row
+    first = PPOTrainer(tiny_config(assets, tmp_path / "resumed", ppo=ppo, iterations=1))
+    first.run()
+    assert float(first.value_stats.debias) == pytest.approx(0.1)  # one EMA step, 1 - beta
+    resumed = PPOTrainer(tiny_config(assets, tmp_path / "resumed", ppo=ppo))
+    summary = resumed.run()
+    assert summary["start_iteration"] == 1 and summary["end_iteration"] == 2
+    for x, y in zip(jax.tree.leaves(resumed.value_stats), jax.tree.leaves(straight.value_stats)):
+        np.testing.assert_array_equal(x, y)
+    assert float(resumed.value_stats.debias) == pytest.approx(0.19)
+    params = zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(straight.state.params))
+    for x, y in params:
+        np.testing.assert_array_equal(x, y)

@@ -106,6 +106,130 @@ def test_updates_lower_the_ppo_loss(setup):
     assert 0.0 <= float(metrics["policy/clip_fraction"]) <= 1.0
 
 
+def loop_gae(rewards, values, mask, bootstrap):
+    """GAE with gamma = lam = 1, row by row; the last token's next value is bootstrap[b]."""
+    adv = np.zeros(rewards.shape)
+    for b in range(rewards.shape[0]):
+        n, acc = int(mask[b].sum()), 0.0
+        for t in reversed(range(n)):
+            next_value = values[b, t + 1] if t + 1 < n else bootstrap[b]
+            acc = rewards[b, t] + next_value - values[b, t] + acc
+            adv[b, t] = acc
+    return adv, (adv + values) * mask
+
+
+def test_truncated_rows_get_no_outcome_reward_and_bootstrap(setup):
+    m, _, _, data, scored = setup
+    trainable, _ = params()  # the fixture's were donated by an update test
+    data = data._replace(
+        success=jax.numpy.ones(B), truncated=jax.numpy.asarray(np.arange(B) % 2, np.float32)
+    )
+    ids, attn = np.asarray(data.input_ids), np.asarray(data.attention_mask)
+    mask, truncated = np.asarray(data.response_mask), np.asarray(data.truncated)
+    # V(s_L): the critic at the last response token, column P + L - 1
+    critic = np.asarray(m.critic.apply({"params": trainable["critic"]}, ids, attn)[..., 0])
+    lengths = mask.sum(axis=1).astype(int)
+    final = critic[np.arange(B), P + lengths - 1]
+    np.testing.assert_allclose(scored.final_value, final, atol=1e-5)
+    assert np.all(np.abs(final) > 1e-3)  # a bootstrap that changes the advantages
+
+    reward = RewardSpec(use_orm=True, orm_weight=0.5, kl_coef=0.0)
+    values = np.asarray(scored.old_values)
+    for truncation, boot in [("grade", 0 * final), ("zero_and_bootstrap", final * truncated)]:
+        exp, metrics = ppo_core.build_experience(
+            data, scored, reward, whiten_advantages=False, truncation=truncation
+        )
+        outcome = 1.0 + 0.5 * np.asarray(scored.orm_score)
+        if truncation != "grade":
+            outcome = outcome * (1 - truncated)
+        rewards = np.zeros((B, T))
+        rewards[np.arange(B), lengths - 1] = outcome
+        want_adv, want_ret = loop_gae(rewards, values, mask, boot)
+        np.testing.assert_allclose(exp.advantages, want_adv, atol=1e-5)
+        np.testing.assert_allclose(exp.returns, want_ret, atol=1e-5)
+        want_success = B if truncation == "grade" else B - truncated.sum()
+        np.testing.assert_allclose(metrics["reward/success"], want_success / B, rtol=1e-6)
+    # a truncated row's return at its first token: its values' telescoped sum ends in V(s_L)
+    row = 1
+    np.testing.assert_allclose(exp.returns[row, 0], final[row], atol=1e-5)
+    # "zero" zeroes the same rewards and ends the episode with 0
+    exp, _ = ppo_core.build_experience(
+        data, scored, reward, whiten_advantages=False, truncation="zero"
+    )
+    np.testing.assert_allclose(exp.returns[row, 0], 0.0, atol=1e-5)
+    with pytest.raises(ValueError, match="needs rollout.truncated"):
+        ppo_core.build_experience(data._replace(truncated=None), scored, reward, truncation="zero")
+
+
+def test_value_norm_denormalises_for_gae_and_trains_on_normalised_returns(setup):
+    import rlr
+
+    _, _, _, data, scored = setup
+    reward = RewardSpec(kl_coef=0.0)
+    stats = rlr.ValueNormStats(*(jax.numpy.float32(v) for v in (0.1, 0.5, 0.2)))
+    exp, metrics, new_stats = ppo_core.build_experience(
+        data, scored, reward, whiten_advantages=False, value_stats=stats, value_norm_beta=0.9
+    )
+    mask = np.asarray(data.response_mask)
+    mean, std = 0.5, np.sqrt(2.5 - 0.25)  # debiased: 0.1 / 0.2, 0.5 / 0.2 - mean^2
+    values = (np.asarray(scored.old_values) * std + mean) * mask
+    lengths = mask.sum(axis=1).astype(int)
+    rewards = np.zeros((B, T))
+    rewards[np.arange(B), lengths - 1] = np.asarray(data.success)
+    want_adv, raw_returns = loop_gae(rewards, values, mask, np.zeros(B))
+    np.testing.assert_allclose(exp.advantages, want_adv, atol=1e-5)
+    want_stats = rlr.value_norm_update(stats, jax.numpy.asarray(raw_returns), mask, beta=0.9)
+    for got, want in zip(new_stats, want_stats):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    new_mean, new_std = rlr.value_norm_mean_std(want_stats)
+    targets = np.clip((raw_returns - new_mean) / new_std, -5, 5) * mask
+    np.testing.assert_allclose(exp.returns, targets, atol=1e-5)
+    np.testing.assert_array_equal(exp.old_values, scored.old_values)  # the critic's own units
+    np.testing.assert_allclose(metrics["value_norm/mean"], new_mean, rtol=1e-6)
+
+
+def test_early_stop_skips_the_policy_step_on_a_large_importance_ratio(setup):
+    m, _, _, data, scored = setup
+    trainable, _ = params()  # the fixture's were donated by an update test
+    exp, _ = ppo_core.build_experience(data, scored, RewardSpec(kl_coef=0.0))
+    # old log-probs 1.0 below the current ones: every ratio is e = 2.718...
+    exp = exp._replace(old_logp=(exp.old_logp - 1.0) * exp.response_mask)
+    tx = ppo_core.make_ppo_optimizer(
+        policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.0, max_grad_norm=1.0
+    )
+    for threshold, stopped in [(2.5, True), (3.0, False)]:
+        state = init_train_state(jax.tree.map(jax.numpy.copy, trainable), tx)
+        step = functools.partial(
+            ppo_core.ppo_update,
+            m,
+            tx,
+            clip_eps=0.2,
+            value_clip_eps=0.2,
+            early_stop_ratio=threshold,
+            dual_clip=3.0,
+        )
+        new, metrics = jax.jit(step)(state, exp)
+        np.testing.assert_allclose(metrics["policy/ratio_mean"], np.e, rtol=1e-4)
+        assert float(metrics["policy/early_stopped"]) == float(stopped)
+        same = [
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree.leaves(new.params["policy"]), jax.tree.leaves(trainable["policy"])
+            )
+        ]
+        assert all(same) == stopped
+        policy_moments = jax.tree.leaves(new.opt_state["policy"])
+        assert all(np.all(np.asarray(x) == 0) for x in policy_moments[1:]) == stopped
+        # the critic steps either way
+        assert not all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree.leaves(new.params["critic"]), jax.tree.leaves(trainable["critic"])
+            )
+        )
+        assert "policy/dual_clip_fraction" in metrics
+
+
 def test_warmup_ramps_each_learning_rate_from_zero():
     params = {"policy": {"w": np.ones(3, np.float32)}, "critic": {"w": np.ones(2, np.float32)}}
     grads = jax.tree.map(np.ones_like, params)
@@ -234,3 +358,45 @@ def test_sharded_ppo_update_matches_unsharded_on_eight_fake_devices():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("ok") == 6, proc.stdout
+
+
+def test_config_checks_the_truncation_value_norm_and_clip_options():
+    from rlr.config import ConfigError, load_config
+    from rlr.training.configs import PPOConfig
+
+    def load(*overrides):
+        return load_config(PPOConfig, None, list(overrides))
+
+    config = load(
+        "ppo.truncation=zero_and_bootstrap",
+        "ppo.value_norm=true",
+        "ppo.early_stop_ratio=10",
+        "ppo.dual_clip=3",
+        "reward.kl_estimator=k3",
+        "reward.kl_clamp=10",
+    )
+    assert config.ppo.value_norm_beta == 0.99995 and config.ppo.dual_clip == 3.0
+    default = PPOConfig().ppo
+    assert (default.truncation, default.value_norm, default.early_stop_ratio) == (
+        "grade",
+        False,
+        None,
+    )
+    assert default.dual_clip is None and PPOConfig().reward.kl_clamp is None
+    from rlr.training.configs import REALHF_PPO
+
+    realhf = load(*(f"{key}={value}" for key, value in REALHF_PPO.items()))
+    assert realhf.ppo.truncation == "zero_and_bootstrap" and realhf.ppo.early_stop_ratio == 5
+    grpo = ("algorithm=grpo", "rollout.samples_per_prompt=2")
+    assert load(*grpo, "ppo.truncation=zero", "reward.kl_clamp=10").ppo.truncation == "zero"
+    for overrides, message in [
+        (("ppo.dual_clip=0.5",), "ppo.dual_clip must be > 1"),
+        (("ppo.early_stop_ratio=1",), "ppo.early_stop_ratio must be > 1"),
+        (("ppo.value_norm_beta=1",), r"ppo.value_norm_beta must be in \(0, 1\)"),
+        (("reward.kl_clamp=0",), "reward.kl_clamp must be > 0"),
+        (("reward.kl_clamp=10",), "reward.kl_clamp clamps the k3 KL estimate"),
+        (grpo + ("ppo.truncation=zero_and_bootstrap",), "use ppo.truncation=zero"),
+        (grpo + ("ppo.value_norm=true",), "ppo.value_norm normalises a critic's targets"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(*overrides)

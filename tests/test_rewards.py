@@ -199,6 +199,30 @@ class ShapingTest(parameterized.TestCase):
         if estimator != "k1":
             self.assertGreaterEqual(float(jnp.min(got)), 0.0)
 
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(10.0, 0.5)
+    def test_clamped_k3_matches_verl_low_var_kl(self, clamp):
+        rng = np.random.default_rng(6)
+        logp = -rng.uniform(0, 30, (3, 11)).astype(np.float32)
+        ref_logp = -rng.uniform(0, 30, (3, 11)).astype(np.float32)
+        fn = self.variant(functools.partial(rlr.kl_penalty, estimator="k3", clamp=clamp))
+        got = fn(logp, ref_logp)
+        # verl's kl_penalty_forward, "low_var_kl": kl = clamp(ref - logp, -20, 20);
+        # kld = exp(kl) - kl - 1, clamped to [-10, 10] (here to [-clamp, clamp])
+        want = np.zeros(logp.shape)
+        for idx in np.ndindex(*logp.shape):
+            kl = min(max(float(ref_logp[idx]) - float(logp[idx]), -20.0), 20.0)
+            want[idx] = min(max(np.exp(kl) - kl - 1.0, -clamp), clamp)
+        self.assertTrue(np.any(want == clamp))  # the clamp binds somewhere
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    def test_clamp_is_for_k3_only(self):
+        z = jnp.zeros((1, 2))
+        with pytest.raises(ValueError, match="clamp applies to estimator='k3' only"):
+            rlr.kl_penalty(z, z, estimator="k1", clamp=10.0)
+        with pytest.raises(ValueError, match="must be > 0"):
+            rlr.kl_penalty(z, z, estimator="k3", clamp=0.0)
+
 
 TOKEN_KW = dict(alpha=0.7, eta=0.55, orm_weight=0.3, kl_coef=0.05)
 

@@ -6,6 +6,15 @@ algorithm's defaults follow its own paper (ALGORITHM_DEFAULTS, docs/method.md se
 takes ReaLHF's fixed KL 0.1 in the reward, gamma 1, lambda 1, ratio clip 0.2, value clip 0.2,
 whitened advantages and 4 minibatches. A key that the chosen algorithm or command does not read
 has no default: setting it is an error that says why, rather than a setting that does nothing.
+ppo's options from ReaLHF's PPO experiment defaults (PPOHyperparameters,
+realhf/experiments/common/ppo_exp.py) that are off by default, so that the shipped CPU
+reproductions keep their results: a response cut off by the token budget is graded like any
+other (ppo.truncation=grade), where ReaLHF gives it no reward score and bootstraps its last
+value (zero_and_bootstrap); no value normalisation (ReaLHF: value_norm=True, beta 0.99995); no
+early stop on the importance ratio (ReaLHF: early_stop_imp_ratio=5). REALHF_PPO below turns all
+three on. Two options come from verl and are off by default, as ReaLHF has neither: the dual
+clip (ppo.dual_clip; verl's clip_ratio_c=3) and the clamp of the k3 KL (reward.kl_clamp; verl's
+low_var_kl clamps at 10).
 
 This module imports only the standard library and rlr.config, so the CLI can load, validate
 and print a config before anything heavy is imported.
@@ -168,6 +177,9 @@ class RewardSpec:
     # The per-token KL reward's estimator; only read when the KL is in the reward (the loss
     # term is always k3). null: k1.
     kl_estimator: Literal["k1", "k2", "k3"] | None = None
+    # Clamp of the k3 estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl uses 10), wherever
+    # k3 is computed: the reward (kl_estimator=k3) or the loss term (kl_in_loss); null: none.
+    kl_clamp: float | None = None
     # Where the KL penalty goes: false, a per-token reward (kl_estimator); true, a k3 term in
     # the policy loss, as GRPO does; null, the algorithm's default (ALGORITHM_DEFAULTS).
     kl_in_loss: bool | None = None
@@ -190,6 +202,10 @@ class RewardSpec:
             f"reward.eta: method={self.method} clips each PRM step score x at eta (step reward "
             "min(x - eta, 0)) and eta has no default; set it, e.g. reward.eta=0.5 for a PRM "
             "whose scores are probabilities (eta <= 0 makes every clipped reward 0)",
+        )
+        require(
+            self.kl_clamp is None or self.kl_clamp > 0,
+            f"reward.kl_clamp must be > 0 (or null: no clamp); got {self.kl_clamp}",
         )
         require(self.max_steps >= 1, f"reward.max_steps must be >= 1; got {self.max_steps}")
         require(len(self.separators) >= 1, "reward.separators must name at least one separator")
@@ -233,7 +249,8 @@ class RolloutSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PPOSpec:
-    """PPO and GAE hyper-parameters."""
+    """PPO and GAE hyper-parameters. Defaults are ReaLHF's except truncation, value_norm and
+    early_stop_ratio, which stay off (REALHF_PPO turns them on; module docstring)."""
 
     # Critic keys (CRITIC_KEYS): null takes CRITIC_DEFAULTS under ppo; a critic-free
     # algorithm (grpo, dr_grpo, rloo) reads none of them, so setting one there is an error.
@@ -257,8 +274,38 @@ class PPOSpec:
     # once more; "rollout" keeps the sampler's (those of the same parameters, read from the
     # KV-cache decode: equal up to float rounding in float32, as trl and others use them).
     old_logprobs: Literal["recompute", "rollout"] = "recompute"
+    # A response cut off by rollout.max_new_tokens (no EOS): "grade" grades its text like any
+    # other; "zero" gives it success 0 and ORM reward 0 (its PRM step rewards and KL stay);
+    # "zero_and_bootstrap" (algorithm=ppo only; ReaLHF's behaviour) also lets GAE bootstrap
+    # from the critic's value after its last token instead of ending the episode with 0.
+    truncation: Literal["grade", "zero", "zero_and_bootstrap"] = "grade"
+    # ReaLHF's value normalisation (algorithm=ppo only): the critic learns returns normalised
+    # by an EMA of their mean and std (decay value_norm_beta, ReaLHF's default), and its
+    # outputs are de-normalised for GAE; the statistics are checkpointed with the state.
+    # Off by default (ReaLHF's experiments turn it on; REALHF_PPO).
+    value_norm: bool = False
+    value_norm_beta: float = 0.99995
+    # Skip the policy's optimizer step on a minibatch whose mean importance ratio
+    # exp(logp - old_logp) exceeds this (ReaLHF's early_stop_imp_ratio, 5 in its experiment
+    # defaults); must be > 1; null (default): off.
+    early_stop_ratio: float | None = None
+    # Dual clip (verl's clip_ratio_c, 3.0 there): tokens with A < 0 lose at most -A * dual_clip;
+    # must be > 1; null: off.
+    dual_clip: float | None = None
 
     def __post_init__(self):
+        require(
+            0 < self.value_norm_beta < 1,
+            f"ppo.value_norm_beta must be in (0, 1); got {self.value_norm_beta}",
+        )
+        require(
+            self.early_stop_ratio is None or self.early_stop_ratio > 1,
+            f"ppo.early_stop_ratio must be > 1 (or null: off); got {self.early_stop_ratio}",
+        )
+        require(
+            self.dual_clip is None or self.dual_clip > 1,
+            f"ppo.dual_clip must be > 1 (or null: off); got {self.dual_clip}",
+        )
         require(
             self.gamma is None or 0 <= self.gamma <= 1,
             f"ppo.gamma must be in [0, 1]; got {self.gamma}",
@@ -416,6 +463,21 @@ class PPOConfig:
             "ppo.critic_init=orm needs an `orm` model",
         )
         require(
+            self.uses_critic or self.ppo.truncation != "zero_and_bootstrap",
+            f"ppo.truncation=zero_and_bootstrap bootstraps from a critic, which "
+            f"algorithm={self.algorithm} has not; use ppo.truncation=zero (success and ORM "
+            "reward 0 for truncated responses) or grade",
+        )
+        require(
+            self.uses_critic or not self.ppo.value_norm,
+            f"ppo.value_norm normalises a critic's targets; algorithm={self.algorithm} has none",
+        )
+        require(
+            self.reward.kl_clamp is None or self.reward.kl_estimator == "k3" or self.kl_in_loss,
+            "reward.kl_clamp clamps the k3 KL estimate, which this run never computes: set "
+            "reward.kl_estimator=k3, or put the KL in the loss (reward.kl_in_loss)",
+        )
+        require(
             self.rollout.batch_size % self.ppo.minibatches == 0,
             f"rollout batch {self.rollout.batch_size} (prompts x samples) must divide into "
             f"ppo.minibatches={self.ppo.minibatches}",
@@ -560,6 +622,15 @@ class RewardModelConfig:
             f"max_eval_records must be >= 1 (or null: all); got {self.max_eval_records}",
         )
 
+
+# ReaLHF's PPO experiment defaults that rlr leaves off by default (module docstring): these
+# overrides on top of rlr's defaults make a ppo run follow ReaLHF in them too.
+REALHF_PPO: dict[str, Any] = {
+    "ppo.truncation": "zero_and_bootstrap",
+    "ppo.value_norm": True,
+    "ppo.value_norm_beta": 0.99995,
+    "ppo.early_stop_ratio": 5.0,
+}
 
 # The reward variants of the paper's ablation: name -> PPO config overrides.
 REWARD_VARIANTS: dict[str, dict[str, Any]] = {

@@ -68,6 +68,7 @@ class PPOTrainer:
         self.models = self.setup.models
         self.state = self.setup.state
         self.frozen = self.setup.frozen
+        self.value_stats = self.setup.value_stats  # ppo.value_norm's running statistics
         roll = config.rollout
         self.sampler = make_sampler(
             self.models.policy,
@@ -172,7 +173,8 @@ class PPOTrainer:
                 part["text_step_scores"] = scores[block]
             t3 = time.perf_counter()
             part["steps"] = solution_step_counts(chunk_texts, separators=cfg.reward.separators)
-            part["truncated"] = ended_without_eos(tokens, response_mask, self.sampler.eos_ids)
+            truncated = ended_without_eos(tokens, response_mask, self.sampler.eos_ids)
+            part["truncated"] = truncated.astype(np.float32)
             parts.append(part)
             texts += chunk_texts
             seconds["rollout"] += t1 - t0
@@ -227,7 +229,12 @@ class PPOTrainer:
             for a, b in self._chunks()
         ]
         scored = jax.tree.map(lambda *parts: jnp.concatenate(parts), *scored)
-        experience, metrics = self.setup.experience(rollout, scored)
+        if self.value_stats is not None:
+            experience, metrics, self.value_stats = self.setup.experience(
+                rollout, scored, value_stats=self.value_stats
+            )
+        else:
+            experience, metrics = self.setup.experience(rollout, scored)
         jax.block_until_ready(experience)
         t1 = time.perf_counter()
         B = cfg.rollout.batch_size
@@ -243,6 +250,10 @@ class PPOTrainer:
         update_metrics = jax.device_get(update_metrics)
         t2 = time.perf_counter()
         averaged = {k: float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]}
+        if "policy/early_stopped" in averaged:  # ppo.early_stop_ratio: a count, not a fraction
+            averaged["policy/early_stopped"] = float(
+                sum(m["policy/early_stopped"] for m in update_metrics)
+            )
         texts = info.pop("texts")
         out = {
             **info,
@@ -324,8 +335,8 @@ class PPOTrainer:
         start = 0
         if ckpt.latest_step() is not None:
             # the live state's arrays give the restore its shapes and shardings
-            restored, meta = ckpt.restore(self.state)
-            self.state = restored
+            restored, meta = ckpt.restore(self._checkpointed())
+            self._restore(restored)
             start = int(meta["iteration"])
         end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
         samples_path = self.out_dir / "samples.jsonl"
@@ -358,7 +369,7 @@ class PPOTrainer:
                 stop = distributed.any_process(guard.requested)
                 if stop or done % cfg.checkpoint_every == 0 or done == end:
                     # the data order follows from the iteration alone (prompts_for)
-                    ckpt.save(done, self.state, {"iteration": done})
+                    ckpt.save(done, self._checkpointed(), {"iteration": done})
                 if stop:
                     summary["preempted"] = True
                     break
@@ -368,6 +379,20 @@ class PPOTrainer:
         if main:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+    def _checkpointed(self) -> Any:
+        """What a checkpoint holds: the TrainState, and with ppo.value_norm the running
+        statistics next to it (a run without value normalisation keeps the bare state)."""
+        if self.value_stats is None:
+            return self.state
+        return {"train_state": self.state, "value_norm": self.value_stats}
+
+    def _restore(self, restored: Any) -> None:
+        if self.value_stats is None:
+            self.state = restored
+        else:
+            self.state = restored["train_state"]
+            self.value_stats = restored["value_norm"]
 
     def export_policy(self, directory: str | pathlib.Path) -> pathlib.Path:
         """Writes the trained policy (and its tokenizer) as an HF directory."""

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+import rlr
 from rlr import sharding
 from rlr.models import DecoderForTokenClassification, init_params
 from rlr.training import loading
@@ -52,7 +53,9 @@ class PPOSetup:
     score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
     metrics); update(state, experience minibatch) -> (state, metrics). `state` is the initial
     state: update donates its argument, so after the first update the caller (PPOTrainer)
-    holds the live state and this one's buffers are gone.
+    holds the live state and this one's buffers are gone. With ppo.value_norm, `value_stats`
+    holds the initial statistics, experience(rollout, scored, value_stats=...) also returns
+    the updated ones, and the trainer checkpoints them with the state.
     """
 
     config: PPOConfig
@@ -72,6 +75,7 @@ class PPOSetup:
     prm_format: str | None = None
     read_prm_steps: Callable[..., Any] | None = None
     step_scorer: Any = None
+    value_stats: Any = None  # rlr.ValueNormStats when ppo.value_norm, else None
 
     def parameter_counts(self) -> dict[str, int]:
         """Scalars per network: policy, critic, reference and each configured PRM / ORM."""
@@ -163,6 +167,8 @@ def build_ppo(
             gamma=spec.gamma if config.uses_critic else 1.0,
             lam=spec.lam if config.uses_critic else 1.0,
             whiten_advantages=bool(spec.whiten_advantages),
+            truncation=spec.truncation,
+            value_norm_beta=spec.value_norm_beta,
         )
     )
     update = jax.jit(
@@ -174,6 +180,9 @@ def build_ppo(
             value_clip_eps=spec.value_clip_eps or 0.0,  # read only with a critic
             aggregation=config.loss_aggregation,
             kl_coef=config.effective_reward.kl_coef if config.kl_in_loss else 0.0,
+            dual_clip=spec.dual_clip,
+            kl_clamp=config.reward.kl_clamp,
+            early_stop_ratio=spec.early_stop_ratio,
         ),
         in_shardings=(state_shard, None),
         out_shardings=(state_shard, None),
@@ -194,7 +203,18 @@ def build_ppo(
         external,
         read_prm_steps,
         step_scorer,
+        value_stats=_value_stats(config, mesh, abstract=abstract),
     )
+
+
+def _value_stats(config: PPOConfig, mesh: Mesh, *, abstract: bool) -> Any:
+    """ppo.value_norm's initial statistics, replicated on the mesh (None when it is off)."""
+    if not config.ppo.value_norm:
+        return None
+    stats = rlr.value_norm_init()
+    if abstract:
+        return _with_shardings(stats, jax.tree.map(lambda _: sharding.replicated(mesh), stats))
+    return jax.device_put(stats, sharding.replicated(mesh))
 
 
 def external_prm_format(config: PPOConfig) -> str | None:
@@ -282,6 +302,7 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
         step_end=arr((C, K), jnp.int32),
         step_mask=arr((C, K), jnp.float32),
         sampled_logp=arr((C, T), jnp.float32) if config.ppo.old_logprobs == "rollout" else None,
+        truncated=arr((C,), jnp.float32),
     )
     experience = Experience(
         input_ids=arr((M, P + T), jnp.int32),

@@ -19,7 +19,13 @@ import optax
 
 import rlr
 from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
-from rlr.training.readouts import critic_values, orm_scores, policy_readout, prm_step_scores
+from rlr.training.readouts import (
+    critic_readout,
+    critic_values,
+    orm_scores,
+    policy_readout,
+    prm_step_scores,
+)
 from rlr.training.step import TrainState, apply_gradients
 
 
@@ -35,6 +41,9 @@ class Rollout(NamedTuple):
     # [B, T] f32 the sampler's log-probs of the response tokens, carried only when they are to
     # be the old log-probs (ppo.old_logprobs=rollout); None: scoring recomputes them
     sampled_logp: jax.Array | None = None
+    # [B] float32, 1 for a response cut off by the token budget (no EOS); None: not known,
+    # which only ppo.truncation=grade accepts
+    truncated: jax.Array | None = None
 
 
 class Scored(NamedTuple):
@@ -45,6 +54,9 @@ class Scored(NamedTuple):
     old_values: jax.Array  # [B, T] critic V(s_t)
     step_scores: jax.Array  # [B, K] PRM probability that each step prefix is correct
     orm_score: jax.Array  # [B] ORM probability that the solution is correct
+    # [B] critic V(s_L) after the last response token (GAE's bootstrap for a truncated row);
+    # zeros without a critic
+    final_value: jax.Array | None = None
 
 
 class Experience(NamedTuple):
@@ -93,9 +105,12 @@ def score_rollout(
         old_logp = policy_readout(models.policy, params["policy"], ids, attn, T=T).logprobs
     ref_logp = policy_readout(models.policy, frozen["reference"], ids, attn, T=T).logprobs
     if models.critic is not None:
-        values = critic_values(models.critic, params["critic"], ids, attn, T=T)
+        values, final_value = critic_readout(
+            models.critic, params["critic"], ids, attn, rollout.response_mask
+        )
     else:
         values = jnp.zeros(tokens.shape, jnp.float32)
+        final_value = jnp.zeros(tokens.shape[:1], jnp.float32)
     if models.prm is not None:
         step_scores = prm_step_scores(
             models.prm, frozen["prm"], ids, attn, rollout.step_end, rollout.step_mask, T=T
@@ -110,7 +125,7 @@ def score_rollout(
     else:
         orm = jnp.zeros(rollout.success.shape, jnp.float32)
     mask = rollout.response_mask
-    return Scored(old_logp * mask, ref_logp * mask, values * mask, step_scores, orm)
+    return Scored(old_logp * mask, ref_logp * mask, values * mask, step_scores, orm, final_value)
 
 
 def build_experience(
@@ -124,28 +139,52 @@ def build_experience(
     gamma: float = 1.0,
     lam: float = 1.0,
     whiten_advantages: bool = True,
-) -> tuple[Experience, dict[str, jax.Array]]:
+    truncation: str = "grade",
+    value_stats: rlr.ValueNormStats | None = None,
+    value_norm_beta: float = 0.99995,
+) -> tuple[Any, ...]:  # (Experience, metrics) or (Experience, metrics, ValueNormStats)
     """Advantages of a rollout, plus metrics.
 
     `reward` is the run's `reward` config section as it is: which rewards enter (use_prm,
-    use_orm), the shaping method, alpha, eta, the ORM weight and the KL coefficient (0 in the
-    reward when `kl_in_loss`: the loss carries it). ppo: token rewards (the order of
-    docs/method.md section 2) -> GAE with the critic -> optional whitening. grpo, dr_grpo,
-    rloo: rows are `group_size` samples of each prompt; the outcome reward of a sample (success,
-    weighted ORM and summed KL) gives group_outcome_advantages on every token, and with
-    use_prm the shaped step rewards add alpha times group_process_advantages
+    use_orm), the shaping method, alpha, eta, the ORM weight, the KL coefficient (0 in the
+    reward when `kl_in_loss`: the loss carries it) and the k3 clamp. ppo: token rewards (the
+    order of docs/method.md section 2) -> GAE with the critic -> optional whitening. grpo,
+    dr_grpo, rloo: rows are `group_size` samples of each prompt; the outcome reward of a sample
+    (success, weighted ORM and summed KL) gives group_outcome_advantages on every token, and
+    with use_prm the shaped step rewards add alpha times group_process_advantages
     (docs/method.md section 11).
+
+    truncation (ppo.truncation; needs rollout.truncated unless "grade"): "zero" gives a
+    truncated row success 0 and ORM reward 0; "zero_and_bootstrap" (ppo only) also makes its
+    last token's next value the critic's V(s_L) (scored.final_value) instead of 0, as ReaLHF.
+
+    value_stats (ppo.value_norm): the critic's outputs are normalised values; they (and the
+    bootstrap) are de-normalised with these statistics for GAE, the statistics take one EMA
+    step (decay value_norm_beta) with the batch's returns, and the critic's targets
+    (Experience.returns) are the returns normalised by the updated statistics, in ReaLHF's
+    order (PPOCriticInterface.train_step). Then the result is (experience, metrics, updated
+    statistics); without value_stats, (experience, metrics).
     """
     mask = rollout.response_mask
     critic = ALGORITHM_DEFAULTS[algorithm].critic
     kl_coef = 0.0 if kl_in_loss else reward.kl_coef
+    success, orm_score = rollout.success, scored.orm_score
+    if truncation != "grade":
+        if rollout.truncated is None:
+            raise ValueError(f"ppo.truncation={truncation} needs rollout.truncated")
+        if truncation == "zero_and_bootstrap" and not critic:
+            raise ValueError(f"ppo.truncation=zero_and_bootstrap needs a critic, not {algorithm}")
+        ended = 1.0 - rollout.truncated.astype(jnp.float32)
+        success, orm_score = success * ended, orm_score * ended
+    if value_stats is not None and not critic:
+        raise ValueError(f"value normalisation needs a critic, not {algorithm}")
     rewards = rlr.token_rewards(
-        rollout.success,
+        success,
         mask,
         scored.step_scores if reward.use_prm else None,
         rollout.step_end if reward.use_prm else None,
         rollout.step_mask if reward.use_prm else None,
-        scored.orm_score if reward.use_orm else None,
+        orm_score if reward.use_orm else None,
         scored.old_logp,
         scored.ref_logp,
         method=reward.method,
@@ -154,18 +193,31 @@ def build_experience(
         orm_weight=reward.orm_weight,
         kl_coef=kl_coef,
         kl_estimator=reward.kl_estimator or "k1",  # unset (and unused) when the KL is in the loss
+        kl_clamp=reward.kl_clamp if reward.kl_estimator == "k3" else None,
     )
+    values, final_value = scored.old_values, scored.final_value
+    if value_stats is not None:  # the critic speaks in normalised units
+        values = rlr.denormalize_values(values, value_stats) * mask
+        final_value = rlr.denormalize_values(final_value, value_stats)
+    targets = None
     if critic:
+        bootstrap = None
+        if truncation == "zero_and_bootstrap":
+            bootstrap = final_value * rollout.truncated.astype(jnp.float32)
         advantages, returns = rlr.gae_advantages(
-            rewards.total, scored.old_values, mask, gamma=gamma, lam=lam
+            rewards.total, values, mask, gamma=gamma, lam=lam, bootstrap_value=bootstrap
         )
+        targets = returns
+        if value_stats is not None:
+            value_stats = rlr.value_norm_update(value_stats, returns, mask, beta=value_norm_beta)
+            targets = rlr.normalize_values(returns, value_stats) * mask
         if whiten_advantages:
             advantages = rlr.masked_whiten(advantages, mask)
     else:
         advantages = group_advantages(
             rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size
         )
-        returns = jnp.zeros_like(advantages)
+        returns = targets = jnp.zeros_like(advantages)
     rows = jnp.maximum(jnp.sum(jnp.any(mask > 0, axis=1)), 1)
     per_row = lambda x: jnp.sum(x) / rows  # noqa: E731  (a row's summed reward, batch mean)
     metrics = {
@@ -184,12 +236,16 @@ def build_experience(
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
     if critic:
-        explained = 1.0 - rlr.masked_var(returns - scored.old_values, mask) / jnp.maximum(
+        explained = 1.0 - rlr.masked_var(returns - values, mask) / jnp.maximum(
             rlr.masked_var(returns, mask), 1e-8
         )
-        metrics["value/mean"] = rlr.masked_mean(scored.old_values, mask)
+        metrics["value/mean"] = rlr.masked_mean(values, mask)
         metrics["value/explained_variance"] = explained
         metrics["return/mean_first_token"] = jnp.sum(returns[:, 0]) / rows
+    if value_stats is not None:
+        norm_mean, norm_std = rlr.value_norm_mean_std(value_stats)
+        metrics["value_norm/mean"] = norm_mean
+        metrics["value_norm/std"] = norm_std
     experience = Experience(
         rollout.input_ids,
         rollout.attention_mask,
@@ -198,8 +254,10 @@ def build_experience(
         scored.ref_logp,
         scored.old_values,
         advantages * mask,
-        returns * mask,
+        targets * mask,
     )
+    if value_stats is not None:
+        return experience, metrics, value_stats
     return experience, metrics
 
 
@@ -257,17 +315,26 @@ def ppo_loss(
     value_clip_eps: float,
     aggregation: str = "token_mean",
     kl_coef: float = 0.0,
+    dual_clip: float | None = None,
+    kl_clamp: float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Policy surrogate (tokens aggregated as `aggregation` says), plus the clipped value loss
-    when there is a critic, plus kl_coef times the k3 KL to the reference aggregated the
-    same way (GRPO's KL in the loss; 0 leaves it out)."""
+    """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
+    `dual_clip` is set), plus the clipped value loss when there is a critic, plus kl_coef
+    times the k3 KL to the reference (clamped to +-kl_clamp when set) aggregated the same way
+    (GRPO's KL in the loss; 0 leaves it out)."""
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
     readout = policy_readout(models.policy, params["policy"], ids, attn, T=T)
     logp = readout.logprobs
     policy_loss, policy_metrics = rlr.ppo_policy_loss(
-        logp, batch.old_logp, batch.advantages, mask, clip_eps=clip_eps, aggregation=aggregation
+        logp,
+        batch.old_logp,
+        batch.advantages,
+        mask,
+        clip_eps=clip_eps,
+        aggregation=aggregation,
+        dual_clip=dual_clip,
     )
     entropy = rlr.masked_mean(readout.entropy, mask)
     metrics = {
@@ -285,7 +352,7 @@ def ppo_loss(
         metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
         total = total + value_loss
     if kl_coef:
-        kl = rlr.kl_penalty(logp, batch.ref_logp, estimator="k3")
+        kl = rlr.kl_penalty(logp, batch.ref_logp, estimator="k3", clamp=kl_clamp)
         kl_loss = rlr.aggregate_token_losses(kl, mask, aggregation=aggregation)
         metrics["loss/kl"] = kl_loss
         total = total + kl_coef * kl_loss
@@ -354,9 +421,22 @@ def ppo_update(
     value_clip_eps: float,
     aggregation: str = "token_mean",
     kl_coef: float = 0.0,
+    dual_clip: float | None = None,
+    kl_clamp: float | None = None,
+    early_stop_ratio: float | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
-    skipped. Keywords as ppo_loss."""
+    skipped. Other keywords as ppo_loss.
+
+    early_stop_ratio (ppo.early_stop_ratio): when the minibatch's mean importance ratio
+    exp(logp - old_logp) over its valid tokens (policy/ratio_mean, read before the step)
+    exceeds it, the policy's step is skipped: its parameters and optimizer state stay as they
+    were, and metric policy/early_stopped is 1. The critic still steps. ReaLHF abandons the
+    actor's minibatch the same way (early_stop_imp_ratio in _ppo_actor_loss_from_model_outputs,
+    realhf/impl/model/interface/ppo_interface.py), by zeroing its loss, while its critic,
+    a separate model, trains on; rlr skips the step outright, so AdamW's moments do not decay
+    and its momentum does not move the policy either.
+    """
     loss_fn = lambda p: ppo_loss(  # noqa: E731
         models,
         p,
@@ -365,10 +445,24 @@ def ppo_update(
         value_clip_eps=value_clip_eps,
         aggregation=aggregation,
         kl_coef=kl_coef,
+        dual_clip=dual_clip,
+        kl_clamp=kl_clamp,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state, update_metrics = apply_gradients(state, grads, loss, tx)
-    return state, {"loss/total": loss, **metrics, **update_metrics}
+    new_state, update_metrics = apply_gradients(state, grads, loss, tx)
+    if early_stop_ratio is not None:
+        stop = metrics["policy/ratio_mean"] > early_stop_ratio
+
+        def keep_policy(new: Any, old: Any) -> Any:
+            policy = jax.tree.map(lambda n, o: jnp.where(stop, o, n), new["policy"], old["policy"])
+            return {**new, "policy": policy}
+
+        new_state = new_state._replace(
+            params=keep_policy(new_state.params, state.params),
+            opt_state=keep_policy(new_state.opt_state, state.opt_state),
+        )
+        update_metrics["policy/early_stopped"] = stop.astype(jnp.float32)
+    return new_state, {"loss/total": loss, **metrics, **update_metrics}
 
 
 def take_rows(batch: Any, rows: chex.Array) -> Any:

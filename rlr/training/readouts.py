@@ -70,6 +70,24 @@ def critic_values(
     return response_slice(scores, prompt_len=prompt_len, num_tokens=T)
 
 
+def critic_readout(
+    critic: nn.Module,
+    params: Any,
+    input_ids: chex.Array,  # [B, S]
+    attention_mask: chex.Array,  # [B, S]
+    response_mask: chex.Array,  # [B, T]
+) -> tuple[chex.Array, chex.Array]:  # values [B, T], final value [B], f32
+    """`critic_values`, and from the same pass V(s_L): the critic's score at the last response
+    token (the state after the whole response), which GAE bootstraps from when the response
+    was cut off rather than ended."""
+    T = response_mask.shape[1]
+    prompt_len = input_ids.shape[1] - T
+    scores = critic.apply({"params": params}, input_ids, attention_mask)[..., 0]
+    last = last_response_index(response_mask)[:, None]
+    final = token_logits_at(scores, last, prompt_len=prompt_len)[:, 0]
+    return response_slice(scores, prompt_len=prompt_len, num_tokens=T), final
+
+
 def token_logits_at(
     token_logits: chex.Array,  # [B, S] per-column score logits
     positions: chex.Array,  # [B, K] response indices
