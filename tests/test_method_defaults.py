@@ -152,3 +152,10 @@ def test_the_config_module_names_a_real_key_in_its_examples():
     assert "ppo.lr=" not in config.__doc__
     with pytest.raises(ConfigError, match="unknown key 'lr'"):
         ppo("ppo.lr=1e-6")
+
+
+def test_method_md_gives_delta_s_telescoped_sum_as_the_first_step_s_score():
+    import pathlib
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "method.md").read_text()
+    assert "r_1 - r_K" not in text and "sum from step 1 is r_1" in text

@@ -153,6 +153,18 @@ def test_prm_scores_every_variant_but_only_enters_the_reward_when_asked(assets, 
     assert row["reward/prm"] == 0.0  # but gave no reward
 
 
+def test_a_prm_reward_that_vanishes_is_reported(finished_run, assets, tmp_path, capsys):
+    """eta = 0 clips every PRM probability to a reward of 0: the run says so, once."""
+    for row in read_metrics(finished_run[2]):  # eta = 0.5: the flag follows the fraction
+        assert row["warning/prm_rewards_all_zero"] == float(row["reward/prm_nonzero_fraction"] == 0)
+    reward = RewardSpec(use_prm=True, method="clip_delta", eta=0.0, max_steps=8)
+    PPOTrainer(tiny_config(assets, tmp_path, iterations=2, reward=reward)).run()
+    rows = read_metrics(tmp_path)
+    assert [r["reward/prm_nonzero_fraction"] for r in rows] == [0.0, 0.0]
+    assert [r["warning/prm_rewards_all_zero"] for r in rows] == [1.0, 1.0]
+    assert capsys.readouterr().out.count("every shaped PRM step reward is 0") == 1
+
+
 def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path):
     from rlr.grading import Grader
     from rlr.training.configs import PPOSpec
