@@ -388,8 +388,16 @@ def prof_keep_mask(
     check_floating("prof_keep_mask", mean_step_score=mean_step_score)
     G = sizes["G"]
     pos = correct.astype(bool)
-    signed = _signed_scores("prof_keep_mask", mean_step_score, score_kind)
-    consistency = jnp.where(pos, signed, -signed)
+    if score_kind not in SCORE_KINDS:
+        raise ValueError(
+            f"prof_keep_mask: score_kind must be one of {', '.join(SCORE_KINDS)}; got"
+            f" {score_kind!r}"
+        )
+    # 2x - 1 and 2(x - batch mean) rank like 2x within one correctness (and 2x is exact in
+    # floating point, where 2x - 1 may round two close scores to one value)
+    x = mean_step_score.astype(jnp.float32)
+    x = 2.0 * x if score_kind == "probability" else x
+    consistency = jnp.where(pos, x, -x)
     if num_steps is not None:
         outside = (num_steps < min_steps) | (num_steps > max_steps)
         consistency = consistency - length_penalty * outside.astype(jnp.float32)
