@@ -5,6 +5,9 @@ inserted before its final-answer step, as a policy hacking a raw PRM would. For 
 (raw, clip, delta, clip_delta) the trajectory return with gamma = 1 is computed through the real
 reward path, `rlr.token_rewards` then `rlr.gae_advantages` with a zero critic, so the return is
 the return-to-go at the first token. Raw grows with m; Clip, Delta and Clip-Delta stay bounded.
+Two more columns come from rlr.process_designs: PURE's softmin credit assignment
+("pure_softmin", at most T log K above the lowest signed score) and the exact min-form
+("min_form", the lowest signed score 2x - 1, which an added step can only lower).
 
 Without a critic (GRPO and its kin) the same padded solution sits in a group beside the
 unpadded one, and its first-token process advantage is computed with
@@ -26,23 +29,45 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr.advantages import gae_advantages, group_process_advantages
-from rlr.rewards import PROCESS_REWARD_METHODS, shape_process_rewards, token_rewards
+from rlr.process_designs import min_form_step_returns, pure_softmin_step_rewards
+from rlr.rewards import (
+    PROCESS_REWARD_METHODS,
+    last_token_onehot,
+    place_at_tokens,
+    shape_process_rewards,
+    token_rewards,
+)
 
 GROUP_NORMALIZATIONS = ("group", "none")
+# Other designs (rlr.process_designs) in the same table: PURE's softmin credit assignment and
+# the exact min-form, both on the signed score 2x - 1.
+DESIGN_COLUMNS = ("pure_softmin", "min_form")
 
 DEFAULT_SCORES = (0.9, 0.7, 0.8, 0.6)
 
 
 @jax.jit
-def _trajectory_returns(success, mask, scores, step_end, step_mask, alpha, eta):
-    """{method: [B]} return-to-go at the first token, for every method in one compiled call."""
+def _trajectory_returns(success, mask, scores, step_end, step_mask, alpha, eta, temperature):
+    """{method: [B]} return-to-go at the first token, for every method in one compiled call.
+
+    pure_softmin: alpha times PURE's softmin step rewards at the step ends plus success at the
+    last token, through the same GAE; min_form: alpha times the exact min-form return of the
+    signed scores min_k (2 x_k - 1), plus success (the success reward summed apart from the
+    min, as PURE's main branch adds its verifiable reward's return to the process one)."""
     out = {}
+    zero_critic = jnp.zeros_like(mask)
     for method in PROCESS_REWARD_METHODS:
         rewards = token_rewards(
             success, mask, scores, step_end, step_mask, method=method, alpha=alpha, eta=eta
         )
-        _, returns = gae_advantages(rewards.total, jnp.zeros_like(mask), mask, gamma=1.0, lam=1.0)
+        _, returns = gae_advantages(rewards.total, zero_critic, mask, gamma=1.0, lam=1.0)
         out[method] = returns[:, 0]
+    softmin = pure_softmin_step_rewards(scores, step_mask, temperature=temperature)
+    placed = place_at_tokens(alpha * softmin, step_end, step_mask, num_tokens=mask.shape[1])
+    total = placed * mask + last_token_onehot(mask) * success[:, None]
+    _, returns = gae_advantages(total, zero_critic, mask, gamma=1.0, lam=1.0)
+    out["pure_softmin"] = returns[:, 0]
+    out["min_form"] = alpha * min_form_step_returns(2.0 * scores - 1.0, step_mask)[:, 0] + success
     return out
 
 
@@ -92,11 +117,13 @@ def probe_returns(
     alpha: float = 1.0,
     eta: float = 0.75,
     tokens_per_step: int = 4,
+    temperature: float = 0.1,
 ) -> dict[str, Any]:
     """Trajectory return (gamma = 1) per method for m = 0..max_filler filler steps.
 
     Returns a JSON-ready dict: "config", "num_filler" [m...], "num_steps" [K + m...] and
-    "returns" {method: [return at m...]}.
+    "returns" {method: [return at m...]}, the methods being raw, clip, delta, clip_delta and
+    the designs of DESIGN_COLUMNS (PURE's softmin with this temperature, the exact min-form).
     """
     batch = probe_batch(
         scores, filler_score=filler_score, max_filler=max_filler, tokens_per_step=tokens_per_step
@@ -110,8 +137,10 @@ def probe_returns(
         batch["step_mask"],
         np.float32(alpha),
         np.float32(eta),
+        np.float32(temperature),
     )
-    returns = {m: [float(v) for v in np.asarray(got[m])] for m in PROCESS_REWARD_METHODS}
+    columns = PROCESS_REWARD_METHODS + DESIGN_COLUMNS
+    returns = {m: [float(v) for v in np.asarray(got[m])] for m in columns}
     return {
         "config": {
             "scores": [float(s) for s in scores],
@@ -121,6 +150,7 @@ def probe_returns(
             "alpha": float(alpha),
             "eta": float(eta),
             "tokens_per_step": int(tokens_per_step),
+            "temperature": float(temperature),
             "gamma": 1.0,
         },
         "num_filler": list(range(max_filler + 1)),
@@ -183,7 +213,7 @@ def _columns(keys: dict[str, list[int]], values: dict[str, list[float]], width: 
 def format_table(result: dict[str, Any]) -> str:
     """The probe result as a plain-text table: one row per m, one column per method."""
     keys = {"m": result["num_filler"], "steps": result["num_steps"]}
-    return _columns(keys, result["returns"], 10)
+    return _columns(keys, result["returns"], 12)
 
 
 def format_group_table(result: dict[str, Any]) -> str:

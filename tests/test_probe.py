@@ -23,7 +23,9 @@ def test_writes_json_and_png(probe_run):
     result = json.loads((out / "probe.json").read_text())
     assert result["num_filler"] == [0, 1, 2, 3, 4, 5]
     assert result["num_steps"] == [4, 5, 6, 7, 8, 9]
-    assert set(result["returns"]) == {"raw", "clip", "delta", "clip_delta"}
+    assert set(result["returns"]) == {
+        "raw", "clip", "delta", "clip_delta", "pure_softmin", "min_form"
+    }  # fmt: skip
     assert result["config"]["scores"] == [0.9, 0.7, 0.8, 0.6]
     png = (out / "probe.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -61,7 +63,9 @@ def test_table_lists_every_m(probe_run):
     _, out = probe_run
     table = probe.format_table(json.loads((out / "probe.json").read_text()))
     lines = table.splitlines()
-    assert lines[0].split() == ["m", "steps", "raw", "clip", "delta", "clip_delta"]
+    assert lines[0].split() == [
+        "m", "steps", "raw", "clip", "delta", "clip_delta", "pure_softmin", "min_form"
+    ]  # fmt: skip
     assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2", "3", "4", "5"]
     assert lines[1].split()[2] == "4.0000"  # raw return at m = 0: 0.9+0.7+0.8+0.6 + 1
 
@@ -95,3 +99,26 @@ def test_the_probe_command_writes_the_group_table(probe_run):
     assert set(group["advantages"]) == {
         f"{m}/{n}" for m in ("raw", "clip", "delta", "clip_delta") for n in ("group", "none")
     }
+
+
+def test_pure_softmin_and_min_form_columns(probe_run):
+    _, out = probe_run
+    result = json.loads((out / "probe.json").read_text())
+    returns, temperature = result["returns"], result["config"]["temperature"]
+    signed = [2 * s - 1 for s in [0.9, 0.7, 0.8, 0.6]]
+    # the exact min-form is the lowest signed score (+ success); a filler at 0.95 is above it
+    np.testing.assert_allclose(returns["min_form"], [min(signed) + 1.0] * 6, atol=1e-5)
+    # PURE's softmin sits between the min and the min + T log K, for K = 4 + m steps
+    for m, value in enumerate(returns["pure_softmin"]):
+        assert min(signed) + 1.0 - 1e-5 <= value <= min(signed) + 1.0 + temperature * np.log(4 + m)
+    assert returns["pure_softmin"][0] < returns["raw"][0]
+
+
+def test_min_form_column_falls_with_low_fillers():
+    result = probe.probe_returns(
+        [0.3, 0.9, 0.8, 0.9], correct=False, filler_score=0.2, max_filler=5, alpha=2.0, eta=0.5
+    )
+    returns = result["returns"]
+    np.testing.assert_allclose(returns["min_form"][0], 2.0 * (2 * 0.3 - 1), atol=1e-5)
+    np.testing.assert_allclose(returns["min_form"][1:], [2.0 * (2 * 0.2 - 1)] * 5, atol=1e-5)
+    assert all(b <= a + 1e-6 for a, b in zip(returns["pure_softmin"], returns["pure_softmin"][1:]))
