@@ -30,6 +30,7 @@ import optax
 import pytest
 
 from rlr.models import DecoderConfig, DecoderForCausalLM, DecoderForTokenClassification, init_params
+from rlr.sampling import filter_logits
 from rlr.training import ppo_core
 from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
 from rlr.training.generation import make_sampler
@@ -73,6 +74,9 @@ def responses(tokens, mask) -> list[tuple[int, ...]]:
     ]
 
 
+SFT_POLICY: list = []  # the sft_policy fixture's params, for success_only_run
+
+
 @pytest.fixture(scope="module")
 def sft_policy():
     """The policy after a short SFT on every (letter, letter, EOS) response of both prompts:
@@ -99,6 +103,7 @@ def sft_policy():
         params, opt, value = step(params, opt)
     # the entropy of the data: log 4 at each letter, 0 at EOS, over 3 tokens
     assert float(value) < 2 * np.log(4) / 3 + 0.02
+    SFT_POLICY[:] = [params]
     return params
 
 
@@ -252,11 +257,18 @@ def test_sft_policy_is_not_already_at_the_targets(sft_policy):
 REACH_BOUND = {"ppo": 80, "grpo": 80, "rloo": 120, "dr_grpo": 130}
 
 
+@functools.cache
+def success_only_run(algorithm: str) -> tuple[int | None, tuple[float, ...]]:
+    """train() with success alone at seed 0 (shared by the tests that compare with it)."""
+    reached, success = train(
+        SFT_POLICY[0], algorithm=algorithm, reward=SUCCESS_ONLY, iterations=REACH_BOUND[algorithm]
+    )
+    return reached, tuple(success)
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo", "dr_grpo"])
 def test_greedy_reaches_the_targets(sft_policy, algorithm):
-    reached, success = train(
-        sft_policy, algorithm=algorithm, reward=SUCCESS_ONLY, iterations=REACH_BOUND[algorithm]
-    )
+    reached, success = success_only_run(algorithm)
     print(f"{algorithm}: greedy reached the targets after {reached} iterations")
     assert reached is not None, f"{algorithm}: greedy never reached the targets; {success}"
     # and the sampled success rate rose with it
@@ -277,13 +289,12 @@ REDUCING_PRM = {"raw": 0.0, "clip": 1.0, "delta": 0.7, "clip_delta": 1.0}
 )
 def test_prm_rewards_that_reduce_to_success_learn_as_success(sft_policy, algorithm, method):
     reward = RewardSpec(use_prm=True, use_orm=False, method=method, alpha=1.0, eta=0.5, kl_coef=0.0)
-    bound = REACH_BOUND[algorithm]
-    want, _ = train(sft_policy, algorithm=algorithm, reward=SUCCESS_ONLY, iterations=bound)
+    want, _ = success_only_run(algorithm)
     got, _ = train(
         sft_policy,
         algorithm=algorithm,
         reward=reward,
-        iterations=bound,
+        iterations=REACH_BOUND[algorithm],
         step_scores=REDUCING_PRM[method],
     )
     assert got is not None and got == want
@@ -446,3 +457,89 @@ def test_scores_and_rewards_align_with_the_tokens(sharp):
         for b, w in zip(range(rows.start, rows.stop), want):
             np.testing.assert_allclose(advantages[b, : lengths[b]], w, atol=1e-5)
             np.testing.assert_array_equal(advantages[b, lengths[b] :], 0.0)
+
+
+# ----------------------------------------- which distribution the log-probs are of
+
+# (temperature, top_k, top_p): the rollout settings rlr accepts besides plain sampling.
+SHAPED_SAMPLING = [(0.5, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.7), (0.7, 5, 0.9)]
+
+
+def sampling_logprobs(params, ids, attn, tokens, lengths, temperature, top_k, top_p):
+    """[B, T] log-probs of the tokens under the distribution they were drawn from:
+    log softmax(filter(logits / temperature)), read at the previous column."""
+    logits = ALIGN_POLICY.apply({"params": params}, ids, attn).astype(jnp.float32)
+    B, S, V = logits.shape
+    scaled = filter_logits((logits / temperature).reshape(B * S, V), top_k=top_k, top_p=top_p)
+    logq = np.asarray(jax.nn.log_softmax(scaled, axis=-1)).reshape(B, S, V)
+    return gathered(logq, tokens, lengths)
+
+
+def scored_rows(sharp, temperature, top_k, top_p):
+    policy = sharp[0]
+    ids, prompt_mask, out = sample_rows(policy, temperature, top_k, top_p)
+    rollout = make_rollout(ids, prompt_mask, out, np.zeros(len(ids), np.float32))
+    models = ppo_core.PPOModels(policy=ALIGN_POLICY, critic=None)
+    scored = ppo_core.score_rollout(models, {"policy": policy}, {"reference": policy}, rollout)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.mask).sum(axis=1)
+    ids_full, attn = np.asarray(rollout.input_ids), np.asarray(rollout.attention_mask)
+    logp = gathered(full_logprobs(policy, ids_full, attn), tokens, lengths)
+    logq = sampling_logprobs(policy, ids_full, attn, tokens, lengths, temperature, top_k, top_p)
+    return out, scored, logp, logq
+
+
+def test_plain_sampling_trains_on_the_sampling_distribution(sharp):
+    """temperature 1, no top-k / top-p (every shipped config): the sampler's log-probs and
+    the old log-probs of the ratio are those of the distribution the tokens came from."""
+    out, scored, logp, logq = scored_rows(sharp, 1.0, 0, 1.0)
+    np.testing.assert_allclose(logp, logq, atol=1e-5)
+    np.testing.assert_allclose(out.logprobs, logq, atol=2e-5)
+    np.testing.assert_allclose(scored.old_logp, logq, atol=2e-5)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", SHAPED_SAMPLING)
+def test_shaped_sampling_logprobs_are_of_the_temperature_1_policy(sharp, temperature, top_k, top_p):
+    """What rlr does now (rlr/sampling.py's docstring): tokens are drawn from
+    softmax(filter(logits / temperature)), but the sampler's log-probs, and the old log-probs
+    that score_rollout recomputes for the ratio (and the new ones in ppo_loss, and the KL
+    reward), are of the temperature-1, unfiltered policy; they differ from the log-probs of
+    the distribution sampled from."""
+    out, scored, logp, logq = scored_rows(sharp, temperature, top_k, top_p)
+    mask = np.asarray(out.mask) > 0
+    assert np.all(np.isfinite(logq[mask]))  # every token lies in the filtered support
+    np.testing.assert_allclose(out.logprobs, logp, atol=2e-5)
+    np.testing.assert_allclose(scored.old_logp, logp, atol=2e-5)
+    assert np.abs(logp - logq)[mask].max() > 0.1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="finding: with temperature != 1 or top-k / top-p, PPO's ratio, approx-KL, clip and "
+    "KL reward use log-probs of the temperature-1 unfiltered policy, not of the distribution "
+    "the rollout was sampled from (trl and verl divide the logits by the temperature)",
+)
+@pytest.mark.parametrize("temperature, top_k, top_p", SHAPED_SAMPLING[:1])
+def test_trained_logprobs_are_of_the_sampling_distribution(sharp, temperature, top_k, top_p):
+    _, scored, _, logq = scored_rows(sharp, temperature, top_k, top_p)
+    np.testing.assert_allclose(scored.old_logp, logq, atol=1e-3)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.5, 0, 1.0), (1.0, 2, 1.0)])
+def test_tokens_are_drawn_from_the_shaped_distribution(sharp, temperature, top_k, top_p):
+    """The first token of 4096 draws of one prompt: its frequencies match
+    softmax(filter(logits / temperature)) and not exp of the log-probs the sampler returns."""
+    policy = sharp[0]
+    n = 4096
+    ids, mask = np.repeat(PROMPTS[:1], n, axis=0), np.repeat(PROMPT_MASK[:1], n, axis=0)
+    draw = sampler(temperature, top_k, top_p, model=ALIGN_POLICY, tokens=ALIGN_T)
+    out = draw(policy, ids, mask, jax.random.key(11), budget=np.ones(n, np.int32))
+    first = np.asarray(out.tokens)[:, 0]
+    assert np.all(np.asarray(out.mask)[:, 1:] == 0)
+    freq = np.bincount(first, minlength=CONFIG.vocab_size) / n
+    logits = ALIGN_POLICY.apply({"params": policy}, PROMPTS[:1], PROMPT_MASK[:1])[:, -1]
+    q = np.asarray(jax.nn.softmax(filter_logits(logits / temperature, top_k=top_k, top_p=top_p)))
+    p = np.asarray(jax.nn.softmax(logits))
+    np.testing.assert_allclose(np.exp(np.asarray(out.logprobs)[:, 0]), p[0, first], rtol=1e-4)
+    assert 0.5 * np.abs(freq - q[0]).sum() < 0.03  # sampling noise: ~0.01
+    assert 0.5 * np.abs(freq - p[0]).sum() > 0.1
