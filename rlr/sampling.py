@@ -5,8 +5,9 @@ each row draws with its own keys, so a row's tokens do not depend on the rows be
 
 Prompts are left-padded [B, P] with a prompt_mask; responses come back right-padded [B, T]
 with `mask` 1 for generated tokens (EOS included) and pad_id / 0 after EOS. Log-probs are those
-of the sampled token under the temperature-1, untruncated policy, which is what PPO's ratio
-needs whatever temperature / top-k / top-p drew the token.
+of the sampled token under softmax(logits / temperature) (temperature 0, greedy: 1), the
+distribution an RL rollout samples from; top-k / top-p filtering is not in them, and RL runs
+refuse those filters (rlr.training.configs.PPOConfig).
 """
 
 from __future__ import annotations
@@ -181,9 +182,10 @@ def sample(
 
     Row b's token at step t is drawn with fold_in(fold_in(key, b), t) (`row_keys`), so the
     result is a deterministic function of the key, and a row gets the same tokens whether or
-    not the batch was compacted. Log-probs are of the drawn token under the temperature-1,
-    unfiltered policy. `model` is a `DecoderForCausalLM`; jit this with the model and keyword
-    arguments static (or use `Sampler`).
+    not the batch was compacted. Log-probs are of the drawn token under
+    softmax(logits / temperature) before any top-k / top-p filter (greedy: temperature 1).
+    `model` is a `DecoderForCausalLM`; jit this with the model and keyword arguments static
+    (or use `Sampler`).
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
@@ -210,7 +212,8 @@ def sample(
         """Draws step t's token of every row from logits [b, V] and writes the outputs."""
         t, rows, done = state.t, state.rows, state.done
         token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        scaled = logits / temperature if temperature > 0 else logits
+        logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
         emitted = ~done
         write = dict(mode="promise_in_bounds", unique_indices=True)
         return state._replace(

@@ -461,9 +461,6 @@ def test_scores_and_rewards_align_with_the_tokens(sharp):
 
 # ----------------------------------------- which distribution the log-probs are of
 
-# (temperature, top_k, top_p): the rollout settings rlr accepts besides plain sampling.
-SHAPED_SAMPLING = [(0.5, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.7), (0.7, 5, 0.9)]
-
 
 def sampling_logprobs(params, ids, attn, tokens, lengths, temperature, top_k, top_p):
     """[B, T] log-probs of the tokens under the distribution they were drawn from:
@@ -480,7 +477,9 @@ def scored_rows(sharp, temperature, top_k, top_p):
     ids, prompt_mask, out = sample_rows(policy, temperature, top_k, top_p)
     rollout = make_rollout(ids, prompt_mask, out, np.zeros(len(ids), np.float32))
     models = ppo_core.PPOModels(policy=ALIGN_POLICY, critic=None)
-    scored = ppo_core.score_rollout(models, {"policy": policy}, {"reference": policy}, rollout)
+    scored = ppo_core.score_rollout(
+        models, {"policy": policy}, {"reference": policy}, rollout, temperature=temperature
+    )
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.mask).sum(axis=1)
     ids_full, attn = np.asarray(rollout.input_ids), np.asarray(rollout.attention_mask)
     logp = gathered(full_logprobs(policy, ids_full, attn), tokens, lengths)
@@ -497,38 +496,35 @@ def test_plain_sampling_trains_on_the_sampling_distribution(sharp):
     np.testing.assert_allclose(scored.old_logp, logq, atol=2e-5)
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", SHAPED_SAMPLING)
-def test_shaped_sampling_logprobs_are_of_the_temperature_1_policy(sharp, temperature, top_k, top_p):
-    """What rlr does now (rlr/sampling.py's docstring): tokens are drawn from
-    softmax(filter(logits / temperature)), but the sampler's log-probs, and the old log-probs
-    that score_rollout recomputes for the ratio (and the new ones in ppo_loss, and the KL
-    reward), are of the temperature-1, unfiltered policy; they differ from the log-probs of
-    the distribution sampled from."""
-    out, scored, logp, logq = scored_rows(sharp, temperature, top_k, top_p)
+@pytest.mark.parametrize("temperature", [0.5, 0.7, 1.5])
+def test_tempered_sampling_trains_on_the_sampling_distribution(sharp, temperature):
+    """At any temperature, the sampler's log-probs and the old log-probs score_rollout computes
+    for the ratio and the KL are those of softmax(logits / temperature), the distribution the
+    tokens were drawn from (they differ from the temperature-1 policy's)."""
+    out, scored, logp, logq = scored_rows(sharp, temperature, 0, 1.0)
     mask = np.asarray(out.mask) > 0
-    assert np.all(np.isfinite(logq[mask]))  # every token lies in the filtered support
-    np.testing.assert_allclose(out.logprobs, logp, atol=2e-5)
-    np.testing.assert_allclose(scored.old_logp, logp, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(out.logprobs)[mask], logq[mask], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(scored.old_logp)[mask], logq[mask], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(scored.ref_logp)[mask], logq[mask], atol=2e-5)
     assert np.abs(logp - logq)[mask].max() > 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="finding: with temperature != 1 or top-k / top-p, PPO's ratio, approx-KL, clip and "
-    "KL reward use log-probs of the temperature-1 unfiltered policy, not of the distribution "
-    "the rollout was sampled from (trl and verl divide the logits by the temperature)",
-)
-@pytest.mark.parametrize("temperature, top_k, top_p", SHAPED_SAMPLING[:1])
-def test_trained_logprobs_are_of_the_sampling_distribution(sharp, temperature, top_k, top_p):
-    _, scored, _, logq = scored_rows(sharp, temperature, top_k, top_p)
-    np.testing.assert_allclose(scored.old_logp, logq, atol=1e-3)
+@pytest.mark.parametrize("top_k, top_p", [(3, 1.0), (0, 0.7)])
+def test_rl_runs_refuse_filters_that_would_train_on_another_distribution(top_k, top_p):
+    from rlr import configs
+    from rlr.config import ConfigError, load_config
+    from rlr.training.configs import PPOConfig
+
+    with pytest.raises(ConfigError, match="a top-k / top-p filter would sample"):
+        overrides = [f"rollout.top_k={top_k}", f"rollout.top_p={top_p}"]
+        load_config(PPOConfig, configs.resolve("ppo_cpu"), overrides)
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.5, 0, 1.0), (1.0, 2, 1.0)])
 def test_tokens_are_drawn_from_the_shaped_distribution(sharp, temperature, top_k, top_p):
     """The first token of 4096 draws of one prompt: its frequencies match
-    softmax(filter(logits / temperature)) and not exp of the log-probs the sampler returns."""
+    softmax(filter(logits / temperature)), not the temperature-1 policy; the sampler's
+    log-probs are those of softmax(logits / temperature), before the filter."""
     policy = sharp[0]
     n = 4096
     ids, mask = np.repeat(PROMPTS[:1], n, axis=0), np.repeat(PROMPT_MASK[:1], n, axis=0)
@@ -540,6 +536,8 @@ def test_tokens_are_drawn_from_the_shaped_distribution(sharp, temperature, top_k
     logits = ALIGN_POLICY.apply({"params": policy}, PROMPTS[:1], PROMPT_MASK[:1])[:, -1]
     q = np.asarray(jax.nn.softmax(filter_logits(logits / temperature, top_k=top_k, top_p=top_p)))
     p = np.asarray(jax.nn.softmax(logits))
-    np.testing.assert_allclose(np.exp(np.asarray(out.logprobs)[:, 0]), p[0, first], rtol=1e-4)
+    tempered = np.asarray(jax.nn.softmax(logits / temperature))
+    sampled_p = np.exp(np.asarray(out.logprobs)[:, 0])
+    np.testing.assert_allclose(sampled_p, tempered[0, first], rtol=1e-4)
     assert 0.5 * np.abs(freq - q[0]).sum() < 0.03  # sampling noise: ~0.01
     assert 0.5 * np.abs(freq - p[0]).sum() > 0.1

@@ -441,6 +441,13 @@ class PPOConfig:
     def __post_init__(self):
         require(self.iterations >= 1, "iterations must be >= 1")
         self._check_algorithm_keys()
+        roll = self.rollout
+        require(
+            roll.top_k == 0 and roll.top_p == 1.0,
+            f"rollout.top_k={roll.top_k}, rollout.top_p={roll.top_p}: the policy is trained on "
+            "the log-probs of softmax(logits / temperature); a top-k / top-p filter would sample "
+            "from another distribution than the one the ratio and KL use; set top_k=0, top_p=1",
+        )
         require(
             self.uses_critic or self.rollout.samples_per_prompt >= 2,
             f"algorithm={self.algorithm} compares the samples of each prompt: "

@@ -154,7 +154,7 @@ def build_ppo(
         )
 
     score = jax.jit(
-        functools.partial(score_rollout, models),
+        functools.partial(score_rollout, models, temperature=config.rollout.temperature),
         in_shardings=(param_shard, frozen_shard, None, None),
     )
     experience = jax.jit(
@@ -183,6 +183,7 @@ def build_ppo(
             dual_clip=spec.dual_clip,
             kl_clamp=config.reward.kl_clamp,
             early_stop_ratio=spec.early_stop_ratio,
+            temperature=config.rollout.temperature,
         ),
         in_shardings=(state_shard, None),
         out_shardings=(state_shard, None),

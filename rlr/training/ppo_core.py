@@ -90,11 +90,14 @@ def score_rollout(
     frozen: dict[str, Any],  # {"reference", "prm"?, "orm"?}
     rollout: Rollout,
     step_scores: jax.Array | None = None,  # [B, K] from a PRM read outside the graph
+    *,
+    temperature: float = 1.0,
 ) -> Scored:
     """Runs every network over the rollout once (no gradients); the policy not at all when the
     rollout carries the sampler's log-probs (`sampled_logp`). A PRM that reads text (a
     released PRM, or one with its own tokenizer) is scored outside (rlr.training.step_scoring)
-    and its [B, K] probabilities come in as `step_scores`."""
+    and its [B, K] probabilities come in as `step_scores`. Policy and reference log-probs are
+    those of softmax(logits / temperature), the rollout's sampling distribution."""
     T = rollout.response_mask.shape[1]
     ids, attn = rollout.input_ids, rollout.attention_mask
     tokens = ids[:, ids.shape[1] - T :]
@@ -102,8 +105,12 @@ def score_rollout(
         chex.assert_equal_shape([rollout.sampled_logp, rollout.response_mask])
         old_logp = rollout.sampled_logp.astype(jnp.float32)
     else:
-        old_logp = policy_readout(models.policy, params["policy"], ids, attn, T=T).logprobs
-    ref_logp = policy_readout(models.policy, frozen["reference"], ids, attn, T=T).logprobs
+        old_logp = policy_readout(
+            models.policy, params["policy"], ids, attn, T=T, temperature=temperature
+        ).logprobs
+    ref_logp = policy_readout(
+        models.policy, frozen["reference"], ids, attn, T=T, temperature=temperature
+    ).logprobs
     if models.critic is not None:
         values, final_value = critic_readout(
             models.critic, params["critic"], ids, attn, rollout.response_mask
@@ -317,6 +324,7 @@ def ppo_loss(
     kl_coef: float = 0.0,
     dual_clip: float | None = None,
     kl_clamp: float | None = None,
+    temperature: float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
     `dual_clip` is set), plus the clipped value loss when there is a critic, plus kl_coef
@@ -325,7 +333,9 @@ def ppo_loss(
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
-    readout = policy_readout(models.policy, params["policy"], ids, attn, T=T)
+    readout = policy_readout(
+        models.policy, params["policy"], ids, attn, T=T, temperature=temperature
+    )
     logp = readout.logprobs
     policy_loss, policy_metrics = rlr.ppo_policy_loss(
         logp,
@@ -424,6 +434,7 @@ def ppo_update(
     dual_clip: float | None = None,
     kl_clamp: float | None = None,
     early_stop_ratio: float | None = None,
+    temperature: float = 1.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
     skipped. Other keywords as ppo_loss.
@@ -447,6 +458,7 @@ def ppo_update(
         kl_coef=kl_coef,
         dual_clip=dual_clip,
         kl_clamp=kl_clamp,
+        temperature=temperature,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state, update_metrics = apply_gradients(state, grads, loss, tx)

@@ -41,12 +41,23 @@ def policy_logits(
 
 
 def policy_readout(
-    policy: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
+    policy: nn.Module,
+    params: Any,
+    input_ids: chex.Array,
+    attention_mask: chex.Array,
+    *,
+    T: int,
+    temperature: float = 1.0,
 ) -> TokenReadout:  # logprobs, entropy [B, T] f32; argmax [B, T] int32
     """The policy's log-prob of each response token (the last T columns of input_ids [B, S]),
     with the entropy and argmax of its prediction there, read through `lm_head_readout`:
-    the same numbers as `policy_logits` gives, without building the [B, T, V] logits."""
+    the same numbers as `policy_logits` gives, without building the [B, T, V] logits. With a
+    `temperature`, they are those of softmax(logits / temperature), the distribution a rollout
+    at that temperature samples from (logits / t = (hidden / t) @ W^T, so the hidden states are
+    scaled and the gradient flows through the division)."""
     hidden = _response_hidden(policy, params, input_ids, attention_mask, T=T)
+    if temperature != 1.0:
+        hidden = hidden / jnp.asarray(temperature, hidden.dtype)
     weight = policy.apply({"params": params}, method=lambda m: m.head_weight())
     return lm_head_readout(hidden, weight, input_ids[:, input_ids.shape[1] - T :])
 
