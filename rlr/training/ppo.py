@@ -308,6 +308,26 @@ class PPOTrainer:
 
     # ---------------------------------------------------------------------- run
 
+    def _check_resumable(self) -> None:
+        """A run resumes only the checkpoints of its own kind: an out_dir whose saved config
+        trains other networks (ppo's critic, or none) is an error that names it, not an
+        orbax tree mismatch."""
+        import yaml
+
+        saved_path = self.out_dir / "config.yaml"
+        if not saved_path.exists():
+            return
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+        ours = {"algorithm": self.config.algorithm}
+        if _networks(saved) != _networks(ours):
+            theirs = saved.get("algorithm")
+            raise ValueError(
+                f"out_dir: {self.out_dir} holds checkpoints of an algorithm={theirs}"
+                f" run, which trains {' and '.join(_networks(saved))}; algorithm="
+                f"{self.config.algorithm} trains {' and '.join(_networks(ours))} and cannot resume "
+                "them: choose another out_dir"
+            )
+
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Trains until `iterations` (or `stop_after` more iterations, or SIGTERM).
 
@@ -317,6 +337,9 @@ class PPOTrainer:
 
         cfg = self.config
         main = distributed.is_main()  # process 0 writes the files; every process checkpoints
+        ckpt = Checkpointer(self.out_dir / "checkpoints", keep=cfg.keep_checkpoints)
+        if ckpt.latest_step() is not None:
+            self._check_resumable()
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.out_dir / "config.yaml")
@@ -331,7 +354,6 @@ class PPOTrainer:
                 ),
                 flush=True,
             )
-        ckpt = Checkpointer(self.out_dir / "checkpoints", keep=cfg.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
             # the live state's arrays give the restore its shapes and shardings
@@ -409,6 +431,15 @@ def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
     as needed; nothing goes through a host)."""
     spec = sharding.batch_sharding(mesh, chunks[0].ndim)
     return jax.jit(lambda *xs: jnp.concatenate(xs), out_shardings=spec)(*chunks)
+
+
+def _networks(config: dict[str, Any]) -> list[str]:
+    """The trainable networks a saved config.yaml's run checkpoints: the policy, and the
+    critic unless its algorithm has none."""
+    from rlr.training.configs import ALGORITHM_DEFAULTS
+
+    critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
+    return ["policy", "critic"] if critic.critic else ["policy"]
 
 
 def run(args: argparse.Namespace) -> int:
