@@ -187,10 +187,11 @@ def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path)
 
 
 def _variant_configs(assets, out):
-    from rlr.training.configs import REWARD_VARIANTS, ModelSpec, PPOSpec
+    from rlr.training.configs import DEFAULT_VARIANTS, REWARD_VARIANTS, ModelSpec, PPOSpec
 
     both = dict(orm=ModelSpec(path=str(assets / "orm")))
-    for name, overrides in REWARD_VARIANTS.items():
+    for name in DEFAULT_VARIANTS:  # the process designs hold the same networks
+        overrides = REWARD_VARIANTS[name]
         reward = RewardSpec(
             use_prm=overrides["reward.use_prm"],
             use_orm=overrides.get("reward.use_orm", False),

@@ -719,7 +719,23 @@ REWARD_VARIANTS: dict[str, dict[str, Any]] = {
         "reward.process_normalization": "group",
     },
 }
-GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group")
+# The presets' variants: the paper's ablation and the group-normalised forms. The process
+# designs below are opt-in (`rlr reproduce --variants prm_pure_softmin,...`): listing them by
+# default would change every reproduction's runtime.
+DEFAULT_VARIANTS = tuple(REWARD_VARIANTS)
+# Other process-reward designs (rlr.process_designs, docs/method.md section 13).
+PROCESS_DESIGN_VARIANTS: dict[str, dict[str, Any]] = {
+    # PURE's softmin step rewards (temperature 0.1): with a critic through GAE, without one
+    # as the plain reward-to-go beside the outcome advantage
+    "prm_pure_softmin": {"reward.use_prm": True, "reward.method": "pure_softmin"},
+    # PURE's exact min-form return: critic-free only
+    "prm_min_form": {"reward.use_prm": True, "reward.method": "min_form"},
+    # PROF's filter: half of each group dropped (2 of the presets' 4 samples; 4 of 8 in
+    # PROF's runs), the PRM only ranking; critic-free only
+    "prof": {"reward.use_prm": False, "reward.prof_remove": 2},
+}
+REWARD_VARIANTS.update(PROCESS_DESIGN_VARIANTS)
+GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group", "prm_min_form", "prof")
 # Variant names of earlier releases: the plain reward-to-go is now every critic-free run's
 # default, and the group-normalised form is the variant that names it.
 RENAMED_VARIANTS = {
@@ -906,7 +922,7 @@ class ReproduceConfig:
     name: str = "reproduce"
     out_dir: str = "runs/reproduce"
     seeds: int = 1
-    variants: tuple[str, ...] = tuple(REWARD_VARIANTS)
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     # The RL algorithms every variant runs under, each with the same budget and seeds:
     # ppo (results.json) and any of grpo, dr_grpo, rloo (results_<algorithm>.json).
     algorithms: tuple[Algorithm, ...] = ("ppo",)
