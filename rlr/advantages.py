@@ -219,6 +219,7 @@ def group_outcome_advantages(
     scale: str = "std",
     leave_one_out: bool = False,
     eps: float = 1e-6,
+    keep: chex.Array | None = None,  # [P, G] bool, the samples that form the group
 ) -> chex.Array:  # [P, G] float32
     """Critic-free advantages of whole samples, relative to the other samples of their prompt.
 
@@ -226,11 +227,18 @@ def group_outcome_advantages(
     scale="none": r - mean_g r, as Dr. GRPO; leave_one_out=True uses the mean of the *other*
     samples as the baseline, r_i - mean_{j != i} r_j (RLOO), before any scaling. A group whose
     rewards are all equal gets 0 (never NaN). G < 2 is a ValueError.
+
+    keep (PROF's filter, rlr.prof_keep_mask): the group is the kept samples alone: the mean,
+    the std (ddof=1) and the leave-one-out baseline are over the kept samples of each prompt, as
+    if the others had not been sampled, and a dropped sample gets 0. A prompt with fewer than
+    two kept samples, or whose kept rewards are all equal, gets 0.
     """
-    sizes = check_shapes("group_outcome_advantages", rewards=(rewards, "PG"))
+    sizes = check_shapes("group_outcome_advantages", rewards=(rewards, "PG"), keep=(keep, "PG"))
     check_floating("group_outcome_advantages", rewards=rewards)
     _check_group("group_outcome_advantages", sizes["G"], scale)
     r = rewards.astype(jnp.float32)
+    if keep is not None:
+        return _kept_group_advantages(r, keep.astype(bool), scale, leave_one_out, eps)
     group = sizes["G"]
     advantages = r - jnp.mean(r, axis=1, keepdims=True)
     if leave_one_out:  # r_i - (sum - r_i) / (G - 1) = G / (G - 1) * (r_i - mean)
@@ -240,6 +248,28 @@ def group_outcome_advantages(
     # Exactly 0 for equal rewards: rounding in the mean must not be divided by eps.
     constant = jnp.max(r, axis=1, keepdims=True) == jnp.min(r, axis=1, keepdims=True)
     return jnp.where(constant, 0.0, advantages)
+
+
+def _kept_group_advantages(
+    r: chex.Array,  # [P, G] float32
+    kept: chex.Array,  # [P, G] bool
+    scale: str,
+    leave_one_out: bool,
+    eps: float,
+) -> chex.Array:  # [P, G] float32
+    """group_outcome_advantages over the kept samples of each group only."""
+    n = jnp.sum(kept, axis=1, keepdims=True).astype(jnp.float32)
+    mean = masked_mean(r, kept, axis=1)[:, None]
+    advantages = r - mean
+    if leave_one_out:  # r_i - (sum - r_i) / (n - 1) = n / (n - 1) * (r_i - mean)
+        advantages = advantages * (n / jnp.maximum(n - 1.0, 1.0))
+    if scale == "std":
+        var = jnp.sum(jnp.where(kept, jnp.square(r - mean), 0.0), axis=1, keepdims=True)
+        advantages = advantages / (jnp.sqrt(var / jnp.maximum(n - 1.0, 1.0)) + eps)
+    highest = jnp.max(jnp.where(kept, r, -jnp.inf), axis=1, keepdims=True)
+    lowest = jnp.min(jnp.where(kept, r, jnp.inf), axis=1, keepdims=True)
+    signal = (n >= 2) & (highest > lowest)
+    return jnp.where(kept & signal, advantages, 0.0)
 
 
 def group_process_advantages(

@@ -85,6 +85,39 @@ class GroupOutcomeTest(parameterized.TestCase):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         assert not np.any(np.isnan(np.asarray(got))) and np.all(np.asarray(got)[1] == 0)
 
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(("std", False), ("none", False), ("none", True), ("std", True))
+    def test_kept_samples_form_the_group(self, scale, leave_one_out):
+        # PROF's filter: the statistics are those of the kept samples alone (a loop over the
+        # kept ones); a dropped sample, a prompt with one kept sample and one whose kept rewards
+        # are equal get 0
+        rng = np.random.default_rng(1)
+        rewards = rng.normal(size=(5, 6)).astype(np.float32)
+        keep = rng.random((5, 6)) < 0.6
+        keep[0] = [True, False, True, True, False, False]
+        keep[1] = [False, False, True, False, False, False]
+        rewards[2] = [0.3, 0.3, 9.0, 0.3, 0.3, 0.3]
+        keep[2] = [True, True, False, True, False, False]
+        keep[3] = True
+        fn = functools.partial(
+            rlr.group_outcome_advantages, scale=scale, leave_one_out=leave_one_out
+        )
+        got = np.asarray(self.variant(fn)(rewards, keep=keep))
+        want = np.zeros((5, 6))
+        for p in range(5):
+            kept = [g for g in range(6) if keep[p, g]]
+            if len(kept) < 2 or np.ptp(rewards[p, kept]) == 0:
+                continue
+            want[p, kept] = reference_outcome(
+                rewards[p, kept][None], scale=scale, leave_one_out=leave_one_out
+            )[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert np.all(got[~keep] == 0) and np.all(got[1] == 0) and np.all(got[2] == 0)
+        # every sample kept: the same as no keep mask
+        np.testing.assert_allclose(
+            np.asarray(fn(rewards, keep=np.ones_like(keep))), np.asarray(fn(rewards)), atol=1e-6
+        )
+
     def test_errors(self):
         with pytest.raises(ValueError, match="G >= 2 samples"):
             rlr.group_outcome_advantages(np.ones((3, 1), np.float32))

@@ -187,10 +187,11 @@ def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path)
 
 
 def _variant_configs(assets, out):
-    from rlr.training.configs import REWARD_VARIANTS, ModelSpec, PPOSpec
+    from rlr.training.configs import DEFAULT_VARIANTS, REWARD_VARIANTS, ModelSpec, PPOSpec
 
     both = dict(orm=ModelSpec(path=str(assets / "orm")))
-    for name, overrides in REWARD_VARIANTS.items():
+    for name in DEFAULT_VARIANTS:  # the process designs hold the same networks
+        overrides = REWARD_VARIANTS[name]
         reward = RewardSpec(
             use_prm=overrides["reward.use_prm"],
             use_orm=overrides.get("reward.use_orm", False),
@@ -321,3 +322,27 @@ def test_value_norm_statistics_are_checkpointed_and_resume_exactly(assets, tmp_p
     params = zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(straight.state.params))
     for x, y in params:
         np.testing.assert_array_equal(x, y)
+
+
+def test_grpo_with_prof_filter_and_pure_softmin_runs(assets, tmp_path):
+    from rlr.training.configs import RolloutSpec
+
+    # PROF: 2 of each prompt's 4 samples dropped, the PRM only ranking (use_prm false)
+    rollout = RolloutSpec(
+        prompts_per_iteration=2, samples_per_prompt=4, max_prompt_tokens=64, max_new_tokens=24
+    )
+    prof = RewardSpec(use_prm=False, prof_remove=2, max_steps=8)
+    config = tiny_config(assets, tmp_path / "prof", algorithm="grpo", iterations=1,
+                         rollout=rollout, reward=prof)  # fmt: skip
+    summary = PPOTrainer(config).run()
+    assert summary["end_iteration"] == 1
+    row = read_metrics(tmp_path / "prof")[-1]
+    assert row["prof/dropped_rows"] == 4 and 0 <= row["prof/kept_success_rate"] <= 1
+    assert np.isfinite(row["loss/policy"])
+    # PURE's softmin step rewards, without a critic
+    softmin = RewardSpec(use_prm=True, method="pure_softmin", max_steps=8)
+    config = tiny_config(assets, tmp_path / "softmin", algorithm="grpo", iterations=1,
+                         reward=softmin)  # fmt: skip
+    assert PPOTrainer(config).run()["end_iteration"] == 1
+    row = read_metrics(tmp_path / "softmin")[-1]
+    assert np.isfinite(row["reward/prm"]) and "prof/dropped_rows" not in row

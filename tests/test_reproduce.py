@@ -14,7 +14,6 @@ from rlr.config import ConfigError
 from rlr.data.synthetic import FILLER_STEPS
 from rlr.reproduce import (
     PAPER_TABLE,
-    VARIANTS,
     Reproduction,
     StagePreempted,
     aggregate_seeds,
@@ -23,8 +22,10 @@ from rlr.reproduce import (
     results_markdown,
     sweep_name,
 )
-from rlr.training.configs import GROUP_ONLY_VARIANTS
+from rlr.training.configs import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
 
+# the smoke preset lists the default variants (the process designs are opt-in)
+VARIANTS = DEFAULT_VARIANTS
 PPO_VARIANTS = [v for v in VARIANTS if v not in GROUP_ONLY_VARIANTS]
 
 

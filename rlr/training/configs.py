@@ -29,7 +29,9 @@ from typing import Any, Literal
 
 from rlr.config import require
 
-RewardMethod = Literal["raw", "clip", "delta", "clip_delta"]
+# raw, clip, delta, clip_delta: Gao et al. 2024; pure_softmin, min_form: PURE (Cheng et al. 2025,
+# rlr.process_designs; min_form is critic-free only: GAE sums rewards)
+RewardMethod = Literal["raw", "clip", "delta", "clip_delta", "pure_softmin", "min_form"]
 DType = Literal["float32", "bfloat16"]
 # Problem files (prompts with gold answers): rlr's own Problem JSONL ("synthetic", as
 # `rlr make-data` writes it) or a public dataset's format.
@@ -94,6 +96,8 @@ CRITIC_DEFAULTS: dict[str, Any] = {
 }
 # Methods whose step reward is min(x - eta, 0): eta has no default for them.
 CLIPPING_METHODS = ("clip", "clip_delta")
+# PURE's softmin temperature (their make_experience calls it with 0.1)
+PURE_SOFTMIN_TEMPERATURE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +192,14 @@ class RewardSpec:
     # them over the prompt's group (DeepSeekMath's process supervision), which breaks the
     # bound, so padding pays again (docs/method.md section 11). A ppo run does not read it.
     process_normalization: Literal["group", "none"] | None = None
+    # method=pure_softmin only: the softmin's temperature T (step weights softmax(-PR / T));
+    # null: 0.1, PURE's. Any other method does not read it, so setting it there is an error.
+    softmin_temperature: float | None = None
+    # PROF's consistency filter (critic-free only): drop this many samples of each prompt's
+    # group before the update (rlr.prof_keep_mask; their runs drop 4 of 8), ranked by the PRM's
+    # mean step score. The PRM only filters, so use_prm must be false and `prm` given; the
+    # group statistics are those of the kept samples; null: no filter.
+    prof_remove: int | None = None
     separators: tuple[str, ...] = ("\n\n", "\n")
     max_steps: int = 16
 
@@ -208,6 +220,25 @@ class RewardSpec:
             f"reward.kl_clamp must be > 0 (or null: no clamp); got {self.kl_clamp}",
         )
         require(self.max_steps >= 1, f"reward.max_steps must be >= 1; got {self.max_steps}")
+        require(
+            self.softmin_temperature is None or self.method == "pure_softmin",
+            f"reward.softmin_temperature: only method=pure_softmin weighs steps by a softmin; "
+            f"method={self.method} does not read it; remove it",
+        )
+        require(
+            self.softmin_temperature is None or self.softmin_temperature > 0,
+            f"reward.softmin_temperature must be > 0; got {self.softmin_temperature}",
+        )
+        require(
+            self.prof_remove is None or self.prof_remove >= 1,
+            f"reward.prof_remove must be >= 1 (or null: no filter); got {self.prof_remove}",
+        )
+        require(
+            self.prof_remove is None or not self.use_prm,
+            "reward.prof_remove: PROF uses the PRM only to choose which samples train, with no "
+            "PRM term in the objective; reward.use_prm=true would add one; set it false (the "
+            "filter reads the `prm` model's step scores all the same)",
+        )
         require(len(self.separators) >= 1, "reward.separators must name at least one separator")
 
 
@@ -399,6 +430,9 @@ class PPOConfig:
             process_normalization=None
             if self.uses_critic
             else (reward.process_normalization or "none"),
+            softmin_temperature=reward.softmin_temperature
+            if reward.method != "pure_softmin" or reward.softmin_temperature is not None
+            else PURE_SOFTMIN_TEMPERATURE,
         )
 
     @property
@@ -425,6 +459,27 @@ class PPOConfig:
                 "reward.process_normalization: ppo's critic takes the step rewards through "
                 "GAE; only grpo, dr_grpo and rloo normalise process advantages; remove it",
             )
+            require(
+                not (self.reward.use_prm and self.reward.method == "min_form"),
+                "reward.method=min_form: PURE's min-form return is the minimum of the step "
+                "rewards to go, and ppo's GAE sums rewards, so it has no GAE form; use grpo, "
+                "dr_grpo or rloo, or method=pure_softmin (the softmin approximation, which sums)",
+            )
+            require(
+                self.reward.prof_remove is None,
+                "reward.prof_remove: PROF filters the samples of each prompt's group, and ppo "
+                "has no groups (its critic scores each row alone); use grpo, dr_grpo or rloo",
+            )
+        require(
+            not (
+                self.reward.method == "min_form"
+                and self.reward.use_prm
+                and self.reward.process_normalization == "group"
+            ),
+            "reward.process_normalization=group normalises step rewards that are then summed; "
+            "min_form's return is a minimum, not a sum; remove it (min_form takes the plain "
+            "min-form return)",
+        )
         require(
             not (self.kl_in_loss and self.reward.kl_estimator is not None),
             f"reward.kl_estimator: {self.algorithm} puts the KL in the loss (reward.kl_in_loss),"
@@ -460,6 +515,17 @@ class PPOConfig:
         require(
             not self.reward.use_orm or self.orm is not None,
             "reward.use_orm is true but no `orm` model is given",
+        )
+        require(
+            self.reward.prof_remove is None or self.prm is not None,
+            "reward.prof_remove: PROF ranks samples by the PRM's step scores; give a `prm` model",
+        )
+        require(
+            self.reward.prof_remove is None
+            or self.reward.prof_remove <= self.rollout.samples_per_prompt - 2,
+            f"reward.prof_remove={self.reward.prof_remove} must leave at least 2 of the "
+            f"rollout.samples_per_prompt={self.rollout.samples_per_prompt} samples of a group "
+            "to compare",
         )
         require(
             self.ppo.critic_init != "prm" or self.prm is not None,
@@ -660,7 +726,23 @@ REWARD_VARIANTS: dict[str, dict[str, Any]] = {
         "reward.process_normalization": "group",
     },
 }
-GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group")
+# The presets' variants: the paper's ablation and the group-normalised forms. The process
+# designs below are opt-in (`rlr reproduce --variants prm_pure_softmin,...`): listing them by
+# default would change every reproduction's runtime.
+DEFAULT_VARIANTS = tuple(REWARD_VARIANTS)
+# Other process-reward designs (rlr.process_designs, docs/method.md section 13).
+PROCESS_DESIGN_VARIANTS: dict[str, dict[str, Any]] = {
+    # PURE's softmin step rewards (temperature 0.1): with a critic through GAE, without one
+    # as the plain reward-to-go beside the outcome advantage
+    "prm_pure_softmin": {"reward.use_prm": True, "reward.method": "pure_softmin"},
+    # PURE's exact min-form return: critic-free only
+    "prm_min_form": {"reward.use_prm": True, "reward.method": "min_form"},
+    # PROF's filter: half of each group dropped (2 of the presets' 4 samples; 4 of 8 in
+    # PROF's runs), the PRM only ranking; critic-free only
+    "prof": {"reward.use_prm": False, "reward.prof_remove": 2},
+}
+REWARD_VARIANTS.update(PROCESS_DESIGN_VARIANTS)
+GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group", "prm_min_form", "prof")
 # Variant names of earlier releases: the plain reward-to-go is now every critic-free run's
 # default, and the group-normalised form is the variant that names it.
 RENAMED_VARIANTS = {
@@ -847,7 +929,7 @@ class ReproduceConfig:
     name: str = "reproduce"
     out_dir: str = "runs/reproduce"
     seeds: int = 1
-    variants: tuple[str, ...] = tuple(REWARD_VARIANTS)
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     # The RL algorithms every variant runs under, each with the same budget and seeds:
     # ppo (results.json) and any of grpo, dr_grpo, rloo (results_<algorithm>.json).
     algorithms: tuple[Algorithm, ...] = ("ppo",)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 import rlr
-from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
+from rlr.training.configs import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
 from rlr.training.readouts import (
     critic_readout,
     critic_values,
@@ -171,9 +171,22 @@ def build_experience(
     (Experience.returns) are the returns normalised by the updated statistics, in ReaLHF's
     order (PPOCriticInterface.train_step). Then the result is (experience, metrics, updated
     statistics); without value_stats, (experience, metrics).
+
+    reward.method pure_softmin: PURE's softmin-weighted step rewards (process_step_rewards) take
+    the place of the shaped ones, under ppo (at step ends, through GAE) and without a critic
+    alike. min_form (critic-free only): group_advantages. reward.prof_remove (critic-free
+    only): PROF's filter drops that many rows of each group (rlr.prof_keep_mask on the success
+    after `truncation` and the PRM's mean step score); a dropped row gets advantage 0 and its
+    response_mask in the Experience is zeroed, so the loss gives it no gradient and no weight
+    (token_sum still divides by the constant B * T). Metrics prof/dropped_rows (rows dropped
+    this iteration) and prof/kept_success_rate.
     """
     mask = rollout.response_mask
     critic = ALGORITHM_DEFAULTS[algorithm].critic
+    if critic and reward.use_prm and reward.method == "min_form":
+        raise ValueError("reward.method=min_form is critic-free only: GAE sums rewards")
+    if critic and reward.prof_remove is not None:
+        raise ValueError("reward.prof_remove is critic-free only: ppo has no groups to filter")
     kl_coef = 0.0 if kl_in_loss else reward.kl_coef
     success, orm_score = rollout.success, scored.orm_score
     if truncation != "grade":
@@ -185,16 +198,19 @@ def build_experience(
         success, orm_score = success * ended, orm_score * ended
     if value_stats is not None and not critic:
         raise ValueError(f"value normalisation needs a critic, not {algorithm}")
+    step_rewards = None
+    if reward.use_prm:
+        step_rewards = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
     rewards = rlr.token_rewards(
         success,
         mask,
-        scored.step_scores if reward.use_prm else None,
+        step_rewards,
         rollout.step_end if reward.use_prm else None,
         rollout.step_mask if reward.use_prm else None,
         orm_score if reward.use_orm else None,
         scored.old_logp,
         scored.ref_logp,
-        method=reward.method,
+        method="raw",  # the step rewards are shaped already (process_step_rewards)
         alpha=reward.alpha,
         eta=reward.eta,
         orm_weight=reward.orm_weight,
@@ -206,7 +222,7 @@ def build_experience(
     if value_stats is not None:  # the critic speaks in normalised units
         values = rlr.denormalize_values(values, value_stats) * mask
         final_value = rlr.denormalize_values(final_value, value_stats)
-    targets = None
+    targets, keep = None, None
     if critic:
         bootstrap = None
         if truncation == "zero_and_bootstrap":
@@ -221,10 +237,28 @@ def build_experience(
         if whiten_advantages:
             advantages = rlr.masked_whiten(advantages, mask)
     else:
+        if reward.prof_remove is not None:
+            B = mask.shape[0]
+            keep = rlr.prof_keep_mask(
+                (success > 0.5).reshape(B // group_size, group_size),
+                rlr.masked_mean(scored.step_scores, rollout.step_mask, axis=1).reshape(
+                    B // group_size, group_size
+                ),
+                num_remove=reward.prof_remove,
+                score_kind="probability",
+            ).reshape(B)
         advantages = group_advantages(
-            rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size
+            rollout,
+            scored,
+            rewards,
+            reward,
+            algorithm=algorithm,
+            group_size=group_size,
+            keep=keep,
         )
         returns = targets = jnp.zeros_like(advantages)
+    # PROF's dropped rows leave the loss: no tokens, so no gradient and no weight
+    loss_mask = mask if keep is None else mask * keep[:, None].astype(mask.dtype)
     rows = jnp.maximum(jnp.sum(jnp.any(mask > 0, axis=1)), 1)
     per_row = lambda x: jnp.sum(x) / rows  # noqa: E731  (a row's summed reward, batch mean)
     metrics = {
@@ -239,9 +273,12 @@ def build_experience(
         "reward/prm_nonzero_fraction": jnp.sum((rewards.process != 0) & (mask > 0))
         / jnp.maximum(jnp.sum(rollout.step_mask), 1),
         "kl/k1_per_token": rlr.masked_mean(scored.old_logp - scored.ref_logp, mask),
-        "advantage/mean": rlr.masked_mean(advantages, mask),
+        "advantage/mean": rlr.masked_mean(advantages, loss_mask),
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
+    if not critic and reward.prof_remove is not None:
+        metrics["prof/dropped_rows"] = jnp.sum(~keep).astype(jnp.float32)
+        metrics["prof/kept_success_rate"] = rlr.masked_mean(success, keep)
     if critic:
         explained = 1.0 - rlr.masked_var(returns - values, mask) / jnp.maximum(
             rlr.masked_var(returns, mask), 1e-8
@@ -256,12 +293,12 @@ def build_experience(
     experience = Experience(
         rollout.input_ids,
         rollout.attention_mask,
-        mask,
+        loss_mask,
         scored.old_logp,
         scored.ref_logp,
         scored.old_values,
-        advantages * mask,
-        targets * mask,
+        advantages * loss_mask,
+        targets * loss_mask,
     )
     if value_stats is not None:
         return experience, metrics, value_stats
@@ -276,14 +313,28 @@ def group_advantages(
     *,
     algorithm: str,
     group_size: int,
+    keep: jax.Array | None = None,  # [B] bool, PROF's kept rows
 ) -> jax.Array:  # [B, T]
     """Critic-free token advantages of B = P x G rows (G consecutive samples per prompt).
 
     Outcome: each sample's reward (success + ORM term + summed KL reward) relative to its
-    group (group_outcome_advantages), on every token. Process (use_prm): the shaped step
-    rewards (raw, clip, delta or clip_delta) through group_process_advantages, normalised over
-    the group (reward.process_normalization="group") or as their plain reward-to-go ("none"),
-    times alpha.
+    group (group_outcome_advantages), on every token. Process (use_prm): the step rewards of
+    process_step_rewards (raw, clip, delta, clip_delta or pure_softmin) through
+    group_process_advantages, normalised over the group (reward.process_normalization="group")
+    or as their plain reward-to-go ("none"), times alpha.
+
+    pure_softmin enters like the other methods: PURE's step rewards, with the algorithm's own
+    outcome advantage beside them. rlr.pure_advantages is the authors' whole estimator (RLOO
+    with a per-token leave-one-out baseline on the step rewards, the verifiable reward as
+    success - 1 against the others', step-end tokens zeroed); it fixes the estimator to their
+    RLOO, so using it would make `algorithm` say one thing and run another; it is not wired.
+    min_form: the exact min-form return R_k = min_{j >= k} PR_j of the signed step scores
+    PR = 2 x - 1 (rlr.min_form_returns with the step ends marked), on each token of step k,
+    0 after the last step; times alpha, with no group normalisation (a minimum is not a sum
+    of step rewards, so "group" is refused).
+
+    keep (PROF): the outcome advantages are relative to the kept samples of each group
+    (group_outcome_advantages' keep) and a dropped row's advantages are 0.
     """
     defaults = ALGORITHM_DEFAULTS[algorithm]
     mask = rollout.response_mask
@@ -293,14 +344,25 @@ def group_advantages(
     P, G = B // group_size, group_size
     outcome = jnp.sum((rewards.success + rewards.outcome + rewards.kl) * mask, axis=1)
     per_sample = rlr.group_outcome_advantages(
-        outcome.reshape(P, G), scale=defaults.group_scale, leave_one_out=defaults.leave_one_out
+        outcome.reshape(P, G),
+        scale=defaults.group_scale,
+        leave_one_out=defaults.leave_one_out,
+        keep=None if keep is None else keep.reshape(P, G),
     )
     advantages = per_sample.reshape(B)[:, None] * mask
-    if reward.use_prm:
-        K = rollout.step_end.shape[1]
-        shaped = rlr.shape_process_rewards(
-            scored.step_scores, rollout.step_mask, method=reward.method, eta=reward.eta
+    if reward.use_prm and reward.method == "min_form":
+        if reward.process_normalization == "group":
+            raise ValueError("reward.method=min_form takes no group normalisation")
+        signed = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
+        ends = rlr.place_at_tokens(
+            jnp.ones_like(signed), rollout.step_end, rollout.step_mask, num_tokens=T
         )
+        placed = rlr.place_at_tokens(signed, rollout.step_end, rollout.step_mask, num_tokens=T)
+        process = rlr.min_form_returns(placed, mask, reward_mask=ends > 0)
+        advantages = advantages + reward.alpha * process
+    elif reward.use_prm:
+        K = rollout.step_end.shape[1]
+        shaped = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
         process = rlr.group_process_advantages(
             shaped.reshape(P, G, K),
             rollout.step_mask.reshape(P, G, K),
@@ -310,7 +372,33 @@ def group_advantages(
             center=reward.process_normalization == "group",
         )
         advantages = advantages + reward.alpha * process.reshape(B, T)
+    if keep is not None:
+        advantages = advantages * keep[:, None].astype(advantages.dtype)
     return advantages
+
+
+def process_step_rewards(
+    step_scores: jax.Array,  # [B, K] PRM probability of each step prefix
+    step_mask: jax.Array,  # [B, K]
+    reward: RewardSpec,
+) -> jax.Array:  # [B, K] float32, 0 on padding
+    """The step rewards of reward.method, before alpha: Gao et al.'s raw / clip / delta /
+    clip_delta (rlr.shape_process_rewards); pure_softmin, PURE's w_k PR_k with
+    w = softmax(-PR / softmin_temperature) and PR = 2 x - 1 (rlr.pure_softmin_step_rewards;
+    null temperature: 0.1); min_form, the signed score PR_k = 2 x - 1 itself, whose minimum to
+    go is the min-form return (group_advantages)."""
+    if reward.method == "pure_softmin":
+        temperature = reward.softmin_temperature
+        return rlr.pure_softmin_step_rewards(
+            step_scores,
+            step_mask,
+            temperature=PURE_SOFTMIN_TEMPERATURE if temperature is None else temperature,
+            score_kind="probability",
+        )
+    if reward.method == "min_form":
+        signed = 2.0 * step_scores.astype(jnp.float32) - 1.0
+        return jnp.where(step_mask.astype(bool), signed, 0.0)
+    return rlr.shape_process_rewards(step_scores, step_mask, method=reward.method, eta=reward.eta)
 
 
 def ppo_loss(
