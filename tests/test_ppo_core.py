@@ -533,3 +533,20 @@ def test_config_checks_the_dapo_and_gspo_options():
     ]:
         with pytest.raises(ConfigError, match=message):
             load(*overrides)
+
+
+def test_the_dapo_and_gspo_presets_load():
+    from rlr.config import load_config
+    from rlr.training.configs import DAPO, GSPO, PPOConfig, RolloutSpec, dapo_overrides
+
+    def load(overrides):
+        return load_config(PPOConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+
+    assert DAPO["reward.overlong_buffer"] == RolloutSpec().max_new_tokens // 5
+    dapo = load({**DAPO, "rollout.samples_per_prompt": 2})
+    assert (dapo.ppo.clip_eps_low, dapo.ppo.clip_eps_high) == (0.2, 0.28)
+    assert dapo.loss_aggregation == "token_mean" and dapo.effective_reward.kl_coef == 0.0
+    assert dapo.rollout.dynamic_sampling and dapo.reward.overlong_buffer == 19
+    assert dapo_overrides(20480)["reward.overlong_buffer"] == 4096  # the paper's budget
+    gspo = load({**GSPO, "rollout.samples_per_prompt": 2})
+    assert gspo.ppo.importance_ratio == "sequence" and gspo.loss_aggregation == "sequence_mean"

@@ -712,6 +712,41 @@ REALHF_PPO: dict[str, Any] = {
     "ppo.early_stop_ratio": 5.0,
 }
 
+
+def dapo_overrides(max_new_tokens: int) -> dict[str, Any]:
+    """DAPO (Yu et al. 2025, arXiv 2503.14476) as overrides on grpo: clip-higher 0.2 / 0.28,
+    a token-mean loss, no KL term, dynamic sampling (at most 10 rounds, the DAPO recipe's
+    max_num_gen_batches) and overlong reward shaping with a buffer of a fifth of the budget
+    (the paper's 4096 of 20480 tokens), penalty 1. rlr's defaults leave all of it off."""
+    return {
+        "algorithm": "grpo",
+        "ppo.clip_eps_low": 0.2,
+        "ppo.clip_eps_high": 0.28,
+        "ppo.loss_aggregation": "token_mean",
+        "reward.kl_coef": 0.0,
+        "rollout.dynamic_sampling": True,
+        "rollout.max_sampling_rounds": 10,
+        "reward.overlong_buffer": max(1, max_new_tokens // 5),
+        "reward.overlong_penalty": 1.0,
+    }
+
+
+# DAPO for the default budget (rollout.max_new_tokens = 96: an overlong buffer of 19 tokens);
+# dapo_overrides(max_new_tokens) for another budget.
+DAPO: dict[str, Any] = dapo_overrides(96)
+
+# GSPO (Zheng et al. 2025, arXiv 2507.18071) as overrides on grpo: the sequence-level
+# importance ratio with a sequence-mean loss, clip range 3e-4 / 4e-4 and no KL term, as verl's
+# examples/gspo_trainer scripts. rlr's defaults leave it off.
+GSPO: dict[str, Any] = {
+    "algorithm": "grpo",
+    "ppo.importance_ratio": "sequence",
+    "ppo.loss_aggregation": "sequence_mean",
+    "ppo.clip_eps_low": 3e-4,
+    "ppo.clip_eps_high": 4e-4,
+    "reward.kl_coef": 0.0,
+}
+
 # The reward variants of the paper's ablation: name -> PPO config overrides.
 REWARD_VARIANTS: dict[str, dict[str, Any]] = {
     "success": {"reward.use_prm": False, "reward.use_orm": False},
