@@ -46,6 +46,7 @@ _EXPORTS = {
     "clip_process_rewards": "rlr.rewards",
     "delta_process_rewards": "rlr.rewards",
     "kl_penalty": "rlr.rewards",
+    "overlong_penalty": "rlr.rewards",
     "place_at_tokens": "rlr.rewards",
     "shape_process_rewards": "rlr.rewards",
     "token_rewards": "rlr.rewards",

@@ -128,6 +128,8 @@ def masked_var(
 
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum")
+# How ppo_policy_loss forms the importance ratio: per token (PPO), or per sequence (GSPO)
+IMPORTANCE_RATIOS = ("token", "sequence")
 
 
 def aggregate_token_losses(
@@ -166,6 +168,9 @@ def ppo_policy_loss(
     clip_eps: float = 0.2,
     aggregation: str = "token_mean",
     dual_clip: float | None = None,
+    clip_eps_low: float | None = None,
+    clip_eps_high: float | None = None,
+    importance_ratio: str = "token",
 ) -> tuple[chex.Array, dict[str, chex.Array]]:  # loss [], metrics of []
     """PPO clipped surrogate max(-A r, -A clip(r, 1-eps, 1+eps)) per token, aggregated over
     tokens as `aggregation` says (aggregate_token_losses; default the mean over valid tokens).
@@ -180,9 +185,30 @@ def ppo_policy_loss(
     keep the plain clipped loss. As verl's compute_policy_loss (verl/trainer/ppo/core_algos.py),
     without its clamp of log r to [-20, 20]. Extra metric dual_clip_fraction: tokens with A < 0
     whose loss the bound replaced. None (default) leaves the loss as above.
+
+    clip_eps_low / clip_eps_high (DAPO's clip-higher, arXiv 2503.14476 eq. 10; verl's
+    clip_ratio_low / clip_ratio_high): the ratio is clipped to [1 - low, 1 + high]; None
+    takes clip_eps for that side, so the default is the symmetric clip.
+
+    importance_ratio="sequence" (GSPO, arXiv 2507.18071): every token of row i carries the
+    row's ratio s_i = exp(mean over its valid tokens of (logp - old_logp)), in verl's token
+    form s_i,t = sg[s_i] * pi / sg[pi] (compute_policy_loss_gspo): its value is s_i, its
+    gradient s_i * grad logp_t, so a sequence_mean aggregation gives GSPO's gradient of
+    min(s_i A_i, clip(s_i) A_i). verl forces seq-mean-token-mean for it; rlr's config asks for
+    ppo.loss_aggregation=sequence_mean. Unlike verl, log s_i,t is not clamped at 10 (as the
+    token ratio is not clamped). Extra metric sequence_ratio_mean: the mean s_i over rows
+    with a valid token; clip_fraction counts tokens, as verl's pg_clipfrac; ratio_mean and
+    approx_kl stay token-level. "token" (default): the per-token ratio r above.
     """
     if dual_clip is not None and not dual_clip > 1.0:
         raise ValueError(f"ppo_policy_loss: dual_clip must be > 1; got {dual_clip}")
+    if importance_ratio not in IMPORTANCE_RATIOS:
+        raise ValueError(
+            f"ppo_policy_loss: importance_ratio must be one of {', '.join(IMPORTANCE_RATIOS)};"
+            f" got {importance_ratio!r}"
+        )
+    low = clip_eps if clip_eps_low is None else clip_eps_low
+    high = clip_eps if clip_eps_high is None else clip_eps_high
     check_shapes(
         "ppo_policy_loss",
         logp=(logp, "BT"),
@@ -194,14 +220,22 @@ def ppo_policy_loss(
     advantages = jax.lax.stop_gradient(advantages)
     log_ratio = logp.astype(jnp.float32) - old_logp.astype(jnp.float32)
     ratio = jnp.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate_ratio = ratio
+    if importance_ratio == "sequence":
+        log_seq = masked_mean(jax.lax.stop_gradient(log_ratio), mask, axis=1)  # [B]
+        logp32 = logp.astype(jnp.float32)
+        surrogate_ratio = jnp.exp(logp32 - jax.lax.stop_gradient(logp32) + log_seq[:, None])
+    unclipped = -advantages * surrogate_ratio
+    clipped = -advantages * jnp.clip(surrogate_ratio, 1.0 - low, 1.0 + high)
     losses = jnp.maximum(unclipped, clipped)
     metrics = {
         "clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
         "approx_kl": masked_mean(jax.lax.stop_gradient((ratio - 1.0) - log_ratio), mask),
         "ratio_mean": masked_mean(jax.lax.stop_gradient(ratio), mask),
     }
+    if importance_ratio == "sequence":
+        has_tokens = jnp.any(mask.astype(bool), axis=1)
+        metrics["sequence_ratio_mean"] = masked_mean(jnp.exp(log_seq), has_tokens)
     if dual_clip is not None:
         bound = -advantages * dual_clip
         negative = advantages < 0

@@ -274,3 +274,28 @@ def token_rewards(
         kl = zeros
     total = process + success_r + outcome + kl
     return TokenRewards(total=total, success=success_r, process=process, outcome=outcome, kl=kl)
+
+
+def overlong_penalty(
+    lengths: chex.Array,  # [B] response lengths in tokens (valid tokens, EOS included)
+    *,
+    max_length: int,
+    buffer: int,
+    factor: float = 1.0,
+) -> chex.Array:  # [B] float32, <= 0
+    """DAPO's overlong reward shaping (arXiv 2503.14476 eq. 13), times `factor`:
+
+    0 for |y| <= L_max - L_cache; ((L_max - L_cache) - |y|) / L_cache for L_max - L_cache <
+    |y| <= L_max; -1 beyond L_max, with L_max = max_length (the generation budget) and L_cache
+    = buffer. Within the budget it is verl's min(-(|y| - (L_max - L_cache)) / L_cache *
+    penalty_factor, 0) (DAPORewardManager, verl/workers/reward_manager/dapo.py).
+    """
+    if not 0 < buffer <= max_length:
+        raise ValueError(
+            f"overlong_penalty: buffer must be in 1..max_length={max_length}; got {buffer}"
+        )
+    check_shapes("overlong_penalty", lengths=(lengths, "B"))
+    lengths = jnp.asarray(lengths).astype(jnp.float32)
+    expected = max_length - buffer
+    ramp = jnp.minimum((expected - lengths) / buffer, 0.0)
+    return factor * jnp.where(lengths > max_length, -1.0, ramp)

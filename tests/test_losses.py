@@ -95,6 +95,137 @@ class PolicyLossTest(parameterized.TestCase):
         self.assertTrue(all(np.isfinite(float(v)) for v in metrics.values()))
 
 
+def reference_decoupled_clip_loss(logp, old_logp, adv, mask, low, high):
+    """DAPO's clip-higher token loss (arXiv 2503.14476 eq. 10; verl's compute_policy_loss with
+    cliprange_low / cliprange_high), token-mean: max(-A r, -A clip(r, 1 - low, 1 + high))."""
+    total, clipped, count = 0.0, 0.0, 0
+    for idx in np.ndindex(*logp.shape):
+        if not mask[idx]:
+            continue
+        ratio = math.exp(float(logp[idx]) - float(old_logp[idx]))
+        a = float(adv[idx])
+        pg_losses1 = -a * ratio
+        pg_losses2 = -a * min(max(ratio, 1 - low), 1 + high)
+        total += max(pg_losses1, pg_losses2)
+        clipped += pg_losses2 > pg_losses1
+        count += 1
+    return total / count, clipped / count
+
+
+class DecoupledClipTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((0.2, 0.28), (0.1, 0.05))
+    def test_matches_loop_reference(self, low, high):
+        logp, old_logp, adv, mask = random_tokens(6, 9, seed=4)
+        fn = self.variant(
+            functools.partial(rlr.ppo_policy_loss, clip_eps_low=low, clip_eps_high=high)
+        )
+        loss, metrics = fn(logp, old_logp, adv, mask)
+        want_loss, want_clipped = reference_decoupled_clip_loss(
+            logp, old_logp, adv, mask, low, high
+        )
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics["clip_fraction"], want_clipped, rtol=1e-5)
+        # the two sides differ here, so the symmetric clip at either value is another loss
+        for eps in (low, high):
+            symmetric, _ = rlr.ppo_policy_loss(logp, old_logp, adv, mask, clip_eps=eps)
+            self.assertNotAlmostEqual(float(loss), float(symmetric), places=5)
+
+    def test_unset_sides_take_clip_eps(self):
+        logp, old_logp, adv, mask = random_tokens(4, 7, seed=5)
+        plain, _ = rlr.ppo_policy_loss(logp, old_logp, adv, mask, clip_eps=0.1)
+        for kwargs in ({}, {"clip_eps_low": 0.1}, {"clip_eps_high": 0.1}):
+            loss, _ = rlr.ppo_policy_loss(logp, old_logp, adv, mask, clip_eps=0.1, **kwargs)
+            self.assertEqual(float(loss), float(plain))
+        want, _ = reference_decoupled_clip_loss(logp, old_logp, adv, mask, 0.1, 0.3)
+        loss, _ = rlr.ppo_policy_loss(logp, old_logp, adv, mask, clip_eps=0.1, clip_eps_high=0.3)
+        np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+def reference_gspo_loss(logp, old_logp, adv, mask, low, high):
+    """verl's compute_policy_loss_gspo (verl/trainer/ppo/core_algos.py) in values, row by row:
+    s_i = exp(sum_t mask (logp - old_logp) / max(|y_i|, 1)); per token
+    max(-A s_i, -A clip(s_i, 1 - low, 1 + high)); seq-mean-token-mean over rows with a token.
+    Also the loss's gradient with respect to logp: of a token whose unclipped term is the
+    larger, -A s_i / |y_i| / rows (s_i,t = sg[s_i] pi / sg[pi]), else 0."""
+    B, T = logp.shape
+    row_losses, clipped, count = [], 0.0, 0
+    grad = np.zeros((B, T))
+    rows = sum(1 for i in range(B) if mask[i].sum() > 0)
+    for i in range(B):
+        n = int(mask[i].sum())
+        if n == 0:
+            continue
+        log_s = sum(float(logp[i, t]) - float(old_logp[i, t]) for t in range(T) if mask[i, t])
+        s = math.exp(log_s / n)
+        total = 0.0
+        for t in range(T):
+            if not mask[i, t]:
+                continue
+            a = float(adv[i, t])
+            pg_losses1 = -a * s
+            pg_losses2 = -a * min(max(s, 1 - low), 1 + high)
+            total += max(pg_losses1, pg_losses2)
+            clipped += pg_losses2 > pg_losses1
+            count += 1
+            if not pg_losses2 > pg_losses1:
+                grad[i, t] = -a * s / n / rows
+        row_losses.append(total / n)
+    return sum(row_losses) / rows, clipped / count, grad
+
+
+class SequenceRatioTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((0.2, 0.2), (3e-4, 4e-4))  # GSPO's paper uses 3e-4 / 4e-4
+    def test_matches_verl_transcription(self, low, high):
+        logp, old_logp, adv, mask = random_tokens(6, 9, seed=6)
+        # GRPO-style advantages: one value per row
+        adv = np.repeat(adv[:, :1], adv.shape[1], axis=1)
+        fn = self.variant(
+            functools.partial(
+                rlr.ppo_policy_loss,
+                clip_eps_low=low,
+                clip_eps_high=high,
+                aggregation="sequence_mean",
+                importance_ratio="sequence",
+            )
+        )
+        loss, metrics = fn(logp, old_logp, adv, mask)
+        want_loss, want_clipped, _ = reference_gspo_loss(logp, old_logp, adv, mask, low, high)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics["clip_fraction"], want_clipped, rtol=1e-5, atol=1e-7)
+        self.assertIn("sequence_ratio_mean", metrics)
+        token, _ = rlr.ppo_policy_loss(
+            logp, old_logp, adv, mask, clip_eps=low, aggregation="sequence_mean"
+        )
+        self.assertNotAlmostEqual(float(loss), float(token), places=4)
+
+    @parameterized.parameters((0.2, 0.2), (0.05, 0.1))
+    def test_gradient_is_gspo_s(self, low, high):
+        logp, old_logp, adv, mask = random_tokens(5, 8, seed=7)
+        adv = np.repeat(adv[:, :1], adv.shape[1], axis=1)
+        grad = jax.grad(
+            lambda lp: rlr.ppo_policy_loss(
+                lp,
+                old_logp,
+                adv,
+                mask,
+                clip_eps_low=low,
+                clip_eps_high=high,
+                aggregation="sequence_mean",
+                importance_ratio="sequence",
+            )[0]
+        )(logp)
+        _, _, want = reference_gspo_loss(logp, old_logp, adv, mask, low, high)
+        self.assertTrue(np.any(want != 0))
+        np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-7)
+
+    def test_unknown_ratio_is_an_error(self):
+        logp, old_logp, adv, mask = random_tokens(2, 3, seed=8)
+        with self.assertRaisesRegex(ValueError, "importance_ratio must be one of"):
+            rlr.ppo_policy_loss(logp, old_logp, adv, mask, importance_ratio="row")
+
+
 def reference_dual_clip_loss(logp, old_logp, adv, mask, clip_eps, clip_ratio_c):
     """verl's compute_policy_loss (verl/trainer/ppo/core_algos.py), token by token, without
     its clamp of the log-ratio to [-20, 20] (the ratios here are far inside it)."""

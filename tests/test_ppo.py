@@ -346,3 +346,65 @@ def test_grpo_with_prof_filter_and_pure_softmin_runs(assets, tmp_path):
     assert PPOTrainer(config).run()["end_iteration"] == 1
     row = read_metrics(tmp_path / "softmin")[-1]
     assert np.isfinite(row["reward/prm"]) and "prof/dropped_rows" not in row
+
+
+class ScriptedGrader:
+    """Grades round k of a rollout (one grade_responses call per round: no chunks) with
+    script[k], whatever the texts say."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, 0
+
+    def grade_responses(self, texts, answers):
+        grades = self.script[self.calls % len(self.script)]
+        self.calls += 1
+        assert len(grades) == len(texts)
+        return grades
+
+
+def test_dynamic_sampling_drops_uniform_groups_and_pads_at_the_cap(assets, tmp_path):
+    # 2 prompts x 2 samples, at most 2 rounds. Round 0: both groups all-equal (dropped);
+    # round 1: group 0 informative, group 1 all wrong: one group kept, one slot padded.
+    config = tiny_config(
+        assets,
+        tmp_path,
+        algorithm="grpo",
+        iterations=1,
+        reward=RewardSpec(max_steps=8),
+        rollout=dataclasses.replace(
+            tiny_config(assets, tmp_path).rollout, dynamic_sampling=True, max_sampling_rounds=2
+        ),
+    )
+    trainer = PPOTrainer(config)
+    script = [[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
+    rollout, info = trainer.rollout(0, ScriptedGrader(script))
+    assert info["dynamic_sampling/rounds"] == 2
+    assert info["dynamic_sampling/groups_dropped"] == 3
+    assert info["dynamic_sampling/groups_padded"] == 1
+    assert info["success_rate"] == 0.5  # the first round's
+    # the kept group is round 1's group 0, then the earliest dropped group, masked out
+    key = jax.random.fold_in(jax.random.key(config.seed), 0)
+    round1, _, _ = trainer._sample(
+        trainer.extra_prompts(0, 1), jax.random.fold_in(key, 2**20 + 1), ScriptedGrader(script[1:])
+    )
+    round0, _, _ = trainer._sample(trainer.prompts_for(0), key, ScriptedGrader(script))
+    ids = np.asarray(rollout.input_ids)
+    np.testing.assert_array_equal(ids[:2], np.asarray(round1.input_ids)[:2])
+    np.testing.assert_array_equal(ids[2:], np.asarray(round0.input_ids)[:2])
+    np.testing.assert_array_equal(np.asarray(rollout.success), [1.0, 0.0, 0.0, 0.0])
+    mask = np.asarray(rollout.response_mask)
+    assert mask[:2].sum() > 0 and mask[2:].sum() == 0
+    np.testing.assert_array_equal(np.asarray(rollout.step_mask)[2:], 0.0)
+    # the same (seed, iteration) draws the same batch (exact resume)
+    again, _ = trainer.rollout(0, ScriptedGrader(script))
+    for name in ("input_ids", "response_mask", "success"):
+        np.testing.assert_array_equal(np.asarray(getattr(again, name)), getattr(rollout, name))
+    # the padded group gets no advantage; the kept one does
+    scored = trainer.setup.score(trainer.state.params, trainer.frozen, rollout, None)
+    experience, _ = trainer.setup.experience(rollout, scored)
+    advantages = np.asarray(experience.advantages)
+    assert np.all(advantages[2:] == 0) and np.abs(advantages[:2]).sum() > 0
+    metrics = trainer.iteration(0, ScriptedGrader([[1.0, 0.0, 0.0, 1.0]]))
+    assert metrics["dynamic_sampling/rounds"] == 1
+    assert metrics["dynamic_sampling/groups_dropped"] == 0
+    assert np.isfinite(metrics["loss/total"])

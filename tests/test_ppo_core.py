@@ -400,3 +400,153 @@ def test_config_checks_the_truncation_value_norm_and_clip_options():
     ]:
         with pytest.raises(ConfigError, match=message):
             load(*overrides)
+
+
+def test_overlong_penalty_reaches_the_advantages(setup):
+    import rlr
+
+    _, _, _, data, scored = setup
+    mask = np.asarray(data.response_mask)
+    lengths = mask.sum(axis=1).astype(int)
+    buffer, factor = 4, 0.5
+    # DAPO eq. 13 with L_max = T (the response width, rollout.max_new_tokens)
+    penalty = np.array(
+        [0.0 if n <= T - buffer else factor * ((T - buffer) - n) / buffer for n in lengths]
+    )
+    assert np.any(penalty < 0) and np.any(penalty == 0)
+    # ppo: a reward at the last token, through GAE (gamma = lam = 1, unwhitened)
+    reward = RewardSpec(kl_coef=0.0)
+    values = np.asarray(scored.old_values)
+    exp, metrics = ppo_core.build_experience(
+        data,
+        scored,
+        reward,
+        whiten_advantages=False,
+        overlong_buffer=buffer,
+        overlong_penalty=factor,
+    )
+    rewards = np.zeros((B, T))
+    rewards[np.arange(B), lengths - 1] = np.asarray(data.success) + penalty
+    want_adv, _ = loop_gae(rewards, values, mask, np.zeros(B))
+    np.testing.assert_allclose(exp.advantages, want_adv, atol=1e-5)
+    np.testing.assert_allclose(metrics["reward/overlong"], penalty.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["reward/orm"], 0.0, atol=1e-7)
+    # grpo: it joins each sample's outcome reward before the group statistics
+    exp, _ = ppo_core.build_experience(
+        data,
+        scored,
+        reward,
+        algorithm="grpo",
+        group_size=2,
+        overlong_buffer=buffer,
+        overlong_penalty=factor,
+    )
+    outcome = (np.asarray(data.success) + penalty).reshape(B // 2, 2)
+    want = np.asarray(rlr.group_outcome_advantages(outcome, scale="std")).reshape(B)
+    np.testing.assert_allclose(exp.advantages, want[:, None] * mask, atol=1e-5)
+    plain, _ = ppo_core.build_experience(data, scored, reward, algorithm="grpo", group_size=2)
+    assert not np.allclose(plain.advantages, exp.advantages)
+
+
+@pytest.mark.parametrize("importance_ratio", ["token", "sequence"])
+def test_update_reads_the_clip_range_and_the_ratio(setup, importance_ratio):
+    import rlr
+
+    m, _, _, data, scored = setup
+    trainable, _ = params()
+    exp, _ = ppo_core.build_experience(data, scored, RewardSpec(kl_coef=0.0))
+    # old log-probs off the policy's, so that the ratio differs from 1 and the clip binds
+    exp = exp._replace(old_logp=exp.old_logp + 0.1 * np.sin(np.arange(B * T)).reshape(B, T))
+    kwargs = dict(
+        clip_eps=0.2,
+        value_clip_eps=0.2,
+        clip_eps_low=0.05,
+        clip_eps_high=0.28,
+        aggregation="sequence_mean",
+        importance_ratio=importance_ratio,
+    )
+    total, metrics = ppo_core.ppo_loss(m, trainable, exp, **kwargs)
+    logp = ppo_core.policy_readout(
+        m.policy, trainable["policy"], exp.input_ids, exp.attention_mask, T=T
+    ).logprobs
+    want, _ = rlr.ppo_policy_loss(
+        logp,
+        exp.old_logp,
+        exp.advantages,
+        exp.response_mask,
+        clip_eps=0.2,
+        clip_eps_low=0.05,
+        clip_eps_high=0.28,
+        aggregation="sequence_mean",
+        importance_ratio=importance_ratio,
+    )
+    np.testing.assert_allclose(metrics["loss/policy"], want, rtol=1e-5)
+    assert ("policy/sequence_ratio_mean" in metrics) == (importance_ratio == "sequence")
+    tx = ppo_core.make_ppo_optimizer(
+        policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.0, max_grad_norm=1.0
+    )
+    state, metrics = ppo_core.ppo_update(m, tx, init_train_state(trainable, tx), exp, **kwargs)
+    assert int(state.step) == 1 and np.isfinite(float(metrics["loss/total"]))
+
+
+def test_config_checks_the_dapo_and_gspo_options():
+    from rlr.config import ConfigError, load_config
+    from rlr.training.configs import PPOConfig
+
+    def load(*overrides):
+        return load_config(PPOConfig, None, list(overrides))
+
+    default = PPOConfig()
+    assert (default.ppo.clip_eps_low, default.ppo.clip_eps_high) == (None, None)
+    assert default.ppo.importance_ratio == "token"
+    assert (default.reward.overlong_buffer, default.reward.overlong_penalty) == (None, None)
+    assert (default.rollout.dynamic_sampling, default.rollout.max_sampling_rounds) == (False, None)
+    grpo = ("algorithm=grpo", "rollout.samples_per_prompt=2")
+    config = load(
+        *grpo,
+        "ppo.clip_eps_low=0.2",
+        "ppo.clip_eps_high=0.28",
+        "ppo.importance_ratio=sequence",
+        "reward.overlong_buffer=16",
+        "reward.overlong_penalty=1.0",
+        "rollout.dynamic_sampling=true",
+        "rollout.max_sampling_rounds=3",
+    )
+    assert config.ppo.clip_eps_high == 0.28 and config.rollout.max_sampling_rounds == 3
+    for overrides, message in [
+        (("ppo.clip_eps_low=1.0",), r"ppo.clip_eps_low must be in \(0, 1\)"),
+        (("ppo.clip_eps_high=0",), "ppo.clip_eps_high must be > 0"),
+        (("ppo.importance_ratio=sequence",), "set ppo.loss_aggregation=sequence_mean"),
+        (
+            ("algorithm=dr_grpo", "rollout.samples_per_prompt=2", "ppo.importance_ratio=sequence"),
+            "aggregates with token_sum",
+        ),
+        (("reward.overlong_buffer=0",), "reward.overlong_buffer must be >= 1"),
+        (("reward.overlong_buffer=97",), "must be at most rollout.max_new_tokens=96"),
+        (("reward.overlong_penalty=0.5",), "reward.overlong_buffer is null"),
+        ((*grpo, "rollout.dynamic_sampling=true"), "rollout.max_sampling_rounds: dynamic"),
+        ((*grpo, "rollout.max_sampling_rounds=3"), "dynamic sampling, which is off"),
+        (
+            ("rollout.dynamic_sampling=true", "rollout.max_sampling_rounds=3"),
+            "only a group-relative algorithm",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(*overrides)
+
+
+def test_the_dapo_and_gspo_presets_load():
+    from rlr.config import load_config
+    from rlr.training.configs import DAPO, GSPO, PPOConfig, RolloutSpec, dapo_overrides
+
+    def load(overrides):
+        return load_config(PPOConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+
+    assert DAPO["reward.overlong_buffer"] == RolloutSpec().max_new_tokens // 5
+    dapo = load({**DAPO, "rollout.samples_per_prompt": 2})
+    assert (dapo.ppo.clip_eps_low, dapo.ppo.clip_eps_high) == (0.2, 0.28)
+    assert dapo.loss_aggregation == "token_mean" and dapo.effective_reward.kl_coef == 0.0
+    assert dapo.rollout.dynamic_sampling and dapo.reward.overlong_buffer == 19
+    assert dapo_overrides(20480)["reward.overlong_buffer"] == 4096  # the paper's budget
+    gspo = load({**GSPO, "rollout.samples_per_prompt": 2})
+    assert gspo.ppo.importance_ratio == "sequence" and gspo.loss_aggregation == "sequence_mean"

@@ -417,3 +417,39 @@ def test_placement_puts_each_reward_on_its_step_end_only(data, values):
     for t in range(PLACE_T):
         want = values[ends.index(t)] if t in ends else 0.0
         np.testing.assert_allclose(got[t], want, atol=1e-6)
+
+
+def reference_overlong_penalty(lengths, max_length, buffer, factor):
+    """DAPO (arXiv 2503.14476) eq. 13, case by case, times verl's penalty_factor."""
+    out = []
+    for length in lengths:
+        if length <= max_length - buffer:
+            r = 0.0
+        elif length <= max_length:
+            r = ((max_length - buffer) - length) / buffer
+        else:
+            r = -1.0
+        out.append(factor * r)
+    return np.array(out, np.float32)
+
+
+class OverlongPenaltyTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters((20, 4, 1.0), (20, 20, 0.5), (7, 1, 2.0))
+    def test_matches_paper_formula(self, max_length, buffer, factor):
+        lengths = np.arange(0, max_length + 3, dtype=np.int32)
+        fn = self.variant(
+            functools.partial(
+                rlr.overlong_penalty, max_length=max_length, buffer=buffer, factor=factor
+            )
+        )
+        got = fn(lengths)
+        want = reference_overlong_penalty(lengths, max_length, buffer, factor)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        self.assertEqual(float(got[max_length]), -factor)  # the full budget pays the factor
+        self.assertEqual(float(got[max_length - buffer]), 0.0)  # the ramp starts after it
+
+    def test_buffer_must_fit_the_budget(self):
+        for buffer in (0, 11):
+            with self.assertRaisesRegex(ValueError, "buffer must be in 1..max_length=10"):
+                rlr.overlong_penalty(np.array([3]), max_length=10, buffer=buffer)

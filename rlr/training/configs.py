@@ -202,9 +202,30 @@ class RewardSpec:
     prof_remove: int | None = None
     separators: tuple[str, ...] = ("\n\n", "\n")
     max_steps: int = 16
+    # DAPO's overlong reward shaping (arXiv 2503.14476 eq. 13; verl's overlong_buffer.len):
+    # a response longer than rollout.max_new_tokens - overlong_buffer tokens earns a penalty
+    # falling linearly to -overlong_penalty at the budget, added to its outcome reward at its
+    # last token (rlr.overlong_penalty); null (default): off.
+    overlong_buffer: int | None = None
+    # The penalty at the budget (verl's overlong_buffer.penalty_factor; DAPO: 1.0); read only
+    # with overlong_buffer, null there: 1.0.
+    overlong_penalty: float | None = None
 
     def __post_init__(self):
         require(self.alpha >= 0, f"reward.alpha must be >= 0; got {self.alpha}")
+        require(
+            self.overlong_buffer is None or self.overlong_buffer >= 1,
+            f"reward.overlong_buffer must be >= 1 token (or null: off); got {self.overlong_buffer}",
+        )
+        require(
+            self.overlong_penalty is None or self.overlong_buffer is not None,
+            "reward.overlong_penalty scales the overlong penalty, which is off "
+            "(reward.overlong_buffer is null); set reward.overlong_buffer or remove it",
+        )
+        require(
+            self.overlong_penalty is None or self.overlong_penalty >= 0,
+            f"reward.overlong_penalty must be >= 0; got {self.overlong_penalty}",
+        )
         require(
             self.kl_coef is None or self.kl_coef >= 0,
             f"reward.kl_coef must be >= 0; got {self.kl_coef}",
@@ -259,6 +280,17 @@ class RolloutSpec:
     # Decode only the unfinished rows once they fit a smaller batch (rlr.sampling.sample's
     # `compact`); False runs every row until the longest response ends.
     compact_rows: bool = True
+    # DAPO's dynamic sampling (critic-free algorithms only): drop each prompt's group whose
+    # successes are all equal (all right or all wrong: no advantage) and sample further rounds
+    # of prompts_per_iteration prompts until the batch holds prompts_per_iteration informative
+    # groups, or max_sampling_rounds rounds (the first included) are spent; slots still empty
+    # then hold dropped groups with their response masks zeroed (no loss, no advantage).
+    # Off by default.
+    dynamic_sampling: bool = False
+    # The cap on sampling rounds per iteration, the first included (verl's
+    # filter_groups.max_num_gen_batches, 10 in the DAPO recipe); required with
+    # dynamic_sampling, read only then.
+    max_sampling_rounds: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -275,6 +307,20 @@ class RolloutSpec:
             or (self.chunk_rows >= 1 and self.batch_size % self.chunk_rows == 0),
             f"rollout.chunk_rows must divide the batch of {self.batch_size} rows; "
             f"got {self.chunk_rows}",
+        )
+        require(
+            not self.dynamic_sampling or self.max_sampling_rounds is not None,
+            "rollout.max_sampling_rounds: dynamic sampling needs a cap on its sampling rounds "
+            "per iteration (the first included; the DAPO recipe uses 10); set it",
+        )
+        require(
+            self.dynamic_sampling or self.max_sampling_rounds is None,
+            "rollout.max_sampling_rounds caps dynamic sampling, which is off; set "
+            "rollout.dynamic_sampling=true or remove it",
+        )
+        require(
+            self.max_sampling_rounds is None or self.max_sampling_rounds >= 1,
+            f"rollout.max_sampling_rounds must be >= 1; got {self.max_sampling_rounds}",
         )
 
 
@@ -323,8 +369,24 @@ class PPOSpec:
     # Dual clip (verl's clip_ratio_c, 3.0 there): tokens with A < 0 lose at most -A * dual_clip;
     # must be > 1; null: off.
     dual_clip: float | None = None
+    # Decoupled clip range (DAPO's clip-higher, 0.2 / 0.28; verl's clip_ratio_low / high): the
+    # ratio is clipped to [1 - clip_eps_low, 1 + clip_eps_high]; null: clip_eps for that side.
+    clip_eps_low: float | None = None
+    clip_eps_high: float | None = None
+    # The importance ratio of the policy loss: "token" (PPO's, per token) or "sequence" (GSPO,
+    # arXiv 2507.18071: the row's geometric-mean ratio on every token, needing
+    # loss_aggregation=sequence_mean as verl's compute_policy_loss_gspo).
+    importance_ratio: Literal["token", "sequence"] = "token"
 
     def __post_init__(self):
+        require(
+            self.clip_eps_low is None or 0 < self.clip_eps_low < 1,
+            f"ppo.clip_eps_low must be in (0, 1) (or null: ppo.clip_eps); got {self.clip_eps_low}",
+        )
+        require(
+            self.clip_eps_high is None or self.clip_eps_high > 0,
+            f"ppo.clip_eps_high must be > 0 (or null: ppo.clip_eps); got {self.clip_eps_high}",
+        )
         require(
             0 < self.value_norm_beta < 1,
             f"ppo.value_norm_beta must be in (0, 1); got {self.value_norm_beta}",
@@ -551,6 +613,24 @@ class PPOConfig:
             "reward.kl_estimator=k3, or put the KL in the loss (reward.kl_in_loss)",
         )
         require(
+            not (self.uses_critic and self.rollout.dynamic_sampling),
+            "rollout.dynamic_sampling drops groups of samples whose successes are all equal, "
+            "which only a group-relative algorithm (grpo, dr_grpo, rloo) has; ppo's rows are "
+            "not groups and its critic learns from every row",
+        )
+        require(
+            self.ppo.importance_ratio != "sequence" or self.loss_aggregation == "sequence_mean",
+            f"ppo.importance_ratio=sequence (GSPO) takes the mean of each row's loss and then "
+            f"the mean over rows (verl forces seq-mean-token-mean for it); this run aggregates "
+            f"with {self.loss_aggregation}: set ppo.loss_aggregation=sequence_mean",
+        )
+        require(
+            self.reward.overlong_buffer is None
+            or self.reward.overlong_buffer <= self.rollout.max_new_tokens,
+            f"reward.overlong_buffer={self.reward.overlong_buffer} must be at most "
+            f"rollout.max_new_tokens={self.rollout.max_new_tokens} (the budget it ends at)",
+        )
+        require(
             self.rollout.batch_size % self.ppo.minibatches == 0,
             f"rollout batch {self.rollout.batch_size} (prompts x samples) must divide into "
             f"ppo.minibatches={self.ppo.minibatches}",
@@ -703,6 +783,41 @@ REALHF_PPO: dict[str, Any] = {
     "ppo.value_norm": True,
     "ppo.value_norm_beta": 0.99995,
     "ppo.early_stop_ratio": 5.0,
+}
+
+
+def dapo_overrides(max_new_tokens: int) -> dict[str, Any]:
+    """DAPO (Yu et al. 2025, arXiv 2503.14476) as overrides on grpo: clip-higher 0.2 / 0.28,
+    a token-mean loss, no KL term, dynamic sampling (at most 10 rounds, the DAPO recipe's
+    max_num_gen_batches) and overlong reward shaping with a buffer of a fifth of the budget
+    (the paper's 4096 of 20480 tokens), penalty 1. rlr's defaults leave all of it off."""
+    return {
+        "algorithm": "grpo",
+        "ppo.clip_eps_low": 0.2,
+        "ppo.clip_eps_high": 0.28,
+        "ppo.loss_aggregation": "token_mean",
+        "reward.kl_coef": 0.0,
+        "rollout.dynamic_sampling": True,
+        "rollout.max_sampling_rounds": 10,
+        "reward.overlong_buffer": max(1, max_new_tokens // 5),
+        "reward.overlong_penalty": 1.0,
+    }
+
+
+# DAPO for the default budget (rollout.max_new_tokens = 96: an overlong buffer of 19 tokens);
+# dapo_overrides(max_new_tokens) for another budget.
+DAPO: dict[str, Any] = dapo_overrides(96)
+
+# GSPO (Zheng et al. 2025, arXiv 2507.18071) as overrides on grpo: the sequence-level
+# importance ratio with a sequence-mean loss, clip range 3e-4 / 4e-4 and no KL term, as verl's
+# examples/gspo_trainer scripts. rlr's defaults leave it off.
+GSPO: dict[str, Any] = {
+    "algorithm": "grpo",
+    "ppo.importance_ratio": "sequence",
+    "ppo.loss_aggregation": "sequence_mean",
+    "ppo.clip_eps_low": 3e-4,
+    "ppo.clip_eps_high": 4e-4,
+    "reward.kl_coef": 0.0,
 }
 
 # The reward variants of the paper's ablation: name -> PPO config overrides.

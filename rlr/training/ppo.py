@@ -108,13 +108,96 @@ class PPOTrainer:
         this process encodes, grades and scores only its block of rows
         (rlr.training.distributed), and the global [B, ...] arrays are assembled on the mesh
         in chunk order, so the rollout does not depend on the number of processes.
+        With rollout.dynamic_sampling, further rounds follow (dynamic_rollout).
         """
+        key = jax.random.fold_in(jax.random.key(self.config.seed), iteration)
+        first = self._sample(self.prompts_for(iteration), key, grader)
+        if not self.config.rollout.dynamic_sampling:
+            return first[:2]
+        return self.dynamic_rollout(iteration, grader, first)
+
+    def extra_prompts(self, iteration: int, round_: int) -> list[Any]:
+        """Dynamic sampling's prompts for round `round_` >= 1 of an iteration:
+        prompts_per_iteration problems drawn without replacement (with, if the training set is
+        smaller) by a generator seeded with (seed, iteration, round). The epoch order of
+        prompts_for is untouched, and everything follows from (seed, iteration), so a resumed
+        run draws the same prompts."""
+        n = len(self.train_problems)
+        per = self.config.rollout.prompts_per_iteration
+        rng = np.random.default_rng([self.config.seed, iteration, round_])
+        return [self.train_problems[i] for i in rng.choice(n, size=per, replace=per > n)]
+
+    def dynamic_rollout(
+        self, iteration: int, grader: Any, first: tuple[Any, ...]
+    ) -> tuple[ppo_core.Rollout, dict[str, Any]]:
+        """DAPO's dynamic sampling (arXiv 2503.14476 section 3.2; verl's filter_groups).
+
+        A group (the G samples of a prompt) is informative unless its successes are all equal
+        (after ppo.truncation's zeroing): all right or all wrong, its outcome advantage is 0.
+        Round r >= 1 samples extra_prompts(iteration, r) with key fold_in(key, 2**20 + r),
+        until prompts_per_iteration informative groups are kept (in round order; the first
+        that many) or rollout.max_sampling_rounds rounds are spent. Shapes stay static: the
+        batch is always B rows. Where the cap leaves slots empty, they hold the earliest
+        dropped groups with response_mask, step_mask, success (and truncated, sampled_logp)
+        zeroed, so they carry no advantage and no loss; verl's recipe raises an error there
+        instead. Rate metrics (success_rate, response_length, ...) are the first round's, as
+        without dynamic sampling; time/* sums the rounds. Metrics dynamic_sampling/rounds,
+        /groups_dropped (over every round sampled) and /groups_padded.
+        """
+        cfg, roll = self.config, self.config.rollout
+        P, G, B = roll.prompts_per_iteration, roll.samples_per_prompt, roll.batch_size
+        key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
+        rounds = [first]
+        kept: list[tuple[int, int]] = []
+        dropped: list[tuple[int, int]] = []
+        for r in range(roll.max_sampling_rounds):
+            if r > 0:
+                extra = self._sample(
+                    self.extra_prompts(iteration, r), jax.random.fold_in(key, 2**20 + r), grader
+                )
+                rounds.append(extra)
+            gathered = rounds[r][2]
+            success = gathered["success"]
+            if cfg.ppo.truncation != "grade":
+                success = success * (1.0 - gathered["truncated"])
+            groups = success.reshape(P, G)
+            informative = groups.max(axis=1) != groups.min(axis=1)
+            for g in range(P):
+                (kept if informative[g] else dropped).append((r, g))
+            if len(kept) >= P:
+                break
+        padded = max(P - len(kept), 0)
+        chosen = kept[:P] + dropped[:padded]
+        rows = np.array([r * B + g * G + j for r, g in chosen for j in range(G)], np.int32)
+        weight = np.repeat(np.arange(P) < P - padded, G).astype(np.float32)
+
+        def joined(tree_of_round: Any) -> Any:
+            trees = [tree_of_round(x) for x in rounds]
+            if trees[0] is None:
+                return None
+            if len(trees) > 1:
+                trees = [jax.tree.map(lambda *xs: _concatenate(self.mesh, list(xs)), *trees)]
+            return _select_rows(self.mesh, trees[0], rows, weight)
+
+        rollout = joined(lambda x: x[0])
+        info = dict(first[1])
+        info["text_step_scores"] = joined(lambda x: x[1]["text_step_scores"])
+        for name in ("time/rollout", "time/grading", "time/prm_text_scoring"):
+            info[name] = float(sum(x[1][name] for x in rounds))
+        info["dynamic_sampling/rounds"] = float(len(rounds))
+        info["dynamic_sampling/groups_dropped"] = float(len(dropped))
+        info["dynamic_sampling/groups_padded"] = float(padded)
+        return rollout, info
+
+    def _sample(
+        self, problems: list[Any], key: jax.Array, grader: Any
+    ) -> tuple[ppo_core.Rollout, dict[str, Any], dict[str, np.ndarray]]:
+        """Samples G responses to each of `problems`, grades and segments them: (rollout on
+        the mesh, info, the global per-row success / response_mask / truncated / steps)."""
         cfg = self.config
-        problems = self.prompts_for(iteration)
         G = cfg.rollout.samples_per_prompt
         rows = [p for p in problems for _ in range(G)]
         B, C = cfg.rollout.batch_size, cfg.rollout.chunk_rows or cfg.rollout.batch_size
-        key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
         parts: list[dict[str, np.ndarray]] = []
         texts: list[str] = []
         seconds = {"rollout": 0.0, "grading": 0.0, "prm_text_scoring": 0.0}
@@ -204,7 +287,7 @@ class PPOTrainer:
             "texts": texts,
             "text_step_scores": text_step_scores,
         }
-        return rollout, info
+        return rollout, info, gathered
 
     def _chunks(self) -> list[tuple[int, int]]:
         # Exact row slices of the device-resident, sharded rollout (chunk_rows divides B), so
@@ -440,6 +523,28 @@ def _networks(config: dict[str, Any]) -> list[str]:
 
     critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
     return ["policy", "critic"] if critic.critic else ["policy"]
+
+
+def _select_rows(mesh: Any, tree: Any, rows: np.ndarray, weight: np.ndarray) -> Any:
+    """Rows `rows` of every array in a batch pytree, on the mesh; a Rollout's per-row masks
+    and rewards (response_mask, step_mask, success, truncated, sampled_logp) are multiplied by
+    `weight` [len(rows)] (0: a row that carries no loss)."""
+    masked = {"response_mask", "step_mask", "success", "truncated", "sampled_logp"}
+
+    def select(tree: Any, rows: jax.Array, weight: jax.Array) -> Any:
+        picked = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
+        if not isinstance(picked, ppo_core.Rollout):
+            return picked
+
+        def scale(x: jax.Array | None) -> jax.Array | None:
+            if x is None:
+                return None
+            return x * weight.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+
+        return picked._replace(**{name: scale(getattr(picked, name)) for name in masked})
+
+    shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), tree)
+    return jax.jit(select, out_shardings=shardings)(tree, rows, weight)
 
 
 def run(args: argparse.Namespace) -> int:

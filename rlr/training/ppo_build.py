@@ -169,6 +169,10 @@ def build_ppo(
             whiten_advantages=bool(spec.whiten_advantages),
             truncation=spec.truncation,
             value_norm_beta=spec.value_norm_beta,
+            overlong_buffer=config.reward.overlong_buffer,
+            overlong_penalty=1.0
+            if config.reward.overlong_penalty is None
+            else config.reward.overlong_penalty,
         )
     )
     update = jax.jit(
@@ -184,6 +188,9 @@ def build_ppo(
             kl_clamp=config.reward.kl_clamp,
             early_stop_ratio=spec.early_stop_ratio,
             temperature=config.rollout.temperature,
+            clip_eps_low=spec.clip_eps_low,
+            clip_eps_high=spec.clip_eps_high,
+            importance_ratio=spec.importance_ratio,
         ),
         in_shardings=(state_shard, None),
         out_shardings=(state_shard, None),

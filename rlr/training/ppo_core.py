@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 import rlr
+from rlr.rewards import last_token_onehot
 from rlr.training.configs import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
 from rlr.training.readouts import (
     critic_readout,
@@ -149,6 +150,8 @@ def build_experience(
     truncation: str = "grade",
     value_stats: rlr.ValueNormStats | None = None,
     value_norm_beta: float = 0.99995,
+    overlong_buffer: int | None = None,
+    overlong_penalty: float = 1.0,
 ) -> tuple[Any, ...]:  # (Experience, metrics) or (Experience, metrics, ValueNormStats)
     """Advantages of a rollout, plus metrics.
 
@@ -180,6 +183,11 @@ def build_experience(
     response_mask in the Experience is zeroed, so the loss gives it no gradient and no weight
     (token_sum still divides by the constant B * T). Metrics prof/dropped_rows (rows dropped
     this iteration) and prof/kept_success_rate.
+    overlong_buffer (reward.overlong_buffer; DAPO): rlr.overlong_penalty of each row's length,
+    with the budget T = the response width (rollout.max_new_tokens) and factor
+    overlong_penalty, joins the outcome reward at the row's last token (rewards.outcome and
+    total): through GAE with a critic, into the group's outcome reward without one. Metric
+    reward/overlong; reward/orm stays the ORM's term alone.
     """
     mask = rollout.response_mask
     critic = ALGORITHM_DEFAULTS[algorithm].critic
@@ -218,6 +226,16 @@ def build_experience(
         kl_estimator=reward.kl_estimator or "k1",  # unset (and unused) when the KL is in the loss
         kl_clamp=reward.kl_clamp if reward.kl_estimator == "k3" else None,
     )
+    overlong = None
+    if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
+        lengths = jnp.sum(mask, axis=1)
+        penalty = rlr.overlong_penalty(
+            lengths, max_length=mask.shape[1], buffer=overlong_buffer, factor=overlong_penalty
+        )
+        overlong = last_token_onehot(mask) * penalty[:, None]
+        rewards = rewards._replace(
+            total=rewards.total + overlong, outcome=rewards.outcome + overlong
+        )
     values, final_value = scored.old_values, scored.final_value
     if value_stats is not None:  # the critic speaks in normalised units
         values = rlr.denormalize_values(values, value_stats) * mask
@@ -279,6 +297,9 @@ def build_experience(
     if not critic and reward.prof_remove is not None:
         metrics["prof/dropped_rows"] = jnp.sum(~keep).astype(jnp.float32)
         metrics["prof/kept_success_rate"] = rlr.masked_mean(success, keep)
+    if overlong is not None:
+        metrics["reward/overlong"] = per_row(overlong)
+        metrics["reward/orm"] = per_row(rewards.outcome - overlong)
     if critic:
         explained = 1.0 - rlr.masked_var(returns - values, mask) / jnp.maximum(
             rlr.masked_var(returns, mask), 1e-8
@@ -413,10 +434,14 @@ def ppo_loss(
     dual_clip: float | None = None,
     kl_clamp: float | None = None,
     temperature: float = 1.0,
+    clip_eps_low: float | None = None,
+    clip_eps_high: float | None = None,
+    importance_ratio: str = "token",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
-    `dual_clip` is set), plus the clipped value loss when there is a critic, plus kl_coef
-    times the k3 KL to the reference (clamped to +-kl_clamp when set) aggregated the same way
+    `dual_clip` is set; clip range and ratio as rlr.ppo_policy_loss's keywords), plus the
+    clipped value loss when there is a critic, plus kl_coef times the k3 KL to the reference
+    (clamped to +-kl_clamp when set) aggregated the same way
     (GRPO's KL in the loss; 0 leaves it out)."""
     mask = batch.response_mask
     T = mask.shape[1]
@@ -433,6 +458,9 @@ def ppo_loss(
         clip_eps=clip_eps,
         aggregation=aggregation,
         dual_clip=dual_clip,
+        clip_eps_low=clip_eps_low,
+        clip_eps_high=clip_eps_high,
+        importance_ratio=importance_ratio,
     )
     entropy = rlr.masked_mean(readout.entropy, mask)
     metrics = {
@@ -523,6 +551,9 @@ def ppo_update(
     kl_clamp: float | None = None,
     early_stop_ratio: float | None = None,
     temperature: float = 1.0,
+    clip_eps_low: float | None = None,
+    clip_eps_high: float | None = None,
+    importance_ratio: str = "token",
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
     skipped. Other keywords as ppo_loss.
@@ -547,6 +578,9 @@ def ppo_update(
         dual_clip=dual_clip,
         kl_clamp=kl_clamp,
         temperature=temperature,
+        clip_eps_low=clip_eps_low,
+        clip_eps_high=clip_eps_high,
+        importance_ratio=importance_ratio,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state, update_metrics = apply_gradients(state, grads, loss, tx)
