@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from rlr.training.configs import REWARD_VARIANTS
+
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
 
@@ -170,7 +172,9 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated subset of success,orm,prm_raw,prm_clip,prm_delta,prm_clip_delta",
+        help="comma-separated reward variants (default: the preset's): "
+        + ", ".join(REWARD_VARIANTS)
+        + "; the critic-free-only ones are skipped under ppo",
     )
     parser.add_argument(
         "--algorithm",

@@ -377,10 +377,14 @@ def sequence_logprobs(
     prompt_mask: chex.Array,  # [B, P]
     response: chex.Array,  # [B, T]
     response_mask: chex.Array,  # [B, T]
+    *,
+    temperature: float = 1.0,
 ) -> chex.Array:  # [B, T] f32, 0 where response_mask is 0
-    """Log-probs of the response tokens under one full forward pass (PPO's logp / ref_logp).
+    """Log-probs of the response tokens under one full forward pass (PPO's logp / ref_logp),
+    of softmax(logits / temperature).
 
-    Uses the same positions and masking as `sample`, so it reproduces the sampler's logprobs.
+    Uses the same positions and masking as `sample`, so it reproduces the sampler's logprobs
+    at the sampler's temperature (1 for a greedy sampler).
     """
     chex.assert_rank([prompt_ids, prompt_mask, response, response_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
@@ -389,5 +393,6 @@ def sequence_logprobs(
     mask = jnp.concatenate([prompt_mask, response_mask], axis=1).astype(jnp.int32)
     # The row layout every trainer reads (rlr.training.readouts): the LM head runs only on the
     # T columns that predict response tokens, a chunk at a time.
-    logprobs = policy_readout(model, params, ids, mask, T=response.shape[1]).logprobs
+    T = response.shape[1]
+    logprobs = policy_readout(model, params, ids, mask, T=T, temperature=temperature).logprobs
     return logprobs * response_mask.astype(jnp.float32)

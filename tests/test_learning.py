@@ -212,7 +212,7 @@ def train(
             clip_eps=0.2,
             value_clip_eps=0.2,
             aggregation=defaults.loss_aggregation,
-            kl_loss_coef=reward.kl_coef if defaults.kl_in_loss else 0.0,
+            kl_coef=reward.kl_coef if defaults.kl_in_loss else 0.0,
         ),
         donate_argnums=0,
     )

@@ -13,17 +13,10 @@ import jax
 import numpy as np
 import pytest
 from absl.testing import parameterized
+from test_rewards import random_steps
 
 import rlr
 from rlr import process_designs as pd
-
-
-def random_steps(batch, max_steps, seed, min_steps=0):
-    rng = np.random.default_rng(seed)
-    scores = rng.uniform(0, 1, (batch, max_steps)).astype(np.float32)
-    counts = rng.integers(min_steps, max_steps + 1, batch)
-    step_mask = (np.arange(max_steps)[None, :] < counts[:, None]).astype(np.float32)
-    return scores, step_mask
 
 
 def random_tokens(shape, seed, min_len=0):

@@ -88,10 +88,12 @@ def test_greedy_equals_argmax_of_full_forward(lm, greedy, prompts):
             assert out.tokens[b, t] == sequence[-1], (b, t)
 
 
-def test_logprobs_match_sequence_logprobs(lm, nucleus, logprobs_fn, prompts):
-    _, params = lm
+def test_logprobs_match_sequence_logprobs(lm, nucleus, prompts):
+    model, params = lm
     ids, mask = prompts
     out = nucleus(params, ids, mask, jax.random.key(4))
+    # the sampler's temperature (0.8); its top-k / top-p filter is not in the log-probs
+    logprobs_fn = jax.jit(functools.partial(sampling.sequence_logprobs, model, temperature=0.8))
     want = logprobs_fn(params, ids, mask, out.tokens, out.mask)
     np.testing.assert_allclose(out.logprobs, want, atol=1e-5)
     assert np.all(np.asarray(out.logprobs)[np.asarray(out.mask) > 0] < 0)
@@ -288,6 +290,10 @@ def test_compaction_does_not_change_any_row(lm, many_prompts, logprobs_fn, setti
     np.testing.assert_array_equal(packed.tokens, full.tokens)
     np.testing.assert_array_equal(packed.mask, full.mask)
     np.testing.assert_allclose(packed.logprobs, full.logprobs, atol=1e-5)
+    temperature = settings["temperature"] or 1.0  # greedy: the temperature-1 log-probs
+    if temperature != 1.0:
+        logprobs_fn = functools.partial(sampling.sequence_logprobs, model, temperature=temperature)
+        logprobs_fn = jax.jit(logprobs_fn)
     want = logprobs_fn(params, ids, mask, packed.tokens, packed.mask)
     np.testing.assert_allclose(packed.logprobs, want, atol=1e-5)
     for seed in range(2):  # new keys, one program
