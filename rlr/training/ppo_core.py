@@ -17,8 +17,38 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import rlr
-from rlr.rewards import last_token_onehot
+from rlr.advantages import (
+    ValueNormStats,
+    denormalize_values,
+    gae_advantages,
+    group_outcome_advantages,
+    group_process_advantages,
+    masked_whiten,
+    normalize_values,
+    value_norm_mean_std,
+    value_norm_update,
+)
+from rlr.losses import (
+    aggregate_token_losses,
+    masked_mean,
+    masked_var,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
+from rlr.process_designs import (
+    min_form_returns,
+    prof_keep_mask,
+    pure_softmin_step_rewards,
+)
+from rlr.rewards import (
+    TokenRewards,
+    kl_penalty,
+    last_token_onehot,
+    place_at_tokens,
+    shape_process_rewards,
+    token_rewards,
+)
+from rlr.rewards import overlong_penalty as overlong_penalty_of
 from rlr.training.configs import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
 from rlr.training.readouts import (
     critic_readout,
@@ -148,7 +178,7 @@ def build_experience(
     lam: float = 1.0,
     whiten_advantages: bool = True,
     truncation: str = "grade",
-    value_stats: rlr.ValueNormStats | None = None,
+    value_stats: ValueNormStats | None = None,
     value_norm_beta: float = 0.99995,
     overlong_buffer: int | None = None,
     overlong_penalty: float = 1.0,
@@ -178,7 +208,7 @@ def build_experience(
     reward.method pure_softmin: PURE's softmin-weighted step rewards (process_step_rewards) take
     the place of the shaped ones, under ppo (at step ends, through GAE) and without a critic
     alike. min_form (critic-free only): group_advantages. reward.prof_remove (critic-free
-    only): PROF's filter drops that many rows of each group (rlr.prof_keep_mask on the success
+    only): PROF's filter drops that many rows of each group (prof_keep_mask on the success
     after `truncation` and the PRM's mean step score); a dropped row gets advantage 0 and its
     response_mask in the Experience is zeroed, so the loss gives it no gradient and no weight
     (token_sum still divides by the constant B * T). Metrics prof/dropped_rows (rows dropped
@@ -209,7 +239,7 @@ def build_experience(
     step_rewards = None
     if reward.use_prm:
         step_rewards = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
-    rewards = rlr.token_rewards(
+    rewards = token_rewards(
         success,
         mask,
         step_rewards,
@@ -229,7 +259,7 @@ def build_experience(
     overlong = None
     if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
         lengths = jnp.sum(mask, axis=1)
-        penalty = rlr.overlong_penalty(
+        penalty = overlong_penalty_of(  # rlr.overlong_penalty (the keyword shadows its name)
             lengths, max_length=mask.shape[1], buffer=overlong_buffer, factor=overlong_penalty
         )
         overlong = last_token_onehot(mask) * penalty[:, None]
@@ -238,28 +268,28 @@ def build_experience(
         )
     values, final_value = scored.old_values, scored.final_value
     if value_stats is not None:  # the critic speaks in normalised units
-        values = rlr.denormalize_values(values, value_stats) * mask
-        final_value = rlr.denormalize_values(final_value, value_stats)
+        values = denormalize_values(values, value_stats) * mask
+        final_value = denormalize_values(final_value, value_stats)
     targets, keep = None, None
     if critic:
         bootstrap = None
         if truncation == "zero_and_bootstrap":
             bootstrap = final_value * rollout.truncated.astype(jnp.float32)
-        advantages, returns = rlr.gae_advantages(
+        advantages, returns = gae_advantages(
             rewards.total, values, mask, gamma=gamma, lam=lam, bootstrap_value=bootstrap
         )
         targets = returns
         if value_stats is not None:
-            value_stats = rlr.value_norm_update(value_stats, returns, mask, beta=value_norm_beta)
-            targets = rlr.normalize_values(returns, value_stats) * mask
+            value_stats = value_norm_update(value_stats, returns, mask, beta=value_norm_beta)
+            targets = normalize_values(returns, value_stats) * mask
         if whiten_advantages:
-            advantages = rlr.masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask)
     else:
         if reward.prof_remove is not None:
             B = mask.shape[0]
-            keep = rlr.prof_keep_mask(
+            keep = prof_keep_mask(
                 (success > 0.5).reshape(B // group_size, group_size),
-                rlr.masked_mean(scored.step_scores, rollout.step_mask, axis=1).reshape(
+                masked_mean(scored.step_scores, rollout.step_mask, axis=1).reshape(
                     B // group_size, group_size
                 ),
                 num_remove=reward.prof_remove,
@@ -290,25 +320,25 @@ def build_experience(
         # process reward vanished (eta <= 0 clipping probabilities, alpha = 0)
         "reward/prm_nonzero_fraction": jnp.sum((rewards.process != 0) & (mask > 0))
         / jnp.maximum(jnp.sum(rollout.step_mask), 1),
-        "kl/k1_per_token": rlr.masked_mean(scored.old_logp - scored.ref_logp, mask),
-        "advantage/mean": rlr.masked_mean(advantages, loss_mask),
+        "kl/k1_per_token": masked_mean(scored.old_logp - scored.ref_logp, mask),
+        "advantage/mean": masked_mean(advantages, loss_mask),
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
     if not critic and reward.prof_remove is not None:
         metrics["prof/dropped_rows"] = jnp.sum(~keep).astype(jnp.float32)
-        metrics["prof/kept_success_rate"] = rlr.masked_mean(success, keep)
+        metrics["prof/kept_success_rate"] = masked_mean(success, keep)
     if overlong is not None:
         metrics["reward/overlong"] = per_row(overlong)
         metrics["reward/orm"] = per_row(rewards.outcome - overlong)
     if critic:
-        explained = 1.0 - rlr.masked_var(returns - values, mask) / jnp.maximum(
-            rlr.masked_var(returns, mask), 1e-8
+        explained = 1.0 - masked_var(returns - values, mask) / jnp.maximum(
+            masked_var(returns, mask), 1e-8
         )
-        metrics["value/mean"] = rlr.masked_mean(values, mask)
+        metrics["value/mean"] = masked_mean(values, mask)
         metrics["value/explained_variance"] = explained
         metrics["return/mean_first_token"] = jnp.sum(returns[:, 0]) / rows
     if value_stats is not None:
-        norm_mean, norm_std = rlr.value_norm_mean_std(value_stats)
+        norm_mean, norm_std = value_norm_mean_std(value_stats)
         metrics["value_norm/mean"] = norm_mean
         metrics["value_norm/std"] = norm_std
     experience = Experience(
@@ -329,7 +359,7 @@ def build_experience(
 def group_advantages(
     rollout: Rollout,
     scored: Scored,
-    rewards: rlr.TokenRewards,
+    rewards: TokenRewards,
     reward: RewardSpec,
     *,
     algorithm: str,
@@ -350,7 +380,7 @@ def group_advantages(
     success - 1 against the others', step-end tokens zeroed); it fixes the estimator to their
     RLOO, so using it would make `algorithm` say one thing and run another; it is not wired.
     min_form: the exact min-form return R_k = min_{j >= k} PR_j of the signed step scores
-    PR = 2 x - 1 (rlr.min_form_returns with the step ends marked), on each token of step k,
+    PR = 2 x - 1 (min_form_returns with the step ends marked), on each token of step k,
     0 after the last step; times alpha, with no group normalisation (a minimum is not a sum
     of step rewards, so "group" is refused).
 
@@ -364,7 +394,7 @@ def group_advantages(
         raise ValueError(f"{B} rows do not split into groups of G={group_size}")
     P, G = B // group_size, group_size
     outcome = jnp.sum((rewards.success + rewards.outcome + rewards.kl) * mask, axis=1)
-    per_sample = rlr.group_outcome_advantages(
+    per_sample = group_outcome_advantages(
         outcome.reshape(P, G),
         scale=defaults.group_scale,
         leave_one_out=defaults.leave_one_out,
@@ -375,16 +405,16 @@ def group_advantages(
         if reward.process_normalization == "group":
             raise ValueError("reward.method=min_form takes no group normalisation")
         signed = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
-        ends = rlr.place_at_tokens(
+        ends = place_at_tokens(
             jnp.ones_like(signed), rollout.step_end, rollout.step_mask, num_tokens=T
         )
-        placed = rlr.place_at_tokens(signed, rollout.step_end, rollout.step_mask, num_tokens=T)
-        process = rlr.min_form_returns(placed, mask, reward_mask=ends > 0)
+        placed = place_at_tokens(signed, rollout.step_end, rollout.step_mask, num_tokens=T)
+        process = min_form_returns(placed, mask, reward_mask=ends > 0)
         advantages = advantages + reward.alpha * process
     elif reward.use_prm:
         K = rollout.step_end.shape[1]
         shaped = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
-        process = rlr.group_process_advantages(
+        process = group_process_advantages(
             shaped.reshape(P, G, K),
             rollout.step_mask.reshape(P, G, K),
             rollout.step_end.reshape(P, G, K),
@@ -404,13 +434,13 @@ def process_step_rewards(
     reward: RewardSpec,
 ) -> jax.Array:  # [B, K] float32, 0 on padding
     """The step rewards of reward.method, before alpha: Gao et al.'s raw / clip / delta /
-    clip_delta (rlr.shape_process_rewards); pure_softmin, PURE's w_k PR_k with
-    w = softmax(-PR / softmin_temperature) and PR = 2 x - 1 (rlr.pure_softmin_step_rewards;
+    clip_delta (shape_process_rewards); pure_softmin, PURE's w_k PR_k with
+    w = softmax(-PR / softmin_temperature) and PR = 2 x - 1 (pure_softmin_step_rewards;
     null temperature: 0.1); min_form, the signed score PR_k = 2 x - 1 itself, whose minimum to
     go is the min-form return (group_advantages)."""
     if reward.method == "pure_softmin":
         temperature = reward.softmin_temperature
-        return rlr.pure_softmin_step_rewards(
+        return pure_softmin_step_rewards(
             step_scores,
             step_mask,
             temperature=PURE_SOFTMIN_TEMPERATURE if temperature is None else temperature,
@@ -419,7 +449,7 @@ def process_step_rewards(
     if reward.method == "min_form":
         signed = 2.0 * step_scores.astype(jnp.float32) - 1.0
         return jnp.where(step_mask.astype(bool), signed, 0.0)
-    return rlr.shape_process_rewards(step_scores, step_mask, method=reward.method, eta=reward.eta)
+    return shape_process_rewards(step_scores, step_mask, method=reward.method, eta=reward.eta)
 
 
 def ppo_loss(
@@ -439,7 +469,7 @@ def ppo_loss(
     importance_ratio: str = "token",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
-    `dual_clip` is set; clip range and ratio as rlr.ppo_policy_loss's keywords), plus the
+    `dual_clip` is set; clip range and ratio as ppo_policy_loss's keywords), plus the
     clipped value loss when there is a critic, plus kl_coef times the k3 KL to the reference
     (clamped to +-kl_clamp when set) aggregated the same way
     (GRPO's KL in the loss; 0 leaves it out)."""
@@ -450,7 +480,7 @@ def ppo_loss(
         models.policy, params["policy"], ids, attn, T=T, temperature=temperature
     )
     logp = readout.logprobs
-    policy_loss, policy_metrics = rlr.ppo_policy_loss(
+    policy_loss, policy_metrics = ppo_policy_loss(
         logp,
         batch.old_logp,
         batch.advantages,
@@ -462,7 +492,7 @@ def ppo_loss(
         clip_eps_high=clip_eps_high,
         importance_ratio=importance_ratio,
     )
-    entropy = rlr.masked_mean(readout.entropy, mask)
+    entropy = masked_mean(readout.entropy, mask)
     metrics = {
         "loss/policy": policy_loss,
         "policy/entropy": entropy,
@@ -471,15 +501,15 @@ def ppo_loss(
     total = policy_loss
     if models.critic is not None:
         values = critic_values(models.critic, params["critic"], ids, attn, T=T)
-        value_loss, value_metrics = rlr.ppo_value_loss(
+        value_loss, value_metrics = ppo_value_loss(
             values, batch.old_values, batch.returns, mask, clip_eps=value_clip_eps
         )
         metrics["loss/value"] = value_loss
         metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
         total = total + value_loss
     if kl_coef:
-        kl = rlr.kl_penalty(logp, batch.ref_logp, estimator="k3", clamp=kl_clamp)
-        kl_loss = rlr.aggregate_token_losses(kl, mask, aggregation=aggregation)
+        kl = kl_penalty(logp, batch.ref_logp, estimator="k3", clamp=kl_clamp)
+        kl_loss = aggregate_token_losses(kl, mask, aggregation=aggregation)
         metrics["loss/kl"] = kl_loss
         total = total + kl_coef * kl_loss
     return total, metrics
