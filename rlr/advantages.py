@@ -16,7 +16,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlr.losses import check_floating, check_shapes, masked_mean, masked_var
+from rlr.checks import check_floating, check_shapes
+from rlr.losses import masked_mean, masked_var
 from rlr.rewards import last_token_onehot, place_at_tokens
 
 GROUP_SCALES = ("std", "none")

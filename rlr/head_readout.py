@@ -22,7 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlr.losses import check_integer, check_shapes
+from rlr.checks import check_integer, check_shapes
 
 # Rows (batch x chunk positions) of logits computed at once: 512 keeps a chunk of an 8k-vocab
 # head in a CPU's L3 cache and a 152k-vocab head's matmul compute-bound on a GPU.

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from rlr.advantages import discounted_reverse_cumsum
-from rlr.losses import check_floating, check_integer, check_shapes, masked_mean, masked_var
+from rlr.checks import check_floating, check_integer, check_shapes
+from rlr.losses import masked_mean, masked_var
 from rlr.rewards import last_token_onehot, place_at_tokens
 
 SCORE_KINDS = ("probability", "signed")

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import chex
 import jax.numpy as jnp
 
-from rlr.losses import check_floating, check_integer, check_shapes
+from rlr.checks import check_floating, check_integer, check_shapes
 
 PROCESS_REWARD_METHODS = ("raw", "clip", "delta", "clip_delta")
 KL_ESTIMATORS = ("k1", "k2", "k3")
