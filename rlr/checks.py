@@ -1,5 +1,5 @@
 """Argument checks of the maths API (rlr.rewards, rlr.advantages, rlr.losses,
-rlr.head_readout, rlr.process_designs): they turn rank, shape and dtype mismatches into
+rlr.readouts, rlr.process_designs): they turn rank, shape and dtype mismatches into
 ValueErrors that name the function, the argument, the expected letters and what it got."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from rlr.models.decoder import default_positions, init_cache
-from rlr.training.readouts import policy_readout
+from rlr.readouts import policy_readout
 
 
 class SampleOutput(NamedTuple):
@@ -391,7 +391,7 @@ def sequence_logprobs(
     chex.assert_equal_shape([response, response_mask])
     ids = jnp.concatenate([prompt_ids, response], axis=1).astype(jnp.int32)
     mask = jnp.concatenate([prompt_mask, response_mask], axis=1).astype(jnp.int32)
-    # The row layout every trainer reads (rlr.training.readouts): the LM head runs only on the
+    # The row layout every trainer reads (rlr.readouts): the LM head runs only on the
     # T columns that predict response tokens, a chunk at a time.
     T = response.shape[1]
     logprobs = policy_readout(model, params, ids, mask, T=T, temperature=temperature).logprobs

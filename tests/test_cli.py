@@ -201,6 +201,23 @@ def test_no_command_module_imports_another():
     assert not edges, f"command modules import each other: {edges}"
 
 
+def test_the_layers_below_training_import_nothing_from_it():
+    """The maths, the readouts and the sampler sit below the run kit: none imports rlr.training
+    (so a notebook can sample or compute rewards without the trainers)."""
+    below = (
+        "rlr.rewards",
+        "rlr.advantages",
+        "rlr.losses",
+        "rlr.checks",
+        "rlr.process_designs",
+        "rlr.readouts",
+        "rlr.sampling",
+    )
+    for module in below:
+        upward = {name for name in _imports(module) if name.startswith("rlr.training")}
+        assert not upward, (module, upward)
+
+
 def test_the_command_line_layer_stays_light():
     for module in ("rlr.cli", "rlr.commands", "rlr.config", "rlr.configs", "rlr.training.configs"):
         heavy = {

@@ -30,11 +30,11 @@ import optax
 import pytest
 
 from rlr.models import DecoderConfig, DecoderForCausalLM, DecoderForTokenClassification, init_params
+from rlr.readouts import policy_readout
 from rlr.sampling import filter_logits
 from rlr.training import ppo_core
 from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
 from rlr.training.generation import make_sampler
-from rlr.training.readouts import policy_readout
 from rlr.training.step import init_train_state
 
 PAD, EOS = 0, 1

@@ -167,8 +167,8 @@ def test_a_prm_reward_that_vanishes_is_reported(finished_run, assets, tmp_path, 
 
 def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path):
     from rlr.grading import Grader
+    from rlr.readouts import policy_readout
     from rlr.training.configs import PPOSpec
-    from rlr.training.readouts import policy_readout
 
     trainer = PPOTrainer(tiny_config(assets, tmp_path, ppo=PPOSpec(old_logprobs="rollout")))
     with Grader(num_workers=1, timeout_s=5.0) as grader:

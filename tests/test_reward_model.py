@@ -15,6 +15,7 @@ import pytest
 import yaml
 from test_batching import tokenizer_dir
 
+from rlr import readouts
 from rlr.cli import main
 from rlr.config import ConfigError, from_dict, load_config
 from rlr.data.readers import read_step_labelled
@@ -27,10 +28,9 @@ from rlr.models import (
     init_params,
     load_pretrained,
 )
-from rlr.training import readouts
+from rlr.readouts import orm_scores, prm_step_scores
 from rlr.training import reward_model as rm
 from rlr.training.configs import RewardModelConfig
-from rlr.training.readouts import orm_scores, prm_step_scores
 
 P, T, K = 36, 40, 6
 ARCH = {

@@ -671,7 +671,7 @@ class DecoderForCausalLM(nn.Module):
 
     def head_weight(self) -> chex.Array:  # [V, D] in the module's dtype
         """The LM head as a [V, D] matrix (logits = hidden @ weight.T): the tied embedding, or
-        the lm_head kernel transposed. What `rlr.head_readout.lm_head_readout` takes."""
+        the lm_head kernel transposed. What `rlr.readouts.lm_head_readout` takes."""
         if self.config.tie_word_embeddings:
             return jnp.asarray(self.model.embed_tokens.embedding, self.dtype)
         return jnp.asarray(self.lm_head.variables["params"]["kernel"], self.dtype).T

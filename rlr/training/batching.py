@@ -1,6 +1,6 @@
 """Text -> PPO-layout rows, fixed-shape batch mapping, and a resumable epoch iterator.
 
-Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.training.readouts: the prompt
+Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.readouts: the prompt
 LEFT-padded to P, then the response RIGHT-padded to T (EOS included in the response), so that
 `input_ids [B, S = P + T]`, `attention_mask [B, S]` and `response_mask [B, T]` mean the same
 thing everywhere. Step ends are found from the response token ids with

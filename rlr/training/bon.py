@@ -14,7 +14,7 @@ the first n samples, for each n in a list (1, 2, 4, ... G), and its accuracy is 
 Ties are scored as a uniform random pick among the tied samples (or tied answers): the
 accuracy credited is the mean correctness of the tied set, so no tie-break rule favours a
 method. A solution without any step gets a PRM score of 0. PRM and ORM scores are read with
-rlr.training.readouts on the PPO row layout, so they are exactly what PPO sees.
+rlr.readouts on the PPO row layout, so they are exactly what PPO sees.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlr import readouts
 from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
 from rlr.models.step_scorers import StepScorer
-from rlr.training import readouts
 from rlr.training.batching import map_in_batches
 from rlr.training.generation import decode_responses, sample_prompts
 from rlr.training.step_scoring import score_policy_steps

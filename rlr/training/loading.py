@@ -277,7 +277,7 @@ def load_scorer(
 ) -> tuple[nn.Module, Any]:
     """A PRM / ORM from an HF directory (or cached `org/name`). rlr's format is read as a
     one-label token-classification module over its {"model", "score"} params (an ORM at the
-    last token, by rlr.training.readouts); a released PRM's format keeps its own network (see
+    last token, by rlr.readouts); a released PRM's format keeps its own network (see
     rlr.models.step_scorers). `shardings` places each parameter straight into its shards."""
     if not spec.path:
         raise ValueError(
@@ -356,7 +356,7 @@ def init_scorer(
     """A one-label scorer: (token model, export model, params) with a fresh `score` head.
 
     The trunk comes from `spec` (an SFT policy directory, or a fresh architecture). Training
-    and PPO read scores through the token-classification model (rlr.training.readouts); the
+    and PPO read scores through the token-classification model (rlr.readouts); the
     export model is DecoderForTokenClassification for a PRM and DecoderForSequenceClassification
     for an ORM. Both have the same params. The ORM's config has no pad_token_id, so the
     sequence head reads the last attended token, as readouts.orm_scores does.

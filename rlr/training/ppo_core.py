@@ -1,7 +1,7 @@
 """The jitted heart of a PPO iteration: score a rollout, compute advantages, update.
 
 A rollout row is the prompt (left-padded to P) followed by the response (right-padded to T):
-`input_ids [B, S = P + T]`; rlr.training.readouts says at which column each network is read.
+`input_ids [B, S = P + T]`; rlr.readouts says at which column each network is read.
 Everything here is a function of (models, params, arrays) plus static settings, jitted with
 explicit shardings by rlr.training.ppo_build; nothing reads files.
 """
@@ -40,6 +40,13 @@ from rlr.process_designs import (
     prof_keep_mask,
     pure_softmin_step_rewards,
 )
+from rlr.readouts import (
+    critic_readout,
+    critic_values,
+    orm_scores,
+    policy_readout,
+    prm_step_scores,
+)
 from rlr.rewards import (
     TokenRewards,
     kl_penalty,
@@ -50,13 +57,6 @@ from rlr.rewards import (
 )
 from rlr.rewards import overlong_penalty as overlong_penalty_of
 from rlr.training.configs import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
-from rlr.training.readouts import (
-    critic_readout,
-    critic_values,
-    orm_scores,
-    policy_readout,
-    prm_step_scores,
-)
 from rlr.training.step import TrainState, apply_gradients
 
 

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlr import sharding
+from rlr import readouts, sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
-from rlr.training import batching, distributed, loading, readouts
+from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import run_directory
 from rlr.training.configs import RewardModelConfig
 from rlr.training.evaluation import StepClassifier, is_filler_step

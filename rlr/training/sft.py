@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
+from rlr.readouts import policy_readout
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import run_directory
 from rlr.training.configs import SFTConfig
@@ -34,7 +35,6 @@ from rlr.training.fit import (
     supervised_optimizer,
 )
 from rlr.training.generation import make_sampler
-from rlr.training.readouts import policy_readout
 from rlr.training.step import init_train_state
 
 TRAIN_KEYS = ("input_ids", "attention_mask", "response_mask")

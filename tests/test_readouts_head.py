@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import rlr
-from rlr.head_readout import chunk_positions, lm_head_readout
 from rlr.models import DecoderConfig, DecoderForCausalLM, init_params
 from rlr.models.decoder import projection
-from rlr.training.readouts import policy_logits, policy_readout
+from rlr.readouts import chunk_positions, lm_head_readout, policy_logits, policy_readout
 
 
 def loop_reference(hidden, weight, tokens):
