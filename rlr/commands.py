@@ -370,6 +370,19 @@ def _make_data(parser: argparse.ArgumentParser) -> None:
         help="SFT solutions holding one slip (a wrong intermediate result carried through)",
     )
     parser.add_argument(
+        "--sft-misread-fraction",
+        type=float,
+        default=0.0,
+        help="SFT solutions that read '<name> gives <b> <obj> to <other>' as a gift received"
+        " (one systematic error; above 0.5 greedy decoding copies it)",
+    )
+    parser.add_argument(
+        "--prm-misread-fraction",
+        type=float,
+        default=0.0,
+        help="PRM solutions that hold the same misreading (labelled wrong from that step)",
+    )
+    parser.add_argument(
         "--prm-corrupt-fraction", type=float, default=0.5, help="PRM solutions with an error"
     )
     parser.add_argument(

@@ -248,6 +248,8 @@ class Reproduction:
             f"--operations={''.join(task.operations)}",
             f"--sft-filler-fraction={task.sft_filler_fraction}",
             f"--sft-slip-fraction={task.sft_slip_fraction}",
+            f"--sft-misread-fraction={task.sft_misread_fraction}",
+            f"--prm-misread-fraction={task.prm_misread_fraction}",
         ]
         return argv + (["--prm-filler-labels=no_progress"] if filler_aware else [])
 

@@ -67,7 +67,8 @@ def test_released_format_scores_equal_the_published_recipe(released):
 def test_rlr_format_scores_as_ppo_reads_the_prm():
     import jax
 
-    from rlr.training import batching, readouts
+    from rlr import readouts
+    from rlr.training import batching
     from rlr.training.configs import ModelSpec
     from rlr.training.loading import load_scorer, load_tokenizer
 

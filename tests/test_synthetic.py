@@ -18,10 +18,13 @@ from rlr.data.synthetic import (
     corrupt_solution,
     filler_step,
     final_answer,
+    generate_problem,
     generate_problems,
     grade_steps,
     insert_fillers,
     make_datasets,
+    misread_solution,
+    misread_steps,
     process_labels,
 )
 
@@ -177,6 +180,59 @@ class TestDatasets:
                 assert a.solution == b.solution and a.meta["fillers"] == b.meta["fillers"]
         with pytest.raises(ValueError, match="sft_slip_fraction"):
             make_datasets(num_train=1, num_test=1, sft_slip_fraction=-0.1)
+
+    def test_misreadings_are_one_systematic_error_and_leave_other_records_alone(self):
+        clean = make_datasets(num_train=400, num_test=50, seed=3, sft_slip_fraction=0.2)
+        misread = make_datasets(
+            num_train=400,
+            num_test=50,
+            seed=3,
+            sft_slip_fraction=0.2,
+            sft_misread_fraction=0.7,
+            prm_misread_fraction=0.5,
+        )
+        problems = {p.id: p for p in misread["problems_train"]}
+        readable = [p for p in misread["sft_train"] if misread_steps(problems[p.id])]
+        hit = [p for p in readable if p.meta["misread"]]
+        assert 0.2 < len(readable) / len(misread["sft_train"]) < 0.6
+        assert 0.55 < len(hit) / len(readable) < 0.85
+        for record in hit:
+            problem = problems[record.id]
+            assert record.meta["slip"] == 0
+            verdicts = [v for v in grade_steps(problem, record.solution) if not v.filler]
+            first_wrong = next(k for k, v in enumerate(verdicts, 1) if not v.correct)
+            assert first_wrong == misread_steps(problem)[0]
+            lines = [line for line in record.solution.split("\n") if " = " in line]
+            assert " + " in lines[first_wrong - 1]  # a loss computed as a gain
+            assert final_answer(record.solution) != problem.answer
+        for a, b in zip(clean["sft_train"], misread["sft_train"]):
+            if not b.meta["misread"]:
+                assert a.solution == b.solution
+        kinds = [r.meta["kind"] for r in misread["prm_train"]]
+        assert kinds.count("misread") > 20
+        for record in misread["prm_train"]:
+            if record.meta["kind"] == "misread":
+                assert -1 in record.labels and record.labels[-1] == -1
+        assert all(not p.meta["misread"] for p in clean["sft_train"])
+        with pytest.raises(ValueError, match="prm_misread_fraction"):
+            make_datasets(num_train=1, num_test=1, prm_misread_fraction=1.5)
+
+    def test_misread_steps_follow_the_phrasing(self):
+        rng = np.random.default_rng(0)
+        seen = 0
+        for i in range(200):
+            problem = generate_problem(rng, index=i, max_digits=1, operations=("+", "-"))
+            sentences = problem.question.split(". ")[1 : 1 + len(problem.meta["ops"])]
+            expected = [
+                k
+                for k, s in enumerate(sentences, 1)
+                if " gives " in s and s.split(" ")[0] == problem.meta["name"]
+            ]
+            assert misread_steps(problem) == expected
+            seen += bool(expected)
+            if not expected:
+                assert misread_solution(problem) == problem.solution
+        assert seen > 30
 
     def test_splits_and_labels(self):
         data = make_datasets(

@@ -272,6 +272,42 @@ def corrupt_solution(problem: Problem, *, first_error_step: int, rng: np.random.
     return "\n".join(lines)
 
 
+MISREAD_PHRASING = "{name} gives {b} {obj} to {other}."
+
+
+def misread_steps(problem: Problem) -> list[int]:
+    """1-based computations of `problem` phrased "<name> gives <b> <obj> to <other>." (a loss)."""
+    meta = problem.meta
+    sentences = re.split(r"(?<=[.?]) ", problem.question)[1 : 1 + len(meta["ops"])]
+    return [
+        k
+        for k, (sentence, (op, b)) in enumerate(zip(sentences, meta["ops"]), 1)
+        if op == "-"
+        and sentence
+        == MISREAD_PHRASING.format(name=meta["name"], b=b, obj=meta["object"], other=meta["other"])
+    ]
+
+
+def misread_solution(problem: Problem) -> str:
+    """The solution of a reader who takes "<name> gives <b> <obj> to <other>." as a gift received.
+
+    Every such step is computed as an addition (right arithmetic, wrong operation), the
+    systematic error a model makes when it confuses who gives to whom; other steps compute
+    correctly from the running value. The gold solution when no step is phrased that way.
+    """
+    meta = problem.meta
+    misread = set(misread_steps(problem))
+    name, obj = meta["name"], meta["object"]
+    value, lines = meta["values"][0], []
+    for k, (op, b) in enumerate(meta["ops"], 1):
+        op = "+" if k in misread else op
+        new = _apply(value, op, b)
+        lines.append(f"{name} has {value} {op} {b} = {new} {obj}.")
+        value = new
+    lines.append(f"The answer is {value}.")
+    return "\n".join(lines)
+
+
 def _continue(value: int, ops: Sequence) -> list[int] | None:
     """Running values from `value` through `ops`, or None if one goes negative."""
     out = [value]
@@ -334,6 +370,8 @@ def make_datasets(
     operations: Sequence[str] = OPERATIONS,
     sft_filler_fraction: float = 0.0,
     sft_slip_fraction: float = 0.0,
+    sft_misread_fraction: float = 0.0,
+    prm_misread_fraction: float = 0.0,
     prm_corrupt_fraction: float = 0.5,
     prm_filler_fraction: float = 0.3,
     prm_filler_labels: str = "correct",
@@ -347,17 +385,26 @@ def make_datasets(
       `sft_slip_fraction` of them hold one slip instead, as demonstrations written by a model
       do: a wrong intermediate result carried through to a wrong answer (`corrupt_solution`,
       first wrong step uniform); meta["slip"] is that step (0: no slip). Slips draw from their
-      own random stream, so a fraction of 0 leaves every other record as it was.
+      own random stream, so a fraction of 0 leaves every other record as it was. Of the
+      demonstrations whose problem has a step phrased "<name> gives <b> <obj> to <other>.", a
+      `sft_misread_fraction` read every such step as a gift received (`misread_solution`): one
+      systematic error, which the SFT policy's greedy decoding copies when the fraction is
+      above one half, while sampling still finds the right reading; meta["misread"] is 1 for
+      those (a demonstration never holds both a slip and a misreading).
     - prm_train / prm_test: one StepLabelled solution per problem: corrupted (first error step
       uniform) with probability `prm_corrupt_fraction`, else correct; then 1-2 fillers inserted
       with probability `prm_filler_fraction`. Labels follow `process_labels` with
       `prm_filler_labels` ("correct" or "no_progress"); meta["kind"] is "correct" or
-      "corrupted" and meta["fillers"] the number of fillers. The filler labels change no
+      "corrupted" and meta["fillers"] the number of fillers. A `prm_misread_fraction` of the
+      solutions whose problem has a misreadable step are the misreading instead (meta["kind"]
+      "misread"), as a PRM trained on its policy's samples sees that policy's errors. The filler labels change no
       other record: the same seed gives the same problems and solutions either way.
     """
     for name, value in (
         ("sft_filler_fraction", sft_filler_fraction),
         ("sft_slip_fraction", sft_slip_fraction),
+        ("sft_misread_fraction", sft_misread_fraction),
+        ("prm_misread_fraction", prm_misread_fraction),
         ("prm_corrupt_fraction", prm_corrupt_fraction),
         ("prm_filler_fraction", prm_filler_fraction),
     ):
@@ -377,23 +424,35 @@ def make_datasets(
     train = [dataclasses.replace(p, id=f"synthetic-train-{i}") for i, p in enumerate(train)]
     rng = np.random.default_rng([seed, 7])
     slip_rng = np.random.default_rng([seed, 13])
+    misread_rng = np.random.default_rng([seed, 17])
     sft = []
     for problem in train:
         fillers = int(rng.random() < sft_filler_fraction)
-        slip = 0
+        slip = misread = 0
         text = problem.solution
         if sft_slip_fraction and slip_rng.random() < sft_slip_fraction:
             slip = int(slip_rng.integers(1, len(problem.meta["ops"]) + 1))
             text = corrupt_solution(problem, first_error_step=slip, rng=slip_rng)
+        if sft_misread_fraction and misread_steps(problem):
+            misread = int(misread_rng.random() < sft_misread_fraction)
+        if misread:  # replaces a slip drawn for the same record; the slip stream stays aligned
+            slip, text = 0, misread_solution(problem)
         text = insert_fillers(text, num_fillers=fillers, rng=rng)
-        meta = {**problem.meta, "fillers": fillers, "slip": slip}
+        meta = {**problem.meta, "fillers": fillers, "slip": slip, "misread": misread}
         sft.append(dataclasses.replace(problem, solution=text, meta=meta))
 
     def prm_records(problems: list[Problem]) -> list[StepLabelled]:
         records = []
         for problem in problems:
             corrupted = rng.random() < prm_corrupt_fraction
-            if corrupted:
+            misread = (
+                prm_misread_fraction > 0
+                and bool(misread_steps(problem))
+                and misread_rng.random() < prm_misread_fraction
+            )
+            if misread:
+                text = misread_solution(problem)
+            elif corrupted:
                 first = int(rng.integers(1, len(problem.meta["ops"]) + 1))
                 text = corrupt_solution(problem, first_error_step=first, rng=rng)
             else:
@@ -409,7 +468,10 @@ def make_datasets(
                     labels=tuple(labels),
                     gold_answer=problem.answer,
                     source="synthetic",
-                    meta={"kind": "corrupted" if corrupted else "correct", "fillers": fillers},
+                    meta={
+                        "kind": "misread" if misread else "corrupted" if corrupted else "correct",
+                        "fillers": fillers,
+                    },
                 )
             )
         return records
@@ -469,6 +531,8 @@ def run(args: argparse.Namespace) -> int:
         operations=tuple(args.operations),
         sft_filler_fraction=args.sft_filler_fraction,
         sft_slip_fraction=args.sft_slip_fraction,
+        sft_misread_fraction=args.sft_misread_fraction,
+        prm_misread_fraction=args.prm_misread_fraction,
         prm_corrupt_fraction=args.prm_corrupt_fraction,
         prm_filler_fraction=args.prm_filler_fraction,
         prm_filler_labels=args.prm_filler_labels,

@@ -883,6 +883,10 @@ class SyntheticTaskSpec:
     # SFT demonstrations holding one slip (a wrong intermediate result carried through to a
     # wrong answer), as model-written SFT data does: something for a checked reward to remove
     sft_slip_fraction: float = 0.0
+    # SFT / PRM solutions that read "<name> gives <b> <obj> to <other>." as a gift received:
+    # one systematic error that greedy decoding copies above one half (synthetic.misread_solution)
+    sft_misread_fraction: float = 0.0
+    prm_misread_fraction: float = 0.0
     vocab_size: int = 512
     tokenizer_corpus_problems: int = 5000
 
@@ -897,7 +901,12 @@ class SyntheticTaskSpec:
             f"task.operations must be a non-empty subset of +, -, *; got {self.operations}",
         )
         require(self.vocab_size >= 260, f"task.vocab_size must be >= 260; got {self.vocab_size}")
-        for name in ("sft_filler_fraction", "sft_slip_fraction"):
+        for name in (
+            "sft_filler_fraction",
+            "sft_slip_fraction",
+            "sft_misread_fraction",
+            "prm_misread_fraction",
+        ):
             value = getattr(self, name)
             require(0 <= value <= 1, f"task.{name} must be in [0, 1]; got {value}")
 
