@@ -397,8 +397,9 @@ def make_datasets(
       `prm_filler_labels` ("correct" or "no_progress"); meta["kind"] is "correct" or
       "corrupted" and meta["fillers"] the number of fillers. A `prm_misread_fraction` of the
       solutions whose problem has a misreadable step are the misreading instead (meta["kind"]
-      "misread"), as a PRM trained on its policy's samples sees that policy's errors. The filler labels change no
-      other record: the same seed gives the same problems and solutions either way.
+      "misread"), as a PRM trained on its policy's samples sees that policy's errors. The
+      filler labels change no other record: the same seed gives the same problems and
+      solutions either way.
     """
     for name, value in (
         ("sft_filler_fraction", sft_filler_fraction),
