@@ -547,8 +547,15 @@ class Reproduction:
         sft = [done[self.model_dir("sft_eval", s).name] for s in range(self.seeds)]
         runs: dict[Any, dict[str, list[dict[str, Any]]]] = {}
         for value, variant, seed in self.run_order(algorithm):
-            name = str(self.variant_dir(variant, seed, algorithm, value).relative_to(self.out))
-            runs.setdefault(value, {}).setdefault(variant, [None] * self.seeds)[seed] = done[name]
+            directory = self.variant_dir(variant, seed, algorithm, value)
+            name = str(directory.relative_to(self.out))
+            run = dict(done[name])
+            reached = iterations_to_success(
+                training_success(directory / "metrics.jsonl"), target=self.config.success_target
+            )
+            if reached is not None:
+                run["iterations_to_target"] = reached
+            runs.setdefault(value, {}).setdefault(variant, [None] * self.seeds)[seed] = run
         variants = self.variants_for(algorithm)
         runs = {value: {v: by_variant[v] for v in variants} for value, by_variant in runs.items()}
         results = self.collect(sft, runs, wall_time_s=time.time() - start)
@@ -581,12 +588,19 @@ class Reproduction:
 
         def variant_rows(by_variant: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             rows = {}
+            success = by_variant.get("success")
             for name, per_seed in by_variant.items():
                 rows[name] = {
                     **aggregate_seeds(per_seed),
                     "gain_over_sft": gain_over_sft(per_seed, sft),
+                    "sampling_gain_over_sft": gain_over_sft(per_seed, sft, key="sampling_accuracy"),
+                    "iterations_to_target_per_seed": [
+                        run.get("iterations_to_target") for run in per_seed
+                    ],
                     "samples": per_seed[0]["samples"],
                 }
+                if success is not None and name != "success":
+                    rows[name]["gain_over_success"] = gain_over_sft(per_seed, success)
             return rows
 
         stage_seconds = _read_json(self.out / "stage_seconds.json")
@@ -599,6 +613,7 @@ class Reproduction:
             # This reproduction's stages only: others may share the out_dir's timings.
             "total_stage_seconds": sum(stage_seconds.get(stage.name, 0.0) for stage in self.plan()),
             "date": time.strftime("%Y-%m-%d"),
+            "success_target": self.config.success_target,
             "sft": aggregate_seeds(sft),
             "prm": _read_json(self.model_dir("prm") / "DONE"),
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
@@ -715,6 +730,31 @@ def aggregate_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
             summary[f"{key}_std"] = float(np.std(values, ddof=1))
     summary["per_seed"] = numbers
     return summary
+
+
+def training_success(metrics_path: pathlib.Path) -> list[float]:
+    """The training success rate of every iteration of a run, from its metrics.jsonl ([] if
+    the file is missing)."""
+    if not metrics_path.is_file():
+        return []
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    return [float(row["success_rate"]) for row in rows if "success_rate" in row]
+
+
+def iterations_to_success(
+    success: Sequence[float], *, target: float, window: int = 5
+) -> int | None:
+    """The first iteration (1-based) at which the mean success rate of the last `window`
+    iterations reaches `target` (fewer at the start: the mean so far); None if none does.
+
+    success: [I] training success rate per iteration.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1; got {window}")
+    for i in range(len(success)):
+        if np.mean(success[max(0, i + 1 - window) : i + 1]) >= target:
+            return i + 1
+    return None
 
 
 def gain_over_sft(
@@ -889,26 +929,38 @@ def _variant_table(results: dict[str, Any]) -> list[str]:
             f"| {_mean_std(entry, 'filler_step_fraction', 3)} "
             f"| {_mean_std(entry, 'response_length', 1)} | {paper_text} |"
         )
-    gains = [
-        (name, entry["gain_over_sft"])
-        for name, entry in results["variants"].items()
-        if entry.get("gain_over_sft", {}).get("se") is not None
+    target = results.get("success_target")
+    lines += [
+        "",
+        "Gains in points, paired by seed (mean ± standard error over seeds; **bold** when the "
+        "mean exceeds twice its standard error); speed: the iteration at which the training "
+        f"success rate (mean of the last 5 iterations) first reached {target}, per seed "
+        "(- : never):",
+        "",
+        "| reward | greedy gain over SFT | sampling gain over SFT | greedy gain over success "
+        "| iterations to target |",
+        "|---|---|---|---|---|",
     ]
-    if gains:
-        lines += [
-            "",
-            "Greedy-accuracy gain over the SFT policy, paired by seed (mean ± standard error; "
-            "'beats SFT' when the mean exceeds twice the standard error):",
-            "",
-            "| reward | gain (points) | beats SFT |",
-            "|---|---|---|",
-        ]
-        for name, gain in gains:
-            lines.append(
-                f"| {name} | {100 * gain['mean']:+.1f} ± {100 * gain['se']:.1f} "
-                f"| {'yes' if gain['beats_sft'] else 'no'} |"
-            )
+    for name, entry in results["variants"].items():
+        speed = ", ".join(
+            "-" if x is None else str(x) for x in entry.get("iterations_to_target_per_seed", [])
+        )
+        lines.append(
+            f"| {name} | {_gain(entry.get('gain_over_sft'))} "
+            f"| {_gain(entry.get('sampling_gain_over_sft'))} "
+            f"| {_gain(entry.get('gain_over_success'))} | {speed} |"
+        )
     return lines
+
+
+def _gain(gain: dict[str, Any] | None) -> str:
+    """A paired gain in points: mean ± se (bold when mean > 2 se), the mean alone for one seed."""
+    if not gain:
+        return ""
+    if gain["se"] is None:
+        return f"{100 * gain['mean']:+.1f}"
+    text = f"{100 * gain['mean']:+.1f} ± {100 * gain['se']:.1f}"
+    return f"**{text}**" if gain["mean"] > 2 * gain["se"] else text
 
 
 def _sweep_table(results: dict[str, Any]) -> list[str]:

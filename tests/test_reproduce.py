@@ -18,9 +18,11 @@ from rlr.reproduce import (
     StagePreempted,
     aggregate_seeds,
     gain_over_sft,
+    iterations_to_success,
     plot_name,
     results_markdown,
     sweep_name,
+    training_success,
 )
 from rlr.training.configs import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
 
@@ -193,6 +195,32 @@ def test_seed_aggregation_matches_a_loop(rows):
         assert gain["se"] is None and gain["beats_sft"] is None
 
 
+def test_iterations_to_success_is_the_first_window_mean_at_the_target(tmp_path):
+    success = [0.1, 0.5, 0.9, 0.9, 0.95, 1.0, 1.0]
+    for target in (0.1, 0.5, 0.8, 0.95, 0.99):
+        for window in (1, 2, 3):
+            want = next(
+                (
+                    i + 1
+                    for i in range(len(success))
+                    if np.mean(success[max(0, i + 1 - window) : i + 1]) >= target
+                ),
+                None,
+            )
+            assert iterations_to_success(success, target=target, window=window) == want
+    assert iterations_to_success(success, target=0.9, window=1) == 3
+    assert iterations_to_success(success, target=0.9, window=3) == 5  # (0.9+0.9+0.95)/3
+    assert iterations_to_success(success, target=1.0, window=5) is None
+    with pytest.raises(ValueError, match="window"):
+        iterations_to_success(success, target=0.5, window=0)
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"start_iteration": 0}, {"step": 1, "success_rate": 0.25}, {"step": 2}]
+    rows.append({"step": 2, "success_rate": 0.5})
+    metrics.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert training_success(metrics) == [0.25, 0.5]
+    assert training_success(tmp_path / "missing.jsonl") == []
+
+
 def test_results_and_plot_names():
     assert plot_name("results") == "curves"
     assert plot_name("results_grpo_filler_aware") == "curves_grpo_filler_aware"
@@ -223,7 +251,11 @@ def test_smoke_with_two_seeds_a_sweep_and_the_filler_aware_prm(out, tmp_path):
     assert "greedy_accuracy_std" in entry and entry["gain_over_sft"]["seeds"] == 2
     sft_seed1 = (copy / "sft_seed1" / "config.yaml").read_text()
     assert "seed: 1" in sft_seed1
-    assert "± " in (copy / "results.md").read_text()
+    table = (copy / "results.md").read_text()
+    assert "± " in table and "| greedy gain over success |" in table
+    assert "gain_over_success" in results["variants"]["prm_clip"]
+    assert "gain_over_success" not in results["variants"]["success"]
+    assert len(entry["iterations_to_target_per_seed"]) == 2
 
     sweep = Reproduction.from_preset(
         "smoke", *base, "variants=[prm_clip]", "sweep={key: eta, values: [0.2, 0.8]}"

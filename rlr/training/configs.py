@@ -1068,9 +1068,16 @@ class ReproduceConfig:
     # estimate printed before a run starts; a stage's measured time replaces its estimate.
     # Keys: data, tokenizer, sft, prm, orm, evaluation (one policy), ppo_iteration.
     expected_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The report's speed column: the first iteration at which a run's training success rate,
+    # averaged over the last 5 iterations, reaches this value.
+    success_target: float = 0.9
 
     def __post_init__(self):
         require(self.seeds >= 1, f"seeds must be >= 1; got {self.seeds}")
+        require(
+            0 < self.success_target <= 1,
+            f"success_target must be in (0, 1]; got {self.success_target}",
+        )
         variant_keys = {key for overrides in REWARD_VARIANTS.values() for key in overrides}
         clash = sorted(variant_keys & set(self.ppo.overrides))
         require(
