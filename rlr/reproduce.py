@@ -615,6 +615,11 @@ class Reproduction:
             "date": time.strftime("%Y-%m-%d"),
             "success_target": self.config.success_target,
             "sft": aggregate_seeds(sft),
+            # Each seed's SFT held-out greedy accuracy by step ([[step, accuracy], ...]).
+            "sft_curves": [
+                _read_json(self.model_dir("sft", seed) / "DONE").get("eval_curve")
+                for seed in range(self.seeds)
+            ],
             "prm": _read_json(self.model_dir("prm") / "DONE"),
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
@@ -735,9 +740,11 @@ def aggregate_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def training_success(metrics_path: pathlib.Path) -> list[float]:
     """The training success rate of every iteration of a run, from its metrics.jsonl ([] if
     the file is missing)."""
+    from rlr.training.metrics import read_metrics
+
     if not metrics_path.is_file():
         return []
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_path)
     return [float(row["success_rate"]) for row in rows if "success_rate" in row]
 
 
@@ -895,6 +902,17 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += _sweep_table(results)
     else:
         lines += _variant_table(results)
+    curves = [c for c in results.get("sft_curves", []) if c]
+    if curves:
+        lines += [
+            "",
+            "SFT held-out greedy accuracy by step (per seed): "
+            + "; ".join(
+                ", ".join(f"{int(step)}: {100 * acc:.1f}%" for step, acc in curve)
+                for curve in curves
+            )
+            + ".",
+        ]
     prm = results.get("prm", {}).get("eval", {})
     if "mean_score_filler" in prm:
         label = "no progress" if prm_labels == "filler_aware" else "correct"

@@ -55,6 +55,12 @@ def test_smoke_preset_writes_results_for_every_variant(out):
     for name in PPO_VARIANTS:
         assert f"| {name} |" in table
     assert f"{PAPER_TABLE['prm_raw'][0]:.2f}" in table
+    (curve,) = results["sft_curves"]  # the SFT stage's held-out curve, recorded
+    assert curve and curve[-1][1] == pytest.approx(
+        json.loads((out / "sft" / "summary.json").read_text())["eval/accuracy"]
+    )
+    assert "SFT held-out greedy accuracy by step (per seed): " in table
+    assert "| iterations to target |" in table
     assert (out / "curves.png").stat().st_size > 10_000
     for name in PPO_VARIANTS:
         rows = [json.loads(x) for x in open(out / "ppo" / name / "metrics.jsonl")]

@@ -4,6 +4,7 @@ falls, exact resume after SIGTERM), the `rlr sft` command and its export."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 
@@ -219,8 +220,15 @@ def _write_config(workdir, tmp_path, **changes):
 
 def test_cli_trains_evaluates_and_exports_a_complete_hf_dir(workdir, tmp_path, capsys):
     path = _write_config(workdir, tmp_path)
-    assert main(["sft", "--config", str(path), "train.steps=2"]) == 0
-    assert '"eval/accuracy"' in capsys.readouterr().out
+    assert main(["sft", "--config", str(path), "train.steps=2", "eval.every=1"]) == 0
+    out = capsys.readouterr().out
+    assert '"eval/accuracy"' in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    curve = summary["eval_curve"]
+    assert [step for step, _ in curve] == [1, 2]  # one point per evaluation
+    assert curve[-1][1] == summary["eval/accuracy"]
+    assert "held-out greedy accuracy by step: 1: " in out
+
     export = tmp_path / "run" / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (export / name).is_file(), name
@@ -246,6 +254,14 @@ def test_cli_trains_evaluates_and_exports_a_complete_hf_dir(workdir, tmp_path, c
         want = hf(torch.tensor(ids)).logits.numpy()
     got = np.asarray(loaded.apply({"params": params}, jnp.asarray(ids)))
     np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_eval_curve_keeps_the_last_row_of_each_step():
+    from rlr.training.sft import eval_curve
+
+    rows = [{"step": 2, "eval/accuracy": 0.1}, {"step": 1, "loss": 3.0}]
+    rows += [{"step": 4, "eval/accuracy": 0.3}, {"step": 2, "eval/accuracy": 0.2}]
+    assert eval_curve(rows) == [[2, 0.2], [4, 0.3]]
 
 
 def _abstract_state(model):

@@ -35,6 +35,7 @@ from rlr.training.fit import (
     supervised_optimizer,
 )
 from rlr.training.generation import make_sampler
+from rlr.training.metrics import read_metrics
 from rlr.training.step import init_train_state
 
 TRAIN_KEYS = ("input_ids", "attention_mask", "response_mask")
@@ -154,9 +155,23 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     if not result.interrupted and evaluate is not None and "eval/accuracy" not in result.metrics:
         result.metrics.update(eval_prefixed(evaluate(result.state.params)))  # resumed at the end
     evaluated = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+    if evaluate is not None and distributed.is_main():
+        curve = eval_curve(read_metrics(out_dir))
+        evaluated["eval_curve"] = curve
+        print(
+            "held-out greedy accuracy by step: "
+            + ", ".join(f"{step}: {100 * acc:.1f}%" for step, acc in curve)
+        )
     return export_and_summarize(
         result, model, out_dir, tokenizer_dir=config.tokenizer, extra=evaluated
     )
+
+
+def eval_curve(rows: list[dict[str, float]]) -> list[list[float]]:
+    """[[step, held-out greedy accuracy], ...] from a run's metrics rows, one per evaluation
+    (the last row of a step wins, as after a resume)."""
+    by_step = {int(r["step"]): float(r["eval/accuracy"]) for r in rows if "eval/accuracy" in r}
+    return [[step, by_step[step]] for step in sorted(by_step)]
 
 
 def run(args: argparse.Namespace) -> int:
