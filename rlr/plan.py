@@ -76,6 +76,9 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             "optimizer_state": nbytes(setup.state.opt_state),
             "frozen_params": nbytes(setup.frozen),
         },
+        # under LoRA the update reads the policy's frozen base as an argument
+        "update_frozen_argument_bytes": nbytes(setup.update_base(setup.frozen)),
+        "lora": setup.lora,
         "rows": {
             "rollout": roll.batch_size,
             "scoring_chunk": rollout.input_ids.shape[0],
@@ -85,7 +88,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         },
     }
     steps = [
-        ("update", setup.update, (setup.state, experience)),
+        ("update", setup.update, (setup.state, experience, setup.update_base(setup.frozen))),
         ("scoring", setup.score, (setup.state.params, setup.frozen, rollout, None)),
     ]
     if setup.read_prm_steps is not None:  # a PRM that reads the steps as text
@@ -197,9 +200,11 @@ def compiled_steps(result: dict[str, Any]) -> list[str]:
 def _peak(result: dict[str, Any]) -> int:
     upd, scr = result["update_step"], result["scoring_step"]
     # Frozen networks stay resident during updates; the update's own arguments are the state
-    # and the minibatch (donated outputs reuse the state's buffers).
+    # and the minibatch (donated outputs reuse the state's buffers), and under LoRA the
+    # policy's frozen base (counted once).
     peak_update = upd["arguments"] + upd["outputs"] - upd["aliased"] + upd["temporaries"]
     peak_update += result["per_device_bytes"]["frozen_params"]
+    peak_update -= result.get("update_frozen_argument_bytes", 0)
     peak_scoring = scr["arguments"] + scr["outputs"] + scr["temporaries"]
     peak_scoring += result["per_device_bytes"]["optimizer_state"]
     peaks = [peak_update, peak_scoring]
@@ -218,6 +223,13 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
         f"mesh {result['mesh']} ({result['devices']} devices)",
         "parameters: " + ", ".join(f"{k} {v / 1e9:.2f}B" for k, v in result["parameters"].items()),
         f"rows: {result['rows']}",
+    ]
+    if result.get("lora"):
+        lines.append(
+            "policy.lora: the policy's count is its adapters; the reference is the frozen base "
+            "they sit on (one copy)"
+        )
+    lines += [
         "per device:",
     ]
     for k, v in result["per_device_bytes"].items():

@@ -1,11 +1,13 @@
 """Device meshes and the one table that maps logical axis names onto them.
 
 Parameters carry logical axis names (`nn.with_logical_partitioning` in rlr.models): "vocab",
-"embed", "mlp", "heads", "kv_heads", "norm", and "layers" for the leading [L] axis of the
+"embed", "mlp", "heads", "kv_heads", "norm", "layers" for the leading [L] axis of the
 scanned decoder layers' stacked params (replicated: every device holds its share of every
-layer). Activations and batches use "batch" and
-"length". `LOGICAL_AXIS_RULES` below is the only place where those names meet the mesh axes
-("data", "fsdp", "tensor"), so changing how a model is sharded is a one-line edit here.
+layer), and "lora_rank" for the r axis of low-rank adapters (replicated: an adapter's A
+[In, r] and B [r, Out] are split like its kernel's In and Out axes). Activations and
+batches use "batch" and "length". `LOGICAL_AXIS_RULES` below is the only place where those
+names meet the mesh axes ("data", "fsdp", "tensor"), so changing how a model is sharded is a
+one-line edit here.
 
 Init is `eval_shape` -> shardings -> jitted init with `out_shardings`, so no host ever holds a
 full unsharded copy of the model.
@@ -37,6 +39,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("kv_heads", "tensor"),
     ("norm", None),
     ("layers", None),
+    ("lora_rank", None),
 )
 
 

@@ -16,6 +16,8 @@ from typing import Any
 FAMILIES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama", "mistral": "Mistral"}
 ROPE_TYPES = ("default", "llama3")
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+# The projections a low-rank adapter can sit in (HF's module names, as PEFT's target_modules)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,34 @@ class RopeScaling:
     def to_hf(self) -> dict[str, Any]:
         """The rope_parameters entries (without rope_theta) of config.json."""
         return {"rope_type": self.rope_type, **{k: getattr(self, k) for k in _LLAMA3_KEYS}}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters on the projections named in `targets` (LORA_TARGETS): a projection
+    x @ W [In, Out] becomes x @ W + (alpha / rank) * (x @ A) @ B with A [In, r] and B [r, Out]
+    (PEFT's LoRA; B starts at zero, so an adapted network starts equal to its base)."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank <= 0:
+            raise ValueError(f"LoraConfig.rank must be a positive int; got {self.rank!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"LoraConfig.alpha must be > 0; got {self.alpha!r}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(
+                f"LoraConfig.targets must be distinct names among {LORA_TARGETS}; "
+                f"got {self.targets!r}"
+            )
+
+    @property
+    def scaling(self) -> float:
+        """alpha / rank, the factor on the adapter's output (PEFT's `scaling`)."""
+        return self.alpha / self.rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +112,9 @@ class DecoderConfig:
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    # Low-rank adapters on some projections (rlr's, not HF's: `to_hf` leaves them out); None:
+    # none. The base network is the same config with lora=None.
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         for name in (

@@ -6,6 +6,8 @@ rlr/sharding.py maps onto a mesh: embedding [V, D] ("vocab", "embed"); q kernel 
 ("embed", "heads"); k/v kernels [D, Hkv*Dh] ("embed", "kv_heads"); o kernel [H*Dh, D]
 ("heads", "embed"); gate/up [D, F] ("embed", "mlp"); down [F, D] ("mlp", "embed"); norm
 scales ("norm",); lm_head [D, V] ("embed", "vocab"); score heads [D, L] ("embed", None).
+A projection named in `config.lora.targets` also holds a low-rank adapter: lora_a [In, r]
+(its kernel's In axis, "lora_rank") and lora_b [r, Out] ("lora_rank", its kernel's Out axis).
 
 The decoder layers run as one `nn.scan` by default (`scan_layers=True`): their params sit
 under "layers" with a leading [L] axis (logical name "layers"), so the program, and its
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.models.config import DecoderConfig, RopeScaling
+from rlr.models.config import DecoderConfig, LoraConfig, RopeScaling
 
 Dtype = Any
 # A large finite negative rather than -inf, so rows with no visible key (padded queries) stay
@@ -227,13 +229,46 @@ def _projection_bwd(residuals, grad):
 projection.defvjp(_projection_fwd, _projection_bwd)
 
 
+# PEFT's init of lora_A (kaiming_uniform_ with a = sqrt(5)): uniform in +-1/sqrt(In)
+_LORA_A_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=0, out_axis=1)
+
+
+def _lora_delta(
+    module: nn.Module, x: chex.Array, features: int, axes: tuple[str | None, ...], lora: LoraConfig
+) -> chex.Array:  # [..., In] -> [..., features]
+    """scaling * (x @ lora_a) @ lora_b, params lora_a [In, r] (uniform, as PEFT) and lora_b
+    [r, features] (zeros) of `module`, sharded like its kernel's In and Out axes."""
+    a = module.param(
+        "lora_a",
+        nn.with_logical_partitioning(_LORA_A_INIT, (axes[0], "lora_rank")),
+        (x.shape[-1], lora.rank),
+        module.param_dtype,
+    )
+    b = module.param(
+        "lora_b",
+        nn.with_logical_partitioning(nn.initializers.zeros, ("lora_rank", axes[-1])),
+        (lora.rank, features),
+        module.param_dtype,
+    )
+    low = jnp.dot(x.astype(module.dtype), jnp.asarray(a, module.dtype))  # [..., r]
+    return jnp.dot(low, jnp.asarray(b, module.dtype)) * jnp.asarray(lora.scaling, module.dtype)
+
+
 def _linear(
-    module: nn.Module, x: chex.Array, features: int, axes: tuple[str | None, ...], use_bias: bool
+    module: nn.Module,
+    x: chex.Array,
+    features: int,
+    axes: tuple[str | None, ...],
+    use_bias: bool,
+    lora: LoraConfig | None = None,
 ) -> chex.Array:  # [..., In] -> [..., features]
     """x @ kernel (+ bias) as params "kernel" [In, features] and "bias" [features] of
-    `module` (inside its compact call), with `module`'s dtype and param_dtype."""
+    `module` (inside its compact call), with `module`'s dtype and param_dtype; with `lora`,
+    plus its low-rank adapter's output (`_lora_delta`)."""
     kernel = module.param("kernel", _normal_init(axes), (x.shape[-1], features), module.param_dtype)
     y = projection(x.astype(module.dtype), jnp.asarray(kernel, module.dtype))
+    if lora is not None:
+        y = y + _lora_delta(module, x, features, axes, lora)
     if use_bias:
         bias = module.param(
             "bias",
@@ -246,17 +281,25 @@ def _linear(
 
 
 class Dense(nn.Module):
-    """x @ kernel (+ bias) with logical axis names; kernel [in, out] (HF stores [out, in])."""
+    """x @ kernel (+ bias) with logical axis names; kernel [in, out] (HF stores [out, in]).
+    With `lora`, plus a low-rank adapter (params lora_a [in, r], lora_b [r, out])."""
 
     features: int
     kernel_axes: tuple[str | None, ...]
     use_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    lora: LoraConfig | None = None
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:  # [..., In] -> [..., Out]
-        return _linear(self, x, self.features, self.kernel_axes, self.use_bias)
+        return _linear(self, x, self.features, self.kernel_axes, self.use_bias, self.lora)
+
+
+def _lora_of(config: DecoderConfig, name: str) -> LoraConfig | None:
+    """The adapter config of projection `name`: config.lora when it targets `name`, else None."""
+    lora = config.lora
+    return lora if lora is not None and name in lora.targets else None
 
 
 class RMSNorm(nn.Module):
@@ -326,9 +369,12 @@ class Attention(nn.Module):
         batch, length, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         kw = dict(use_bias=cfg.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype)
-        q = Dense(heads * head_dim, ("embed", "heads"), name="q_proj", **kw)(x)
-        k = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="k_proj", **kw)(x)
-        v = Dense(kv_heads * head_dim, ("embed", "kv_heads"), name="v_proj", **kw)(x)
+        dense = lambda n, width, axes: Dense(  # noqa: E731
+            width, axes, name=n, lora=_lora_of(cfg, n), **kw
+        )
+        q = dense("q_proj", heads * head_dim, ("embed", "heads"))(x)
+        k = dense("k_proj", kv_heads * head_dim, ("embed", "kv_heads"))(x)
+        v = dense("v_proj", kv_heads * head_dim, ("embed", "kv_heads"))(x)
         q = q.reshape(batch, length, heads, head_dim)
         k = k.reshape(batch, length, kv_heads, head_dim)
         if cfg.qk_norm:  # Qwen3: RMSNorm over Dh of every head, before RoPE
@@ -358,6 +404,7 @@ class Attention(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="o_proj",
+            lora=_lora_of(cfg, "o_proj"),
         )(out)
         return out, new_cache
 
@@ -373,11 +420,12 @@ class MLP(nn.Module):
     def __call__(self, x: chex.Array) -> chex.Array:  # [B, S, D]
         cfg = self.config
         kw = dict(use_bias=cfg.mlp_bias, dtype=self.dtype, param_dtype=self.param_dtype)
-        gate = Dense(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj", **kw)(x)
-        up = Dense(cfg.intermediate_size, ("embed", "mlp"), name="up_proj", **kw)(x)
-        return Dense(cfg.hidden_size, ("mlp", "embed"), name="down_proj", **kw)(
-            jax.nn.silu(gate) * up
+        dense = lambda n, width, axes: Dense(  # noqa: E731
+            width, axes, name=n, lora=_lora_of(cfg, n), **kw
         )
+        gate = dense("gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        up = dense("up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(jax.nn.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

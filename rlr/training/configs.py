@@ -100,6 +100,58 @@ CLIPPING_METHODS = ("clip", "clip_delta")
 PURE_SOFTMIN_TEMPERATURE = 0.1
 
 
+# The projections a LoRA adapter can sit in (rlr.models.config.LORA_TARGETS; a test keeps the
+# two equal: this module imports nothing heavy)
+LORA_TARGETS: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRASpec:
+    """Low-rank adapters on the policy's projections (`policy.lora`): each targeted x @ W
+    becomes x @ W + (alpha / rank) * (x @ A) @ B, A [In, rank], B [rank, Out] starting at 0.
+    The base weights stay frozen (never in the optimizer state), and the reference policy is
+    the base with the adapters off."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    # PEFT's lora_dropout. Only 0: the update's ratio exp(logp - old_logp) compares the policy
+    # with itself on the same tokens, and dropout in one pass but not the other would move it
+    # away from 1 before any step (verl and OpenRLHF run RL adapters without dropout too).
+    dropout: float = 0.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        require(
+            isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank > 0,
+            f"policy.lora.rank must be a positive int; got {self.rank!r}",
+        )
+        require(self.alpha > 0, f"policy.lora.alpha must be > 0; got {self.alpha!r}")
+        require(
+            self.dropout == 0,
+            f"policy.lora.dropout={self.dropout}: PPO's importance ratio compares the policy "
+            "with itself on the same tokens, and dropout in one of the two passes would move it "
+            "away from 1 before any update; rlr runs adapters without dropout: remove the key",
+        )
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        require(
+            not unknown,
+            f"policy.lora.targets: {unknown} are not projections; choose among {LORA_TARGETS}",
+        )
+        require(
+            len(self.targets) > 0 and len(set(self.targets)) == len(self.targets),
+            f"policy.lora.targets must name at least one projection, each once; got "
+            f"{list(self.targets)}",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Where a network comes from: an HF directory, or an inline HF-style architecture.
@@ -121,6 +173,8 @@ class ModelSpec:
     # one nn.scan over the decoder layers (compile time independent of depth); false unrolls
     # a Python loop over them (params layers_0 .. instead of one stacked "layers")
     scan_layers: bool = True
+    # low-rank adapters (the PPO policy only): train them instead of the weights; null: none
+    lora: LoRASpec | None = None
 
     def __post_init__(self):
         require(
@@ -558,6 +612,13 @@ class PPOConfig:
     def __post_init__(self):
         require(self.iterations >= 1, "iterations must be >= 1")
         self._check_algorithm_keys()
+        for name in ("prm", "orm"):
+            spec = getattr(self, name)
+            require(
+                spec is None or spec.lora is None,
+                f"{name}.lora: the {name.upper()} is frozen in a PPO run, so adapters on it "
+                "would never train; LoRA applies to the policy (policy.lora): remove the key",
+            )
         roll = self.rollout
         require(
             roll.top_k == 0 and roll.top_p == 1.0,
@@ -723,6 +784,11 @@ class SFTConfig:
             bool(self.model.path or self.model.architecture), "model needs path or architecture"
         )
         require(
+            self.model.lora is None,
+            "model.lora: rlr sft trains every weight and exports a full model; adapters are "
+            "for rlr ppo's policy (policy.lora): remove the key",
+        )
+        require(
             self.data.max_test_problems is None,
             "data.max_test_problems is not used by rlr sft: set eval.num_problems",
         )
@@ -767,6 +833,11 @@ class RewardModelConfig:
             object.__setattr__(self, "train", train)
         require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
         require(bool(self.init.path or self.init.architecture), "init needs path or architecture")
+        require(
+            self.init.lora is None,
+            f"init.lora: rlr train-{self.kind} trains every weight of the reward model; "
+            "adapters are for rlr ppo's policy (policy.lora): remove the key",
+        )
         require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
         require(self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate only at the end)")
         require(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")

@@ -143,6 +143,17 @@ def network_module(
     return DecoderForTokenClassification(config, num_labels=1, **kwargs)
 
 
+def with_lora(module: nn.Module, spec: ModelSpec) -> nn.Module:
+    """`module` (a decoder) with the low-rank adapters of `spec.lora` on its projections; the
+    module itself when the spec has none."""
+    from rlr.models.config import LoraConfig
+
+    if spec.lora is None:
+        return module
+    lora = LoraConfig(rank=spec.lora.rank, alpha=spec.lora.alpha, targets=spec.lora.targets)
+    return module.clone(config=dataclasses.replace(module.config, lora=lora))
+
+
 def model_dir(path: str, what: str) -> pathlib.Path:
     """An HF directory from a path, or from an `org/name` id in the local Hugging Face cache
     (offline; the error says how to download it)."""
@@ -395,9 +406,20 @@ def load_policy_dir(policy: str, tokenizer_dir: str | None = None) -> tuple[Any,
     return model, params, tokenizer
 
 
-def export_model(model: nn.Module, params: Any, out_dir: Any, *, tokenizer_dir: str | None) -> Any:
+def export_model(
+    model: nn.Module,
+    params: Any,
+    out_dir: Any,
+    *,
+    tokenizer_dir: str | None,
+    base_model: str | None = None,
+) -> Any:
     """save_pretrained + the tokenizer files beside it: a complete HF model directory, on a
     local disk or under a URI (gs://...: written locally, then copied file by file).
+
+    A model with low-rank adapters (config.lora) is written merged (W + alpha / r * A @ B, a
+    full HF model), and its adapters as a PEFT directory in `adapter/` beside it
+    (base_model_name_or_path: `base_model`).
 
     Every process of a multi-process run must call it: parameters sharded across hosts are
     gathered first; process 0 alone writes. Returns the directory."""
@@ -414,7 +436,16 @@ def export_model(model: nn.Module, params: Any, out_dir: Any, *, tokenizer_dir: 
         return target
     with tempfile.TemporaryDirectory(prefix="rlr_export_") as scratch:
         local = pathlib.Path(scratch) if remote else target
-        save_pretrained(model, params, local)
+        lora = getattr(model.config, "lora", None)
+        if lora is not None:
+            from rlr.models import lora as lora_lib
+
+            _, adapters = lora_lib.split_adapters(params)
+            lora_lib.save_peft_adapter(adapters, lora, local / "adapter", base_model=base_model)
+            base = model.clone(config=dataclasses.replace(model.config, lora=None))
+            save_pretrained(base, lora_lib.merge_into_kernels(params, lora), local)
+        else:
+            save_pretrained(model, params, local)
         if tokenizer_dir:
             for name in TOKENIZER_FILES:
                 source = pathlib.Path(tokenizer_dir) / name
@@ -422,8 +453,11 @@ def export_model(model: nn.Module, params: Any, out_dir: Any, *, tokenizer_dir: 
                     shutil.copy2(source, local / name)
         if remote:
             target.mkdir(parents=True, exist_ok=True)
-            for file in local.iterdir():
-                (target / file.name).write_bytes(file.read_bytes())
+            for file in sorted(local.rglob("*")):  # adapter/ of a LoRA export too
+                if file.is_file():
+                    dest = target / str(file.relative_to(local))
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(file.read_bytes())
     return target
 
 

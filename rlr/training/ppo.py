@@ -213,7 +213,7 @@ class PPOTrainer:
                 prompt_len=cfg.rollout.max_prompt_tokens,
             )
             out = self.sampler(
-                self.state.params["policy"],
+                self.setup.policy_params(self.state.params, self.frozen),
                 distributed.global_rows(self.mesh, ids, C),
                 distributed.global_rows(self.mesh, mask, C),
                 jax.random.fold_in(key, chunk),
@@ -328,7 +328,9 @@ class PPOTrainer:
             order = jax.random.permutation(jax.random.fold_in(key, epoch), B)
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
-                self.state, step_metrics = self.setup.update(self.state, batch)
+                self.state, step_metrics = self.setup.update(
+                    self.state, batch, self.setup.update_base(self.frozen)
+                )
                 update_metrics.append(step_metrics)
         update_metrics = jax.device_get(update_metrics)
         t2 = time.perf_counter()
@@ -381,7 +383,7 @@ class PPOTrainer:
             )
         return evaluate_ppo_policy(
             self._eval_samplers[temperature],
-            self.state.params["policy"],
+            self.setup.policy_params(self.state.params, self.frozen),
             self.tokenizer,
             self.test_problems,
             cfg,
@@ -500,12 +502,15 @@ class PPOTrainer:
             self.value_stats = restored["value_norm"]
 
     def export_policy(self, directory: str | pathlib.Path) -> pathlib.Path:
-        """Writes the trained policy (and its tokenizer) as an HF directory."""
+        """Writes the trained policy (and its tokenizer) as an HF directory; under LoRA the
+        adapters merged into the weights, and the adapters alone as a PEFT directory in
+        `adapter/` (base_model_name_or_path: policy.path)."""
         return loading.export_model(
             self.models.policy,
-            self.state.params["policy"],
+            self.setup.policy_params(self.state.params, self.frozen),
             directory,
             tokenizer_dir=self.config.tokenizer_dir,
+            base_model=self.config.policy.path or None,
         )
 
 

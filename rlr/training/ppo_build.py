@@ -25,7 +25,8 @@ from jax.sharding import Mesh
 import rlr
 from rlr import sharding
 from rlr.models import DecoderForTokenClassification, init_params
-from rlr.training import loading
+from rlr.models.lora import count_adapter_params, split_adapters
+from rlr.training import loading, ppo_core
 from rlr.training.configs import ModelSpec, PPOConfig
 from rlr.training.ppo_core import (
     Experience,
@@ -77,10 +78,29 @@ class PPOSetup:
     step_scorer: Any = None
     value_stats: Any = None  # rlr.ValueNormStats when ppo.value_norm, else None
 
+    @property
+    def lora(self) -> bool:
+        """Whether the policy trains low-rank adapters (policy.lora): state.params["policy"]
+        then holds only the adapters, and frozen["reference"], the base weights, is both the
+        reference and the policy's base (one copy)."""
+        return self.models.reference is not None
+
+    def update_base(self, frozen: dict[str, Any]) -> Any:
+        """The third argument of `update`: the policy's frozen base under LoRA, else None."""
+        return frozen["reference"] if self.lora else None
+
+    def policy_params(self, params: dict[str, Any], frozen: dict[str, Any]) -> Any:
+        """The policy's whole params tree (base and adapters under LoRA), for sampling and
+        export; no array is copied."""
+        return ppo_core.policy_params(self.models, params["policy"], frozen["reference"])
+
     def parameter_counts(self) -> dict[str, int]:
         """Scalars per network: policy, critic, reference and each configured PRM / ORM."""
         networks = {**self.state.params, **self.frozen}
-        return {name: loading.count_params(tree) for name, tree in networks.items()}
+        counts = {name: loading.count_params(tree) for name, tree in networks.items()}
+        if self.lora:  # the policy's trainable scalars are its adapters'
+            counts["policy"] = count_adapter_params(self.state.params["policy"])
+        return counts
 
 
 def build_ppo(
@@ -110,6 +130,9 @@ def build_ppo(
         if id(module) not in by_module:
             by_module[id(module)] = sharding.module_param_shardings(module, mesh)
     shardings = {name: by_module[id(module)] for name, module in modules.items()}
+    lora = config.policy.lora is not None
+    if lora:  # the policy's trainable params are its adapters; its base is the reference's
+        shardings["policy"] = split_adapters(shardings["policy"])[1]
     spec = config.effective_ppo  # the algorithm's defaults in place of nulls
     trainable_names = trainable_networks(config)
     tx = make_ppo_optimizer(
@@ -123,6 +146,8 @@ def build_ppo(
     frozen_shard = {name: shardings[name] for name in modules if name not in trainable_names}
     if abstract:
         params = {name: abstract_params(module) for name, module in modules.items()}
+        if lora:
+            params["policy"] = split_adapters(params["policy"])[1]
     else:
         modules, params = _load(config, tokenizer, modules, shardings)
     trainable = {name: params[name] for name in trainable_names}
@@ -140,6 +165,7 @@ def build_ppo(
         critic=modules.get("critic"),
         prm=None if external else modules.get("prm"),
         orm=modules.get("orm"),
+        reference=modules["reference"] if lora else None,
     )
     read_prm_steps = step_scorer = None
     if external:
@@ -192,7 +218,7 @@ def build_ppo(
             clip_eps_high=spec.clip_eps_high,
             importance_ratio=spec.importance_ratio,
         ),
-        in_shardings=(state_shard, None),
+        in_shardings=(state_shard, None, frozen_shard["reference"] if lora else None),
         out_shardings=(state_shard, None),
         donate_argnums=0,
     )
@@ -338,6 +364,8 @@ def _modules(
 
     modules = {"policy": module(config.policy, "policy", "lm")}
     modules["reference"] = modules["policy"]
+    # with policy.lora the policy is the reference (its base) with adapters
+    modules["policy"] = loading.with_lora(modules["reference"], config.policy)
     if config.prm is not None and text_format is None:
         modules["prm"] = module(config.prm, "prm", "score")
     elif config.prm is not None:
@@ -354,7 +382,7 @@ def _modules(
         loading.check_orm_format(config.orm, what="orm")
         modules["orm"] = module(config.orm, "orm", "score")
     if config.uses_critic and config.effective_ppo.critic_init == "policy":
-        policy = modules["policy"]
+        policy = modules["reference"]  # the policy's trunk, without adapters
         modules["critic"] = DecoderForTokenClassification(
             policy.config,
             num_labels=1,
@@ -374,11 +402,17 @@ def _load(
     """Real parameters of every network, each written straight into its shards."""
     modules = dict(modules)
     policy, policy_params = loading.load_or_init_policy(
-        config.policy, tokenizer, seed=config.seed, shardings=shardings["policy"]
+        config.policy, tokenizer, seed=config.seed, shardings=shardings["reference"]
     )
     modules["policy"] = modules["reference"] = policy  # with the checkpoint's EOS ids
     params = {"policy": policy_params}
-    params["reference"] = _sharded_copy(policy_params, shardings["reference"])
+    if config.policy.lora is not None:
+        # the base is frozen and serves as the reference as it is: no second copy
+        modules["policy"] = loading.with_lora(policy, config.policy)
+        params["reference"] = policy_params
+        params["policy"] = _init_adapters(modules["policy"], config.seed, shardings["policy"])
+    else:
+        params["reference"] = _sharded_copy(policy_params, shardings["reference"])
     for name in ("prm", "orm"):
         if name in modules:
             modules[name], params[name] = loading.load_scorer(
@@ -399,6 +433,13 @@ def _load(
         modules["critic"] = modules[init]
         params["critic"] = _sharded_copy(params[init], shardings["critic"])
     return modules, params
+
+
+def _init_adapters(module: nn.Module, seed: int, shardings: Any) -> Any:
+    """Fresh adapters of a LoRA policy (A as PEFT draws it, B zero), written into their shards;
+    XLA drops the unused base weights of the init."""
+    init = lambda: split_adapters(init_params(module, jax.random.key(seed)))[1]  # noqa: E731
+    return jax.jit(init, out_shardings=shardings)()
 
 
 def _sharded_copy(tree: Any, shardings: Any) -> Any:

@@ -35,6 +35,7 @@ from rlr.losses import (
     ppo_policy_loss,
     ppo_value_loss,
 )
+from rlr.models.lora import merge_adapters
 from rlr.process_designs import (
     min_form_returns,
     prof_keep_mask,
@@ -113,6 +114,19 @@ class PPOModels:
     critic: nn.Module | None  # DecoderForTokenClassification(num_labels=1), or None
     prm: nn.Module | None = None  # DecoderForTokenClassification(num_labels=1), read in-graph
     orm: nn.Module | None = None  # token-classification trunk read at the last token
+    # With LoRA (policy.lora): the policy without its adapters, the reference network. The
+    # trainable params["policy"] are then the adapters alone, and the frozen base weights,
+    # frozen["reference"], serve both the reference and (with the adapters) the policy.
+    # None: no adapters; the reference is the policy's module with its own frozen copy.
+    reference: nn.Module | None = None
+
+
+def policy_params(models: PPOModels, adapters_or_params: Any, base: Any) -> Any:
+    """The policy's whole params tree: params["policy"] itself without LoRA; under LoRA the
+    frozen base (frozen["reference"]) with the trainable adapters put in (no array copied)."""
+    if models.reference is None:
+        return adapters_or_params
+    return merge_adapters(base, adapters_or_params)
 
 
 def score_rollout(
@@ -136,11 +150,17 @@ def score_rollout(
         chex.assert_equal_shape([rollout.sampled_logp, rollout.response_mask])
         old_logp = rollout.sampled_logp.astype(jnp.float32)
     else:
+        policy = policy_params(models, params["policy"], frozen["reference"])
         old_logp = policy_readout(
-            models.policy, params["policy"], ids, attn, T=T, temperature=temperature
+            models.policy, policy, ids, attn, T=T, temperature=temperature
         ).logprobs
     ref_logp = policy_readout(
-        models.policy, frozen["reference"], ids, attn, T=T, temperature=temperature
+        models.reference or models.policy,
+        frozen["reference"],
+        ids,
+        attn,
+        T=T,
+        temperature=temperature,
     ).logprobs
     if models.critic is not None:
         values, final_value = critic_readout(
@@ -467,17 +487,24 @@ def ppo_loss(
     clip_eps_low: float | None = None,
     clip_eps_high: float | None = None,
     importance_ratio: str = "token",
+    base: Any = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
     `dual_clip` is set; clip range and ratio as ppo_policy_loss's keywords), plus the
     clipped value loss when there is a critic, plus kl_coef times the k3 KL to the reference
     (clamped to +-kl_clamp when set) aggregated the same way
-    (GRPO's KL in the loss; 0 leaves it out)."""
+    (GRPO's KL in the loss; 0 leaves it out). Under LoRA, params["policy"] are the adapters
+    and `base` the frozen base weights they sit on (not differentiated)."""
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
     readout = policy_readout(
-        models.policy, params["policy"], ids, attn, T=T, temperature=temperature
+        models.policy,
+        policy_params(models, params["policy"], base),
+        ids,
+        attn,
+        T=T,
+        temperature=temperature,
     )
     logp = readout.logprobs
     policy_loss, policy_metrics = ppo_policy_loss(
@@ -572,6 +599,7 @@ def ppo_update(
     tx: optax.GradientTransformation,
     state: TrainState,
     batch: Experience,
+    base: Any = None,
     *,
     clip_eps: float,
     value_clip_eps: float,
@@ -586,7 +614,9 @@ def ppo_update(
     importance_ratio: str = "token",
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
-    skipped. Other keywords as ppo_loss.
+    skipped. Other keywords as ppo_loss. Under LoRA (models.reference set) `base` is the
+    policy's frozen base (frozen["reference"]): gradients and optimizer state cover only the
+    adapters in state.params["policy"].
 
     early_stop_ratio (ppo.early_stop_ratio): when the minibatch's mean importance ratio
     exp(logp - old_logp) over its valid tokens (policy/ratio_mean, read before the step)
@@ -611,6 +641,7 @@ def ppo_update(
         clip_eps_low=clip_eps_low,
         clip_eps_high=clip_eps_high,
         importance_ratio=importance_ratio,
+        base=base,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state, update_metrics = apply_gradients(state, grads, loss, tx)

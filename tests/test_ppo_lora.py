@@ -1,0 +1,149 @@
+"""PPO with low-rank adapters on the policy (policy.lora): config errors, what the state and
+the frozen networks hold, training, exact resume, exports and the plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+from ppo_setup import make_assets, tiny_config
+
+from rlr.config import ConfigError
+from rlr.models import load_pretrained
+from rlr.models import lora as lora_lib
+from rlr.models.config import LORA_TARGETS as MODEL_TARGETS
+from rlr.training.configs import (
+    LORA_TARGETS,
+    LoRASpec,
+    ModelSpec,
+    RewardSpec,
+    SFTConfig,
+)
+from rlr.training.metrics import read_metrics
+from rlr.training.ppo import PPOTrainer
+
+LORA = LoRASpec(rank=4, alpha=8.0, targets=("q_proj", "v_proj", "gate_proj", "down_proj"))
+# raw PRM scores: a reward that is not zero on random weights, so the update has a gradient
+REWARD = RewardSpec(use_prm=True, method="raw", alpha=1.0, max_steps=8)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("ppo_lora_assets"))
+
+
+def lora_config(assets, out, **changes):
+    base = tiny_config(assets, out, reward=REWARD)
+    return dataclasses.replace(base, policy=dataclasses.replace(base.policy, lora=LORA), **changes)
+
+
+@pytest.fixture(scope="module")
+def straight(assets, tmp_path_factory):
+    """A 2-iteration LoRA run, uninterrupted; returns (trainer, out_dir)."""
+    out = tmp_path_factory.mktemp("lora_straight")
+    trainer = PPOTrainer(lora_config(assets, out))
+    trainer.run()
+    return trainer, out
+
+
+def test_lora_keys_are_checked_and_name_their_field():
+    assert LORA_TARGETS == MODEL_TARGETS
+    with pytest.raises(ConfigError, match=r"policy.lora.rank must be a positive int"):
+        LoRASpec(rank=0)
+    with pytest.raises(ConfigError, match=r"policy.lora.targets: \['qkv'\] are not projections"):
+        LoRASpec(targets=("q_proj", "qkv"))
+    with pytest.raises(ConfigError, match=r"policy.lora.dropout=0.1: PPO's importance ratio"):
+        LoRASpec(dropout=0.1)
+
+
+def test_lora_on_a_network_that_does_not_train_is_an_error(assets, tmp_path):
+    config = tiny_config(assets, tmp_path)
+    with pytest.raises(ConfigError, match=r"prm.lora: the PRM is frozen in a PPO run"):
+        dataclasses.replace(config, prm=dataclasses.replace(config.prm, lora=LoRASpec()))
+    with pytest.raises(ConfigError, match=r"model.lora: rlr sft trains every weight"):
+        SFTConfig(tokenizer="t", model=ModelSpec(path="p", lora=LoRASpec()))
+
+
+def test_state_holds_only_adapters_and_the_reference_is_the_base(straight, assets):
+    trainer, _ = straight
+    adapters = trainer.state.params["policy"]
+    leaves = jax.tree_util.tree_flatten_with_path(adapters)[0]
+    assert leaves and all(str(path[-1].key) in ("lora_a", "lora_b") for path, _ in leaves)
+    layer = adapters["model"]["layers"]
+    assert set(layer["self_attn"]) == {"q_proj", "v_proj"}
+    assert set(layer["mlp"]) == {"gate_proj", "down_proj"}
+    # AdamW's moments mirror the adapters: the base weights are not in the optimizer state
+    mu = trainer.state.opt_state["policy"][1][0].mu
+    assert jax.tree.structure(mu) == jax.tree.structure(adapters)
+    # the reference is the checkpoint's weights, untouched by training, and the only copy
+    _, on_disk = load_pretrained(assets / "policy")
+    reference = trainer.frozen["reference"]
+    assert jax.tree.structure(reference) == jax.tree.structure(on_disk)
+    for x, y in zip(jax.tree.leaves(reference), jax.tree.leaves(on_disk)):
+        np.testing.assert_array_equal(np.asarray(x), y)
+    full = trainer.setup.policy_params(trainer.state.params, trainer.frozen)
+    kernel = lambda p: p["model"]["layers"]["self_attn"]["q_proj"]["kernel"]  # noqa: E731
+    assert kernel(full) is kernel(reference)
+    assert trainer.models.reference.config.lora is None
+    assert trainer.models.policy.config.lora.rank == 4
+
+
+def test_a_lora_run_trains_the_adapters(straight):
+    trainer, out = straight
+    rows = read_metrics(out)
+    assert len(rows) == 2
+    # B starts at zero: the first rollout's policy is its reference exactly
+    assert rows[0]["kl/k1_per_token"] == 0.0
+    assert rows[0]["reward/prm"] != 0.0 and rows[0]["loss/policy"] != 0.0
+    # after one iteration's updates the adapters have moved the policy off the base
+    assert abs(rows[1]["kl/k1_per_token"]) > 0.0
+    lora_b = trainer.state.params["policy"]["model"]["layers"]["self_attn"]["q_proj"]["lora_b"]
+    assert float(np.abs(np.asarray(lora_b)).max()) > 0
+    assert int(trainer.state.step) > 0 and int(trainer.state.skipped) == 0
+
+
+def test_lora_resume_is_bitwise_equal_to_an_uninterrupted_run(straight, assets, tmp_path):
+    trainer, _ = straight
+    PPOTrainer(lora_config(assets, tmp_path, iterations=1)).run()
+    resumed = PPOTrainer(lora_config(assets, tmp_path))
+    summary = resumed.run()
+    assert summary["start_iteration"] == 1 and summary["end_iteration"] == 2
+    pairs = zip(jax.tree.leaves(resumed.state), jax.tree.leaves(trainer.state))
+    for x, y in pairs:
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_lora_export_is_merged_with_a_peft_adapter_beside_it(straight, tmp_path):
+    trainer, _ = straight
+    out = trainer.export_policy(tmp_path / "export")
+    model, merged = load_pretrained(out)
+    ids = np.asarray([[5, 9, 13, 2, 7]], np.int32)
+    full = trainer.setup.policy_params(trainer.state.params, trainer.frozen)
+    want = trainer.models.policy.apply({"params": full}, ids)
+    np.testing.assert_allclose(model.apply({"params": merged}, ids), want, atol=1e-5, rtol=1e-5)
+    config = json.loads((out / "adapter" / lora_lib.ADAPTER_CONFIG_NAME).read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8.0
+    assert config["base_model_name_or_path"] == trainer.config.policy.path
+    assert sorted(config["target_modules"]) == sorted(LORA.targets)
+    assert (out / "adapter" / lora_lib.ADAPTER_WEIGHTS_NAME).is_file()
+
+
+def test_plan_counts_adapters_and_one_base(assets, tmp_path):
+    from rlr.plan import plan_shapes
+
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    full = plan_shapes(tiny_config(assets, tmp_path, reward=REWARD), mesh)
+    lora = plan_shapes(lora_config(assets, tmp_path), mesh)
+    assert lora["lora"] and not full["lora"]
+    assert lora["parameters"]["reference"] == full["parameters"]["reference"]
+    assert 0 < lora["parameters"]["policy"] < full["parameters"]["policy"] // 10
+    held, base = lora["per_device_bytes"], full["per_device_bytes"]
+    assert held["optimizer_state"] < base["optimizer_state"]
+    assert held["frozen_params"] == base["frozen_params"]  # the base is the reference
+    assert held["trainable_params"] < base["trainable_params"]
+    # the update reads the base as an argument under LoRA (counted once in the peak)
+    assert full["update_frozen_argument_bytes"] == 0
+    assert 0 < lora["update_frozen_argument_bytes"] < held["frozen_params"]
