@@ -1,12 +1,13 @@
 """`rlr plan`: will a PPO config fit? Compile its steps for the target mesh and read XLA's
 memory analysis, without allocating a single parameter.
 
-The PPO update step (policy + critic forward/backward + AdamW) and the rollout-scoring step
-(policy, reference, critic, PRM/ORM forward) are lowered with abstract, sharded inputs
-(`jax.ShapeDtypeStruct`s) for a mesh of data x fsdp x tensor devices. When this machine has
-fewer devices than the mesh, the command re-runs itself with that many fake CPU devices
-(`--xla_force_host_platform_device_count`): XLA's SPMD partitioner then produces exactly the
-per-device program, whose argument, output and temporary buffer sizes are reported.
+The PPO update step (policy + critic forward/backward + AdamW), the rollout's decoding (the
+sampler build_ppo makes: prefill and decode of a chunk of rows with its KV cache) and the
+rollout-scoring step (policy, reference, critic, PRM/ORM forward) are lowered with abstract,
+sharded inputs (`jax.ShapeDtypeStruct`s) for a mesh of data x fsdp x tensor devices. When this
+machine has fewer devices than the mesh, the command re-runs itself with that many fake CPU
+devices (`--xla_force_host_platform_device_count`): XLA's SPMD partitioner then produces
+exactly the per-device program, whose argument, output and temporary buffer sizes are reported.
 The CPU compiler's temporaries approximate an accelerator's (fusion decisions differ), so
 leave some headroom. The decoder layers are one `nn.scan`, so the program is the same size at
 any depth and the steps are compiled at the config's full depth (the 7B config on 128 fake
@@ -51,7 +52,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     import jax.numpy as jnp
 
     from rlr import sharding
-    from rlr.training.ppo_build import abstract_batches, build_ppo
+    from rlr.training.ppo_build import abstract_batches, abstract_prompts, build_ppo
 
     mesh = sharding.make_mesh(**mesh_sizes)
     setup = build_ppo(
@@ -87,8 +88,17 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             "response_tokens": roll.max_new_tokens,
         },
     }
+    prompts = abstract_prompts(config, mesh)
+    result["sampling"] = {
+        "rows": prompts[0].shape[0],
+        "prompt_tokens": roll.max_prompt_tokens,
+        "new_tokens": roll.max_new_tokens,
+        "policy_param_bytes": nbytes(setup.policy_params(setup.state.params, setup.frozen)),
+    }
+    policy = setup.policy_params(setup.state.params, setup.frozen)
     steps = [
         ("update", setup.update, (setup.state, experience, setup.update_base(setup.frozen))),
+        ("sampling", setup.sampler, (policy, *prompts)),
         ("scoring", setup.score, (setup.state.params, setup.frozen, rollout, None)),
     ]
     if setup.read_prm_steps is not None:  # a PRM that reads the steps as text
@@ -110,17 +120,25 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     if layers == 0:  # shapes only
         return result
     for name, fn, args in steps:
-        with jax.set_mesh(mesh):
-            compiled = fn.lower(*args).compile()
-        mem = compiled.memory_analysis()
-        result[f"{name}_step"] = {
-            "arguments": int(mem.argument_size_in_bytes),
-            "outputs": int(mem.output_size_in_bytes),
-            "temporaries": int(mem.temp_size_in_bytes),
-            "aliased": int(mem.alias_size_in_bytes),
-        }
+        result[f"{name}_step"] = _compiled_memory(fn, args, mesh)
     result["peak_bytes_per_device"] = _peak(result)
     return result
+
+
+def _compiled_memory(fn: Any, args: tuple[Any, ...], mesh: Any) -> dict[str, int]:
+    """Per-device argument, output, temporary and aliased bytes of `fn` (anything with
+    `.lower`: a jitted step or the Sampler) compiled for abstract `args` on `mesh`."""
+    import jax
+
+    with jax.set_mesh(mesh):
+        compiled = fn.lower(*args).compile()
+    mem = compiled.memory_analysis()
+    return {
+        "arguments": int(mem.argument_size_in_bytes),
+        "outputs": int(mem.output_size_in_bytes),
+        "temporaries": int(mem.temp_size_in_bytes),
+        "aliased": int(mem.alias_size_in_bytes),
+    }
 
 
 def _tokenizer(config: Any) -> Any:
@@ -160,7 +178,8 @@ def plan(
     *,
     extrapolate: bool = False,
 ) -> dict[str, Any]:
-    """Per-device memory (bytes) of the PPO update and scoring steps of `config` on the mesh.
+    """Per-device memory (bytes) of the PPO update, decoding and scoring steps of `config` on
+    the mesh; the peak is the largest of the three with everything else resident beside it.
 
     Parameter, optimizer and frozen-network bytes come from the full-depth shapes. The
     compiled steps' buffers (arguments, outputs, temporaries) are measured at full depth
@@ -194,7 +213,8 @@ def plan(
 
 def compiled_steps(result: dict[str, Any]) -> list[str]:
     """The compiled programs a plan() result reports, in order."""
-    return [s for s in ("update_step", "scoring_step", "prm_scoring_step") if s in result]
+    names = ("update_step", "sampling_step", "scoring_step", "prm_scoring_step")
+    return [s for s in names if s in result]
 
 
 def _peak(result: dict[str, Any]) -> int:
@@ -208,6 +228,13 @@ def _peak(result: dict[str, Any]) -> int:
     peak_scoring = scr["arguments"] + scr["outputs"] + scr["temporaries"]
     peak_scoring += result["per_device_bytes"]["optimizer_state"]
     peaks = [peak_update, peak_scoring]
+    if "sampling_step" in result:
+        # decoding (the KV cache among its temporaries) with everything else resident beside
+        # the policy's parameters, which are among its arguments
+        smp = result["sampling_step"]
+        resident = sum(result["per_device_bytes"].values())
+        resident -= result["sampling"]["policy_param_bytes"]
+        peaks.append(smp["arguments"] + smp["outputs"] + smp["temporaries"] + resident)
     if "prm_scoring_step" in result:
         # the text PRM's program, with everything else resident beside it
         prm = result["prm_scoring_step"]
@@ -234,6 +261,12 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
     ]
     for k, v in result["per_device_bytes"].items():
         lines.append(f"  {k:<28}{gib(v)}")
+    if "sampling" in result:
+        smp = result["sampling"]
+        lines.append(
+            f"decoding: {smp['rows']} rows of {smp['prompt_tokens']} prompt + "
+            f"{smp['new_tokens']} new tokens"
+        )
     if "text_prm" in result:
         prm = result["text_prm"]
         lines.append(

@@ -188,6 +188,38 @@ def orm_scores(
     return jax.nn.sigmoid(outcome_logits(logits, response_mask))
 
 
+def reward_model_scores(
+    prm: nn.Module | None,
+    orm: nn.Module | None,
+    params: dict[str, Any],  # {"prm"?, "orm"?}
+    input_ids: chex.Array,  # [B, S]
+    attention_mask: chex.Array,  # [B, S]
+    response_mask: chex.Array,  # [B, T]
+    step_end: chex.Array,  # [B, K]
+    step_mask: chex.Array,  # [B, K]
+    text_step_scores: chex.Array | None = None,  # [B, K] from a PRM read outside the graph
+) -> tuple[chex.Array, chex.Array]:  # step scores [B, K], ORM score [B]
+    """The PRM's step scores and the ORM's score of every row, as PPO's rewards and best-of-N's
+    rerankers read them: an in-graph PRM through `prm_step_scores`, else `text_step_scores`
+    (a PRM that reads text, scored by rlr.training.step_scoring) masked to the real steps,
+    else 0; the ORM through `orm_scores`, else 0."""
+    if prm is not None:
+        T = response_mask.shape[1]
+        steps = prm_step_scores(
+            prm, params["prm"], input_ids, attention_mask, step_end, step_mask, T=T
+        )
+    elif text_step_scores is not None:
+        chex.assert_equal_shape([text_step_scores, step_mask])
+        steps = text_step_scores.astype(jnp.float32) * step_mask
+    else:
+        steps = jnp.zeros(step_end.shape, jnp.float32)
+    if orm is not None:
+        outcome = orm_scores(orm, params["orm"], input_ids, attention_mask, response_mask)
+    else:
+        outcome = jnp.zeros(response_mask.shape[:1], jnp.float32)
+    return steps, outcome
+
+
 # ----------------------------------------------------------------- the LM head
 
 # Rows (batch x chunk positions) of logits computed at once: 512 keeps a chunk of an 8k-vocab

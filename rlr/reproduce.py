@@ -810,7 +810,7 @@ def evaluate_policy_dir(policy_dir: str | os.PathLike, config: Any) -> dict[str,
     from rlr.grading import Grader
     from rlr.training import loading
     from rlr.training.evaluation import evaluate_ppo_policy
-    from rlr.training.generation import make_sampler
+    from rlr.training.generation import rollout_settings, sampler_for
 
     model, params, tokenizer = loading.load_policy_dir(str(policy_dir), config.tokenizer or None)
     data = config.data
@@ -822,12 +822,8 @@ def evaluate_policy_dir(policy_dir: str | os.PathLike, config: Any) -> dict[str,
         num_workers=config.grading.num_workers, timeout_s=config.grading.timeout_s
     ) as grader:
         for offset, temperature in enumerate((0.0, 1.0)):
-            sampler = make_sampler(
-                model,
-                tokenizer,
-                max_new_tokens=config.rollout.max_new_tokens,
-                temperature=temperature,
-            )
+            settings = rollout_settings(config.rollout, temperature=temperature)
+            sampler = sampler_for(model, tokenizer, settings)
             results[temperature] = evaluate_ppo_policy(
                 sampler, params, tokenizer, problems, config, grader=grader, key_offset=offset
             )

@@ -189,41 +189,16 @@ def sample(
     """
     chex.assert_rank([prompt_ids, prompt_mask], 2)
     chex.assert_equal_shape([prompt_ids, prompt_mask])
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
-    if loop not in ("while", "scan"):
-        raise ValueError(f"loop must be 'while' or 'scan'; got {loop!r}")
-    if loop == "scan" and compact:
-        raise ValueError("loop='scan' runs every row for all T steps; pass compact=False with it")
+    _check_decoding(max_new_tokens, loop=loop, compact=compact)
     eos_ids = jnp.asarray([eos_id] if isinstance(eos_id, int) else list(eos_id), jnp.int32)
     batch, _ = prompt_ids.shape
     steps = max_new_tokens
     sizes = compaction_sizes(batch, min_rows=min_rows, shards=shards) if compact else (batch,)
-    if budget is None:
-        budget = jnp.full((batch,), steps, jnp.int32)
-    chex.assert_shape(budget, (batch,))
-    budget = jnp.asarray(budget, jnp.int32)
     prompt_mask = prompt_mask.astype(jnp.int32)
-    key_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps), jnp.int32)], axis=1)
-    cache = init_cache(model.config, key_mask, dtype=model.dtype)
     draw = functools.partial(draw_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
-
-    def emit(state: _Decoding, logits: jax.Array) -> _Decoding:
-        """Draws step t's token of every row from logits [b, V] and writes the outputs."""
-        t, rows, done = state.t, state.rows, state.done
-        token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
-        scaled = logits / temperature if temperature > 0 else logits
-        logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
-        emitted = ~done
-        write = dict(mode="promise_in_bounds", unique_indices=True)
-        return state._replace(
-            t=t + 1,
-            previous=token,
-            done=done | jnp.isin(token, eos_ids) | (t + 1 >= state.budget),
-            tokens=state.tokens.at[rows, t].set(jnp.where(emitted, token, pad_id), **write),
-            logprobs=state.logprobs.at[rows, t].set(jnp.where(emitted, logp, 0.0), **write),
-            mask=state.mask.at[rows, t].set(emitted.astype(jnp.int32), **write),
-        )
+    emit = functools.partial(
+        _emit, key=key, draw=draw, temperature=temperature, eos_ids=eos_ids, pad_id=pad_id
+    )
 
     def body(state: _Decoding) -> _Decoding:
         logits, cache = model.apply(
@@ -237,18 +212,46 @@ def sample(
     def live_above(limit: int):  # cond: steps left and more than `limit` rows unfinished
         return lambda state: (state.t < steps) & (jnp.sum(~state.done) > limit)
 
-    def keep(state: _Decoding, size: int) -> _Decoding:
-        """The first `size` rows by (finished, index): every live row when `size` holds them."""
-        order = jnp.argsort(state.done, stable=True)[:size]
-        return state._replace(
-            previous=state.previous[order],
-            done=state.done[order],
-            rows=state.rows[order],
-            start=state.start[order],
-            budget=state.budget[order],
-            cache=state.cache.take_rows(order),
-        )
+    state, logits = _prefill(model, params, prompt_ids, prompt_mask, budget, steps, pad_id)
+    state = emit(state, logits)
+    if loop == "scan":
+        state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=steps - 1)
+    else:
+        for i, size in enumerate(sizes):
+            if i:
+                state = _keep_rows(state, size)
+            following = sizes[i + 1] if i + 1 < len(sizes) else 0
+            state = jax.lax.while_loop(live_above(following), body, state)
+    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=state.mask)
 
+
+def _check_decoding(max_new_tokens: int, *, loop: str, compact: bool) -> None:
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
+    if loop not in ("while", "scan"):
+        raise ValueError(f"loop must be 'while' or 'scan'; got {loop!r}")
+    if loop == "scan" and compact:
+        raise ValueError("loop='scan' runs every row for all T steps; pass compact=False with it")
+
+
+def _prefill(
+    model: nn.Module,
+    params: Any,
+    prompt_ids: jax.Array,  # [B, P]
+    prompt_mask: jax.Array,  # [B, P] int32
+    budget: chex.Array | None,  # [B] int (None: T)
+    steps: int,  # T
+    pad_id: int,
+) -> tuple[_Decoding, jax.Array]:  # the loop's state before step 0, logits [B, V]
+    """Runs the prompts into a fresh B-row cache of P + T slots: the decode state with empty
+    [B, T] outputs, and the last prompt position's logits, which step 0 draws from."""
+    batch = prompt_ids.shape[0]
+    if budget is None:
+        budget = jnp.full((batch,), steps, jnp.int32)
+    chex.assert_shape(budget, (batch,))
+    budget = jnp.asarray(budget, jnp.int32)
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps), jnp.int32)], axis=1)
+    cache = init_cache(model.config, key_mask, dtype=model.dtype)
     logits, cache = model.apply(
         {"params": params},
         prompt_ids.astype(jnp.int32),
@@ -268,16 +271,48 @@ def sample(
         logprobs=jnp.zeros((batch, steps), jnp.float32),
         mask=jnp.zeros((batch, steps), jnp.int32),
     )
-    state = emit(state, logits[:, 0])
-    if loop == "scan":
-        state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=steps - 1)
-    else:
-        for i, size in enumerate(sizes):
-            if i:
-                state = keep(state, size)
-            following = sizes[i + 1] if i + 1 < len(sizes) else 0
-            state = jax.lax.while_loop(live_above(following), body, state)
-    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=state.mask)
+    return state, logits[:, 0]
+
+
+def _emit(
+    state: _Decoding,
+    logits: jax.Array,  # [b, V] the next-token logits of the state's b rows
+    *,
+    key: jax.Array,
+    draw: Any,  # draw_tokens with the sampling settings bound
+    temperature: float,
+    eos_ids: jax.Array,  # [E] int32
+    pad_id: int,
+) -> _Decoding:
+    """Draws step t's token of every row and writes it to the [B, T] outputs at the rows'
+    original indices (pad, log-prob 0 and mask 0 for rows that already ended)."""
+    t, rows, done = state.t, state.rows, state.done
+    token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
+    scaled = logits / temperature if temperature > 0 else logits
+    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+    emitted = ~done
+    write = dict(mode="promise_in_bounds", unique_indices=True)
+    return state._replace(
+        t=t + 1,
+        previous=token,
+        done=done | jnp.isin(token, eos_ids) | (t + 1 >= state.budget),
+        tokens=state.tokens.at[rows, t].set(jnp.where(emitted, token, pad_id), **write),
+        logprobs=state.logprobs.at[rows, t].set(jnp.where(emitted, logp, 0.0), **write),
+        mask=state.mask.at[rows, t].set(emitted.astype(jnp.int32), **write),
+    )
+
+
+def _keep_rows(state: _Decoding, size: int) -> _Decoding:
+    """The first `size` rows by (finished, index): every live row when `size` holds them."""
+    order = jnp.argsort(state.done, stable=True)[:size]
+    return state._replace(
+        previous=state.previous[order],
+        done=state.done[order],
+        rows=state.rows[order],
+        start=state.start[order],
+        budget=state.budget[order],
+        cache=state.cache.take_rows(order),
+    )
 
 
 def batch_shards(array: Any) -> int:
@@ -368,6 +403,19 @@ class Sampler:
         again once if `budget` is sometimes given and sometimes not)."""
         shards = batch_shards(prompt_ids) if self.compact else 1
         return self._sample(params, prompt_ids, prompt_mask, key, budget, shards=shards)
+
+    def lower(
+        self,
+        params: Any,
+        prompt_ids: Any,  # [B, P], an array or a ShapeDtypeStruct (with its sharding)
+        prompt_mask: Any,  # [B, P]
+        key: Any,
+        budget: Any = None,  # [B]
+    ) -> Any:  # jax.stages.Lowered
+        """The program `__call__` runs for these (possibly abstract) arguments, lowered and not
+        run: rlr plan compiles it to size decoding (the KV cache of B rows of P + T slots)."""
+        shards = batch_shards(prompt_ids) if self.compact else 1
+        return self._sample.lower(params, prompt_ids, prompt_mask, key, budget, shards=shards)
 
 
 def sequence_logprobs(

@@ -155,3 +155,56 @@ def test_layer_extrapolation_matches_an_exact_compile():
             assert estimate[step][key] == exact[step][key], (step, key)
         got, want = estimate[step]["temporaries"], exact[step]["temporaries"]
         assert abs(got - want) <= 0.25 * want, (step, got, want)
+
+
+def test_plan_compiles_decoding_and_its_peak_grows_with_max_new_tokens():
+    """build_ppo makes the rollout sampler, so plan compiles decoding: its KV cache
+    [L, C, Hkv, P + T, Dh] (keys and values) is among the decode program's temporaries, and
+    the planned peak grows with rollout.max_new_tokens."""
+    import dataclasses
+
+    from rlr.plan import compiled_steps, format_report, plan
+    from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
+
+    # as many KV heads as query heads and a small vocabulary: a large cache per row
+    arch = dict(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+        max_position_embeddings=1024,
+    )
+    rollout = RolloutSpec(
+        prompts_per_iteration=8, samples_per_prompt=2, max_prompt_tokens=16, max_new_tokens=32
+    )
+    config = PPOConfig(
+        tokenizer="-",
+        policy=ModelSpec(architecture=arch),
+        data=DataSpec(train="-"),
+        rollout=rollout,
+        ppo=PPOSpec(minibatches=2),
+    )
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    short = plan(config, mesh)
+    longer = dataclasses.replace(rollout, max_new_tokens=512)
+    long = plan(dataclasses.replace(config, rollout=longer), mesh)
+    assert compiled_steps(long) == ["update_step", "sampling_step", "scoring_step"]
+    assert long["sampling"]["rows"] == 16 and long["sampling"]["new_tokens"] == 512
+    assert "decoding: 16 rows of 16 prompt + 512 new tokens" in format_report(long, None)
+    f32 = 4
+    for result, T in ((short, 32), (long, 512)):
+        cache = 2 * 2 * 16 * 8 * (16 + T) * (64 // 8) * f32  # keys + values, L=2, C=16
+        assert result["sampling_step"]["temporaries"] >= cache, (T, result["sampling_step"])
+        smp = result["sampling_step"]
+        resident = sum(result["per_device_bytes"].values())
+        resident -= result["sampling"]["policy_param_bytes"]
+        assert result["peak_bytes_per_device"] >= (
+            smp["arguments"] + smp["outputs"] + smp["temporaries"] + resident
+        )
+    # the decode program's cache grows with T as 16 + T does
+    grown = long["sampling_step"]["temporaries"] - short["sampling_step"]["temporaries"]
+    assert grown >= 2 * 2 * 16 * 8 * (512 - 32) * 8 * f32
+    assert long["peak_bytes_per_device"] > short["peak_bytes_per_device"]

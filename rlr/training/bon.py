@@ -13,8 +13,9 @@ the first n samples, for each n in a list (1, 2, 4, ... G), and its accuracy is 
 
 Ties are scored as a uniform random pick among the tied samples (or tied answers): the
 accuracy credited is the mean correctness of the tied set, so no tie-break rule favours a
-method. A solution without any step gets a PRM score of 0. PRM and ORM scores are read with
-rlr.readouts on the PPO row layout, so they are exactly what PPO sees.
+method. A solution without any step gets a PRM score of 0. Solutions are sampled, cut, graded
+and scored by rlr.training.pipeline, with the PRM and ORM readouts of PPO's rewards
+(rlr.readouts.reward_model_scores), so the scores are exactly what PPO sees.
 """
 
 from __future__ import annotations
@@ -32,12 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr import readouts
-from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
+from rlr.data.steps import DEFAULT_SEPARATORS
 from rlr.models.step_scorers import StepScorer
-from rlr.training.batching import map_in_batches
-from rlr.training.generation import decode_responses, sample_prompts
-from rlr.training.step_scoring import score_policy_steps
+from rlr.training.pipeline import sample_and_judge, score_judged
 
 AGGREGATIONS = ("min", "last", "prod")
 
@@ -239,10 +237,11 @@ def sample_and_score(
 ) -> BestOfNSamples:
     """Samples G solutions per problem, grades them and scores them with the PRM and ORM.
 
-    Rows use PPO's layout (prompt left-padded to P, response right-padded to T) and are scored
-    with `readouts.prm_step_scores` / `readouts.orm_scores` in fixed [batch_size, P + T] calls;
-    a PRM given as a StepScorer (a released PRM, or one with its own tokenizer) scores the
-    steps as text, rendered with `questions`, and its scores are aligned with the same steps.
+    The stages are rlr.training.pipeline's: `sample_and_judge` on the B x G repeated prompts
+    (PPO's row layout: prompt left-padded to P, response right-padded to T), then
+    `score_judged` in fixed [batch_size, P + T] calls (the readouts PPO's rewards use; a PRM
+    given as a StepScorer scores the steps as text, rendered with `questions`). Best-of-N's
+    own part is the answer classes of majority voting and the [B, G, ...] layout.
     """
     from tqdm.auto import tqdm
 
@@ -254,70 +253,48 @@ def sample_and_score(
     if samples_per_problem < 1:
         raise ValueError(f"samples_per_problem must be >= 1; got {samples_per_problem}")
     B, G = len(prompts), samples_per_problem
-    t0 = time.perf_counter()
-    repeated = [p for p in prompts for _ in range(G)]
-    with tqdm(total=len(repeated), desc="sampling", disable=not show_progress) as bar:
-        batch = sample_prompts(
-            sampler, params, tokenizer, repeated, batch_size=batch_size, key=key, progress=bar
-        )
-    t1 = time.perf_counter()
-    texts = decode_responses(tokenizer, batch.tokens, batch.mask)
-    correct = np.asarray(
-        grader.grade_responses(texts, [g for g in golds for _ in range(G)]), np.float32
-    )
-    keys = [answer_key(t) for t in texts]
-    answer_ids = answer_classes([keys[b * G : (b + 1) * G] for b in range(B)])
-    t2 = time.perf_counter()
-    T = batch.tokens.shape[1]
-    step_end, step_mask, _ = step_ends_from_ids(
-        batch.tokens, batch.mask, tokenizer, max_steps=max_steps, separators=separators
-    )
-    ids = np.concatenate([batch.prompt_ids, batch.tokens], axis=1).astype(np.int32)
-    attn = np.concatenate([batch.prompt_mask, batch.mask], axis=1).astype(np.int32)
-    response_mask = batch.mask.astype(np.float32)
-    step_end = step_end.astype(np.int32)
-    step_scores = orm_out = None
-    if isinstance(prm, StepScorer):
-        if questions is None or len(questions) != B:
-            raise ValueError("a StepScorer PRM needs one question per prompt (questions=)")
-        step_scores = score_policy_steps(
-            prm,
-            [q for q in questions for _ in range(G)],
+    if isinstance(prm, StepScorer) and (questions is None or len(questions) != B):
+        raise ValueError("a StepScorer PRM needs one question per prompt (questions=)")
+    repeat = lambda xs: [x for x in xs for _ in range(G)]  # noqa: E731
+    with tqdm(total=B * G, desc="sampling", disable=not show_progress) as bar:
+        judged = sample_and_judge(
+            sampler,
+            params,
             tokenizer,
-            batch.tokens,
-            step_end,
-            step_mask,
-        ).reshape(B, G, -1)
-    elif prm is not None:
-        prm_fn = jax.jit(functools.partial(readouts.prm_step_scores, prm[0], T=T))
-        step_scores = map_in_batches(
-            lambda *arrays: prm_fn(prm[1], *arrays),
-            (ids, attn, step_end, step_mask),
+            repeat(prompts),
+            repeat(golds),
+            grader=grader,
+            key=key,
             batch_size=batch_size,
-        ).reshape(B, G, -1)
-    if orm is not None:
-        orm_fn = jax.jit(functools.partial(readouts.orm_scores, orm[0]))
-        orm_out = map_in_batches(
-            lambda *arrays: orm_fn(orm[1], *arrays),
-            (ids, attn, response_mask),
-            batch_size=batch_size,
-        ).reshape(B, G)
-    t3 = time.perf_counter()
+            max_steps=max_steps,
+            separators=separators,
+            progress=bar,
+        )
+    keys = [answer_key(t) for t in judged.texts]
+    answer_ids = answer_classes([keys[b * G : (b + 1) * G] for b in range(B)])
+    t0 = time.perf_counter()
+    step_scores, orm_out = score_judged(
+        judged,
+        tokenizer,
+        batch_size=batch_size,
+        prm=prm,
+        orm=orm,
+        questions=None if questions is None else repeat(questions),
+    )
+    seconds = {**judged.seconds, "scoring": time.perf_counter() - t0}
+    ids, attn = judged.rows()
+    grouped = lambda x: None if x is None else x.reshape(B, G, *x.shape[1:])  # noqa: E731
     return BestOfNSamples(
-        texts=texts,
-        correct=correct.reshape(B, G),
+        texts=judged.texts,
+        correct=judged.correct.astype(np.float32).reshape(B, G),
         answer_ids=answer_ids,
-        step_scores=step_scores,
-        step_mask=step_mask.reshape(B, G, -1),
-        orm_scores=orm_out,
-        response_mask=batch.mask.reshape(B, G, T),
-        input_ids=ids.reshape(B, G, -1),
-        attention_mask=attn.reshape(B, G, -1),
-        seconds={
-            "sampling": round(t1 - t0, 3),
-            "grading": round(t2 - t1, 3),
-            "scoring": round(t3 - t2, 3),
-        },
+        step_scores=grouped(step_scores),
+        step_mask=grouped(judged.step_mask),
+        orm_scores=grouped(orm_out),
+        response_mask=grouped(judged.batch.mask),
+        input_ids=grouped(ids),
+        attention_mask=grouped(attn),
+        seconds={name: round(seconds[name], 3) for name in ("sampling", "grading", "scoring")},
     )
 
 
@@ -381,17 +358,12 @@ def best_of_n_figure(result: dict[str, Any]):
 
 def run(args: argparse.Namespace) -> int:
     """`rlr eval-bon`: sample, grade, score, print the table, write JSON and PNG."""
-    from rlr.data.prompts import build_prompt
     from rlr.grading import Grader
-    from rlr.training import distributed, loading
+    from rlr.training import loading
     from rlr.training.configs import ModelSpec
-    from rlr.training.generation import make_sampler
+    from rlr.training.pipeline import command_inputs
 
-    distributed.require_one_process("eval-bon", writes="--out")
-    problems = loading.load_problems(
-        args.problems, args.format, what="--problems", limit=args.num_problems
-    )
-    model, params, tokenizer = loading.load_policy_dir(args.policy, args.tokenizer)
+    problems, prompts, sampler, params, tokenizer = command_inputs(args, "eval-bon")
     prm = None
     if args.prm:
         spec = ModelSpec(path=args.prm, format=args.prm_format)
@@ -405,12 +377,6 @@ def run(args: argparse.Namespace) -> int:
     if args.orm:
         loading.check_orm_format(ModelSpec(path=args.orm), what="--orm")
         orm = loading.load_scorer(ModelSpec(path=args.orm), what="--orm")
-    sampler = make_sampler(
-        model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
-    )
-    prompts = [
-        build_prompt(p.question, style=args.prompt_style, tokenizer=tokenizer) for p in problems
-    ]
     with Grader(num_workers=args.grader_workers) as grader:
         samples = sample_and_score(
             sampler,

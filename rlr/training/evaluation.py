@@ -20,7 +20,7 @@ import numpy as np
 from rlr.data.prompts import build_prompt
 from rlr.data.records import Problem
 from rlr.data.steps import DEFAULT_SEPARATORS, step_texts
-from rlr.training.generation import decode_responses, ended_without_eos, sample_prompts
+from rlr.training.pipeline import sample_and_judge
 
 StepClassifier = Callable[[str], bool]  # step text -> True when the step is a filler
 
@@ -114,32 +114,33 @@ def evaluate_policy(
     keep_samples: int = 8,
 ) -> EvalResult:
     """Samples one response per prompt with `sampler` (an rlr.sampling.Sampler from
-    rlr.training.generation.make_sampler; greedy when its temperature is 0) and grades it
-    against the gold answers with `grader` (an rlr.grading.Grader)."""
+    rlr.training.generation.sampler_for; greedy when its temperature is 0) and grades it
+    against the gold answers with `grader` (an rlr.grading.Grader), through
+    rlr.training.pipeline.sample_and_judge; the solution statistics are evaluation's own."""
     if len(prompts) != len(golds):
         raise ValueError(f"{len(prompts)} prompts but {len(golds)} gold answers")
     if not prompts:
         raise ValueError("evaluate_policy needs at least one prompt")
-    batch = sample_prompts(
+    judged = sample_and_judge(
         sampler,
         params,
         tokenizer,
         prompts,
-        batch_size=batch_size,
+        golds,
+        grader=grader,
         key=key,
+        batch_size=batch_size,
         prompt_tokens=max_prompt_tokens,
     )
-    texts = decode_responses(tokenizer, batch.tokens, batch.mask)
-    correct = grader.grade_responses(texts, list(golds))
-    truncated = ended_without_eos(batch.tokens, batch.mask, sampler.eos_ids)
+    texts, correct = judged.texts, judged.correct
     samples = tuple(
         {"prompt": p, "response": t, "gold": g, "correct": bool(c)}
         for p, t, g, c in list(zip(prompts, texts, golds, correct))[:keep_samples]
     )
     return EvalResult(
         accuracy=float(np.mean(correct)),
-        response_length=float(batch.mask.sum(axis=1).mean()),
-        truncated_fraction=float(truncated.mean()),
+        response_length=float(judged.batch.mask.sum(axis=1).mean()),
+        truncated_fraction=float(judged.truncated.mean()),
         num_problems=len(prompts),
         samples=samples,
         **solution_stats(texts, separators=separators, is_filler=is_filler),

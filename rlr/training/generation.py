@@ -2,12 +2,15 @@
 batches, and reading the responses back (texts, ended-without-EOS flags).
 
 Every command that samples (SFT and PPO evaluation, PPO rollouts, Math-Shepherd labelling,
-best-of-N) goes through `make_sampler` and `sample_prompts`, so pad and EOS ids, the padding of
-the last batch and the random key of each batch follow one rule everywhere.
+best-of-N) builds its sampler with `sampler_for` from `SamplingSettings` (a PPO run's from its
+`rollout` section, `rollout_settings`) and samples through `sample_prompts` or
+rlr.training.pipeline, so pad and EOS ids, the padding of the last batch and the random key of
+each batch follow one rule everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +34,7 @@ def eos_ids_of(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
 
 def make_sampler(
     model: Any,
-    tokenizer: Any,
+    tokenizer: Any | None,
     *,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -43,18 +46,51 @@ def make_sampler(
     """A jitted Sampler for `model` that pads with the tokenizer's pad id and stops at every
     EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy. compact=True decodes
     only the unfinished rows once they fit a smaller batch (down to `min_rows`; the same
-    tokens, see rlr.sampling.sample); False runs every row until the longest one ends."""
+    tokens, see rlr.sampling.sample); False runs every row until the longest one ends.
+
+    `tokenizer` None (rlr plan's build from shapes, which may run without the tokenizer):
+    pad id 0 and EOS id 0; ids change no shape, so the program's memory is the same."""
     return Sampler(
         model,
         max_new_tokens=max_new_tokens,
-        eos_id=eos_ids_of(tokenizer, model),
-        pad_id=pad_id_of(tokenizer),
+        eos_id=(0,) if tokenizer is None else eos_ids_of(tokenizer, model),
+        pad_id=0 if tokenizer is None else pad_id_of(tokenizer),
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         compact=compact,
         min_rows=min_rows,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """What a sampler draws with: up to T = max_new_tokens tokens a row, at `temperature` (0:
+    greedy), filtered by top_k / top_p (0 / 1.0: off), compacting rows (`compact`) or not."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    compact: bool = True
+
+
+def rollout_settings(rollout: Any, *, temperature: float | None = None) -> SamplingSettings:
+    """A PPO run's sampling settings, from its `rollout` section (RolloutSpec); `temperature`
+    replaces the rollout's (evaluation samples greedily at 0, and at 1)."""
+    return SamplingSettings(
+        max_new_tokens=rollout.max_new_tokens,
+        temperature=rollout.temperature if temperature is None else temperature,
+        top_k=rollout.top_k,
+        top_p=rollout.top_p,
+        compact=rollout.compact_rows,
+    )
+
+
+def sampler_for(model: Any, tokenizer: Any | None, settings: SamplingSettings) -> Sampler:
+    """The sampler of `model` with `settings`: the one place a command makes its sampler
+    (`make_sampler`'s pad and EOS ids)."""
+    return make_sampler(model, tokenizer, **dataclasses.asdict(settings))
 
 
 class SampledBatch(NamedTuple):

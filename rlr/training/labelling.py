@@ -13,7 +13,7 @@ labels as +1 (some completion is right) / -1 (none is), and the soft labels, one
 only its first `max_steps` steps (meta["truncated"] is then true).
 
 All completions of all prefixes go through the sampler in fixed-shape batches
-(rlr.training.generation.sample_prompts), so the sampler compiles once per prompt width.
+(rlr.training.pipeline.sample_and_judge), so the sampler compiles once per prompt width.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from rlr.data.records import Problem, StepLabelled
 from rlr.data.steps import DEFAULT_SEPARATORS, split_steps
-from rlr.training.generation import decode_responses, sample_prompts
+from rlr.training.pipeline import sample_and_judge
 
 Completer = Callable[[Sequence[str]], list[str]]
 
@@ -66,16 +66,17 @@ class PolicyCompleter:
         with tqdm(
             total=len(prompts), desc="sampling", disable=not self.show_progress, dynamic_ncols=True
         ) as bar:
-            batch = sample_prompts(
+            judged = sample_and_judge(
                 self.sampler,
                 self.params,
                 self.tokenizer,
                 prompts,
-                batch_size=self.batch_size,
+                None,  # a continuation is graded with its prefix (label_solutions)
                 key=key,
+                batch_size=self.batch_size,
                 progress=bar,
             )
-        return decode_responses(self.tokenizer, batch.tokens, batch.mask)
+        return judged.texts
 
 
 def monte_carlo_labels(
@@ -157,21 +158,11 @@ def label_solutions(
     if missing:
         raise ValueError(f"problems without a gold answer cannot be labelled: {missing[:5]}")
     t0 = time.perf_counter()
-    entries = []  # (problem index, sample index, text, spans kept, truncated)
-    jobs = []  # (entry index, step index k) of each prefix that needs continuations
-    job_prompts, job_prefixes, job_golds = [], [], []
     split, skipped = split_solutions(solutions, separators=separators)
-    for i, m, text, spans in split:
-        truncated = len(spans) > max_steps
-        kept = len(spans[:max_steps])
-        # The prefix through step k ends where step k + 1 starts: the separator is kept.
-        for k in range(kept if truncated else kept - 1):
-            prefix = text[: spans[k + 1][0]]
-            jobs.append((len(entries), k))
-            job_prefixes.append(prefix)
-            job_golds.append(problems[i].answer)
-            job_prompts.append(prompts[i] + prefix)
-        entries.append((i, m, text, spans[:max_steps], truncated))
+    entries, jobs = _prefix_jobs(split, max_steps=max_steps)
+    job_prefixes = [entries[e][2][:end] for e, _, end in jobs]
+    job_golds = [problems[entries[e][0]].answer for e, _, _ in jobs]
+    job_prompts = [prompts[entries[e][0]] + prefix for (e, *_), prefix in zip(jobs, job_prefixes)]
     repeated = [p for p in job_prompts for _ in range(num_completions)]
     continuations = complete(repeated) if repeated else []
     if len(continuations) != len(repeated):
@@ -197,36 +188,67 @@ def label_solutions(
         [1.0 if solution_correct[e] else 0.0] * len(entry[3]) for e, entry in enumerate(entries)
     ]
     hard = [[int(solution_correct[e])] * len(entry[3]) for e, entry in enumerate(entries)]
-    for j, (e, k) in enumerate(jobs):
+    for j, (e, k, _) in enumerate(jobs):
         soft[e][k] = float(soft_by_job[j])
         hard[e][k] = int(hard_by_job[j])
-    records = []
-    for e, (i, m, text, spans, truncated) in enumerate(entries):
-        problem = problems[i]
-        records.append(
-            StepLabelled(
-                id=f"{problem.id}-s{m}",
-                question=problem.question,
-                steps=tuple(text[a:b] for a, b in spans),
-                labels=tuple(1 if h else -1 for h in hard[e]),
-                gold_answer=problem.answer,
-                source="monte_carlo",
-                meta={
-                    "problem_id": problem.id,
-                    "sample": m,
-                    "soft_labels": [round(s, 6) for s in soft[e]],
-                    "num_completions": num_completions,
-                    "solution_correct": bool(solution_correct[e]),
-                    "truncated": bool(truncated),
-                    "solution": text,
-                },
-            )
+    records = [
+        _monte_carlo_record(
+            problems[i], entries[e], soft[e], hard[e], bool(solution_correct[e]), num_completions
         )
+        for e, (i, *_) in enumerate(entries)
+    ]
     return LabellingResult(
         records=records,
         skipped_empty=skipped,
         num_completions=len(repeated),
         seconds={"completion": t1 - t0, "grading": t2 - t1},
+    )
+
+
+def _prefix_jobs(
+    split: Sequence[tuple[int, int, str, list[tuple[int, int]]]], *, max_steps: int
+) -> tuple[list[tuple[int, int, str, list[tuple[int, int]], bool]], list[tuple[int, int, int]]]:
+    """(entries, jobs) of split solutions: each entry (problem index, sample index, text, the
+    spans of its first max_steps steps, truncated), and each job (entry index, step k, end) a
+    prefix text[:end] through step k that needs continuations: every kept step but a complete
+    solution's last, which holds the final answer and is labelled by the solution's grade."""
+    entries, jobs = [], []
+    for i, m, text, spans in split:
+        truncated = len(spans) > max_steps
+        kept = len(spans[:max_steps])
+        # The prefix through step k ends where step k + 1 starts: the separator is kept.
+        ks = range(kept if truncated else kept - 1)
+        jobs += [(len(entries), k, spans[k + 1][0]) for k in ks]
+        entries.append((i, m, text, spans[:max_steps], truncated))
+    return entries, jobs
+
+
+def _monte_carlo_record(
+    problem: Problem,
+    entry: tuple[int, int, str, list[tuple[int, int]], bool],
+    soft: list[float],  # [K] soft labels
+    hard: list[int],  # [K] 1 / 0 hard labels
+    solution_correct: bool,
+    num_completions: int,
+) -> StepLabelled:
+    """The StepLabelled record of one labelled solution (`_prefix_jobs`' entry)."""
+    _, m, text, spans, truncated = entry
+    return StepLabelled(
+        id=f"{problem.id}-s{m}",
+        question=problem.question,
+        steps=tuple(text[a:b] for a, b in spans),
+        labels=tuple(1 if h else -1 for h in hard),
+        gold_answer=problem.answer,
+        source="monte_carlo",
+        meta={
+            "problem_id": problem.id,
+            "sample": m,
+            "soft_labels": [round(s, 6) for s in soft],
+            "num_completions": num_completions,
+            "solution_correct": solution_correct,
+            "truncated": bool(truncated),
+            "solution": text,
+        },
     )
 
 
@@ -375,21 +397,13 @@ def run(args: argparse.Namespace) -> int:
     """`rlr label-steps`: sample, complete, grade, write JSONL and print a summary."""
     import json
 
-    from rlr.data.prompts import build_prompt
     from rlr.data.readers import write_jsonl
     from rlr.grading import Grader
-    from rlr.training import distributed, loading
+    from rlr.training import loading
     from rlr.training.configs import ModelSpec
-    from rlr.training.generation import make_sampler
+    from rlr.training.pipeline import command_inputs
 
-    distributed.require_one_process("label-steps", writes="--out")
-    problems = loading.load_problems(
-        args.problems, args.format, what="--problems", limit=args.num_problems
-    )
-    model, params, tokenizer = loading.load_policy_dir(args.policy, args.tokenizer)
-    sampler = make_sampler(
-        model, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature
-    )
+    problems, prompts, sampler, params, tokenizer = command_inputs(args, "label-steps")
     complete = PolicyCompleter(
         sampler,
         params,
@@ -398,9 +412,6 @@ def run(args: argparse.Namespace) -> int:
         key=jax.random.key(args.seed),
         show_progress=True,
     )
-    prompts = [
-        build_prompt(p.question, style=args.prompt_style, tokenizer=tokenizer) for p in problems
-    ]
     t0 = time.perf_counter()
     if args.given_solutions:
         if any(p.solution is None for p in problems):
@@ -438,6 +449,16 @@ def run(args: argparse.Namespace) -> int:
                 max_steps=args.max_steps,
             )
     write_jsonl(args.out, result.records)
+    print(json.dumps(_summary(problems, result, solutions_seconds=t1 - t0), indent=2))
+    print(f"wrote {len(result.records)} labelled solutions to {args.out}")
+    return 0
+
+
+def _summary(
+    problems: Sequence[Problem], result: LabellingResult, *, solutions_seconds: float
+) -> dict[str, Any]:
+    """What `rlr label-steps` prints: counts, label and solution rates, seconds per stage,
+    and on the synthetic task the agreement with its exact labels."""
     steps = sum(len(r.steps) for r in result.records)
     summary = {
         "problems": len(problems),
@@ -451,11 +472,9 @@ def run(args: argparse.Namespace) -> int:
         "solution_accuracy": (
             sum(r.meta["solution_correct"] for r in result.records) / max(len(result.records), 1)
         ),
-        "seconds_solutions": round(t1 - t0, 3),
+        "seconds_solutions": round(solutions_seconds, 3),
         **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
     }
     if result.records and all(is_synthetic(p) for p in problems):
         summary["agreement_with_exact_labels"] = synthetic_agreement(result.records, problems)
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {len(result.records)} labelled solutions to {args.out}")
-    return 0
+    return summary

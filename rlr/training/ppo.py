@@ -26,7 +26,6 @@ import numpy as np
 from rlr import sharding
 from rlr.config import dump_config
 from rlr.data.prompts import build_prompt
-from rlr.data.steps import step_ends_from_ids
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
 from rlr.training.checkpoint import Checkpointer, run_directory
@@ -37,8 +36,9 @@ from rlr.training.evaluation import (
     solution_step_counts,
     stats_from_counts,
 )
-from rlr.training.generation import decode_responses, ended_without_eos, make_sampler
+from rlr.training.generation import SampledBatch, rollout_settings, sampler_for
 from rlr.training.metrics import MetricsWriter, append_line, drop_rows_after
+from rlr.training.pipeline import judge
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
 from rlr.training.step_scoring import score_policy_steps
@@ -69,16 +69,7 @@ class PPOTrainer:
         self.state = self.setup.state
         self.frozen = self.setup.frozen
         self.value_stats = self.setup.value_stats  # ppo.value_norm's running statistics
-        roll = config.rollout
-        self.sampler = make_sampler(
-            self.models.policy,
-            self.tokenizer,
-            max_new_tokens=roll.max_new_tokens,
-            temperature=roll.temperature,
-            top_k=roll.top_k,
-            top_p=roll.top_p,
-            compact=roll.compact_rows,
-        )
+        self.sampler = self.setup.sampler  # rollout_settings(config.rollout)
         self._eval_samplers: dict[float, Any] = {}
         self._warned_zero_prm = False  # the vanished-PRM-reward warning is printed once
 
@@ -202,67 +193,89 @@ class PPOTrainer:
         texts: list[str] = []
         seconds = {"rollout": 0.0, "grading": 0.0, "prm_text_scoring": 0.0}
         for chunk, first in enumerate(range(0, B, C)):
-            block = distributed.process_rows(
-                self.mesh, C, what="a rollout chunk (rollout.chunk_rows, or the batch)"
+            part, chunk_texts, chunk_seconds = self._sample_chunk(
+                rows[first : first + C], jax.random.fold_in(key, chunk), grader
             )
-            mine = rows[first:][block]
-            t0 = time.perf_counter()
-            ids, mask, _ = encode_prompts(
-                self.tokenizer,
-                [self.prompt_text(p) for p in mine],
-                prompt_len=cfg.rollout.max_prompt_tokens,
-            )
-            out = self.sampler(
-                self.setup.policy_params(self.state.params, self.frozen),
-                distributed.global_rows(self.mesh, ids, C),
-                distributed.global_rows(self.mesh, mask, C),
-                jax.random.fold_in(key, chunk),
-            )
-            tokens = distributed.local_rows(self.mesh, out.tokens).astype(np.int32)
-            response_mask = distributed.local_rows(self.mesh, out.mask).astype(np.int32)
-            t1 = time.perf_counter()
-            step_end, step_mask, _ = step_ends_from_ids(
-                tokens,
-                response_mask,
-                self.tokenizer,
-                max_steps=cfg.reward.max_steps,
-                separators=cfg.reward.separators,
-            )
-            chunk_texts = decode_responses(self.tokenizer, tokens, response_mask)
-            success = grader.grade_responses(chunk_texts, [p.answer for p in mine])
-            t2 = time.perf_counter()
-            part = {
-                "input_ids": np.concatenate([ids, tokens], axis=1).astype(np.int32),
-                "attention_mask": np.concatenate([mask, response_mask], axis=1).astype(np.int32),
-                "response_mask": response_mask.astype(np.float32),
-                "success": np.asarray(success, np.float32),
-                "step_end": step_end.astype(np.int32),
-                "step_mask": step_mask.astype(np.float32),
-            }
-            if cfg.ppo.old_logprobs == "rollout":
-                sampled_logp = distributed.local_rows(self.mesh, out.logprobs)
-                part["sampled_logp"] = sampled_logp.astype(np.float32) * response_mask
-            if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
-                # Its program runs on the whole mesh: every process scores the whole chunk
-                # (the same batches on every process) and keeps its block.
-                scores = score_policy_steps(
-                    self.setup.step_scorer,
-                    [p.question for p in rows[first : first + C]],
-                    self.tokenizer,
-                    distributed.gather_rows(tokens),
-                    distributed.gather_rows(step_end),
-                    distributed.gather_rows(step_mask),
-                )
-                part["text_step_scores"] = scores[block]
-            t3 = time.perf_counter()
-            part["steps"] = solution_step_counts(chunk_texts, separators=cfg.reward.separators)
-            truncated = ended_without_eos(tokens, response_mask, self.sampler.eos_ids)
-            part["truncated"] = truncated.astype(np.float32)
             parts.append(part)
             texts += chunk_texts
-            seconds["rollout"] += t1 - t0
-            seconds["grading"] += t2 - t1
-            seconds["prm_text_scoring"] += t3 - t2
+            for name, value in chunk_seconds.items():
+                seconds[name] += value
+        return self._assemble(parts, texts, seconds)
+
+    def _sample_chunk(
+        self, chunk: list[Any], key: jax.Array, grader: Any
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, float]]:
+        """One chunk of C rows through the pipeline: sampled on the mesh, then this process's
+        block judged (rlr.training.pipeline.judge: steps, texts, grades) and, with a PRM that
+        reads text, scored. Returns the block's Rollout fields and statistics, its texts and
+        the seconds of each stage."""
+        cfg = self.config
+        C = len(chunk)
+        block = distributed.process_rows(
+            self.mesh, C, what="a rollout chunk (rollout.chunk_rows, or the batch)"
+        )
+        mine = chunk[block]
+        t0 = time.perf_counter()
+        ids, mask, _ = encode_prompts(
+            self.tokenizer,
+            [self.prompt_text(p) for p in mine],
+            prompt_len=cfg.rollout.max_prompt_tokens,
+        )
+        out = self.sampler(
+            self.setup.policy_params(self.state.params, self.frozen),
+            distributed.global_rows(self.mesh, ids, C),
+            distributed.global_rows(self.mesh, mask, C),
+            key,
+        )
+        tokens = distributed.local_rows(self.mesh, out.tokens).astype(np.int32)
+        response_mask = distributed.local_rows(self.mesh, out.mask).astype(np.int32)
+        t1 = time.perf_counter()
+        judged = judge(
+            self.tokenizer,
+            SampledBatch(ids, mask, tokens, response_mask),
+            [p.answer for p in mine],
+            grader=grader,
+            eos_ids=self.sampler.eos_ids,
+            max_steps=cfg.reward.max_steps,
+            separators=cfg.reward.separators,
+        )
+        t2 = time.perf_counter()
+        input_ids, attention_mask = judged.rows()
+        part = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "response_mask": response_mask.astype(np.float32),
+            "success": judged.correct.astype(np.float32),
+            "step_end": judged.step_end,
+            "step_mask": judged.step_mask,
+            "truncated": judged.truncated.astype(np.float32),
+        }
+        if cfg.ppo.old_logprobs == "rollout":
+            sampled_logp = distributed.local_rows(self.mesh, out.logprobs)
+            part["sampled_logp"] = sampled_logp.astype(np.float32) * response_mask
+        if self.setup.step_scorer is not None:  # a PRM that reads the steps as text
+            # Its program runs on the whole mesh: every process scores the whole chunk
+            # (the same batches on every process) and keeps its block.
+            scores = score_policy_steps(
+                self.setup.step_scorer,
+                [p.question for p in chunk],
+                self.tokenizer,
+                distributed.gather_rows(tokens),
+                distributed.gather_rows(judged.step_end),
+                distributed.gather_rows(judged.step_mask),
+            )
+            part["text_step_scores"] = scores[block]
+        t3 = time.perf_counter()
+        part["steps"] = solution_step_counts(judged.texts, separators=cfg.reward.separators)
+        seconds = {"rollout": t1 - t0, "grading": t2 - t1, "prm_text_scoring": t3 - t2}
+        return part, judged.texts, seconds
+
+    def _assemble(
+        self, parts: list[dict[str, np.ndarray]], texts: list[str], seconds: dict[str, float]
+    ) -> tuple[ppo_core.Rollout, dict[str, Any], dict[str, np.ndarray]]:
+        """The chunks' blocks joined into the global rollout on the mesh (chunk order), the
+        rollout's info, and the per-row statistics gathered from every process."""
+        C = self.config.rollout.chunk_rows or self.config.rollout.batch_size
 
         def on_mesh(name: str) -> jax.Array:
             chunks = [distributed.global_rows(self.mesh, part[name], C) for part in parts]
@@ -374,12 +387,10 @@ class PPOTrainer:
             raise ValueError("evaluation needs data.test")
         cfg = self.config
         if temperature not in self._eval_samplers:
-            self._eval_samplers[temperature] = make_sampler(
+            self._eval_samplers[temperature] = sampler_for(
                 self.models.policy,
                 self.tokenizer,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                temperature=temperature,
-                compact=cfg.rollout.compact_rows,
+                rollout_settings(cfg.rollout, temperature=temperature),
             )
         return evaluate_ppo_policy(
             self._eval_samplers[temperature],

@@ -1,12 +1,12 @@
-"""One builder for a PPO run's networks, optimizer, shardings and jitted steps.
+"""One builder for a PPO run's networks, optimizer, shardings, sampler and jitted steps.
 
 `build_ppo(config, mesh=...)` loads real weights and places them on the mesh (what
 `rlr ppo` trains with); `build_ppo(config, mesh=..., abstract=True)` builds the same thing
 from shapes alone, every array a `jax.ShapeDtypeStruct` carrying its sharding (what
-`rlr plan` compiles to read XLA's memory analysis). Both go through the same code, so the
-plan sizes exactly the networks the trainer loads: the policy, its frozen reference, the
-critic, and every configured PRM / ORM (they score every variant, as a diagnostic, even when
-the reward does not use them).
+`rlr plan` compiles to read XLA's memory analysis, decoding included). Both go through the
+same code, so the plan sizes exactly the networks the trainer loads (the policy, its frozen
+reference, the critic, and every configured PRM / ORM: they score every variant, as a
+diagnostic, even when the reward does not use them) and the sampler it decodes with.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import rlr
 from rlr import sharding
 from rlr.models import DecoderForTokenClassification, init_params
 from rlr.models.lora import count_adapter_params, split_adapters
+from rlr.sampling import Sampler
 from rlr.training import loading, ppo_core
 from rlr.training.configs import ModelSpec, PPOConfig
+from rlr.training.generation import rollout_settings, sampler_for
 from rlr.training.ppo_core import (
     Experience,
     PPOModels,
@@ -51,7 +53,8 @@ class PPOSetup:
     """What a PPO run computes with. Arrays are real (on the mesh) or abstract
     (ShapeDtypeStructs with shardings), as `build_ppo` was asked.
 
-    score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
+    sampler(params["policy"], prompt_ids, prompt_mask, key) -> SampleOutput (the rollout's
+    decoding); score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
     metrics); update(state, experience minibatch) -> (state, metrics). `state` is the initial
     state: update donates its argument, so after the first update the caller (PPOTrainer)
     holds the live state and this one's buffers are gone. With ppo.value_norm, `value_stats`
@@ -67,6 +70,7 @@ class PPOSetup:
     frozen: dict[str, Any]  # {"reference", "prm"?, "orm"?}
     state_shardings: TrainState
     frozen_shardings: dict[str, Any]
+    sampler: Sampler  # the rollout's: rollout_settings(config.rollout), the policy's module
     score: Callable[..., Any]
     experience: Callable[..., Any]
     update: Callable[..., Any]
@@ -111,7 +115,8 @@ def build_ppo(
     abstract: bool = False,
     num_layers: int | None = None,
 ) -> PPOSetup:
-    """Builds the networks, optimizer, shardings and jitted steps of a PPO run on `mesh`.
+    """Builds the networks, optimizer, shardings, sampler and jitted steps of a PPO run on
+    `mesh`.
 
     Real mode loads the policy (or initialises it from an inline architecture, which needs
     `tokenizer` for the vocabulary), the PRM / ORM, and the critic (the policy's trunk with a
@@ -120,28 +125,19 @@ def build_ppo(
     state are made by jitted functions with those shardings), so no device holds more than its
     share. Abstract mode reads only config.json / `architecture` shapes; `num_layers` then
     overrides every network's depth (rlr plan compiles 1 and 2 layers and extrapolates).
+    The rollout sampler is `rollout_settings(config.rollout)`'s, for the policy's module (in
+    real mode with the checkpoint's EOS ids); without a tokenizer its pad and EOS ids are 0.
     """
     if num_layers is not None and not abstract:
         raise ValueError("num_layers only applies to an abstract build (rlr plan)")
     external = external_prm_format(config)  # a PRM read as text: its format
     modules = _modules(config, tokenizer, num_layers=num_layers, text_format=external)
-    by_module: dict[int, Any] = {}  # the reference (and a critic from a PRM) share a module
-    for module in modules.values():
-        if id(module) not in by_module:
-            by_module[id(module)] = sharding.module_param_shardings(module, mesh)
-    shardings = {name: by_module[id(module)] for name, module in modules.items()}
+    shardings = _param_shardings(modules, mesh)
     lora = config.policy.lora is not None
     if lora:  # the policy's trainable params are its adapters; its base is the reference's
         shardings["policy"] = split_adapters(shardings["policy"])[1]
-    spec = config.effective_ppo  # the algorithm's defaults in place of nulls
     trainable_names = trainable_networks(config)
-    tx = make_ppo_optimizer(
-        policy_lr=spec.policy_lr,
-        critic_lr=spec.critic_lr if config.uses_critic else None,
-        weight_decay=spec.weight_decay,
-        max_grad_norm=spec.max_grad_norm,
-        warmup_steps=spec.warmup_steps,
-    )
+    tx = _optimizer(config)
     param_shard = {name: shardings[name] for name in trainable_names}
     frozen_shard = {name: shardings[name] for name in modules if name not in trainable_names}
     if abstract:
@@ -178,12 +174,55 @@ def build_ppo(
             mesh,
             abstract=abstract,
         )
-
-    score = jax.jit(
-        functools.partial(score_rollout, models, temperature=config.rollout.temperature),
-        in_shardings=(param_shard, frozen_shard, None, None),
+    return PPOSetup(
+        config=config,
+        mesh=mesh,
+        models=models,
+        tx=tx,
+        state=state,
+        frozen=frozen,
+        state_shardings=state_shard,
+        frozen_shardings=frozen_shard,
+        sampler=sampler_for(models.policy, tokenizer, rollout_settings(config.rollout)),
+        score=jax.jit(
+            functools.partial(score_rollout, models, temperature=config.rollout.temperature),
+            in_shardings=(param_shard, frozen_shard, None, None),
+        ),
+        experience=_experience_step(config),
+        update=_update_step(config, models, tx, state_shard, frozen_shard if lora else None),
+        prm_format=external,
+        read_prm_steps=read_prm_steps,
+        step_scorer=step_scorer,
+        value_stats=_value_stats(config, mesh, abstract=abstract),
     )
-    experience = jax.jit(
+
+
+def _param_shardings(modules: dict[str, nn.Module], mesh: Mesh) -> dict[str, Any]:
+    """name -> parameter shardings of each network, computed once per module (the reference,
+    and a critic from a PRM, share one)."""
+    by_module: dict[int, Any] = {}
+    for module in modules.values():
+        if id(module) not in by_module:
+            by_module[id(module)] = sharding.module_param_shardings(module, mesh)
+    return {name: by_module[id(module)] for name, module in modules.items()}
+
+
+def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    """AdamW for the policy and, when the algorithm has one, the critic (ppo's settings)."""
+    spec = config.effective_ppo  # the algorithm's defaults in place of nulls
+    return make_ppo_optimizer(
+        policy_lr=spec.policy_lr,
+        critic_lr=spec.critic_lr if config.uses_critic else None,
+        weight_decay=spec.weight_decay,
+        max_grad_norm=spec.max_grad_norm,
+        warmup_steps=spec.warmup_steps,
+    )
+
+
+def _experience_step(config: PPOConfig) -> Callable[..., Any]:
+    """build_experience jitted with the run's reward, algorithm and advantage settings."""
+    spec = config.effective_ppo
+    return jax.jit(
         functools.partial(
             build_experience,
             reward=config.effective_reward,
@@ -201,7 +240,20 @@ def build_ppo(
             else config.reward.overlong_penalty,
         )
     )
-    update = jax.jit(
+
+
+def _update_step(
+    config: PPOConfig,
+    models: PPOModels,
+    tx: optax.GradientTransformation,
+    state_shard: Any,
+    frozen_shard: dict[str, Any] | None,
+) -> Callable[..., Any]:
+    """ppo_update jitted with the run's loss settings, the state donated and kept sharded.
+    Under LoRA (`frozen_shard` given) its third argument is the policy's frozen base, sharded
+    as the reference."""
+    spec = config.effective_ppo
+    return jax.jit(
         functools.partial(
             ppo_update,
             models,
@@ -218,26 +270,9 @@ def build_ppo(
             clip_eps_high=spec.clip_eps_high,
             importance_ratio=spec.importance_ratio,
         ),
-        in_shardings=(state_shard, None, frozen_shard["reference"] if lora else None),
+        in_shardings=(state_shard, None, frozen_shard and frozen_shard["reference"]),
         out_shardings=(state_shard, None),
         donate_argnums=0,
-    )
-    return PPOSetup(
-        config,
-        mesh,
-        models,
-        tx,
-        state,
-        frozen,
-        state_shard,
-        frozen_shard,
-        score,
-        experience,
-        update,
-        external,
-        read_prm_steps,
-        step_scorer,
-        value_stats=_value_stats(config, mesh, abstract=abstract),
     )
 
 
@@ -311,6 +346,19 @@ def _text_prm(
 def abstract_params(module: nn.Module) -> Any:
     """A network's params as ShapeDtypeStructs (no memory allocated)."""
     return jax.eval_shape(lambda: init_params(module, jax.random.key(0)))
+
+
+def abstract_prompts(
+    config: PPOConfig, mesh: Mesh
+) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """(prompt_ids [C, P], prompt_mask [C, P], key) of one sampler call of `config` as
+    ShapeDtypeStructs, the prompts batch-sharded: C = rollout.chunk_rows (or the whole batch),
+    P = rollout.max_prompt_tokens, as PPOTrainer samples a chunk."""
+    roll = config.rollout
+    shape = (roll.chunk_rows or roll.batch_size, roll.max_prompt_tokens)
+    rows = sharding.batch_sharding(mesh, 2)
+    prompt = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows)
+    return prompt, prompt, jax.eval_shape(lambda: jax.random.key(0))
 
 
 def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience]:

@@ -44,9 +44,8 @@ from rlr.process_designs import (
 from rlr.readouts import (
     critic_readout,
     critic_values,
-    orm_scores,
     policy_readout,
-    prm_step_scores,
+    reward_model_scores,
 )
 from rlr.rewards import (
     TokenRewards,
@@ -169,19 +168,17 @@ def score_rollout(
     else:
         values = jnp.zeros(tokens.shape, jnp.float32)
         final_value = jnp.zeros(tokens.shape[:1], jnp.float32)
-    if models.prm is not None:
-        step_scores = prm_step_scores(
-            models.prm, frozen["prm"], ids, attn, rollout.step_end, rollout.step_mask, T=T
-        )
-    elif step_scores is not None:
-        chex.assert_equal_shape([step_scores, rollout.step_mask])
-        step_scores = step_scores.astype(jnp.float32) * rollout.step_mask
-    else:
-        step_scores = jnp.zeros(rollout.step_end.shape, jnp.float32)
-    if models.orm is not None:
-        orm = orm_scores(models.orm, frozen["orm"], ids, attn, rollout.response_mask)
-    else:
-        orm = jnp.zeros(rollout.success.shape, jnp.float32)
+    step_scores, orm = reward_model_scores(
+        models.prm,
+        models.orm,
+        frozen,
+        ids,
+        attn,
+        rollout.response_mask,
+        rollout.step_end,
+        rollout.step_mask,
+        step_scores,
+    )
     mask = rollout.response_mask
     return Scored(old_logp * mask, ref_logp * mask, values * mask, step_scores, orm, final_value)
 

@@ -34,7 +34,7 @@ from rlr.training.fit import (
     supervised_mesh,
     supervised_optimizer,
 )
-from rlr.training.generation import make_sampler
+from rlr.training.generation import SamplingSettings, sampler_for
 from rlr.training.metrics import read_metrics
 from rlr.training.step import init_train_state
 
@@ -81,9 +81,8 @@ def make_evaluator(
     """params -> greedy held-out metrics (accuracy, response length, steps, fillers, ...)."""
     from rlr.grading import Grader
 
-    sampler = make_sampler(
-        model, tokenizer, max_new_tokens=config.eval.max_new_tokens, temperature=0.0
-    )
+    greedy = SamplingSettings(config.eval.max_new_tokens, temperature=0.0)
+    sampler = sampler_for(model, tokenizer, greedy)
 
     def evaluate(params: Any) -> dict[str, float]:
         with Grader(num_workers=0) as grader:
