@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rlr.training.configs import REWARD_VARIANTS
+from rlr.training.configs import REPRODUCE_PRESETS, REWARD_VARIANTS
 
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
@@ -153,8 +153,10 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         default="cpu",
-        choices=("cpu", "smoke"),
-        help="cpu: the main job (about 20 minutes per seed on 2 cores); smoke: a few minutes",
+        choices=REPRODUCE_PRESETS,
+        help="cpu: the main job (about 21 minutes per seed on 2 cores); cpu_sparse: longer "
+        "problems where success is sparse, success-only against PRM-Clip and Clip-Delta under "
+        "PPO and GRPO (about SPARSE_MIN minutes per seed); smoke: a few minutes",
     )
     parser.add_argument(
         "--config",

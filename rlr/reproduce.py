@@ -31,6 +31,7 @@ from rlr.training.configs import (
     ALGORITHM_DEFAULTS,
     CRITIC_KEYS,
     GROUP_ONLY_VARIANTS,
+    REPRODUCE_PRESETS,
     REWARD_VARIANTS,
     ReproduceConfig,
     StageSpec,
@@ -138,12 +139,14 @@ class Reproduction:
 
     @classmethod
     def from_preset(cls, preset: str, *overrides: str) -> Reproduction:
-        """The reproduction of a shipped preset (`cpu`, `smoke`), with key=value overrides."""
+        """The reproduction of a shipped preset (`cpu`, `cpu_sparse`, `smoke`), with key=value
+        overrides."""
         from rlr import configs
         from rlr.config import load_config
 
-        if preset not in ("cpu", "smoke"):
-            raise ValueError(f"preset must be one of cpu, smoke; got {preset!r}")
+        if preset not in REPRODUCE_PRESETS:
+            choices = ", ".join(REPRODUCE_PRESETS)
+            raise ValueError(f"preset must be one of {choices}; got {preset!r}")
         path = configs.resolve(f"reproduce_{preset}")
         return cls(load_config(ReproduceConfig, path, list(overrides)))
 
@@ -616,10 +619,7 @@ class Reproduction:
             "success_target": self.config.success_target,
             "sft": aggregate_seeds(sft),
             # Each seed's SFT held-out greedy accuracy by step ([[step, accuracy], ...]).
-            "sft_curves": [
-                _read_json(self.model_dir("sft", seed) / "DONE").get("eval_curve")
-                for seed in range(self.seeds)
-            ],
+            "sft_curves": [sft_curve(self.model_dir("sft", seed)) for seed in range(self.seeds)],
             "prm": _read_json(self.model_dir("prm") / "DONE"),
             "paper": {k: {"greedy": g, "sampling": s} for k, (g, s) in PAPER_TABLE.items()},
         }
@@ -735,6 +735,16 @@ def aggregate_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
             summary[f"{key}_std"] = float(np.std(values, ddof=1))
     summary["per_seed"] = numbers
     return summary
+
+
+def sft_curve(run_dir: pathlib.Path) -> list[list[float]]:
+    """An SFT run's held-out greedy accuracy by step ([[step, accuracy], ...]), read from its
+    metrics.jsonl ([] if the file is missing), so cached runs report it too."""
+    from rlr.training.metrics import eval_curve, read_metrics
+
+    if not (run_dir / "metrics.jsonl").is_file():
+        return []
+    return eval_curve(read_metrics(run_dir))
 
 
 def training_success(metrics_path: pathlib.Path) -> list[float]:

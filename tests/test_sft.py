@@ -257,7 +257,7 @@ def test_cli_trains_evaluates_and_exports_a_complete_hf_dir(workdir, tmp_path, c
 
 
 def test_eval_curve_keeps_the_last_row_of_each_step():
-    from rlr.training.sft import eval_curve
+    from rlr.training.metrics import eval_curve
 
     rows = [{"step": 2, "eval/accuracy": 0.1}, {"step": 1, "loss": 3.0}]
     rows += [{"step": 4, "eval/accuracy": 0.3}, {"step": 2, "eval/accuracy": 0.2}]

@@ -891,6 +891,9 @@ GSPO: dict[str, Any] = {
     "reward.kl_coef": 0.0,
 }
 
+# Shipped reproductions: `rlr reproduce --preset P` reads rlr/configs/reproduce_P.yaml.
+REPRODUCE_PRESETS = ("cpu", "cpu_sparse", "smoke")
+
 # The reward variants of the paper's ablation: name -> PPO config overrides.
 REWARD_VARIANTS: dict[str, dict[str, Any]] = {
     "success": {"reward.use_prm": False, "reward.use_orm": False},

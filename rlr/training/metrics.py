@@ -194,3 +194,10 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, float]]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
     return rows
+
+
+def eval_curve(rows: list[dict[str, float]]) -> list[list[float]]:
+    """[[step, held-out greedy accuracy], ...] from a run's metrics rows, one per evaluation
+    (the last row of a step wins, as after a resume)."""
+    by_step = {int(r["step"]): float(r["eval/accuracy"]) for r in rows if "eval/accuracy" in r}
+    return [[step, by_step[step]] for step in sorted(by_step)]

@@ -35,7 +35,7 @@ from rlr.training.fit import (
     supervised_optimizer,
 )
 from rlr.training.generation import SamplingSettings, sampler_for
-from rlr.training.metrics import read_metrics
+from rlr.training.metrics import eval_curve, read_metrics
 from rlr.training.step import init_train_state
 
 TRAIN_KEYS = ("input_ids", "attention_mask", "response_mask")
@@ -164,13 +164,6 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     return export_and_summarize(
         result, model, out_dir, tokenizer_dir=config.tokenizer, extra=evaluated
     )
-
-
-def eval_curve(rows: list[dict[str, float]]) -> list[list[float]]:
-    """[[step, held-out greedy accuracy], ...] from a run's metrics rows, one per evaluation
-    (the last row of a step wins, as after a resume)."""
-    by_step = {int(r["step"]): float(r["eval/accuracy"]) for r in rows if "eval/accuracy" in r}
-    return [[step, by_step[step]] for step in sorted(by_step)]
 
 
 def run(args: argparse.Namespace) -> int:
