@@ -1,0 +1,99 @@
+"""`rlr reproduce`: the paper's ablation on this machine, from one command.
+
+Stages (each cached in the output directory, so an interrupted run continues where it stopped):
+data -> tokenizer -> SFT policy -> PRM and ORM -> one PPO run per reward variant with equal
+budgets and seeds (success, orm, prm_raw, prm_clip, prm_delta, prm_clip_delta) -> greedy and
+sampled evaluation on held-out problems -> results.json, results.md (beside the paper's table)
+and curves.png (accuracy, steps per solution and PRM return against PPO iteration).
+
+Every training stage is the rlr command a user would run (`rlr make-data`, `rlr sft`,
+`rlr train-prm`, ...), run in this process through rlr.cli and written to OUT/commands.sh, so
+any stage can be rerun or changed by hand. Presets are the shipped configs reproduce_cpu (the
+main job of launch/local.sh, about 20 minutes per seed on 2 CPU cores) and reproduce_smoke (a few
+minutes; the test suite runs it).
+
+The package's modules: arguments (each stage's folder and rlr command line), stages (running
+and caching them: Reproduction), evaluation (the held-out evaluation of a policy) and report
+(aggregation over seeds, gains, the results table and plots). Their public names are importable
+from here and load on first use, so reading a reproduction's config loads no numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "GROUP_ONLY_VARIANTS": "rlr.training.configs",
+    "REPRODUCE_PRESETS": "rlr.training.configs",
+    "REWARD_VARIANTS": "rlr.training.configs",
+    "ReproduceConfig": "rlr.training.configs",
+    "StageSpec": "rlr.training.configs",
+    "resolve_ppo_key": "rlr.training.configs",
+    "sweep_name": "rlr.training.configs",
+    "sweep_value_name": "rlr.training.configs",
+    "VARIANTS": "rlr.reproduce.arguments",
+    "StageArguments": "rlr.reproduce.arguments",
+    "command_config": "rlr.reproduce.arguments",
+    "critic_free_overrides": "rlr.reproduce.arguments",
+    "seed_override": "rlr.reproduce.arguments",
+    "seed_suffix": "rlr.reproduce.arguments",
+    "stage_overrides": "rlr.reproduce.arguments",
+    "variant_dir": "rlr.reproduce.arguments",
+    "HOST_ONLY_COMMANDS": "rlr.reproduce.stages",
+    "PlannedStage": "rlr.reproduce.stages",
+    "Reproduction": "rlr.reproduce.stages",
+    "StageClock": "rlr.reproduce.stages",
+    "StagePreempted": "rlr.reproduce.stages",
+    "enable_compilation_cache": "rlr.reproduce.stages",
+    "evaluate_policy_dir": "rlr.reproduce.evaluation",
+    "PAPER_TABLE": "rlr.reproduce.report",
+    "aggregate_seeds": "rlr.reproduce.report",
+    "gain_over_sft": "rlr.reproduce.report",
+    "iterations_to_success": "rlr.reproduce.report",
+    "plot_curves": "rlr.reproduce.report",
+    "plot_name": "rlr.reproduce.report",
+    "plot_sweep": "rlr.reproduce.report",
+    "results_markdown": "rlr.reproduce.report",
+    "results_name": "rlr.reproduce.report",
+    "sft_curve": "rlr.reproduce.report",
+    "training_success": "rlr.reproduce.report",
+}
+
+__all__ = sorted([*_EXPORTS, "run"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlr.reproduce' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rlr reproduce`: every stage (cached), then print the table and where results are.
+    A stage stopped by SIGTERM has saved its state: exit 0, and the same command continues."""
+    from rlr.reproduce.report import plot_name, results_markdown, results_name
+    from rlr.reproduce.stages import Reproduction, StagePreempted
+
+    reproduction = Reproduction(args.run_config)
+    try:
+        results = reproduction.run()
+    except StagePreempted as stop:
+        print(f"[rlr reproduce] {stop}; run the same command again to continue", flush=True)
+        return 0
+    print(results_markdown(results))
+    out = reproduction.out
+    for algorithm in reproduction.config.algorithms:
+        name = results_name(algorithm, reproduction.filler_aware, reproduction.sweep_name)
+        files = [f"{name}.json", f"{name}.md", f"{plot_name(name)}.png"]
+        print(f"{algorithm} results: " + ", ".join(str(out / file) for file in files))
+    return 0
