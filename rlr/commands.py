@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rlr.training.configs import REPRODUCE_PRESETS, REWARD_VARIANTS
+from rlr.reproduce.config import REPRODUCE_PRESETS, REWARD_VARIANTS
 
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
@@ -544,7 +544,7 @@ COMMANDS: tuple[Command, ...] = (
         "held-out evaluation, as the rlr commands a user would run (each logged to "
         "OUT/commands.sh); every stage is cached, so a rerun continues where it stopped.",
         _reproduce,
-        config="rlr.training.configs:ReproduceConfig",
+        config="rlr.reproduce.config:ReproduceConfig",
         config_from_args=reproduce_config_source,
     ),
     Command(

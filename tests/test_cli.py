@@ -232,7 +232,8 @@ def test_the_layers_below_training_import_nothing_from_it():
 
 
 def test_the_command_line_layer_stays_light():
-    for module in ("rlr.cli", "rlr.commands", "rlr.config", "rlr.configs", "rlr.training.configs"):
+    light = ("rlr.cli", "rlr.commands", "rlr.config", "rlr.configs", "rlr.training.configs")
+    for module in (*light, "rlr.reproduce", "rlr.reproduce.config"):
         heavy = {
             name for name in _imports(module) if name.split(".")[0] in {"jax", "flax", "numpy"}
         }

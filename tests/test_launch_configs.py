@@ -2,15 +2,13 @@ import pytest
 
 from rlr import configs
 from rlr.config import load_config
-from rlr.training.configs import (
+from rlr.reproduce.config import (
     DEFAULT_VARIANTS,
     PROCESS_DESIGN_VARIANTS,
     REWARD_VARIANTS,
-    PPOConfig,
     ReproduceConfig,
-    RewardModelConfig,
-    SFTConfig,
 )
+from rlr.training.configs import PPOConfig, RewardModelConfig, SFTConfig
 
 SCHEMAS = {"ppo": PPOConfig, "qwen": PPOConfig, "sft": SFTConfig, "prm": RewardModelConfig}
 SCHEMAS |= {"orm": RewardModelConfig, "reproduce": ReproduceConfig}

@@ -9,12 +9,12 @@ import rlr
 from rlr import configs
 from rlr.config import ConfigError, load_config
 from rlr.reproduce import critic_free_overrides
+from rlr.reproduce.config import ReproduceConfig
 from rlr.training.configs import (
     ALGORITHM_DEFAULTS,
     CRITIC_DEFAULTS,
     CRITIC_KEYS,
     PPOConfig,
-    ReproduceConfig,
     RewardModelConfig,
     SFTConfig,
 )

@@ -187,7 +187,8 @@ def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path)
 
 
 def _variant_configs(assets, out):
-    from rlr.training.configs import DEFAULT_VARIANTS, REWARD_VARIANTS, ModelSpec, PPOSpec
+    from rlr.reproduce.config import DEFAULT_VARIANTS, REWARD_VARIANTS
+    from rlr.training.configs import ModelSpec, PPOSpec
 
     both = dict(orm=ModelSpec(path=str(assets / "orm")))
     for name in DEFAULT_VARIANTS:  # the process designs hold the same networks

@@ -14,11 +14,10 @@ from ppo_fixtures import B, K, T, models, params, rollout
 from test_group_advantages import reference_outcome, reference_process
 
 from rlr.config import ConfigError
+from rlr.reproduce.config import GROUP_ONLY_VARIANTS, REWARD_VARIANTS
 from rlr.training import ppo_core
 from rlr.training.configs import (
     ALGORITHM_DEFAULTS,
-    GROUP_ONLY_VARIANTS,
-    REWARD_VARIANTS,
     ModelSpec,
     PPOConfig,
     RewardSpec,

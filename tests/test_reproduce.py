@@ -24,7 +24,7 @@ from rlr.reproduce import (
     sweep_name,
     training_success,
 )
-from rlr.training.configs import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
+from rlr.reproduce.config import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
 
 # the smoke preset lists the default variants (the process designs are opt-in)
 VARIANTS = DEFAULT_VARIANTS

@@ -12,10 +12,11 @@ any stage can be rerun or changed by hand. Presets are the shipped configs repro
 main job of launch/local.sh, about 20 minutes per seed on 2 CPU cores) and reproduce_smoke (a few
 minutes; the test suite runs it).
 
-The package's modules: arguments (each stage's folder and rlr command line), stages (running
-and caching them: Reproduction), evaluation (the held-out evaluation of a policy) and report
-(aggregation over seeds, gains, the results table and plots). Their public names are importable
-from here and load on first use, so reading a reproduction's config loads no numpy.
+The package's modules: config (ReproduceConfig, the presets and the reward variants), arguments
+(each stage's folder and rlr command line), stages (running and caching them: Reproduction),
+evaluation (the held-out evaluation of a policy) and report (aggregation over seeds, gains, the
+results table and plots). Their public names are importable from here and load on first use, so
+reading a reproduction's config (as the CLI does) loads no numpy.
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ from typing import Any
 
 # public name -> module that defines it
 _EXPORTS = {
-    "GROUP_ONLY_VARIANTS": "rlr.training.configs",
-    "REPRODUCE_PRESETS": "rlr.training.configs",
-    "REWARD_VARIANTS": "rlr.training.configs",
-    "ReproduceConfig": "rlr.training.configs",
-    "StageSpec": "rlr.training.configs",
-    "resolve_ppo_key": "rlr.training.configs",
-    "sweep_name": "rlr.training.configs",
-    "sweep_value_name": "rlr.training.configs",
+    "DEFAULT_VARIANTS": "rlr.reproduce.config",
+    "GROUP_ONLY_VARIANTS": "rlr.reproduce.config",
+    "PROCESS_DESIGN_VARIANTS": "rlr.reproduce.config",
+    "RENAMED_VARIANTS": "rlr.reproduce.config",
+    "REPRODUCE_PRESETS": "rlr.reproduce.config",
+    "REWARD_VARIANTS": "rlr.reproduce.config",
+    "ReproduceConfig": "rlr.reproduce.config",
+    "StageSpec": "rlr.reproduce.config",
+    "SweepSpec": "rlr.reproduce.config",
+    "SyntheticTaskSpec": "rlr.reproduce.config",
+    "resolve_ppo_key": "rlr.reproduce.config",
+    "sweep_name": "rlr.reproduce.config",
+    "sweep_value_name": "rlr.reproduce.config",
     "VARIANTS": "rlr.reproduce.arguments",
     "StageArguments": "rlr.reproduce.arguments",
     "command_config": "rlr.reproduce.arguments",

@@ -11,9 +11,7 @@ import json
 import pathlib
 from typing import Any
 
-from rlr.training.configs import (
-    ALGORITHM_DEFAULTS,
-    CRITIC_KEYS,
+from rlr.reproduce.config import (
     GROUP_ONLY_VARIANTS,
     REWARD_VARIANTS,
     ReproduceConfig,
@@ -22,6 +20,7 @@ from rlr.training.configs import (
     sweep_name,
     sweep_value_name,
 )
+from rlr.training.configs import ALGORITHM_DEFAULTS, CRITIC_KEYS
 
 VARIANTS = REWARD_VARIANTS
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlr.reproduce.arguments import StageArguments, command_config, seed_suffix
+from rlr.reproduce.config import REPRODUCE_PRESETS, ReproduceConfig
 from rlr.reproduce.evaluation import evaluate_policy_dir
 from rlr.reproduce.report import (
     PAPER_TABLE,
@@ -31,7 +32,6 @@ from rlr.reproduce.report import (
     sft_curve,
     training_success,
 )
-from rlr.training.configs import REPRODUCE_PRESETS, ReproduceConfig
 
 # Commands that only write files (no device work): process 0 of a multi-process run runs them
 HOST_ONLY_COMMANDS = frozenset({"make-data", "train-tokenizer"})
