@@ -23,10 +23,12 @@ def test_every_shipped_config_loads_and_validates(name):
         assert config.rollout.batch_size % config.ppo.minibatches == 0
         assert config.effective_ppo.gamma == 1.0  # the Clip/Delta return bound needs gamma = 1
     if isinstance(config, ReproduceConfig):
-        # every preset variant exists, and the presets run every variant but the process
-        # designs, which are opt-in (--variants) so that the shipped runs keep their runtime
+        # every preset variant exists; the main and smoke presets run every variant but the
+        # process designs, which are opt-in (--variants) so that the shipped runs keep their
+        # runtime; cpu_sparse compares success-only with the bounded PRM variants only
         assert set(config.variants) <= set(REWARD_VARIANTS)
-        assert set(config.variants) == set(DEFAULT_VARIANTS)
+        if config.name in ("reproduce_cpu", "reproduce_smoke"):
+            assert set(config.variants) == set(DEFAULT_VARIANTS)
         assert not set(config.variants) & set(PROCESS_DESIGN_VARIANTS)
         for stage in (config.sft, config.prm, config.orm, config.ppo):
             configs.resolve(stage.config)  # every stage names a shipped config
