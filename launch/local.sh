@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv, install rlr, and run the main job on the default small CPU setting:
 # the reward-hacking probe (seconds), then the paper's ablation on the synthetic task
-# (`rlr reproduce --preset cpu`, about 20 minutes on 2 cores for one seed, 1 hour for --seeds 3;
+# (`rlr reproduce --preset cpu`, about 21 minutes on 2 cores for one seed, 65-85 for --seeds 3;
 # cached, so a rerun continues).
 #   bash launch/local.sh [OUT_DIR] [extra rlr reproduce arguments, e.g. --seeds 3]
 set -euo pipefail

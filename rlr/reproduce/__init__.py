@@ -9,8 +9,9 @@ and curves.png (accuracy, steps per solution and PRM return against PPO iteratio
 Every training stage is the rlr command a user would run (`rlr make-data`, `rlr sft`,
 `rlr train-prm`, ...), run in this process through rlr.cli and written to OUT/commands.sh, so
 any stage can be rerun or changed by hand. Presets are the shipped configs reproduce_cpu (the
-main job of launch/local.sh, about 20 minutes per seed on 2 CPU cores) and reproduce_smoke (a few
-minutes; the test suite runs it).
+main job of launch/local.sh, about 21 minutes per seed on 2 CPU cores), reproduce_cpu_sparse
+(longer problems where success is sparse: what a process reward adds) and reproduce_smoke (a
+few minutes; the test suite runs it).
 
 The package's modules: config (ReproduceConfig, the presets and the reward variants), arguments
 (each stage's folder and rlr command line), stages (running and caching them: Reproduction),
