@@ -200,65 +200,123 @@ def build_experience(
     overlong_buffer: int | None = None,
     overlong_penalty: float = 1.0,
 ) -> tuple[Any, ...]:  # (Experience, metrics) or (Experience, metrics, ValueNormStats)
-    """Advantages of a rollout, plus metrics.
+    """Advantages of a rollout, plus metrics: (experience, metrics), with the updated value
+    statistics third when `value_stats` is given.
 
     `reward` is the run's `reward` config section as it is: which rewards enter (use_prm,
     use_orm), the shaping method, alpha, eta, the ORM weight, the KL coefficient (0 in the
     reward when `kl_in_loss`: the loss carries it) and the k3 clamp. ppo: token rewards (the
-    order of docs/method.md section 2) -> GAE with the critic -> optional whitening. grpo,
-    dr_grpo, rloo: rows are `group_size` samples of each prompt; the outcome reward of a sample
-    (success, weighted ORM and summed KL) gives group_outcome_advantages on every token, and
-    with use_prm the shaped step rewards add alpha times group_process_advantages
-    (docs/method.md section 11).
-
-    truncation (ppo.truncation; needs rollout.truncated unless "grade"): "zero" gives a
-    truncated row success 0 and ORM reward 0; "zero_and_bootstrap" (ppo only) also makes its
-    last token's next value the critic's V(s_L) (scored.final_value) instead of 0, as ReaLHF.
-
-    value_stats (ppo.value_norm): the critic's outputs are normalised values; they (and the
-    bootstrap) are de-normalised with these statistics for GAE, the statistics take one EMA
-    step (decay value_norm_beta) with the batch's returns, and the critic's targets
-    (Experience.returns) are the returns normalised by the updated statistics, in ReaLHF's
-    order (PPOCriticInterface.train_step). Then the result is (experience, metrics, updated
-    statistics); without value_stats, (experience, metrics).
-
-    reward.method pure_softmin: PURE's softmin-weighted step rewards (process_step_rewards) take
-    the place of the shaped ones, under ppo (at step ends, through GAE) and without a critic
-    alike. min_form (critic-free only): group_advantages. reward.prof_remove (critic-free
-    only): PROF's filter drops that many rows of each group (prof_keep_mask on the success
-    after `truncation` and the PRM's mean step score); a dropped row gets advantage 0 and its
-    response_mask in the Experience is zeroed, so the loss gives it no gradient and no weight
-    (token_sum still divides by the constant B * T). Metrics prof/dropped_rows (rows dropped
-    this iteration) and prof/kept_success_rate.
-    overlong_buffer (reward.overlong_buffer; DAPO): rlr.overlong_penalty of each row's length,
-    with the budget T = the response width (rollout.max_new_tokens) and factor
-    overlong_penalty, joins the outcome reward at the row's last token (rewards.outcome and
-    total): through GAE with a critic, into the group's outcome reward without one. Metric
-    reward/overlong; reward/orm stays the ORM's term alone.
+    order of docs/method.md section 2) -> GAE with the critic -> optional whitening
+    (_critic_advantages, which also applies `value_stats`, ppo.value_norm). grpo, dr_grpo,
+    rloo: rows are `group_size` samples of each prompt (group_advantages, docs/method.md
+    section 11). truncation (ppo.truncation): _graded_outcomes, and for "zero_and_bootstrap"
+    GAE's bootstrap. reward.prof_remove (critic-free only): _prof_kept_rows; a dropped row
+    gets advantage 0 and a zeroed response_mask, so the loss gives it no gradient and no
+    weight (token_sum still divides by the constant B * T). overlong_buffer (DAPO):
+    _with_overlong_penalty.
     """
+    _check_experience_options(rollout, reward, algorithm, truncation, value_stats)
     mask = rollout.response_mask
+    success, orm_score = _graded_outcomes(rollout, scored, truncation)
+    rewards = _rollout_token_rewards(rollout, scored, reward, success, orm_score, kl_in_loss)
+    overlong = None
+    if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
+        rewards, overlong = _with_overlong_penalty(
+            rewards, mask, buffer=overlong_buffer, factor=overlong_penalty
+        )
+    gae, keep = None, None
+    if ALGORITHM_DEFAULTS[algorithm].critic:
+        gae = _critic_advantages(
+            rollout,
+            scored,
+            rewards.total,
+            truncation=truncation,
+            gamma=gamma,
+            lam=lam,
+            whiten=whiten_advantages,
+            value_stats=value_stats,
+            value_norm_beta=value_norm_beta,
+        )
+        advantages, targets = gae.advantages, gae.targets
+    else:
+        if reward.prof_remove is not None:
+            keep = _prof_kept_rows(rollout, scored, success, reward.prof_remove, group_size)
+        advantages = group_advantages(
+            rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size, keep=keep
+        )
+        targets = jnp.zeros_like(advantages)
+    # PROF's dropped rows leave the loss: no tokens, so no gradient and no weight
+    loss_mask = mask if keep is None else mask * keep[:, None].astype(mask.dtype)
+    metrics = _experience_metrics(
+        rollout, scored, rewards, advantages, loss_mask, success, keep, overlong, gae
+    )
+    experience = Experience(
+        rollout.input_ids,
+        rollout.attention_mask,
+        loss_mask,
+        scored.old_logp,
+        scored.ref_logp,
+        scored.old_values,
+        advantages * loss_mask,
+        targets * loss_mask,
+    )
+    if value_stats is not None:
+        return experience, metrics, gae.value_stats
+    return experience, metrics
+
+
+def _check_experience_options(
+    rollout: Rollout,
+    reward: RewardSpec,
+    algorithm: str,
+    truncation: str,
+    value_stats: ValueNormStats | None,
+) -> None:
+    """Refuses the build_experience options that the algorithm cannot apply."""
     critic = ALGORITHM_DEFAULTS[algorithm].critic
     if critic and reward.use_prm and reward.method == "min_form":
         raise ValueError("reward.method=min_form is critic-free only: GAE sums rewards")
     if critic and reward.prof_remove is not None:
         raise ValueError("reward.prof_remove is critic-free only: ppo has no groups to filter")
-    kl_coef = 0.0 if kl_in_loss else reward.kl_coef
-    success, orm_score = rollout.success, scored.orm_score
     if truncation != "grade":
         if rollout.truncated is None:
             raise ValueError(f"ppo.truncation={truncation} needs rollout.truncated")
         if truncation == "zero_and_bootstrap" and not critic:
             raise ValueError(f"ppo.truncation=zero_and_bootstrap needs a critic, not {algorithm}")
-        ended = 1.0 - rollout.truncated.astype(jnp.float32)
-        success, orm_score = success * ended, orm_score * ended
     if value_stats is not None and not critic:
         raise ValueError(f"value normalisation needs a critic, not {algorithm}")
+
+
+def _graded_outcomes(
+    rollout: Rollout, scored: Scored, truncation: str
+) -> tuple[jax.Array, jax.Array]:  # success [B], orm_score [B]
+    """Success and ORM score as the rewards read them: as graded under truncation "grade";
+    "zero" and "zero_and_bootstrap" (needs rollout.truncated) give a truncated row success 0
+    and ORM score 0."""
+    success, orm_score = rollout.success, scored.orm_score
+    if truncation == "grade":
+        return success, orm_score
+    ended = 1.0 - rollout.truncated.astype(jnp.float32)
+    return success * ended, orm_score * ended
+
+
+def _rollout_token_rewards(
+    rollout: Rollout,
+    scored: Scored,
+    reward: RewardSpec,
+    success: jax.Array,  # [B] after truncation
+    orm_score: jax.Array,  # [B] after truncation
+    kl_in_loss: bool,
+) -> TokenRewards:  # each [B, T]
+    """The token rewards of the `reward` section: reward.method's step rewards
+    (process_step_rewards; pure_softmin's replace the shaped ones) with use_prm, the ORM term
+    with use_orm, and the KL reward unless the loss carries the KL."""
     step_rewards = None
     if reward.use_prm:
         step_rewards = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
-    rewards = token_rewards(
+    return token_rewards(
         success,
-        mask,
+        rollout.response_mask,
         step_rewards,
         rollout.step_end if reward.use_prm else None,
         rollout.step_mask if reward.use_prm else None,
@@ -269,61 +327,113 @@ def build_experience(
         alpha=reward.alpha,
         eta=reward.eta,
         orm_weight=reward.orm_weight,
-        kl_coef=kl_coef,
+        kl_coef=0.0 if kl_in_loss else reward.kl_coef,
         kl_estimator=reward.kl_estimator or "k1",  # unset (and unused) when the KL is in the loss
         kl_clamp=reward.kl_clamp if reward.kl_estimator == "k3" else None,
     )
-    overlong = None
-    if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
-        lengths = jnp.sum(mask, axis=1)
-        penalty = overlong_penalty_of(  # rlr.overlong_penalty (the keyword shadows its name)
-            lengths, max_length=mask.shape[1], buffer=overlong_buffer, factor=overlong_penalty
-        )
-        overlong = last_token_onehot(mask) * penalty[:, None]
-        rewards = rewards._replace(
-            total=rewards.total + overlong, outcome=rewards.outcome + overlong
-        )
+
+
+def _with_overlong_penalty(
+    rewards: TokenRewards,
+    mask: jax.Array,  # [B, T] response tokens
+    *,
+    buffer: int,
+    factor: float,
+) -> tuple[TokenRewards, jax.Array]:  # rewards, the penalty [B, T]
+    """DAPO's overlong shaping: rlr.overlong_penalty of each row's length (budget T, the
+    response width) joins the outcome reward at the row's last token (rewards.outcome and
+    total): through GAE with a critic, into the group's outcome reward without one."""
+    lengths = jnp.sum(mask, axis=1)
+    penalty = overlong_penalty_of(lengths, max_length=mask.shape[1], buffer=buffer, factor=factor)
+    overlong = last_token_onehot(mask) * penalty[:, None]
+    rewards = rewards._replace(total=rewards.total + overlong, outcome=rewards.outcome + overlong)
+    return rewards, overlong
+
+
+class _CriticAdvantages(NamedTuple):
+    """GAE's results with a critic (all [B, T] but value_stats)."""
+
+    advantages: jax.Array  # whitened when asked
+    returns: jax.Array  # in value units
+    targets: jax.Array  # the critic's targets: returns, normalised under value normalisation
+    values: jax.Array  # the critic's values in value units (de-normalised)
+    value_stats: ValueNormStats | None  # the updated statistics, or None
+
+
+def _critic_advantages(
+    rollout: Rollout,
+    scored: Scored,
+    total_rewards: jax.Array,  # [B, T]
+    *,
+    truncation: str,
+    gamma: float,
+    lam: float,
+    whiten: bool,
+    value_stats: ValueNormStats | None,
+    value_norm_beta: float,
+) -> _CriticAdvantages:
+    """GAE with the critic, then optional whitening. "zero_and_bootstrap" truncation makes a
+    truncated row's next value after its last token the critic's V(s_L) (scored.final_value)
+    instead of 0, as ReaLHF. value_stats (ppo.value_norm): the critic's outputs are normalised
+    values; they (and the bootstrap) are de-normalised with these statistics for GAE, the
+    statistics take one EMA step (decay value_norm_beta) with the batch's returns, and the
+    critic's targets are the returns normalised by the updated statistics, in ReaLHF's order
+    (PPOCriticInterface.train_step)."""
+    mask = rollout.response_mask
     values, final_value = scored.old_values, scored.final_value
     if value_stats is not None:  # the critic speaks in normalised units
         values = denormalize_values(values, value_stats) * mask
         final_value = denormalize_values(final_value, value_stats)
-    targets, keep = None, None
-    if critic:
-        bootstrap = None
-        if truncation == "zero_and_bootstrap":
-            bootstrap = final_value * rollout.truncated.astype(jnp.float32)
-        advantages, returns = gae_advantages(
-            rewards.total, values, mask, gamma=gamma, lam=lam, bootstrap_value=bootstrap
-        )
-        targets = returns
-        if value_stats is not None:
-            value_stats = value_norm_update(value_stats, returns, mask, beta=value_norm_beta)
-            targets = normalize_values(returns, value_stats) * mask
-        if whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
-    else:
-        if reward.prof_remove is not None:
-            B = mask.shape[0]
-            keep = prof_keep_mask(
-                (success > 0.5).reshape(B // group_size, group_size),
-                masked_mean(scored.step_scores, rollout.step_mask, axis=1).reshape(
-                    B // group_size, group_size
-                ),
-                num_remove=reward.prof_remove,
-                score_kind="probability",
-            ).reshape(B)
-        advantages = group_advantages(
-            rollout,
-            scored,
-            rewards,
-            reward,
-            algorithm=algorithm,
-            group_size=group_size,
-            keep=keep,
-        )
-        returns = targets = jnp.zeros_like(advantages)
-    # PROF's dropped rows leave the loss: no tokens, so no gradient and no weight
-    loss_mask = mask if keep is None else mask * keep[:, None].astype(mask.dtype)
+    bootstrap = None
+    if truncation == "zero_and_bootstrap":
+        bootstrap = final_value * rollout.truncated.astype(jnp.float32)
+    advantages, returns = gae_advantages(
+        total_rewards, values, mask, gamma=gamma, lam=lam, bootstrap_value=bootstrap
+    )
+    targets = returns
+    if value_stats is not None:
+        value_stats = value_norm_update(value_stats, returns, mask, beta=value_norm_beta)
+        targets = normalize_values(returns, value_stats) * mask
+    if whiten:
+        advantages = masked_whiten(advantages, mask)
+    return _CriticAdvantages(advantages, returns, targets, values, value_stats)
+
+
+def _prof_kept_rows(
+    rollout: Rollout,
+    scored: Scored,
+    success: jax.Array,  # [B] after truncation
+    num_remove: int,
+    group_size: int,
+) -> jax.Array:  # [B] bool
+    """PROF's filter (reward.prof_remove): drops `num_remove` rows of each group of
+    `group_size` (prof_keep_mask on the success and the PRM's mean step score)."""
+    B = rollout.response_mask.shape[0]
+    return prof_keep_mask(
+        (success > 0.5).reshape(B // group_size, group_size),
+        masked_mean(scored.step_scores, rollout.step_mask, axis=1).reshape(
+            B // group_size, group_size
+        ),
+        num_remove=num_remove,
+        score_kind="probability",
+    ).reshape(B)
+
+
+def _experience_metrics(
+    rollout: Rollout,
+    scored: Scored,
+    rewards: TokenRewards,
+    advantages: jax.Array,  # [B, T]
+    loss_mask: jax.Array,  # [B, T] response_mask less PROF's dropped rows
+    success: jax.Array,  # [B] after truncation
+    keep: jax.Array | None,  # [B] PROF's kept rows
+    overlong: jax.Array | None,  # [B, T] DAPO's penalty
+    gae: _CriticAdvantages | None,
+) -> dict[str, jax.Array]:
+    """build_experience's metrics: per-row reward terms, KL, advantages; PROF's
+    prof/dropped_rows and prof/kept_success_rate; reward/overlong (reward/orm then stays the
+    ORM's term alone); the critic's value metrics and the value statistics."""
+    mask = rollout.response_mask
     rows = jnp.maximum(jnp.sum(jnp.any(mask > 0, axis=1)), 1)
     per_row = lambda x: jnp.sum(x) / rows  # noqa: E731  (a row's summed reward, batch mean)
     metrics = {
@@ -341,36 +451,25 @@ def build_experience(
         "advantage/mean": masked_mean(advantages, loss_mask),
         "advantage/first_token_mean": jnp.sum(advantages[:, 0]) / rows,
     }
-    if not critic and reward.prof_remove is not None:
+    if keep is not None:
         metrics["prof/dropped_rows"] = jnp.sum(~keep).astype(jnp.float32)
         metrics["prof/kept_success_rate"] = masked_mean(success, keep)
     if overlong is not None:
         metrics["reward/overlong"] = per_row(overlong)
         metrics["reward/orm"] = per_row(rewards.outcome - overlong)
-    if critic:
+    if gae is not None:
+        returns, values = gae.returns, gae.values
         explained = 1.0 - masked_var(returns - values, mask) / jnp.maximum(
             masked_var(returns, mask), 1e-8
         )
         metrics["value/mean"] = masked_mean(values, mask)
         metrics["value/explained_variance"] = explained
         metrics["return/mean_first_token"] = jnp.sum(returns[:, 0]) / rows
-    if value_stats is not None:
-        norm_mean, norm_std = value_norm_mean_std(value_stats)
+    if gae is not None and gae.value_stats is not None:
+        norm_mean, norm_std = value_norm_mean_std(gae.value_stats)
         metrics["value_norm/mean"] = norm_mean
         metrics["value_norm/std"] = norm_std
-    experience = Experience(
-        rollout.input_ids,
-        rollout.attention_mask,
-        loss_mask,
-        scored.old_logp,
-        scored.ref_logp,
-        scored.old_values,
-        advantages * loss_mask,
-        targets * loss_mask,
-    )
-    if value_stats is not None:
-        return experience, metrics, value_stats
-    return experience, metrics
+    return metrics
 
 
 def group_advantages(
