@@ -187,6 +187,43 @@ def last_token_onehot(
     return (t[None, :] == last).astype(jnp.float32)
 
 
+def _check_token_rewards_args(
+    method: str | None,
+    kl_estimator: str,
+    kl_coef: float,
+    step_scores: chex.Array | None,  # [B, K]
+    step_end: chex.Array | None,  # [B, K]
+    step_mask: chex.Array | None,  # [B, K]
+    logp: chex.Array | None,  # [B, T]
+    ref_logp: chex.Array | None,  # [B, T]
+) -> None:
+    """token_rewards' checks of which arguments go together and of the method and estimator."""
+    if method is not None:
+        _check_method(method)
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(
+            f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}"
+        )
+    step_args = {"step_scores": step_scores, "step_end": step_end, "step_mask": step_mask}
+    given = [name for name, a in step_args.items() if a is not None]
+    if given and len(given) != 3:
+        missing = sorted(set(step_args) - set(given))
+        raise ValueError(
+            f"token_rewards: step_scores, step_end and step_mask go together; got {given}"
+            f" without {missing}"
+        )
+    if given and method is None:
+        raise ValueError(
+            f"token_rewards: step scores need method=, one of {', '.join(PROCESS_REWARD_METHODS)}"
+        )
+    if (logp is None) != (ref_logp is None):
+        raise ValueError("token_rewards: logp and ref_logp go together; pass both or neither")
+    if logp is None and isinstance(kl_coef, (int, float)) and kl_coef != 0:
+        raise ValueError(
+            f"token_rewards: kl_coef={kl_coef} needs logp and ref_logp for the KL term"
+        )
+
+
 def token_rewards(
     success: chex.Array,  # [B] Correct(q, s): 1.0 when the final answer is right
     mask: chex.Array,  # [B, T] response tokens, a prefix of each row
@@ -216,30 +253,9 @@ def token_rewards(
     logp and ref_logp.
     kl_clamp bounds the k3 estimate as `kl_penalty`'s clamp does (k3 only).
     """
-    if method is not None:
-        _check_method(method)
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(
-            f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}; got {kl_estimator!r}"
-        )
-    step_args = {"step_scores": step_scores, "step_end": step_end, "step_mask": step_mask}
-    given = [name for name, a in step_args.items() if a is not None]
-    if given and len(given) != 3:
-        missing = sorted(set(step_args) - set(given))
-        raise ValueError(
-            f"token_rewards: step_scores, step_end and step_mask go together; got {given}"
-            f" without {missing}"
-        )
-    if given and method is None:
-        raise ValueError(
-            f"token_rewards: step scores need method=, one of {', '.join(PROCESS_REWARD_METHODS)}"
-        )
-    if (logp is None) != (ref_logp is None):
-        raise ValueError("token_rewards: logp and ref_logp go together; pass both or neither")
-    if logp is None and isinstance(kl_coef, (int, float)) and kl_coef != 0:
-        raise ValueError(
-            f"token_rewards: kl_coef={kl_coef} needs logp and ref_logp for the KL term"
-        )
+    _check_token_rewards_args(
+        method, kl_estimator, kl_coef, step_scores, step_end, step_mask, logp, ref_logp
+    )
     sizes = check_shapes(
         "token_rewards",
         success=(success, "B"),
