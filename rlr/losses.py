@@ -107,6 +107,17 @@ def aggregate_token_losses(
     )
 
 
+def _check_policy_loss_options(dual_clip: float | None, importance_ratio: str) -> None:
+    """ppo_policy_loss's checks of its dual-clip bound and importance-ratio form."""
+    if dual_clip is not None and not dual_clip > 1.0:
+        raise ValueError(f"ppo_policy_loss: dual_clip must be > 1; got {dual_clip}")
+    if importance_ratio not in IMPORTANCE_RATIOS:
+        raise ValueError(
+            f"ppo_policy_loss: importance_ratio must be one of {', '.join(IMPORTANCE_RATIOS)};"
+            f" got {importance_ratio!r}"
+        )
+
+
 def ppo_policy_loss(
     logp: chex.Array,  # [B, T] log pi(a_t | s_t) under the current policy
     old_logp: chex.Array,  # [B, T] the same under the policy that sampled the batch
@@ -148,13 +159,7 @@ def ppo_policy_loss(
     with a valid token; clip_fraction counts tokens, as verl's pg_clipfrac; ratio_mean and
     approx_kl stay token-level. "token" (default): the per-token ratio r above.
     """
-    if dual_clip is not None and not dual_clip > 1.0:
-        raise ValueError(f"ppo_policy_loss: dual_clip must be > 1; got {dual_clip}")
-    if importance_ratio not in IMPORTANCE_RATIOS:
-        raise ValueError(
-            f"ppo_policy_loss: importance_ratio must be one of {', '.join(IMPORTANCE_RATIOS)};"
-            f" got {importance_ratio!r}"
-        )
+    _check_policy_loss_options(dual_clip, importance_ratio)
     low = clip_eps if clip_eps_low is None else clip_eps_low
     high = clip_eps if clip_eps_high is None else clip_eps_high
     check_shapes(
