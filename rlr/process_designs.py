@@ -128,6 +128,38 @@ def min_form_returns(
     return jnp.where(valid & jnp.isfinite(to_go), to_go, 0.0)
 
 
+def _check_pure_advantages_args(
+    step_rewards: chex.Array,  # [P, G, K]
+    step_end: chex.Array,  # [P, G, K]
+    step_mask: chex.Array,  # [P, G, K]
+    mask: chex.Array,  # [P, G, T]
+    success: chex.Array,  # [P, G]
+    extra_rewards: chex.Array | None,  # [P, G, T]
+    baseline: str,
+) -> tuple[int, int, int, int]:  # P, G, K, T
+    """pure_advantages' checks of its shapes, dtypes, baseline and group size (G >= 2)."""
+    if baseline not in PURE_BASELINES:
+        raise ValueError(
+            f"pure_advantages: baseline must be one of {', '.join(PURE_BASELINES)}; got"
+            f" {baseline!r}"
+        )
+    sizes = check_shapes(
+        "pure_advantages",
+        step_rewards=(step_rewards, "PGK"),
+        step_end=(step_end, "PGK"),
+        step_mask=(step_mask, "PGK"),
+        mask=(mask, "PGT"),
+        success=(success, "PG"),
+        extra_rewards=(extra_rewards, "PGT"),
+    )
+    check_floating("pure_advantages", step_rewards=step_rewards, extra_rewards=extra_rewards)
+    check_integer("pure_advantages", "integer token indices", step_end=step_end)
+    G = sizes["G"]
+    if G < 2:
+        raise ValueError(f"pure_advantages: a group needs G >= 2 samples; got G={G}")
+    return sizes["P"], G, sizes["K"], sizes["T"]
+
+
 def pure_advantages(
     step_rewards: chex.Array,  # [P, G, K] PURE step rewards (pure_softmin_step_rewards)
     step_end: chex.Array,  # [P, G, K] int, response index of each step's last token
@@ -154,25 +186,9 @@ def pure_advantages(
     every step end (their process_reward_mask, the last token included) unless
     mask_step_ends=False (their --nomask_separator_adv); no whitening. G < 2 is a ValueError.
     """
-    if baseline not in PURE_BASELINES:
-        raise ValueError(
-            f"pure_advantages: baseline must be one of {', '.join(PURE_BASELINES)}; got"
-            f" {baseline!r}"
-        )
-    sizes = check_shapes(
-        "pure_advantages",
-        step_rewards=(step_rewards, "PGK"),
-        step_end=(step_end, "PGK"),
-        step_mask=(step_mask, "PGK"),
-        mask=(mask, "PGT"),
-        success=(success, "PG"),
-        extra_rewards=(extra_rewards, "PGT"),
+    P, G, K, T = _check_pure_advantages_args(
+        step_rewards, step_end, step_mask, mask, success, extra_rewards, baseline
     )
-    check_floating("pure_advantages", step_rewards=step_rewards, extra_rewards=extra_rewards)
-    check_integer("pure_advantages", "integer token indices", step_end=step_end)
-    P, G, K, T = sizes["P"], sizes["G"], sizes["K"], sizes["T"]
-    if G < 2:
-        raise ValueError(f"pure_advantages: a group needs G >= 2 samples; got G={G}")
     real = step_mask.astype(bool)
     valid = mask.astype(bool)
     r = jnp.where(real, step_rewards.astype(jnp.float32), 0.0)
