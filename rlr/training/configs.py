@@ -612,6 +612,14 @@ class PPOConfig:
     def __post_init__(self):
         require(self.iterations >= 1, "iterations must be >= 1")
         self._check_algorithm_keys()
+        self._check_frozen_models()
+        self._check_rollout_sampling()
+        self._check_reward_models()
+        self._check_critic_options()
+        self._check_dependent_options()
+
+    def _check_frozen_models(self) -> None:
+        """The PRM and ORM are frozen in a PPO run: no adapters on them."""
         for name in ("prm", "orm"):
             spec = getattr(self, name)
             require(
@@ -619,6 +627,10 @@ class PPOConfig:
                 f"{name}.lora: the {name.upper()} is frozen in a PPO run, so adapters on it "
                 "would never train; LoRA applies to the policy (policy.lora): remove the key",
             )
+
+    def _check_rollout_sampling(self) -> None:
+        """The rollout samples from the distribution the loss reads, and enough samples per
+        prompt for a group-relative algorithm."""
         roll = self.rollout
         require(
             roll.top_k == 0 and roll.top_p == 1.0,
@@ -631,6 +643,10 @@ class PPOConfig:
             f"algorithm={self.algorithm} compares the samples of each prompt: "
             f"rollout.samples_per_prompt must be >= 2; got {self.rollout.samples_per_prompt}",
         )
+
+    def _check_reward_models(self) -> None:
+        """Every reward option, PROF and the critic's initialisation have the PRM / ORM they
+        read, and PROF leaves at least 2 samples of a group."""
         require(
             not self.reward.use_prm or self.prm is not None,
             "reward.use_prm is true but no `prm` model is given",
@@ -658,6 +674,9 @@ class PPOConfig:
             self.ppo.critic_init != "orm" or self.orm is not None,
             "ppo.critic_init=orm needs an `orm` model",
         )
+
+    def _check_critic_options(self) -> None:
+        """Truncation bootstrapping and value normalisation have a critic to read."""
         require(
             self.uses_critic or self.ppo.truncation != "zero_and_bootstrap",
             f"ppo.truncation=zero_and_bootstrap bootstraps from a critic, which "
@@ -668,6 +687,10 @@ class PPOConfig:
             self.uses_critic or not self.ppo.value_norm,
             f"ppo.value_norm normalises a critic's targets; algorithm={self.algorithm} has none",
         )
+
+    def _check_dependent_options(self) -> None:
+        """Options that another setting must allow: the k3 clamp, dynamic sampling, GSPO's
+        aggregation, the overlong buffer and the minibatch split."""
         require(
             self.reward.kl_clamp is None or self.reward.kl_estimator == "k3" or self.kl_in_loss,
             "reward.kl_clamp clamps the k3 KL estimate, which this run never computes: set "
