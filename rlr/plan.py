@@ -60,25 +60,18 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
     )
     rollout, experience = abstract_batches(config, mesh)
 
-    def nbytes(tree):
-        total = 0
-        for leaf in jax.tree.leaves(tree):
-            shards = leaf.sharding.shard_shape(leaf.shape)
-            total += math.prod(shards) * jnp.dtype(leaf.dtype).itemsize
-        return total
-
     roll = config.rollout
     result: dict[str, Any] = {
         "mesh": mesh_sizes,
         "devices": math.prod(mesh_sizes.values()),
         "parameters": setup.parameter_counts(),
         "per_device_bytes": {
-            "trainable_params": nbytes(setup.state.params),
-            "optimizer_state": nbytes(setup.state.opt_state),
-            "frozen_params": nbytes(setup.frozen),
+            "trainable_params": _per_device_bytes(setup.state.params),
+            "optimizer_state": _per_device_bytes(setup.state.opt_state),
+            "frozen_params": _per_device_bytes(setup.frozen),
         },
         # under LoRA the update reads the policy's frozen base as an argument
-        "update_frozen_argument_bytes": nbytes(setup.update_base(setup.frozen)),
+        "update_frozen_argument_bytes": _per_device_bytes(setup.update_base(setup.frozen)),
         "lora": setup.lora,
         "rows": {
             "rollout": roll.batch_size,
@@ -93,7 +86,9 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         "rows": prompts[0].shape[0],
         "prompt_tokens": roll.max_prompt_tokens,
         "new_tokens": roll.max_new_tokens,
-        "policy_param_bytes": nbytes(setup.policy_params(setup.state.params, setup.frozen)),
+        "policy_param_bytes": _per_device_bytes(
+            setup.policy_params(setup.state.params, setup.frozen)
+        ),
     }
     policy = setup.policy_params(setup.state.params, setup.frozen)
     steps = [
@@ -112,7 +107,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             "rows": C,
             "tokens": S,
             "steps": K,
-            "param_bytes": nbytes(setup.frozen["prm"]),
+            "param_bytes": _per_device_bytes(setup.frozen["prm"]),
         }
         steps.append(
             ("prm_scoring", setup.read_prm_steps, (setup.frozen["prm"], row(S), row(S), row(K)))
@@ -123,6 +118,19 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         result[f"{name}_step"] = _compiled_memory(fn, args, mesh)
     result["peak_bytes_per_device"] = _peak(result)
     return result
+
+
+def _per_device_bytes(tree: Any) -> int:
+    """Bytes one device holds of an abstract tree: each leaf's shard shape (from its
+    sharding) times its item size."""
+    import jax
+    import jax.numpy as jnp
+
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shards = leaf.sharding.shard_shape(leaf.shape)
+        total += math.prod(shards) * jnp.dtype(leaf.dtype).itemsize
+    return total
 
 
 def _compiled_memory(fn: Any, args: tuple[Any, ...], mesh: Any) -> dict[str, int]:
