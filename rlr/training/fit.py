@@ -79,33 +79,11 @@ def fit(
     path or a URI (rlr.training.checkpoint.run_directory).
     """
     out_dir = run_directory(out_dir)
-    batch_rows = None
-    if mesh is not None:
-        state_shardings = train_state_shardings(tx, state.params, param_shardings, mesh)
-        state = jax.jit(lambda s: s, out_shardings=state_shardings)(state)
-        train_step = train_step or make_train_step(
-            loss_fn, tx, state_sharding=state_shardings, batch_sharding=None
-        )
-        batch_rows = distributed.process_rows(mesh, spec.batch_size, what="train.batch_size")
-    train_step = train_step or make_train_step(loss_fn, tx)
-
-    def device_batch(indices: np.ndarray) -> Any:
-        if mesh is None:
-            return jax.tree.map(jnp.asarray, make_batch(indices))
-        local = make_batch(indices[batch_rows])
-        return {k: distributed.global_rows(mesh, v, spec.batch_size) for k, v in local.items()}
-
+    state, train_step, device_batch = _step_and_batches(
+        state, loss_fn, tx, train_step, make_batch, spec.batch_size, mesh, param_shardings
+    )
     checkpointer = Checkpointer(out_dir / "checkpoints", keep=spec.keep_checkpoints)
-    iteration = 0
-    iterator = batching.EpochIterator(dataset_size, batch_size=spec.batch_size, seed=seed)
-    if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state)
-        iteration = int(meta["iteration"])
-        iterator = batching.EpochIterator.resume(
-            dataset_size, meta["data"], batch_size=spec.batch_size, seed=seed
-        )
-        if distributed.is_main():
-            print(f"resumed from {checkpointer.directory} at step {iteration}")
+    state, iteration, iterator = _resume(checkpointer, state, dataset_size, spec.batch_size, seed)
 
     def save() -> None:
         checkpointer.save(iteration, state, {"iteration": iteration, "data": iterator.position})
@@ -141,6 +119,55 @@ def fit(
         writer.close()
         checkpointer.close()
     return FitResult(state, iteration, interrupted, scalars, time.time() - start)
+
+
+def _step_and_batches(
+    state: TrainState,
+    loss_fn: Callable[[Any, Any], tuple[jax.Array, dict[str, jax.Array]]],
+    tx: optax.GradientTransformation,
+    train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]] | None,
+    make_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
+    batch_size: int,
+    mesh: Any,
+    param_shardings: Any,
+) -> tuple[TrainState, Callable[..., Any], Callable[[np.ndarray], Any]]:
+    """fit's state, train step and index batch -> device batch. Without a mesh: the state as
+    it is, `train_step` or make_train_step(loss_fn, tx), and the batch as jax arrays. With
+    one: the state moved to its shardings, the step jitted with them (unless given), and each
+    process building only its block of the rows of every batch (rlr.training.distributed)."""
+    if mesh is None:
+        step = train_step or make_train_step(loss_fn, tx)
+        return state, step, lambda indices: jax.tree.map(jnp.asarray, make_batch(indices))
+    state_shardings = train_state_shardings(tx, state.params, param_shardings, mesh)
+    state = jax.jit(lambda s: s, out_shardings=state_shardings)(state)
+    train_step = train_step or make_train_step(
+        loss_fn, tx, state_sharding=state_shardings, batch_sharding=None
+    )
+    batch_rows = distributed.process_rows(mesh, batch_size, what="train.batch_size")
+
+    def device_batch(indices: np.ndarray) -> Any:
+        local = make_batch(indices[batch_rows])
+        return {k: distributed.global_rows(mesh, v, batch_size) for k, v in local.items()}
+
+    return state, train_step, device_batch
+
+
+def _resume(
+    checkpointer: Checkpointer, state: TrainState, dataset_size: int, batch_size: int, seed: int
+) -> tuple[TrainState, int, batching.EpochIterator]:
+    """The state, step count and data position to start from: the latest checkpoint's when
+    there is one, else `state`, 0 and a fresh EpochIterator seeded by `seed`."""
+    if checkpointer.latest_step() is None:
+        iterator = batching.EpochIterator(dataset_size, batch_size=batch_size, seed=seed)
+        return state, 0, iterator
+    state, meta = checkpointer.restore(state)
+    iteration = int(meta["iteration"])
+    iterator = batching.EpochIterator.resume(
+        dataset_size, meta["data"], batch_size=batch_size, seed=seed
+    )
+    if distributed.is_main():
+        print(f"resumed from {checkpointer.directory} at step {iteration}")
+    return state, iteration, iterator
 
 
 def supervised_mesh(batch_size: int) -> Any:
