@@ -149,20 +149,10 @@ def build_ppo(
     trainable = {name: params[name] for name in trainable_names}
     frozen = {name: params[name] for name in frozen_shard}
     state_shard = train_state_shardings(tx, trainable, param_shard, mesh)
-    init = functools.partial(init_train_state, tx=tx)
-    if abstract:
-        state = _with_shardings(jax.eval_shape(init, trainable), state_shard)
-        frozen = _with_shardings(frozen, frozen_shard)
-    else:
-        with jax.set_mesh(mesh):
-            state = jax.jit(init, out_shardings=state_shard)(trainable)
-    models = PPOModels(
-        policy=modules["policy"],
-        critic=modules.get("critic"),
-        prm=None if external else modules.get("prm"),
-        orm=modules.get("orm"),
-        reference=modules["reference"] if lora else None,
+    state, frozen = _initial_state(
+        tx, trainable, frozen, state_shard, frozen_shard, mesh, abstract=abstract
     )
+    models = _ppo_models(modules, text_prm=bool(external), lora=lora)
     read_prm_steps = step_scorer = None
     if external:
         read_prm_steps, step_scorer = _text_prm(
@@ -194,6 +184,40 @@ def build_ppo(
         read_prm_steps=read_prm_steps,
         step_scorer=step_scorer,
         value_stats=_value_stats(config, mesh, abstract=abstract),
+    )
+
+
+def _initial_state(
+    tx: optax.GradientTransformation,
+    trainable: dict[str, Any],
+    frozen: dict[str, Any],
+    state_shard: TrainState,
+    frozen_shard: dict[str, Any],
+    mesh: Mesh,
+    *,
+    abstract: bool,
+) -> tuple[TrainState, dict[str, Any]]:
+    """The initial TrainState of the trainable params, and the frozen params: in real mode
+    the state built on its shards (the frozen params as loaded), in abstract mode both as
+    ShapeDtypeStructs carrying their shardings."""
+    init = functools.partial(init_train_state, tx=tx)
+    if abstract:
+        state = _with_shardings(jax.eval_shape(init, trainable), state_shard)
+        return state, _with_shardings(frozen, frozen_shard)
+    with jax.set_mesh(mesh):
+        state = jax.jit(init, out_shardings=state_shard)(trainable)
+    return state, frozen
+
+
+def _ppo_models(modules: dict[str, nn.Module], *, text_prm: bool, lora: bool) -> PPOModels:
+    """The run's PPOModels: no in-graph PRM when the PRM reads text (it is scored outside),
+    and the reference module only under LoRA."""
+    return PPOModels(
+        policy=modules["policy"],
+        critic=modules.get("critic"),
+        prm=None if text_prm else modules.get("prm"),
+        orm=modules.get("orm"),
+        reference=modules["reference"] if lora else None,
     )
 
 
