@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -401,19 +402,58 @@ def make_datasets(
       filler labels change no other record: the same seed gives the same problems and
       solutions either way.
     """
-    for name, value in (
-        ("sft_filler_fraction", sft_filler_fraction),
-        ("sft_slip_fraction", sft_slip_fraction),
-        ("sft_misread_fraction", sft_misread_fraction),
-        ("prm_misread_fraction", prm_misread_fraction),
-        ("prm_corrupt_fraction", prm_corrupt_fraction),
-        ("prm_filler_fraction", prm_filler_fraction),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    _check_fractions(
+        sft_filler_fraction=sft_filler_fraction,
+        sft_slip_fraction=sft_slip_fraction,
+        sft_misread_fraction=sft_misread_fraction,
+        prm_misread_fraction=prm_misread_fraction,
+        prm_corrupt_fraction=prm_corrupt_fraction,
+        prm_filler_fraction=prm_filler_fraction,
+    )
     knobs = dict(
         min_steps=min_steps, max_steps=max_steps, max_digits=max_digits, operations=operations
     )
+    train, test = _train_and_test_problems(num_train, num_test, seed, **knobs)
+    rng, slip_rng, misread_rng = (np.random.default_rng([seed, k]) for k in (7, 13, 17))
+    sft = _sft_records(
+        train,
+        rng=rng,
+        slip_rng=slip_rng,
+        misread_rng=misread_rng,
+        filler_fraction=sft_filler_fraction,
+        slip_fraction=sft_slip_fraction,
+        misread_fraction=sft_misread_fraction,
+    )
+    prm = functools.partial(
+        _prm_records,
+        rng=rng,
+        misread_rng=misread_rng,
+        corrupt_fraction=prm_corrupt_fraction,
+        filler_fraction=prm_filler_fraction,
+        misread_fraction=prm_misread_fraction,
+        filler_labels=prm_filler_labels,
+    )
+    return {
+        "problems_train": train,
+        "problems_test": test,
+        "sft_train": sft,
+        "prm_train": prm(train),  # the shared streams: train's records before test's
+        "prm_test": prm(test),
+    }
+
+
+def _check_fractions(**fractions: float) -> None:
+    """Each of make_datasets' fractions (by keyword) lies in [0, 1]."""
+    for name, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1]; got {value}")
+
+
+def _train_and_test_problems(
+    num_train: int, num_test: int, seed: int, **knobs
+) -> tuple[list[Problem], list[Problem]]:
+    """Train and test problems (generate_problems with `knobs`), ids numbered per split; a
+    train problem whose question is a test question is dropped."""
     test = generate_problems(num_test, seed=seed * 2 + 1, **knobs)
     test = [dataclasses.replace(p, id=f"synthetic-test-{i}") for i, p in enumerate(test)]
     test_questions = {p.question for p in test}
@@ -423,67 +463,84 @@ def make_datasets(
         if p.question not in test_questions
     ]
     train = [dataclasses.replace(p, id=f"synthetic-train-{i}") for i, p in enumerate(train)]
-    rng = np.random.default_rng([seed, 7])
-    slip_rng = np.random.default_rng([seed, 13])
-    misread_rng = np.random.default_rng([seed, 17])
+    return train, test
+
+
+def _sft_records(
+    problems: list[Problem],
+    *,
+    rng: np.random.Generator,
+    slip_rng: np.random.Generator,
+    misread_rng: np.random.Generator,
+    filler_fraction: float,
+    slip_fraction: float,
+    misread_fraction: float,
+) -> list[Problem]:
+    """make_datasets' sft_train: each problem's gold solution, or a slip or a misreading of it,
+    with a filler line in a `filler_fraction` of them (draws from the three streams in order)."""
     sft = []
-    for problem in train:
-        fillers = int(rng.random() < sft_filler_fraction)
+    for problem in problems:
+        fillers = int(rng.random() < filler_fraction)
         slip = misread = 0
         text = problem.solution
-        if sft_slip_fraction and slip_rng.random() < sft_slip_fraction:
+        if slip_fraction and slip_rng.random() < slip_fraction:
             slip = int(slip_rng.integers(1, len(problem.meta["ops"]) + 1))
             text = corrupt_solution(problem, first_error_step=slip, rng=slip_rng)
-        if sft_misread_fraction and misread_steps(problem):
-            misread = int(misread_rng.random() < sft_misread_fraction)
+        if misread_fraction and misread_steps(problem):
+            misread = int(misread_rng.random() < misread_fraction)
         if misread:  # replaces a slip drawn for the same record; the slip stream stays aligned
             slip, text = 0, misread_solution(problem)
         text = insert_fillers(text, num_fillers=fillers, rng=rng)
         meta = {**problem.meta, "fillers": fillers, "slip": slip, "misread": misread}
         sft.append(dataclasses.replace(problem, solution=text, meta=meta))
+    return sft
 
-    def prm_records(problems: list[Problem]) -> list[StepLabelled]:
-        records = []
-        for problem in problems:
-            corrupted = rng.random() < prm_corrupt_fraction
-            misread = (
-                prm_misread_fraction > 0
-                and bool(misread_steps(problem))
-                and misread_rng.random() < prm_misread_fraction
-            )
-            if misread:
-                text = misread_solution(problem)
-            elif corrupted:
-                first = int(rng.integers(1, len(problem.meta["ops"]) + 1))
-                text = corrupt_solution(problem, first_error_step=first, rng=rng)
-            else:
-                text = problem.solution
-            fillers = int(rng.integers(1, 3)) if rng.random() < prm_filler_fraction else 0
-            text = insert_fillers(text, num_fillers=fillers, rng=rng)
-            steps, labels = process_labels(problem, text, filler_labels=prm_filler_labels)
-            records.append(
-                StepLabelled(
-                    id=problem.id,
-                    question=problem.question,
-                    steps=tuple(steps),
-                    labels=tuple(labels),
-                    gold_answer=problem.answer,
-                    source="synthetic",
-                    meta={
-                        "kind": "misread" if misread else "corrupted" if corrupted else "correct",
-                        "fillers": fillers,
-                    },
-                )
-            )
-        return records
 
-    return {
-        "problems_train": train,
-        "problems_test": test,
-        "sft_train": sft,
-        "prm_train": prm_records(train),
-        "prm_test": prm_records(test),
-    }
+def _prm_records(
+    problems: list[Problem],
+    *,
+    rng: np.random.Generator,
+    misread_rng: np.random.Generator,
+    corrupt_fraction: float,
+    filler_fraction: float,
+    misread_fraction: float,
+    filler_labels: str,
+) -> list[StepLabelled]:
+    """make_datasets' prm_train / prm_test: one StepLabelled solution per problem, misread,
+    corrupted or correct, with 1-2 fillers in a `filler_fraction` of them."""
+    records = []
+    for problem in problems:
+        corrupted = rng.random() < corrupt_fraction
+        misread = (
+            misread_fraction > 0
+            and bool(misread_steps(problem))
+            and misread_rng.random() < misread_fraction
+        )
+        if misread:
+            text = misread_solution(problem)
+        elif corrupted:
+            first = int(rng.integers(1, len(problem.meta["ops"]) + 1))
+            text = corrupt_solution(problem, first_error_step=first, rng=rng)
+        else:
+            text = problem.solution
+        fillers = int(rng.integers(1, 3)) if rng.random() < filler_fraction else 0
+        text = insert_fillers(text, num_fillers=fillers, rng=rng)
+        steps, labels = process_labels(problem, text, filler_labels=filler_labels)
+        records.append(
+            StepLabelled(
+                id=problem.id,
+                question=problem.question,
+                steps=tuple(steps),
+                labels=tuple(labels),
+                gold_answer=problem.answer,
+                source="synthetic",
+                meta={
+                    "kind": "misread" if misread else "corrupted" if corrupted else "correct",
+                    "fillers": fillers,
+                },
+            )
+        )
+    return records
 
 
 def write_datasets(out_dir: str | os.PathLike, **knobs) -> dict[str, int]:
