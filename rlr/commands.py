@@ -156,7 +156,7 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         choices=REPRODUCE_PRESETS,
         help="cpu: the main job (about 21 minutes per seed on 2 cores); cpu_sparse: longer "
         "problems where success is sparse, success-only against PRM-Clip and Clip-Delta under "
-        "PPO and GRPO (about SPARSE_MIN minutes per seed); smoke: a few minutes",
+        "PPO and GRPO (about 40 minutes per seed); smoke: a few minutes",
     )
     parser.add_argument(
         "--config",
