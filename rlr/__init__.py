@@ -7,8 +7,7 @@ command's help) does not pull in JAX.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rlr.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -55,14 +54,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlr' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports("rlr", _EXPORTS, globals())

@@ -23,8 +23,8 @@ reading a reproduction's config (as the CLI does) loads no numpy.
 from __future__ import annotations
 
 import argparse
-import importlib
-from typing import Any
+
+from rlr.lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -72,17 +72,7 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "run"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlr.reproduce' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports("rlr.reproduce", _EXPORTS, globals())
 
 
 def run(args: argparse.Namespace) -> int:
