@@ -82,15 +82,13 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         },
     }
     prompts = abstract_prompts(config, mesh)
+    policy = setup.policy_params(setup.state.params, setup.frozen)  # base + adapters under LoRA
     result["sampling"] = {
         "rows": prompts[0].shape[0],
         "prompt_tokens": roll.max_prompt_tokens,
         "new_tokens": roll.max_new_tokens,
-        "policy_param_bytes": _per_device_bytes(
-            setup.policy_params(setup.state.params, setup.frozen)
-        ),
+        "policy_param_bytes": _per_device_bytes(policy),
     }
-    policy = setup.policy_params(setup.state.params, setup.frozen)
     steps = [
         ("update", setup.update, (setup.state, experience, setup.update_base(setup.frozen))),
         ("sampling", setup.sampler, (policy, *prompts)),
