@@ -6,9 +6,9 @@ and says where that code differs from the paper's formula. Conventions as docs/d
 section 2: `mask [B, T]` marks response tokens, a prefix of each row; `step_mask [B, K]` marks
 real steps, a prefix of each row; `step_end [B, K]` is the response-token index of each step's
 last token; group functions take G samples of each of P prompts as [P, G, ...]. Outputs are 0
-on padding. `rlr ppo` selects PURE's softmin and min-form (reward.method) and PROF's filter
-(reward.prof_remove) through rlr.training.ppo_core; PRIME is not wired (docs/method.md,
-"Other process-reward designs").
+on padding. `rlr ppo` selects PURE's softmin and min-form and PRIME's implicit PRM
+(reward.method) and PROF's filter (reward.prof_remove) through rlr.training.ppo_core
+(docs/method.md, "Other process-reward designs").
 """
 
 from __future__ import annotations

@@ -48,3 +48,17 @@ def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConf
         checkpoint_every=1,
     )
     return dataclasses.replace(config, **changes)
+
+
+def prime_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConfig:
+    """tiny_config under GRPO with PRIME's implicit PRM as the process reward."""
+    from rlr.training.configs import ImplicitPRMSpec
+
+    config = tiny_config(
+        root,
+        out_dir,
+        algorithm="grpo",
+        reward=RewardSpec(use_prm=True, method="prime", alpha=1.0, max_steps=8),
+        implicit_prm=ImplicitPRMSpec(beta=0.5, lr=1e-3),
+    )
+    return dataclasses.replace(config, **changes)

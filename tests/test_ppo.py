@@ -82,10 +82,11 @@ RUN = textwrap.dedent(
     """
     import os, signal, sys, pathlib
     sys.path.insert(0, sys.argv[1])
-    from ppo_setup import tiny_config
+    import ppo_setup
     from rlr.training.ppo import PPOTrainer
     root, out, mode = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4]
-    trainer = PPOTrainer(tiny_config(root, out, iterations=4))
+    make = getattr(ppo_setup, sys.argv[5] if len(sys.argv) > 5 else "tiny_config")
+    trainer = PPOTrainer(make(root, out, iterations=4))
     original = trainer.iteration
     def iteration(it, grader):
         if mode == "kill" and it == 2:
@@ -100,10 +101,12 @@ RUN = textwrap.dedent(
 )
 
 
-def run_script(assets, out, mode):
+def run_script(assets, out, mode, config="tiny_config"):
+    """Runs 4 iterations of ppo_setup.<config> in a fresh process; mode "kill" SIGKILLs it at
+    the start of iteration 2, "term" SIGTERMs it after iteration 1."""
     here = str(__import__("pathlib").Path(__file__).parent)
     return subprocess.run(
-        [sys.executable, "-c", RUN, here, str(assets), str(out), mode],
+        [sys.executable, "-c", RUN, here, str(assets), str(out), mode, config],
         capture_output=True,
         text=True,
         timeout=600,

@@ -56,6 +56,9 @@ PROCESS_DESIGN_VARIANTS: dict[str, dict[str, Any]] = {
     # PROF's filter: half of each group dropped (2 of the presets' 4 samples; 4 of 8 in
     # PROF's runs), the PRM only ranking; critic-free only
     "prof": {"reward.use_prm": False, "reward.prof_remove": 2},
+    # PRIME's implicit PRM: a copy of the SFT policy trained in the run on the successes
+    # (beta 0.05, the policy's learning rate); the `prm` only scores, as a diagnostic
+    "prime": {"reward.use_prm": True, "reward.method": "prime", "implicit_prm": {}},
 }
 REWARD_VARIANTS.update(PROCESS_DESIGN_VARIANTS)
 GROUP_ONLY_VARIANTS = ("prm_clip_group", "prm_clip_delta_group", "prm_min_form", "prof")

@@ -30,8 +30,9 @@ from typing import Any, Literal
 from rlr.config import require
 
 # raw, clip, delta, clip_delta: Gao et al. 2024; pure_softmin, min_form: PURE (Cheng et al. 2025,
-# rlr.process_designs; min_form is critic-free only: GAE sums rewards)
-RewardMethod = Literal["raw", "clip", "delta", "clip_delta", "pure_softmin", "min_form"]
+# rlr.process_designs; min_form is critic-free only: GAE sums rewards); prime: PRIME's implicit
+# PRM (Cui et al. 2025), a trained network of its own (the `implicit_prm` section)
+RewardMethod = Literal["raw", "clip", "delta", "clip_delta", "pure_softmin", "min_form", "prime"]
 DType = Literal["float32", "bfloat16"]
 # Problem files (prompts with gold answers): rlr's own Problem JSONL ("synthetic", as
 # `rlr make-data` writes it) or a public dataset's format.
@@ -318,6 +319,37 @@ class RewardSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImplicitPRMSpec:
+    """PRIME's implicit PRM (`implicit_prm`, read with reward.method=prime): a causal LM pi_phi
+    trained in the run beside the policy. Its token reward is r_t = beta log(pi_phi(y_t) /
+    pi_ref(y_t)) against the run's reference policy, and each update step also trains it by
+    the cross-entropy of sigmoid(sum_t r_t) against the sample's success
+    (rlr.prime_token_rewards, rlr.prime_implicit_prm_loss)."""
+
+    # Where pi_phi starts: an HF directory of the policy's architecture and tokenizer; null:
+    # the policy's own initial weights (PRIME initialises it from the SFT policy).
+    path: str | None = None
+    # beta of the reward and of the cross-entropy (PRIME's beta_train: 0.05).
+    beta: float = 0.05
+    # Its AdamW learning rate; null: ppo.policy_lr (PRIME: 1e-6 beside the policy's 5e-7).
+    lr: float | None = None
+    # "none": r_t as the paper writes it; "batch_norm": r_t divided by the batch's largest
+    # |return-to-go| (the authors' runs, prime_norm=batch_norm).
+    normalization: Literal["none", "batch_norm"] = "none"
+
+    def __post_init__(self):
+        require(self.beta > 0, f"implicit_prm.beta must be > 0; got {self.beta}")
+        require(
+            self.lr is None or self.lr > 0,
+            f"implicit_prm.lr must be > 0 (or null: ppo.policy_lr); got {self.lr}",
+        )
+        require(
+            self.normalization in ("none", "batch_norm"),
+            f"implicit_prm.normalization must be none or batch_norm; got {self.normalization!r}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class RolloutSpec:
     """Sampling settings: B = prompts_per_iteration * samples_per_prompt rows per iteration."""
 
@@ -501,6 +533,8 @@ class PPOConfig:
     policy: ModelSpec = dataclasses.field(default_factory=lambda: ModelSpec(path=""))
     prm: ModelSpec | None = None
     orm: ModelSpec | None = None
+    # PRIME's implicit PRM, a third trained network (reward.method=prime only)
+    implicit_prm: ImplicitPRMSpec | None = None
     data: DataSpec = dataclasses.field(default_factory=lambda: DataSpec(train="-"))
     reward: RewardSpec = dataclasses.field(default_factory=RewardSpec)
     rollout: RolloutSpec = dataclasses.field(default_factory=RolloutSpec)
@@ -647,9 +681,26 @@ class PPOConfig:
     def _check_reward_models(self) -> None:
         """Every reward option, PROF and the critic's initialisation have the PRM / ORM they
         read, and PROF leaves at least 2 samples of a group."""
+        prime = self.reward.method == "prime"
         require(
-            not self.reward.use_prm or self.prm is not None,
+            not self.reward.use_prm or prime or self.prm is not None,
             "reward.use_prm is true but no `prm` model is given",
+        )
+        require(
+            not (prime and self.reward.use_prm) or self.implicit_prm is not None,
+            "reward.method=prime rewards each token by PRIME's implicit PRM, a network trained in "
+            "the run: give an `implicit_prm` section (implicit_prm: {} starts it from the policy)",
+        )
+        require(
+            self.implicit_prm is None or (prime and self.reward.use_prm),
+            "implicit_prm: only reward.method=prime with reward.use_prm=true trains and reads "
+            f"PRIME's implicit PRM (this run: method={self.reward.method}, use_prm="
+            f"{str(self.reward.use_prm).lower()}); remove the section",
+        )
+        require(
+            not (self.implicit_prm is not None and self.policy.lora is not None),
+            "implicit_prm with policy.lora: the implicit PRM is a full copy of the policy "
+            "trained beside it, and rlr does not train it with adapters; remove one of them",
         )
         require(
             not self.reward.use_orm or self.orm is not None,

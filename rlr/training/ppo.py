@@ -364,7 +364,9 @@ class PPOTrainer:
         out["time/iteration"] = (
             out["time/rollout"] + out["time/grading"] + out["time/prm_text_scoring"] + t2 - t0
         )
-        if cfg.reward.use_prm:
+        # PRIME's implicit PRM starts as the reference (reward 0) and earns its reward by
+        # training: a zero reward is its first iteration, not a misconfiguration
+        if cfg.reward.use_prm and cfg.reward.method != "prime":
             vanished = out["reward/prm_nonzero_fraction"] == 0.0
             out["warning/prm_rewards_all_zero"] = float(vanished)
             if vanished and not self._warned_zero_prm:
@@ -406,22 +408,22 @@ class PPOTrainer:
 
     def _check_resumable(self) -> None:
         """A run resumes only the checkpoints of its own kind: an out_dir whose saved config
-        trains other networks (ppo's critic, or none) is an error that names it, not an
-        orbax tree mismatch."""
+        trains other networks (ppo's critic or none, PRIME's implicit PRM or none) is an error
+        that names it, not an orbax tree mismatch."""
         import yaml
 
         saved_path = self.out_dir / "config.yaml"
         if not saved_path.exists():
             return
         saved = yaml.safe_load(saved_path.read_text()) or {}
-        ours = {"algorithm": self.config.algorithm}
+        ours = {"algorithm": self.config.algorithm, "implicit_prm": self.config.implicit_prm}
         if _networks(saved) != _networks(ours):
             theirs = saved.get("algorithm")
             raise ValueError(
                 f"out_dir: {self.out_dir} holds checkpoints of an algorithm={theirs}"
-                f" run, which trains {' and '.join(_networks(saved))}; algorithm="
-                f"{self.config.algorithm} trains {' and '.join(_networks(ours))} and cannot resume "
-                "them: choose another out_dir"
+                f" run, which trains {' and '.join(_networks(saved))}; this run (algorithm="
+                f"{self.config.algorithm}) trains {' and '.join(_networks(ours))} and cannot "
+                "resume them: choose another out_dir"
             )
 
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
@@ -533,12 +535,13 @@ def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
 
 
 def _networks(config: dict[str, Any]) -> list[str]:
-    """The trainable networks a saved config.yaml's run checkpoints: the policy, and the
-    critic unless its algorithm has none."""
+    """The trainable networks a saved config.yaml's run checkpoints: the policy, the critic
+    unless its algorithm has none, and PRIME's implicit PRM when it has that section."""
     from rlr.training.configs import ALGORITHM_DEFAULTS
 
     critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
-    return ["policy", "critic"] if critic.critic else ["policy"]
+    names = ["policy", "critic"] if critic.critic else ["policy"]
+    return names + (["implicit_prm"] if config.get("implicit_prm") is not None else [])
 
 
 def _select_rows(mesh: Any, tree: Any, rows: np.ndarray, weight: np.ndarray) -> Any:

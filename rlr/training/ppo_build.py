@@ -43,9 +43,11 @@ from rlr.training.step import TrainState, init_train_state, train_state_sharding
 
 
 def trainable_networks(config: PPOConfig) -> tuple[str, ...]:
-    """The networks a run trains: the policy, and the critic unless the algorithm is
-    group-relative (GRPO, Dr. GRPO, RLOO build, shard and checkpoint no critic)."""
-    return ("policy", "critic") if config.uses_critic else ("policy",)
+    """The networks a run trains: the policy, the critic unless the algorithm is
+    group-relative (GRPO, Dr. GRPO, RLOO build, shard and checkpoint no critic), and PRIME's
+    implicit PRM when the run has an `implicit_prm` section."""
+    names = ("policy", "critic") if config.uses_critic else ("policy",)
+    return names + (("implicit_prm",) if config.implicit_prm is not None else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,7 @@ class PPOSetup:
     mesh: Mesh
     models: PPOModels
     tx: optax.GradientTransformation
-    state: TrainState  # params {"policy", "critic"}, optimizer state, counters
+    state: TrainState  # params {"policy", "critic"?, "implicit_prm"?}, optimizer state, counters
     frozen: dict[str, Any]  # {"reference", "prm"?, "orm"?}
     state_shardings: TrainState
     frozen_shardings: dict[str, Any]
@@ -218,6 +220,7 @@ def _ppo_models(modules: dict[str, nn.Module], *, text_prm: bool, lora: bool) ->
         prm=None if text_prm else modules.get("prm"),
         orm=modules.get("orm"),
         reference=modules["reference"] if lora else None,
+        implicit_prm=modules.get("implicit_prm"),
     )
 
 
@@ -232,14 +235,17 @@ def _param_shardings(modules: dict[str, nn.Module], mesh: Mesh) -> dict[str, Any
 
 
 def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    """AdamW for the policy and, when the algorithm has one, the critic (ppo's settings)."""
+    """AdamW for the policy and, when the run has them, the critic and the implicit PRM
+    (ppo's settings; implicit_prm.lr, null there: the policy's)."""
     spec = config.effective_ppo  # the algorithm's defaults in place of nulls
+    implicit = config.implicit_prm
     return make_ppo_optimizer(
         policy_lr=spec.policy_lr,
         critic_lr=spec.critic_lr if config.uses_critic else None,
         weight_decay=spec.weight_decay,
         max_grad_norm=spec.max_grad_norm,
         warmup_steps=spec.warmup_steps,
+        implicit_prm_lr=None if implicit is None else (implicit.lr or spec.policy_lr),
     )
 
 
@@ -262,8 +268,17 @@ def _experience_step(config: PPOConfig) -> Callable[..., Any]:
             overlong_penalty=1.0
             if config.reward.overlong_penalty is None
             else config.reward.overlong_penalty,
+            **_implicit_prm_settings(config, "beta", "normalization"),
         )
     )
+
+
+def _implicit_prm_settings(config: PPOConfig, *names: str) -> dict[str, Any]:
+    """implicit_prm_<name> keywords of the `implicit_prm` section's values (none without
+    one: the functions' defaults are then unread)."""
+    if config.implicit_prm is None:
+        return {}
+    return {f"implicit_prm_{name}": getattr(config.implicit_prm, name) for name in names}
 
 
 def _update_step(
@@ -293,6 +308,7 @@ def _update_step(
             clip_eps_low=spec.clip_eps_low,
             clip_eps_high=spec.clip_eps_high,
             importance_ratio=spec.importance_ratio,
+            **_implicit_prm_settings(config, "beta"),
         ),
         in_shardings=(state_shard, None, frozen_shard and frozen_shard["reference"]),
         out_shardings=(state_shard, None),
@@ -419,6 +435,7 @@ def abstract_batches(config: PPOConfig, mesh: Mesh) -> tuple[Rollout, Experience
         old_values=arr((M, T), jnp.float32),
         advantages=arr((M, T), jnp.float32),
         returns=arr((M, T), jnp.float32),
+        labels=arr((M,), jnp.float32) if config.implicit_prm is not None else None,
     )
     return rollout, experience
 
@@ -465,6 +482,8 @@ def _modules(
         )
     elif config.uses_critic:
         modules["critic"] = modules[config.effective_ppo.critic_init]
+    if config.implicit_prm is not None:  # PRIME: a causal LM of the policy's architecture
+        modules["implicit_prm"] = modules["reference"]
     return modules
 
 
@@ -504,7 +523,35 @@ def _load(
     elif config.uses_critic:
         modules["critic"] = modules[init]
         params["critic"] = _sharded_copy(params[init], shardings["critic"])
+    if config.implicit_prm is not None:
+        modules["implicit_prm"] = policy
+        params["implicit_prm"] = _implicit_prm_params(
+            config, tokenizer, policy_params, shardings["implicit_prm"]
+        )
     return modules, params
+
+
+def _implicit_prm_params(
+    config: PPOConfig, tokenizer: Any, policy_params: Any, shardings: Any
+) -> Any:
+    """PRIME's implicit PRM's starting weights, in their own buffers: a copy of the policy's,
+    or implicit_prm.path's, which must have the policy's parameter shapes."""
+    path = config.implicit_prm.path
+    if path is None:
+        return _sharded_copy(policy_params, shardings)
+    spec = dataclasses.replace(config.policy, path=path, architecture=None, lora=None)
+    _, params = loading.load_or_init_policy(
+        spec, tokenizer, seed=config.seed, what="implicit_prm", shardings=shardings
+    )
+    want = jax.tree.map(lambda x: x.shape, policy_params)
+    got = jax.tree.map(lambda x: x.shape, params)
+    if got != want:
+        raise ValueError(
+            f"implicit_prm.path: {path} is not of the policy's architecture (its parameter "
+            "shapes differ); PRIME's implicit PRM reads the policy's tokens against its "
+            "reference: give a checkpoint of the same architecture, or remove the key"
+        )
+    return params
 
 
 def _init_adapters(module: nn.Module, seed: int, shardings: Any) -> Any:

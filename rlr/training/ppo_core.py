@@ -38,6 +38,9 @@ from rlr.losses import (
 from rlr.models.lora import merge_adapters
 from rlr.process_designs import (
     min_form_returns,
+    prime_advantages,
+    prime_implicit_prm_loss,
+    prime_token_rewards,
     prof_keep_mask,
     pure_softmin_step_rewards,
 )
@@ -88,6 +91,8 @@ class Scored(NamedTuple):
     # [B] critic V(s_L) after the last response token (GAE's bootstrap for a truncated row);
     # zeros without a critic
     final_value: jax.Array | None = None
+    # [B, T] log-probs of the sampled tokens under PRIME's implicit PRM; None without one
+    implicit_logp: jax.Array | None = None
 
 
 class Experience(NamedTuple):
@@ -102,6 +107,8 @@ class Experience(NamedTuple):
     old_values: jax.Array  # [B, T]
     advantages: jax.Array  # [B, T]
     returns: jax.Array  # [B, T]
+    # [B] success after truncation: the implicit PRM's training label (PRIME); None without one
+    labels: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +125,9 @@ class PPOModels:
     # frozen["reference"], serve both the reference and (with the adapters) the policy.
     # None: no adapters; the reference is the policy's module with its own frozen copy.
     reference: nn.Module | None = None
+    # PRIME's implicit PRM (reward.method=prime): a causal LM trained beside the policy, its
+    # params in params["implicit_prm"]; None: none
+    implicit_prm: nn.Module | None = None
 
 
 def policy_params(models: PPOModels, adapters_or_params: Any, base: Any) -> Any:
@@ -130,7 +140,7 @@ def policy_params(models: PPOModels, adapters_or_params: Any, base: Any) -> Any:
 
 def score_rollout(
     models: PPOModels,
-    params: dict[str, Any],  # {"policy", "critic"}
+    params: dict[str, Any],  # {"policy", "critic"?, "implicit_prm"?}
     frozen: dict[str, Any],  # {"reference", "prm"?, "orm"?}
     rollout: Rollout,
     step_scores: jax.Array | None = None,  # [B, K] from a PRM read outside the graph
@@ -141,7 +151,8 @@ def score_rollout(
     rollout carries the sampler's log-probs (`sampled_logp`). A PRM that reads text (a
     released PRM, or one with its own tokenizer) is scored outside (rlr.training.step_scoring)
     and its [B, K] probabilities come in as `step_scores`. Policy and reference log-probs are
-    those of softmax(logits / temperature), the rollout's sampling distribution."""
+    those of softmax(logits / temperature), the rollout's sampling distribution, and so are
+    the implicit PRM's (PRIME), so that pi_phi = pi_ref gives it reward 0."""
     T = rollout.response_mask.shape[1]
     ids, attn = rollout.input_ids, rollout.attention_mask
     tokens = ids[:, ids.shape[1] - T :]
@@ -180,7 +191,23 @@ def score_rollout(
         step_scores,
     )
     mask = rollout.response_mask
-    return Scored(old_logp * mask, ref_logp * mask, values * mask, step_scores, orm, final_value)
+    implicit_logp = None
+    if models.implicit_prm is not None:
+        implicit_logp = (
+            policy_readout(
+                models.implicit_prm, params["implicit_prm"], ids, attn, T=T, temperature=temperature
+            ).logprobs
+            * mask
+        )
+    return Scored(
+        old_logp * mask,
+        ref_logp * mask,
+        values * mask,
+        step_scores,
+        orm,
+        final_value,
+        implicit_logp,
+    )
 
 
 def build_experience(
@@ -199,6 +226,8 @@ def build_experience(
     value_norm_beta: float = 0.99995,
     overlong_buffer: int | None = None,
     overlong_penalty: float = 1.0,
+    implicit_prm_beta: float = 0.05,
+    implicit_prm_normalization: str = "none",
 ) -> tuple[Any, ...]:  # (Experience, metrics) or (Experience, metrics, ValueNormStats)
     """Advantages of a rollout, plus metrics: (experience, metrics), with the updated value
     statistics third when `value_stats` is given.
@@ -213,12 +242,24 @@ def build_experience(
     GAE's bootstrap. reward.prof_remove (critic-free only): _prof_kept_rows; a dropped row
     gets advantage 0 and a zeroed response_mask, so the loss gives it no gradient and no
     weight (token_sum still divides by the constant B * T). overlong_buffer (DAPO):
-    _with_overlong_penalty.
+    _with_overlong_penalty. reward.method=prime: PRIME's token rewards from
+    scored.implicit_logp (_rollout_token_rewards, with implicit_prm_beta and
+    implicit_prm_normalization), and the experience carries the success labels that train
+    the implicit PRM.
     """
-    _check_experience_options(rollout, reward, algorithm, truncation, value_stats)
+    _check_experience_options(rollout, scored, reward, algorithm, truncation, value_stats)
     mask = rollout.response_mask
     success, orm_score = _graded_outcomes(rollout, scored, truncation)
     rewards = _rollout_token_rewards(rollout, scored, reward, success, orm_score, kl_in_loss)
+    if _uses_prime(reward):
+        rewards = _with_prime_rewards(
+            rewards,
+            scored,
+            mask,
+            alpha=reward.alpha,
+            beta=implicit_prm_beta,
+            normalization=implicit_prm_normalization,
+        )
     overlong = None
     if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
         rewards, overlong = _with_overlong_penalty(
@@ -259,14 +300,38 @@ def build_experience(
         scored.old_values,
         advantages * loss_mask,
         targets * loss_mask,
+        success if _uses_prime(reward) else None,
     )
     if value_stats is not None:
         return experience, metrics, gae.value_stats
     return experience, metrics
 
 
+def _uses_prime(reward: RewardSpec) -> bool:
+    """Whether the process reward is PRIME's implicit PRM (reward.method=prime, use_prm)."""
+    return reward.use_prm and reward.method == "prime"
+
+
+def _with_prime_rewards(
+    rewards: TokenRewards,
+    scored: Scored,
+    mask: jax.Array,  # [B, T]
+    *,
+    alpha: float,
+    beta: float,
+    normalization: str,
+) -> TokenRewards:  # each [B, T]
+    """PRIME's process reward alpha * beta log(pi_phi / pi_ref) on every response token
+    (rlr.prime_token_rewards) joins rewards.process and rewards.total."""
+    process = alpha * prime_token_rewards(
+        scored.implicit_logp, scored.ref_logp, mask, beta=beta, normalization=normalization
+    )
+    return rewards._replace(process=rewards.process + process, total=rewards.total + process)
+
+
 def _check_experience_options(
     rollout: Rollout,
+    scored: Scored,
     reward: RewardSpec,
     algorithm: str,
     truncation: str,
@@ -274,6 +339,8 @@ def _check_experience_options(
 ) -> None:
     """Refuses the build_experience options that the algorithm cannot apply."""
     critic = ALGORITHM_DEFAULTS[algorithm].critic
+    if _uses_prime(reward) and scored.implicit_logp is None:
+        raise ValueError("reward.method=prime needs the implicit PRM's log-probs in scored")
     if critic and reward.use_prm and reward.method == "min_form":
         raise ValueError("reward.method=min_form is critic-free only: GAE sums rewards")
     if critic and reward.prof_remove is not None:
@@ -312,14 +379,15 @@ def _rollout_token_rewards(
     (process_step_rewards; pure_softmin's replace the shaped ones) with use_prm, the ORM term
     with use_orm, and the KL reward unless the loss carries the KL."""
     step_rewards = None
-    if reward.use_prm:
+    steps = reward.use_prm and not _uses_prime(reward)  # PRIME rewards tokens, not steps
+    if steps:
         step_rewards = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
     return token_rewards(
         success,
         rollout.response_mask,
         step_rewards,
-        rollout.step_end if reward.use_prm else None,
-        rollout.step_mask if reward.use_prm else None,
+        rollout.step_end if steps else None,
+        rollout.step_mask if steps else None,
         orm_score if reward.use_orm else None,
         scored.old_logp,
         scored.ref_logp,
@@ -500,6 +568,12 @@ def group_advantages(
     0 after the last step; times alpha, with no group normalisation (a minimum is not a sum
     of step rewards, so "group" is refused).
 
+    prime: PRIME's process half (rlr.prime_advantages with no outcome and no whitening): each
+    token reward of rewards.process (alpha beta log(pi_phi / pi_ref)) less its leave-one-out
+    baseline over the group's mean token rewards, summed to go; the outcome half is the
+    algorithm's own. rlr.prime_advantages whole, with the two halves summed and whitened over
+    the batch, is the authors' RLOO estimator; like pure_advantages it is not wired.
+
     keep (PROF): the outcome advantages are relative to the kept samples of each group
     (group_outcome_advantages' keep) and a dropped row's advantages are 0.
     """
@@ -527,6 +601,12 @@ def group_advantages(
         placed = place_at_tokens(signed, rollout.step_end, rollout.step_mask, num_tokens=T)
         process = min_form_returns(placed, mask, reward_mask=ends > 0)
         advantages = advantages + reward.alpha * process
+    elif _uses_prime(reward):  # rewards.process holds alpha times PRIME's token rewards
+        zeros = jnp.zeros((P, G), jnp.float32)
+        _, process = prime_advantages(
+            rewards.process.reshape(P, G, T), zeros, mask.reshape(P, G, T), whiten=False
+        )
+        advantages = advantages + process.reshape(B, T)
     elif reward.use_prm:
         K = rollout.step_end.shape[1]
         shaped = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
@@ -584,13 +664,17 @@ def ppo_loss(
     clip_eps_high: float | None = None,
     importance_ratio: str = "token",
     base: Any = None,
+    implicit_prm_beta: float = 0.05,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Policy surrogate (tokens aggregated as `aggregation` says, dual-clipped when
     `dual_clip` is set; clip range and ratio as ppo_policy_loss's keywords), plus the
     clipped value loss when there is a critic, plus kl_coef times the k3 KL to the reference
     (clamped to +-kl_clamp when set) aggregated the same way
     (GRPO's KL in the loss; 0 leaves it out). Under LoRA, params["policy"] are the adapters
-    and `base` the frozen base weights they sit on (not differentiated)."""
+    and `base` the frozen base weights they sit on (not differentiated). With PRIME's
+    implicit PRM (models.implicit_prm), plus its cross-entropy against batch.labels
+    (rlr.prime_implicit_prm_loss with implicit_prm_beta): its parameters are disjoint from
+    the policy's and the critic's, so the sum trains each network on its own loss."""
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
@@ -635,7 +719,35 @@ def ppo_loss(
         kl_loss = aggregate_token_losses(kl, mask, aggregation=aggregation)
         metrics["loss/kl"] = kl_loss
         total = total + kl_coef * kl_loss
+    if models.implicit_prm is not None:
+        prm_loss, prm_metrics = _implicit_prm_loss(
+            models.implicit_prm, params["implicit_prm"], batch, temperature, implicit_prm_beta
+        )
+        metrics.update(prm_metrics)
+        total = total + prm_loss
     return total, metrics
+
+
+def _implicit_prm_loss(
+    module: nn.Module, params: Any, batch: Experience, temperature: float, beta: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """PRIME's cross-entropy of the implicit PRM on a minibatch, and its accuracy: the
+    fraction of rows (with a response token) whose sigmoid(beta sum_t log(pi_phi / pi_ref))
+    falls on the side of 0.5 that their label is."""
+    mask = batch.response_mask
+    logp = policy_readout(
+        module,
+        params,
+        batch.input_ids,
+        batch.attention_mask,
+        T=mask.shape[1],
+        temperature=temperature,
+    ).logprobs
+    loss = prime_implicit_prm_loss(logp, batch.ref_logp, mask, batch.labels, beta=beta)
+    z = jnp.sum((logp - batch.ref_logp) * mask, axis=1)
+    right = (z > 0) == (batch.labels > 0.5)
+    rows = jnp.any(mask > 0, axis=1)
+    return loss, {"loss/implicit_prm": loss, "implicit_prm/accuracy": masked_mean(right, rows)}
 
 
 def make_ppo_optimizer(
@@ -645,9 +757,11 @@ def make_ppo_optimizer(
     weight_decay: float,
     max_grad_norm: float,
     warmup_steps: int = 0,
+    implicit_prm_lr: float | None = None,
 ) -> optax.GradientTransformation:
     """AdamW per network (own learning rate), each clipped by its own global norm; a
-    critic_lr of None means there is no critic (the state holds the policy alone).
+    critic_lr of None means there is no critic (the state holds the policy alone), an
+    implicit_prm_lr of None that there is no implicit PRM (PRIME).
 
     With `warmup_steps` > 0 each learning rate rises linearly from 0 over that many updates,
     then stays constant.
@@ -665,6 +779,8 @@ def make_ppo_optimizer(
     transforms = {"policy": one(policy_lr)}
     if critic_lr is not None:
         transforms["critic"] = one(critic_lr)
+    if implicit_prm_lr is not None:
+        transforms["implicit_prm"] = one(implicit_prm_lr)
     return per_network_optimizer(transforms)
 
 
@@ -708,8 +824,10 @@ def ppo_update(
     clip_eps_low: float | None = None,
     clip_eps_high: float | None = None,
     importance_ratio: str = "token",
+    implicit_prm_beta: float = 0.05,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step of the policy (and critic) on a minibatch; non-finite updates are
+    """One optimizer step of the policy (and the critic and implicit PRM, when the run has
+    them) on a minibatch; non-finite updates are
     skipped. Other keywords as ppo_loss. Under LoRA (models.reference set) `base` is the
     policy's frozen base (frozen["reference"]): gradients and optimizer state cover only the
     adapters in state.params["policy"].
@@ -738,6 +856,7 @@ def ppo_update(
         clip_eps_high=clip_eps_high,
         importance_ratio=importance_ratio,
         base=base,
+        implicit_prm_beta=implicit_prm_beta,
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state, update_metrics = apply_gradients(state, grads, loss, tx)
