@@ -17,13 +17,8 @@ for configs that unroll their layers (`scan_layers: false`).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 from typing import Any
 
 GIB = 1024**3
@@ -150,7 +145,6 @@ def _compiled_memory(fn: Any, args: tuple[Any, ...], mesh: Any) -> dict[str, int
 def _tokenizer(config: Any) -> Any:
     """The run's tokenizer when its directory is here (an inline architecture may take its
     vocabulary size from it, as `rlr ppo` does); None when the plan runs without it."""
-    import pathlib
 
     path = config.tokenizer_dir
     if path and (pathlib.Path(path) / "tokenizer.json").is_file():
@@ -297,45 +291,3 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
             f"device memory {device_memory_gib:.1f} GiB: " + ("fits" if fits else "DOES NOT FIT")
         )
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr plan`: print the report; exit 1 when the estimate exceeds the device memory."""
-    config = args.run_config
-    if args.mesh:
-        sizes = parse_mesh(args.mesh)
-    else:
-        sizes = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
-        if -1 in sizes.values():
-            raise ValueError("give --mesh explicitly: the config's mesh has a -1 (fill) axis")
-    devices = math.prod(sizes.values())
-    import jax
-
-    if jax.device_count() != devices:
-        if os.environ.get("RLR_PLAN_CHILD"):
-            raise RuntimeError(f"expected {devices} fake devices, got {jax.device_count()}")
-        env = dict(os.environ)
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
-        )
-        env["JAX_PLATFORMS"] = "cpu"
-        env["RLR_PLAN_CHILD"] = "1"
-        cmd = [sys.executable, "-m", "rlr.cli", "plan", "--config", args.config, *args.overrides]
-        cmd += ["--mesh", ",".join(f"{k}={v}" for k, v in sizes.items())]
-        if args.device_memory_gib is not None:
-            cmd += ["--device-memory-gib", str(args.device_memory_gib)]
-        if args.json:
-            cmd += ["--json", args.json]
-        if args.extrapolate:
-            cmd += ["--extrapolate"]
-        return subprocess.run(cmd, env=env).returncode
-    result = plan(config, sizes, extrapolate=args.extrapolate)
-    limit = (
-        args.device_memory_gib if args.device_memory_gib is not None else (config.device_memory_gib)
-    )
-    print(format_report(result, limit))
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(result, indent=2))
-    if limit is not None and result["peak_bytes_per_device"] > limit * GIB:
-        return 1
-    return 0

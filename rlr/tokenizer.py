@@ -8,7 +8,6 @@ loads the result offline.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -102,13 +101,3 @@ def train_tokenizer(
     }
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
     return AutoTokenizer.from_pretrained(out_dir)
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr train-tokenizer`: train on the synthetic corpus and save to --out."""
-    from rlr.data.synthetic import training_corpus
-
-    corpus = training_corpus(num_problems=args.num_problems, seed=args.seed)
-    tokenizer = train_tokenizer(corpus, vocab_size=args.vocab_size, out_dir=args.out)
-    print(f"saved a {len(tokenizer)}-token tokenizer to {args.out}")
-    return 0

@@ -205,9 +205,11 @@ def _command_imports(module: str) -> set[str]:
     return found
 
 
-def test_no_command_module_imports_another():
-    leaves = {c.module for c in COMMANDS if not c.library}
-    assert {"rlr.training.sft", "rlr.training.ppo", "rlr.plan", "rlr.reproduce"} <= leaves
+def test_each_command_runs_from_its_own_module_and_none_imports_another():
+    leaves = {c.module for c in COMMANDS}
+    for command in COMMANDS:  # rlr.commands.<name>, named after the command
+        assert command.module == "rlr.commands." + command.name.replace("-", "_"), command
+    assert len(leaves) == len(COMMANDS)
     edges = [
         (m, other) for m in sorted(leaves) for other in _command_imports(m) & leaves if other != m
     ]

@@ -6,7 +6,6 @@ The files sit beside this module (package data), so they work after a plain
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 DIRECTORY = pathlib.Path(__file__).resolve().parent
@@ -33,14 +32,3 @@ def resolve(name_or_path: str | pathlib.Path) -> pathlib.Path:
         f"config {text!r} is neither a file nor a config shipped with rlr; shipped configs: "
         f"{', '.join(available())}"
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr configs [NAME]`: list the shipped configs, or print one."""
-    if args.name:
-        print(resolve(args.name).read_text(), end="")
-        return 0
-    for name in available():
-        first = (DIRECTORY / f"{name}.yaml").read_text().splitlines()[0]
-        print(f"{name:<20} {first.lstrip('# ')}")
-    return 0

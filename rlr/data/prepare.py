@@ -20,16 +20,13 @@ A malformed line raises `MalformedRecordError` naming FILE:LINE, unless `skip_ma
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import os
 import pathlib
 from collections.abc import Callable
 from typing import Any
 
 from rlr.data.readers import (
-    MalformedRecordError,
     ReadResult,
     read_math_shepherd,
     read_prm800k,
@@ -87,16 +84,3 @@ def prepare_prm_data(
         "labels": {name: counts.get(label, 0) for label, name in LABEL_NAMES.items()},
         "skipped": result.num_skipped,
     }
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr prepare-prm-data`: convert, then print the summary as one line of JSON."""
-    try:
-        summary = prepare_prm_data(
-            args.input, args.out, args.format, skip_malformed=args.skip_malformed
-        )
-    except MalformedRecordError as err:
-        message = str(err).replace("pass skip_malformed=True", "pass --skip-malformed")
-        raise MalformedRecordError(message) from None
-    print(json.dumps(summary))
-    return 0

@@ -15,7 +15,6 @@ PRM's blind spot that the policy learns to exploit (docs/method.md section 3).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -574,27 +573,3 @@ def training_corpus(*, num_problems: int = 5000, seed: int = 0) -> list[str]:
         wrong = corrupt_solution(problem, first_error_step=first, rng=rng)
         texts.append(insert_fillers(wrong, num_fillers=int(rng.integers(0, 3)), rng=rng))
     return texts
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr make-data`: write the datasets and print the record counts."""
-    counts = write_datasets(
-        args.out,
-        num_train=args.num_train,
-        num_test=args.num_test,
-        seed=args.seed,
-        min_steps=args.min_steps,
-        max_steps=args.max_steps,
-        max_digits=args.max_digits,
-        operations=tuple(args.operations),
-        sft_filler_fraction=args.sft_filler_fraction,
-        sft_slip_fraction=args.sft_slip_fraction,
-        sft_misread_fraction=args.sft_misread_fraction,
-        prm_misread_fraction=args.prm_misread_fraction,
-        prm_corrupt_fraction=args.prm_corrupt_fraction,
-        prm_filler_fraction=args.prm_filler_fraction,
-        prm_filler_labels=args.prm_filler_labels,
-    )
-    for name, count in counts.items():
-        print(f"{name}: {count} records")
-    return 0

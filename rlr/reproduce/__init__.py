@@ -22,8 +22,6 @@ reading a reproduction's config (as the CLI does) loads no numpy.
 
 from __future__ import annotations
 
-import argparse
-
 from rlr.lazy import lazy_exports
 
 # public name -> module that defines it
@@ -73,24 +71,3 @@ __all__ = sorted([*_EXPORTS, "run"])
 
 
 __getattr__, __dir__ = lazy_exports("rlr.reproduce", _EXPORTS, globals())
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr reproduce`: every stage (cached), then print the table and where results are.
-    A stage stopped by SIGTERM has saved its state: exit 0, and the same command continues."""
-    from rlr.reproduce.report import plot_name, results_markdown, results_name
-    from rlr.reproduce.stages import Reproduction, StagePreempted
-
-    reproduction = Reproduction(args.run_config)
-    try:
-        results = reproduction.run()
-    except StagePreempted as stop:
-        print(f"[rlr reproduce] {stop}; run the same command again to continue", flush=True)
-        return 0
-    print(results_markdown(results))
-    out = reproduction.out
-    for algorithm in reproduction.config.algorithms:
-        name = results_name(algorithm, reproduction.filler_aware, reproduction.sweep_name)
-        files = [f"{name}.json", f"{name}.md", f"{plot_name(name)}.png"]
-        print(f"{algorithm} results: " + ", ".join(str(out / file) for file in files))
-    return 0

@@ -13,7 +13,6 @@ as if never stopped. SIGTERM finishes the current iteration, saves and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
@@ -564,15 +563,3 @@ def _select_rows(mesh: Any, tree: Any, rows: np.ndarray, weight: np.ndarray) -> 
 
     shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), tree)
     return jax.jit(select, out_shardings=shardings)(tree, rows, weight)
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr ppo`: train (resuming from OUT_DIR/checkpoints), optionally export the policy."""
-    export = run_directory(args.export, field="--export") if args.export else None
-    trainer = PPOTrainer(args.run_config)
-    summary = trainer.run()
-    if export is not None and not summary["preempted"]:
-        trainer.export_policy(export)
-        summary["export"] = str(args.export)
-    print(json.dumps(summary))
-    return 0

@@ -19,7 +19,6 @@ StepClassifier (rlr.training.evaluation), so any dataset plugs in.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -337,10 +336,3 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     return export_and_summarize(
         result, export_model, out_dir, tokenizer_dir=config.tokenizer, extra={"eval": report}
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr train-prm` / `rlr train-orm`: train, evaluate, export; exit 0 also on SIGTERM."""
-    summary = run_reward_model(args.run_config)
-    print(json.dumps(summary, indent=2))
-    return 0

@@ -9,8 +9,6 @@ as PPO (rlr.training.evaluation), and the policy is exported as an HF directory.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -164,10 +162,3 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     return export_and_summarize(
         result, model, out_dir, tokenizer_dir=config.tokenizer, extra=evaluated
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    """`rlr sft`: train, evaluate, export; exit 0 also when stopped by SIGTERM (resumable)."""
-    summary = run_sft(args.run_config)
-    print(json.dumps(summary, indent=2))
-    return 0

@@ -1,8 +1,10 @@
 """The command-line surface of every `rlr` subcommand: name, help, arguments, and where it runs.
 
 This module imports nothing but the standard library, so `rlr --help` and `rlr CMD --help`
-print without loading JAX. A command's module is imported only when the command runs; it
-exposes `run(args: argparse.Namespace) -> int`. Config-driven commands (`config` set below)
+print without loading JAX. Each command runs from its own module, rlr.commands.<name> (the
+name with "-" as "_"), imported only when the command runs; it exposes
+`run(args: argparse.Namespace) -> int` and holds no logic of its own beyond reading the
+arguments, calling the library and printing. Config-driven commands (`config` set below)
 take `--config FILE|NAME`, `key=value` overrides and `--print-config`; the CLI loads and
 validates their config before importing anything heavy and hands it over as
 `args.run_config`.
@@ -25,11 +27,10 @@ FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 class Command:
     """One subcommand: `module.run(args)` runs it; `add_arguments(parser)` declares its flags.
 
+    `module` is rlr.commands.<name> (the name with "-" as "_"): a thin module that reads the
+    arguments, calls the library and prints; no command module imports another.
     `config` is "module:Class" of the frozen config dataclass of a config-driven command, and
     `overrides` are key=value overrides the command always applies (e.g. kind=prm).
-    `library` marks a module that is a library first (the synthetic task, the tokenizer, the
-    probe, the shipped configs) and also runs a command; other modules may import it. Every
-    other command module is a leaf: no command module imports another.
     """
 
     name: str
@@ -41,7 +42,6 @@ class Command:
     overrides: tuple[str, ...] = ()
     # args -> (config file or shipped name, overrides); None: --config and the overrides
     config_from_args: Callable[[argparse.Namespace], tuple[str, list[str]]] | None = None
-    library: bool = False
 
     def config_source(self, args: argparse.Namespace) -> tuple[str, list[str]]:
         """(config file or shipped name, key=value overrides) named by parsed arguments."""
@@ -432,27 +432,25 @@ def _configs(parser: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[Command, ...] = (
     Command(
         "probe",
-        "rlr.probe",
+        "rlr.commands.probe",
         "returns of raw/clip/delta/clip_delta PRM rewards as filler steps are added",
         "The reward-hacking probe: a solution gets m = 0..N high-scoring filler steps before "
         "its answer, and the gamma = 1 return of each process-reward method is computed "
         "through rlr.token_rewards and rlr.gae_advantages. Raw grows with m; Clip, Delta and "
         "Clip-Delta stay bounded. Writes probe.json and probe.png to --out.",
         _probe,
-        library=True,
     ),
     Command(
         "make-data",
-        "rlr.data.synthetic",
+        "rlr.commands.make_data",
         "write the synthetic arithmetic task: problems, SFT and PRM data (JSONL)",
         "GSM8K-shaped synthetic word problems with exact step checking: problems with gold "
         "answers, SFT solutions (optionally with filler steps) and step-labelled PRM data.",
         _make_data,
-        library=True,
     ),
     Command(
         "prepare-prm-data",
-        "rlr.data.prepare",
+        "rlr.commands.prepare_prm_data",
         "convert PRM800K or Math-Shepherd JSONL into the StepLabelled JSONL of train-prm",
         "Reads public step-labelled data and writes rlr's StepLabelled JSONL (data.format: "
         "rlr). PRM800K ratings are kept: +1 -> correct (1), 0 -> neutral (0), -1 -> wrong "
@@ -463,16 +461,15 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "train-tokenizer",
-        "rlr.tokenizer",
+        "rlr.commands.train_tokenizer",
         "train the small byte-level BPE tokenizer on the synthetic arithmetic corpus",
         "A Qwen2-style byte-level BPE (digits split, ChatML template, <|step|> tag) in HF "
         "format, loadable offline with transformers.AutoTokenizer.",
         _train_tokenizer,
-        library=True,
     ),
     Command(
         "sft",
-        "rlr.training.sft",
+        "rlr.commands.sft",
         "supervised fine-tuning of the policy on solutions",
         "Policy SFT: mean token NLL over response tokens on the PPO row layout, with greedy "
         "held-out evaluation, exact resume and an HF export in OUT_DIR/model.",
@@ -481,7 +478,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "train-prm",
-        "rlr.training.reward_model",
+        "rlr.commands.train_prm",
         "train a process reward model (per-step BCE at step-end tokens)",
         "PRM training: binary cross-entropy on the score logit at each step's last token, "
         "where PPO reads it; held-out step AUC and the filler / correct / wrong score report.",
@@ -491,7 +488,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "train-orm",
-        "rlr.training.reward_model",
+        "rlr.commands.train_orm",
         "train an outcome reward model (BCE at the last response token)",
         "ORM training: binary cross-entropy on the score logit at the last response token "
         "against the solution's correctness; held-out AUC.",
@@ -501,7 +498,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "label-steps",
-        "rlr.training.labelling",
+        "rlr.commands.label_steps",
         "Math-Shepherd step labels by Monte-Carlo completion (StepLabelled JSONL)",
         "For every step prefix of a solution a completer policy writes N continuations; the "
         "fraction that reach the gold answer is the step's soft label, any-correct its hard "
@@ -510,7 +507,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "eval-bon",
-        "rlr.training.bon",
+        "rlr.commands.eval_bon",
         "best-of-N accuracy of PRM (min/last/prod), ORM, majority vote and pass@N",
         "Samples G solutions per held-out problem once, then reports the accuracy of picking "
         "one of the first n by PRM, ORM or majority vote, against pass@n, with a plot.",
@@ -518,7 +515,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "ppo",
-        "rlr.training.ppo",
+        "rlr.commands.ppo",
         "PPO with PRM step rewards (raw / clip / delta / clip_delta)",
         "PPO with dense step rewards on a device mesh: sample, grade, score with the frozen "
         "PRM / ORM / reference and the critic, token rewards, GAE, clipped updates. Resumes "
@@ -528,7 +525,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "plan",
-        "rlr.plan",
+        "rlr.commands.plan",
         "compile a PPO config for a target mesh and report per-device memory",
         "Will a PPO config fit? Its update and scoring steps are compiled for the target mesh "
         "(on fake CPU devices when this machine has fewer) and XLA's memory analysis is "
@@ -538,7 +535,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "reproduce",
-        "rlr.reproduce",
+        "rlr.commands.reproduce",
         "the paper's ablation end to end (data -> SFT -> PRM/ORM -> 6 PPO runs -> table)",
         "Runs data -> tokenizer -> SFT -> PRM and ORM -> PPO with each reward variant -> "
         "held-out evaluation, as the rlr commands a user would run (each logged to "
@@ -549,11 +546,10 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "configs",
-        "rlr.configs",
+        "rlr.commands.configs",
         "list the YAML configs shipped with rlr, or print one",
         "Configs shipped with rlr can be named instead of a path: `--config ppo_cpu`.",
         _configs,
-        library=True,
     ),
 )
 
