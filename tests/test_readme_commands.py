@@ -43,6 +43,9 @@ SHRINK = {
         "ppo.minibatches=1",
         "data.max_test_problems=4",
     ],
+    "rlr evaluate --config ppo_cpu --policy runs/reproduce/sft/model --out runs/eval/sft.json": [
+        "data.max_test_problems=4",
+    ],
     "rlr probe --out runs/probe": ["--max-filler", "2"],
     "rlr configs [NAME]": [],
     # these two read nothing: they run in an empty folder of their own (they would otherwise

@@ -91,8 +91,26 @@ def test_stages_are_the_commands_a_user_would_run(out):
     commands = [line.split()[1] for line in lines if line.startswith("rlr ")]
     assert commands[:5] == ["make-data", "train-tokenizer", "sft", "train-prm", "train-orm"]
     assert commands.count("ppo") == len(PPO_VARIANTS) + len(VARIANTS)  # under ppo and grpo
+    # every policy is evaluated by a command too: the SFT policy and each RL run's export
+    assert commands.count("evaluate") == commands.count("ppo") + 1
     assert sum("algorithm=grpo" in line for line in lines) == len(VARIANTS)
     assert any("--config sft_cpu" in line and "train.steps=30" in line for line in lines)
+
+
+def test_the_evaluation_stage_replays_from_commands_sh(out, tmp_path):
+    import shlex
+
+    from rlr import cli
+
+    lines = (out / "commands.sh").read_text().splitlines()
+    line = next(x for x in lines if x.startswith("rlr evaluate") and "/sft/model" in x)
+    argv = shlex.split(line)[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "again.json")
+    assert cli.run(argv) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    cached = json.loads((out / "sft_eval" / "summary.json").read_text())
+    assert again["greedy_accuracy"] == cached["greedy_accuracy"]
+    assert again["samples"] == cached["samples"]
 
 
 def test_rerun_uses_the_cached_stages(out, tmp_path):

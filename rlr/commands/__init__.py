@@ -128,6 +128,16 @@ def _ppo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", default=None, help="write the final policy here (HF dir)")
 
 
+def _evaluate(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, example="ppo_cpu", override="data.max_test_problems=1000")
+    parser.add_argument(
+        "--policy",
+        default=None,
+        help="the policy's HF directory (default: the config's policy.path)",
+    )
+    parser.add_argument("--out", default=None, help="write the results here as JSON")
+
+
 def _plan(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, example="qwen25_math_7b", override="rollout.chunk_rows=128")
     parser.add_argument(
@@ -521,6 +531,17 @@ COMMANDS: tuple[Command, ...] = (
         "PRM / ORM / reference and the critic, token rewards, GAE, clipped updates. Resumes "
         "from OUT_DIR/checkpoints; SIGTERM saves and exits 0.",
         _ppo,
+        config="rlr.training.configs:PPOConfig",
+    ),
+    Command(
+        "evaluate",
+        "rlr.commands.evaluate",
+        "greedy and sampled accuracy of a policy on an RL config's held-out problems",
+        "Evaluates a policy (an HF directory, e.g. an `rlr sft` or `rlr ppo --export` output) "
+        "exactly as an RL run with this config evaluates: its data.test (data.max_test_problems"
+        " of them), prompt style, token budgets, batch size and seed, greedy and at "
+        "temperature 1, with the solution statistics (steps, filler and repeated steps).",
+        _evaluate,
         config="rlr.training.configs:PPOConfig",
     ),
     Command(

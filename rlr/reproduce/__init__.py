@@ -14,10 +14,11 @@ main job of launch/local.sh, about 21 minutes per seed on 2 CPU cores), reproduc
 few minutes; the test suite runs it).
 
 The package's modules: config (ReproduceConfig, the presets and the reward variants), arguments
-(each stage's folder and rlr command line), stages (running and caching them: Reproduction),
-evaluation (the held-out evaluation of a policy) and report (aggregation over seeds, gains, the
-results table and plots). Their public names are importable from here and load on first use, so
-reading a reproduction's config (as the CLI does) loads no numpy.
+(each stage's folder and rlr command line), stages (running and caching them: Reproduction)
+and report (aggregation over seeds, gains, the results table and plots). Policies are
+evaluated by `rlr evaluate`, a stage like the others. Their public names are importable from
+here and load on first use, so reading a reproduction's config (as the CLI does) loads no
+numpy.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ _EXPORTS = {
     "StageClock": "rlr.reproduce.stages",
     "StagePreempted": "rlr.reproduce.stages",
     "enable_compilation_cache": "rlr.reproduce.stages",
-    "evaluate_policy_dir": "rlr.reproduce.evaluation",
     "PAPER_TABLE": "rlr.reproduce.report",
     "aggregate_seeds": "rlr.reproduce.report",
     "gain_over_sft": "rlr.reproduce.report",

@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rlr.reproduce.arguments import StageArguments, command_config, seed_suffix
+from rlr.reproduce.arguments import StageArguments, seed_suffix
 from rlr.reproduce.config import REPRODUCE_PRESETS, ReproduceConfig
-from rlr.reproduce.evaluation import evaluate_policy_dir
 from rlr.reproduce.report import (
     PAPER_TABLE,
     aggregate_seeds,
@@ -195,17 +194,19 @@ class Reproduction(StageArguments):
     def ppo(
         self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None
     ) -> dict[str, Any]:
-        """One RL run, then its exported policy evaluated greedily and at temperature 1."""
+        """One RL run, then its exported policy evaluated greedily and at temperature 1 by
+        `rlr evaluate` with the run's own config (both commands in commands.sh)."""
         path = self.variant_dir(variant, seed, algorithm, value)
         argv = self.ppo_arguments(variant, seed, algorithm, value)
-        config = self.ppo_config(variant, seed, algorithm, value)
 
         def train_and_evaluate() -> dict[str, Any]:
             self.command(argv)  # resumes from the run's checkpoints, if any
             summary = _read_json(path / "summary.json")
             if summary.get("preempted"):
                 return summary
-            return evaluate_policy_dir(path / "model", config)
+            results = path / "evaluation.json"
+            self.command(evaluate_arguments(argv, path / "model", results))
+            return _read_json(results)
 
         model = path / "model" / "config.json"
         return self.stage(path, argv, produces=model, action=train_and_evaluate)
@@ -214,15 +215,14 @@ class Reproduction(StageArguments):
         """Seed `seed`'s SFT policy on the same held-out problems with the same evaluation as
         PPO's."""
         policy = self.model_dir("sft", seed) / "model"
-        arguments = self.ppo_arguments("success", seed)
-        config = command_config(arguments)
-        # The reward models and the run's folders play no part, so the cache key leaves them
-        # out: the standard, filler-aware and sweep reproductions in one folder share it.
+        directory = self.model_dir("sft_eval", seed)
+        # The reward models and the run's folders play no part, so the command (the cache
+        # key) leaves them out: the standard, filler-aware and sweep reproductions in one
+        # folder share it.
         unused = ("prm.path=", "orm.path=", "orm=", "out_dir=")
-        kept = arguments[: arguments.index("--export")]
-        argv = ["evaluate", str(policy), *(a for a in kept if not a.startswith(unused))]
-        evaluate = lambda: evaluate_policy_dir(policy, config)  # noqa: E731
-        return self.stage(self.model_dir("sft_eval", seed), argv, action=evaluate)
+        arguments = [a for a in self.ppo_arguments("success", seed) if not a.startswith(unused)]
+        argv = evaluate_arguments(arguments, policy, directory / "summary.json")
+        return self.stage(directory, argv)
 
     # --------------------------------------------------------------------- all
 
@@ -479,3 +479,12 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, int | float | str | bool) or x is None:
         return x
     return str(x)
+
+
+def evaluate_arguments(
+    ppo_argv: Sequence[str], policy: pathlib.Path, out: pathlib.Path
+) -> list[str]:
+    """`rlr evaluate` arguments that evaluate `policy` with an `rlr ppo` command line's config
+    (its --config and overrides; --export dropped), writing the results to `out`."""
+    config = list(ppo_argv[1 : ppo_argv.index("--export")])
+    return ["evaluate", *config, "--policy", str(policy), "--out", str(out)]
