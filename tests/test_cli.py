@@ -93,6 +93,7 @@ def test_print_config_prints_every_key_resolved(name, capsys):
         "sft": ["sft", "--config", "sft_cpu", "train.steps=5"],
         "ppo": ["ppo", "--config", "ppo_cpu", "reward.method=raw"],
         "plan": ["plan", "--config", "qwen25_math_7b", "rollout.chunk_rows=64"],
+        "evaluate": ["evaluate", "--config", "ppo_cpu", "data.max_test_problems=7"],
     }[name]
     assert cli.main([*argv, "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
