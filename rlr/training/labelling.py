@@ -222,6 +222,40 @@ def _prefix_jobs(
     return entries, jobs
 
 
+def _labelled_record(
+    problem: Problem,
+    sample: int,
+    solution: str,
+    steps: Sequence[str],
+    soft: Sequence[float],  # [K] soft labels
+    good: Sequence[bool],  # [K] hard labels
+    *,
+    source: str,
+    solution_correct: bool,
+    truncated: bool,
+    **meta: Any,
+) -> StepLabelled:
+    """The StepLabelled record of sample `sample` of `problem`, labelled +1 / -1 by `good`,
+    with the soft labels, the solution, its grade and truncation (and `meta`) in its meta."""
+    return StepLabelled(
+        id=f"{problem.id}-s{sample}",
+        question=problem.question,
+        steps=tuple(steps),
+        labels=tuple(1 if g else -1 for g in good),
+        gold_answer=problem.answer,
+        source=source,
+        meta={
+            "problem_id": problem.id,
+            "sample": sample,
+            "soft_labels": [round(float(x), 6) for x in soft],
+            **meta,
+            "solution_correct": bool(solution_correct),
+            "truncated": bool(truncated),
+            "solution": solution,
+        },
+    )
+
+
 def _monte_carlo_record(
     problem: Problem,
     entry: tuple[int, int, str, list[tuple[int, int]], bool],
@@ -232,22 +266,17 @@ def _monte_carlo_record(
 ) -> StepLabelled:
     """The StepLabelled record of one labelled solution (`_prefix_jobs`' entry)."""
     _, m, text, spans, truncated = entry
-    return StepLabelled(
-        id=f"{problem.id}-s{m}",
-        question=problem.question,
-        steps=tuple(text[a:b] for a, b in spans),
-        labels=tuple(1 if h else -1 for h in hard),
-        gold_answer=problem.answer,
+    return _labelled_record(
+        problem,
+        m,
+        text,
+        [text[a:b] for a, b in spans],
+        soft,
+        [bool(h) for h in hard],
         source="monte_carlo",
-        meta={
-            "problem_id": problem.id,
-            "sample": m,
-            "soft_labels": [round(s, 6) for s in soft],
-            "num_completions": num_completions,
-            "solution_correct": solution_correct,
-            "truncated": bool(truncated),
-            "solution": text,
-        },
+        solution_correct=solution_correct,
+        truncated=truncated,
+        num_completions=num_completions,
     )
 
 
@@ -286,24 +315,18 @@ def label_with_prm(
     t2 = time.perf_counter()
     records = []
     for (i, m, text, steps, truncated), soft, right in zip(entries, scores, correct):
-        problem = problems[i]
         records.append(
-            StepLabelled(
-                id=f"{problem.id}-s{m}",
-                question=problem.question,
-                steps=steps,
-                labels=tuple(1 if p >= threshold else -1 for p in soft),
-                gold_answer=problem.answer,
+            _labelled_record(
+                problems[i],
+                m,
+                text,
+                steps,
+                soft,
+                [p >= threshold for p in soft],
                 source="prm",
-                meta={
-                    "problem_id": problem.id,
-                    "sample": m,
-                    "soft_labels": [round(p, 6) for p in soft],
-                    "labeller": f"prm:{scorer.format.name}",
-                    "solution_correct": bool(right),
-                    "truncated": bool(truncated),
-                    "solution": text,
-                },
+                solution_correct=right,
+                truncated=truncated,
+                labeller=f"prm:{scorer.format.name}",
             )
         )
     return LabellingResult(records, skipped, 0, {"scoring": t1 - t0, "grading": t2 - t1})
