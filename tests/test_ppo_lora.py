@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -284,3 +288,128 @@ def test_plan_counts_the_critic_adapters_and_no_second_trunk(assets, tmp_path):
     # the update reads the critic's trunk as an argument beside the policy's base
     trunk = both["update_frozen_argument_bytes"] - full["update_frozen_argument_bytes"]
     assert 0 < trunk < held["frozen_params"]
+
+
+# ------------------------------------------------------------------- sharded adapters
+
+SHARDED_LORA = textwrap.dedent(
+    """
+    import dataclasses, os, sys, pathlib
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    sys.path.insert(0, sys.argv[1])
+    import jax, numpy as np
+    from ppo_setup import tiny_config
+    from rlr import sharding
+    from rlr.training.configs import CriticLoRASpec, LoRASpec, RewardSpec, RolloutSpec
+    from rlr.training.loading import load_tokenizer
+    from rlr.training.ppo_build import build_ppo
+    from rlr.training.ppo_core import Rollout
+
+    root, out = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+    B, P, T, K = 8, 16, 12, 8
+    config = tiny_config(root, out, reward=RewardSpec(use_prm=True, method="raw", max_steps=K))
+    config = dataclasses.replace(
+        config,
+        policy=dataclasses.replace(config.policy, lora=LoRASpec(rank=4, alpha=8.0)),
+        rollout=RolloutSpec(prompts_per_iteration=4, samples_per_prompt=2,
+                            max_prompt_tokens=P, max_new_tokens=T),
+        ppo=dataclasses.replace(config.ppo, minibatches=1,
+                                critic_lora=CriticLoRASpec(rank=4, alpha=8.0)),
+    )
+    tokenizer = load_tokenizer(config.tokenizer)
+    rng = np.random.default_rng(0)
+
+    def fake_rollout(vocab):
+        prompt_len, resp_len = rng.integers(2, P + 1, B), rng.integers(1, T + 1, B)
+        attn = np.zeros((B, P + T), np.int32)
+        for b in range(B):
+            attn[b, P - prompt_len[b] : P + resp_len[b]] = 1
+        ids = np.where(attn > 0, rng.integers(1, vocab, (B, P + T)), 0).astype(np.int32)
+        return Rollout(
+            input_ids=ids, attention_mask=attn, response_mask=attn[:, P:].astype(np.float32),
+            success=(rng.random(B) < 0.5).astype(np.float32),
+            step_end=np.sort(rng.integers(0, T, (B, K)), axis=1).astype(np.int32),
+            step_mask=(rng.random((B, K)) < 0.6).astype(np.float32), sampled_logp=None,
+            truncated=np.zeros(B, np.float32))
+
+    def one_update(mesh, rollout, start):
+        # score, experience and one update: the jitted steps of build_ppo on `mesh`
+        setup = build_ppo(config, mesh=mesh, tokenizer=tokenizer)
+        state = setup.state._replace(params=jax.device_put(start, setup.state_shardings.params))
+        put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim))
+        batch = jax.tree.map(put, rollout)
+        scored = setup.score(state.params, setup.frozen, batch, None)
+        experience, _ = setup.experience(batch, scored)
+        state, metrics = setup.update(state, experience, *setup.update_bases(setup.frozen))
+        return setup, state, metrics
+
+    def name(path):
+        return "/".join(str(getattr(k, "key", k)) for k in path)
+
+    def spec(leaf):
+        s = tuple(leaf.sharding.spec)
+        return s + (None,) * (leaf.ndim - len(s))
+
+    one = sharding.make_mesh(data=1, devices=jax.devices()[:1])
+    setup = build_ppo(config, mesh=one, tokenizer=tokenizer)
+    rollout = fake_rollout(setup.models.policy.config.vocab_size)
+    # adapters and head away from their start (B = 0 would leave A without a gradient)
+    start = jax.tree.map(lambda x: (0.05 * rng.standard_normal(x.shape)).astype(x.dtype),
+                         jax.device_get(setup.state.params))
+    _, want, want_metrics = one_update(one, rollout, start)
+    for shape in (dict(data=8), dict(data=1, fsdp=4, tensor=2)):
+        setup, state, metrics = one_update(sharding.make_mesh(**shape), rollout, start)
+        # parameters, AdamW's moments (the gradients) and the update's metrics
+        for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
+                                jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{shape} {name(path)}")
+        for key in want_metrics:
+            np.testing.assert_allclose(np.asarray(metrics[key]), np.asarray(want_metrics[key]),
+                                       rtol=1e-5, atol=1e-6, err_msg=f"{shape} {key}")
+        # every adapter is split as its frozen kernel is (rules table), the rank replicated,
+        # and its AdamW moment as the adapter
+        base = {"policy": setup.frozen["reference"],
+                "critic": {"model": setup.frozen["reference"]["model"]}}
+        mu = {k: state.opt_state[k][1][0].mu for k in ("policy", "critic")}
+        adapters = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(
+            state.params)[0] if name(path).endswith(("lora_a", "lora_b"))]
+        assert len(adapters) == 2 * 2 * 7, len(adapters)  # policy, critic: A, B of 7 targets
+        for path, leaf in adapters:
+            keys = [str(getattr(k, "key", k)) for k in path]
+            kernel = base[keys[0]]
+            for k in keys[1:-1]:
+                kernel = kernel[k]
+            kernel = kernel["kernel"]
+            s = spec(kernel)
+            expect = s[:-1] + (None,) if keys[-1] == "lora_a" else s[:-2] + (None, s[-1])
+            assert spec(leaf) == expect, (shape, name(path), spec(leaf), s)
+            moment = mu[keys[0]]
+            for k in keys[1:]:
+                moment = moment[k]
+            assert spec(moment) == expect, (shape, name(path), spec(moment))
+            split = leaf.addressable_shards[0].data.shape
+            if "fsdp" in shape:  # the kernel's In axis over fsdp, its Out axis over tensor
+                assert split != leaf.shape, (name(path), split)
+            else:
+                assert split == leaf.shape, (name(path), split)  # data only: replicated
+        print("ok", shape)
+    """
+)
+
+
+@pytest.mark.sharding
+def test_sharded_lora_update_matches_unsharded_on_eight_fake_devices(assets, tmp_path):
+    """A PPO update with adapters on the policy and the critic, on meshes data=8 and
+    fsdp=4 x tensor=2, equals the one-device update (parameters, AdamW moments and metrics to
+    1e-5), and every adapter carries its kernel's shardings from the rules table."""
+    here = str(pathlib.Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_LORA, here, str(assets), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("ok") == 2, proc.stdout
