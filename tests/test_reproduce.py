@@ -362,6 +362,13 @@ def test_dapo_and_gspo_run_every_variant_as_grpo_with_their_recipes(tmp_path, mo
     args = cli.build_parser().parse_args(["reproduce", "--algorithm", "ppo,dapoo"])
     with pytest.raises(ConfigError, match="algorithms.1.: must be one of .*'dapo', 'gspo'"):
         cli.load_run_config(BY_NAME["reproduce"], args)
+    # the critic's adapters of the stage's overrides are unset for a critic-free run
+    both = Reproduction.from_preset(
+        "smoke", "algorithms=[ppo,dapo]", "ppo.overrides={ppo.critic_lora.rank: 8}"
+    )
+    assert both.ppo_config("success", 0, "ppo").ppo.critic_lora.rank == 8
+    assert both.ppo_config("success", 0, "dapo").ppo.critic_lora is None
+    assert "ppo.critic_lora=null" not in reproduction.ppo_arguments("success", 0, "dapo")
     with pytest.raises(ConfigError, match="ppo.overrides sets ppo.clip_eps_high, which the dapo"):
         Reproduction.from_preset(
             "smoke", "algorithms=[ppo,dapo]", "ppo.overrides={ppo.clip_eps_high: 0.3}"

@@ -51,6 +51,16 @@ def critic_free_overrides(algorithm: str) -> list[str]:
     return [f"{key}=null" for key in unset]
 
 
+def critic_lora_unset(algorithm: str, overrides: dict[str, Any]) -> list[str]:
+    """`ppo.critic_lora=null` for a critic-free algorithm when the PPO stage's overrides give
+    the critic adapters (a critic-free run refuses the key); nothing otherwise, so the command
+    lines of reproductions without the key stay as they were."""
+    if ALGORITHM_DEFAULTS[base_algorithm(algorithm)].critic:
+        return []
+    sets = any(key.split(".")[:2] == ["ppo", "critic_lora"] for key in overrides)
+    return ["ppo.critic_lora=null"] if sets else []
+
+
 def stage_overrides(stage: StageSpec) -> list[str]:
     """A stage's config overrides as key=value arguments."""
     return [_override(key, value) for key, value in stage.overrides.items()]
@@ -204,6 +214,7 @@ class StageArguments:
             f"data.test={self.path('data', 'problems_test.jsonl')}",
             *stage_overrides(stage),
             *critic_free_overrides(algorithm),
+            *critic_lora_unset(algorithm, stage.overrides),
             *(_override(k, v) for k, v in recipe.items()),
             *([] if value is None else [_override(self.sweep_key, value)]),
             *(_override(k, v) for k, v in VARIANTS[variant].items()),
