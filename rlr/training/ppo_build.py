@@ -56,11 +56,12 @@ class PPOSetup:
 
     sampler(params["policy"], prompt_ids, prompt_mask, key) -> SampleOutput (the rollout's
     decoding); score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
-    metrics); update(state, experience minibatch) -> (state, metrics). `state` is the initial
-    state: update donates its argument, so after the first update the caller (PPOTrainer)
-    holds the live state and this one's buffers are gone. With ppo.value_norm, `value_stats`
-    holds the initial statistics, experience(rollout, scored, value_stats=...) also returns
-    the updated ones, and the trainer checkpoints them with the state.
+    metrics); update(state, experience minibatch, *update_bases(frozen)) -> (state,
+    metrics). `state` is the initial state: update donates its argument, so after the first
+    update the caller (PPOTrainer) holds the live state and this one's buffers are gone. With
+    ppo.value_norm, `value_stats` holds the initial statistics, experience(rollout, scored,
+    value_stats=...) also returns the updated ones, and the trainer checkpoints them with the
+    state.
     """
 
     config: PPOConfig
