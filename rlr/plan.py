@@ -65,9 +65,11 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
             "optimizer_state": _per_device_bytes(setup.state.opt_state),
             "frozen_params": _per_device_bytes(setup.frozen),
         },
-        # under LoRA the update reads the policy's frozen base as an argument
-        "update_frozen_argument_bytes": _per_device_bytes(setup.update_base(setup.frozen)),
+        # under LoRA the update reads the policy's frozen base as an argument, and with
+        # ppo.critic_lora the critic's frozen trunk
+        "update_frozen_argument_bytes": _per_device_bytes(setup.update_bases(setup.frozen)),
         "lora": setup.lora,
+        "critic_lora": setup.models.critic_base,
         "rows": {
             "rollout": roll.batch_size,
             "scoring_chunk": rollout.input_ids.shape[0],
@@ -85,7 +87,7 @@ def _plan_at(config: Any, mesh_sizes: dict[str, int], *, layers: int | None) -> 
         "policy_param_bytes": _per_device_bytes(policy),
     }
     steps = [
-        ("update", setup.update, (setup.state, experience, setup.update_base(setup.frozen))),
+        ("update", setup.update, (setup.state, experience, *setup.update_bases(setup.frozen))),
         ("sampling", setup.sampler, (policy, *prompts)),
         ("scoring", setup.score, (setup.state.params, setup.frozen, rollout, None)),
     ]
@@ -255,6 +257,11 @@ def format_report(result: dict[str, Any], device_memory_gib: float | None) -> st
         lines.append(
             "policy.lora: the policy's count is its adapters; the reference is the frozen base "
             "they sit on (one copy)"
+        )
+    if result.get("critic_lora"):
+        lines.append(
+            "ppo.critic_lora: the critic's count is its adapters and score head; its trunk is "
+            f"the frozen {result['critic_lora']}'s (no copy)"
         )
     lines += [
         "per device:",

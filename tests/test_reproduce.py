@@ -307,3 +307,87 @@ def test_smoke_with_two_seeds_a_sweep_and_the_filler_aware_prm(out, tmp_path):
     ]
     assert filler and set(filler) == {-1}
     assert (copy / "results.json").is_file() and (copy / "results_filler_aware.md").is_file()
+
+
+def test_dapo_and_gspo_run_every_variant_as_grpo_with_their_recipes(tmp_path, monkeypatch, capsys):
+    """`--algorithm dapo,gspo`: each run is `rlr ppo algorithm=grpo` with the recipe's
+    overrides (DAPO's overlong buffer a fifth of the PPO stage's budget), in OUT/dapo and
+    OUT/gspo, reported in results_dapo.md and results_gspo.md. The stages are stubbed: this
+    checks the command lines and the reports, not training."""
+    import rlr.reproduce.stages as stages
+    from rlr import cli
+    from rlr.commands import BY_NAME
+
+    monkeypatch.setattr(stages, "enable_compilation_cache", lambda directory: None)
+    reproduction = Reproduction.from_preset(
+        "smoke", f"out_dir={tmp_path}", "algorithms=[dapo,gspo]", "variants=[success,prm_clip]"
+    )
+    budget = reproduction.ppo_config("success", 0, "grpo").rollout.max_new_tokens
+    assert budget // 5 != 96 // 5  # the smoke budget, not the default's buffer
+    ran: dict[str, list[str]] = {}
+
+    def stubbed_stage(directory, argv, *, produces=None, action=None):
+        ran[str(directory.relative_to(tmp_path))] = argv
+        if argv[0] == "ppo":
+            keys = ("success_rate", "steps_per_solution", "return/prm_raw_sum")
+            rows = [{"step": i + 1, **dict.fromkeys(keys, 0.5 + 0.1 * i)} for i in range(3)]
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+        return {
+            "greedy_accuracy": 0.5,
+            "sampling_accuracy": 0.4,
+            "steps_per_solution": 3.0,
+            "filler_step_fraction": 0.0,
+            "response_length": 30.0,
+            "samples": [],
+        }
+
+    reproduction.stage = stubbed_stage
+    reproduction.run()
+    dapo, gspo = ran["dapo/prm_clip"], ran["gspo/prm_clip"]
+    assert "algorithm=grpo" in dapo and "algorithm=grpo" in gspo and "name=dapo_prm_clip" in dapo
+    assert f"reward.overlong_buffer={budget // 5}" in dapo
+    assert "rollout.dynamic_sampling=true" in dapo and "ppo.clip_eps_high=0.28" in dapo
+    assert "ppo.importance_ratio=sequence" in gspo and "rollout.dynamic_sampling=true" not in gspo
+    assert set(ran) >= {"dapo/success", "gspo/success"} and "ppo/success" not in ran
+    config = reproduction.ppo_config("prm_clip", 0, "dapo")
+    assert (config.algorithm, config.ppo.clip_eps_low, config.ppo.clip_eps_high) == (
+        "grpo",
+        0.2,
+        0.28,
+    )
+    assert config.rollout.dynamic_sampling and config.reward.kl_coef == 0.0
+    assert config.reward.overlong_buffer == budget // 5 and config.reward.method == "clip"
+    assert reproduction.ppo_config("success", 0, "gspo").ppo.importance_ratio == "sequence"
+    table = (tmp_path / "results_dapo.md").read_text()
+    assert "algorithm dapo" in table and f"`reward.overlong_buffer={budget // 5}`" in table
+    assert "| prm_clip |" in table and "`algorithm=grpo`" in table
+    assert json.loads((tmp_path / "results_gspo.json").read_text())["recipe"] == {
+        "algorithm": "grpo",
+        "ppo.importance_ratio": "sequence",
+        "ppo.loss_aggregation": "sequence_mean",
+        "ppo.clip_eps_low": 3e-4,
+        "ppo.clip_eps_high": 4e-4,
+        "reward.kl_coef": 0.0,
+    }
+    assert (tmp_path / "curves_dapo.png").is_file() and not (tmp_path / "results.md").exists()
+
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    assert "the recipes dapo and gspo" in " ".join(capsys.readouterr().out.split())
+    args = cli.build_parser().parse_args(["reproduce", "--preset", "smoke", "--algorithm", "dapo"])
+    assert cli.load_run_config(BY_NAME["reproduce"], args).algorithms == ("dapo",)
+    args = cli.build_parser().parse_args(["reproduce", "--algorithm", "ppo,dapoo"])
+    with pytest.raises(ConfigError, match="algorithms.1.: must be one of .*'dapo', 'gspo'"):
+        cli.load_run_config(BY_NAME["reproduce"], args)
+    # the critic's adapters of the stage's overrides are unset for a critic-free run
+    both = Reproduction.from_preset(
+        "smoke", "algorithms=[ppo,dapo]", "ppo.overrides={ppo.critic_lora.rank: 8}"
+    )
+    assert both.ppo_config("success", 0, "ppo").ppo.critic_lora.rank == 8
+    assert both.ppo_config("success", 0, "dapo").ppo.critic_lora is None
+    assert "ppo.critic_lora=null" not in reproduction.ppo_arguments("success", 0, "dapo")
+    with pytest.raises(ConfigError, match="ppo.overrides sets ppo.clip_eps_high, which the dapo"):
+        Reproduction.from_preset(
+            "smoke", "algorithms=[ppo,dapo]", "ppo.overrides={ppo.clip_eps_high: 0.3}"
+        )

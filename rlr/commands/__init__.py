@@ -192,7 +192,9 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         "--algorithm",
         default=None,
         help="comma-separated RL algorithms to run every variant under: ppo (default), grpo, "
-        "dr_grpo, rloo; results_<algorithm>.md for each one but ppo",
+        "dr_grpo, rloo, or the recipes dapo and gspo (grpo with DAPO's / GSPO's settings: "
+        "rlr.training.configs.dapo_overrides for the PPO stage's rollout.max_new_tokens, "
+        "GSPO); results_<algorithm>.md for each one but ppo",
     )
     parser.add_argument(
         "--sweep",

@@ -13,9 +13,12 @@ from typing import Any
 
 from rlr.reproduce.config import (
     GROUP_ONLY_VARIANTS,
+    RECIPES,
     REWARD_VARIANTS,
     ReproduceConfig,
     StageSpec,
+    base_algorithm,
+    recipe_overrides,
     resolve_ppo_key,
     sweep_name,
     sweep_value_name,
@@ -35,16 +38,27 @@ def _override(key: str, value: Any) -> str:
 
 
 def critic_free_overrides(algorithm: str) -> list[str]:
-    """Overrides that unset, for a critic-free algorithm, the keys it does not read (the
-    critic's, and the reward's KL estimator when the KL is in the loss): one PPO stage config
-    serves every algorithm of a reproduction, and a critic-free run refuses those keys."""
-    defaults = ALGORITHM_DEFAULTS[algorithm]
+    """Overrides that unset, for a critic-free algorithm (or a recipe on one: dapo, gspo), the
+    keys it does not read (the critic's, and the reward's KL estimator when the KL is in the
+    loss): one PPO stage config serves every algorithm of a reproduction, and a critic-free run
+    refuses those keys."""
+    defaults = ALGORITHM_DEFAULTS[base_algorithm(algorithm)]
     if defaults.critic:
         return []
     unset = [f"ppo.{key}" for key in CRITIC_KEYS]
     if defaults.kl_in_loss:
         unset.append("reward.kl_estimator")
     return [f"{key}=null" for key in unset]
+
+
+def critic_lora_unset(algorithm: str, overrides: dict[str, Any]) -> list[str]:
+    """`ppo.critic_lora=null` for a critic-free algorithm when the PPO stage's overrides give
+    the critic adapters (a critic-free run refuses the key); nothing otherwise, so the command
+    lines of reproductions without the key stay as they were."""
+    if ALGORITHM_DEFAULTS[base_algorithm(algorithm)].critic:
+        return []
+    sets = any(key.split(".")[:2] == ["ppo", "critic_lora"] for key in overrides)
+    return ["ppo.critic_lora=null"] if sets else []
 
 
 def stage_overrides(stage: StageSpec) -> list[str]:
@@ -174,18 +188,20 @@ class StageArguments:
     def ppo_arguments(
         self, variant: str, seed: int, algorithm: str = "ppo", value: Any = None
     ) -> list[str]:
-        """`rlr ppo` arguments of one variant, seed, algorithm and swept value. The variant's
-        reward settings come last (ReproduceConfig forbids them in ppo.overrides and as the
-        swept key), so a variant is what it says."""
+        """`rlr ppo` arguments of one variant, seed, algorithm and swept value. A recipe
+        (dapo, gspo) runs as its base algorithm with its overrides after the stage's (the swept
+        value may override them). The variant's reward settings come last (ReproduceConfig
+        forbids them in ppo.overrides and as the swept key), so a variant is what it says."""
         stage = self.config.ppo
         directory = self.variant_dir(variant, seed, algorithm, value)
         orm = self.model_dir("orm", seed) / "model"
+        recipe = self.recipe(algorithm)
         return [
             "ppo",
             "--config",
             stage.config,
             f"name={variant if algorithm == 'ppo' else f'{algorithm}_{variant}'}",
-            f"algorithm={algorithm}",
+            f"algorithm={base_algorithm(algorithm)}",
             f"seed={seed}",
             f"out_dir={directory}",
             f"tokenizer={self.path('tokenizer')}",
@@ -198,15 +214,31 @@ class StageArguments:
             f"data.test={self.path('data', 'problems_test.jsonl')}",
             *stage_overrides(stage),
             *critic_free_overrides(algorithm),
+            *critic_lora_unset(algorithm, stage.overrides),
+            *(_override(k, v) for k, v in recipe.items()),
             *([] if value is None else [_override(self.sweep_key, value)]),
             *(_override(k, v) for k, v in VARIANTS[variant].items()),
             "--export",
             str(directory / "model"),
         ]
 
+    def recipe(self, algorithm: str) -> dict[str, Any]:
+        """A recipe's PPO config overrides for this reproduction's budget (DAPO's overlong
+        buffer is a fifth of rollout.max_new_tokens); {} for ppo, grpo, dr_grpo, rloo."""
+        return recipe_overrides(algorithm, self.max_new_tokens) if algorithm in RECIPES else {}
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The RL runs' rollout.max_new_tokens (the budget DAPO's overlong buffer is a fifth
+        of): the PPO stage's, which no sweep may change (EVALUATION_SECTIONS)."""
+        if not hasattr(self, "_max_new_tokens"):
+            config = self.ppo_config("success", 0, "grpo")
+            self._max_new_tokens = int(config.rollout.max_new_tokens)
+        return self._max_new_tokens
+
     def variants_for(self, algorithm: str) -> tuple[str, ...]:
         """The configured variants an algorithm runs (a critic skips the group-only ones)."""
-        if not ALGORITHM_DEFAULTS[algorithm].critic:
+        if not ALGORITHM_DEFAULTS[base_algorithm(algorithm)].critic:
             return self.variants
         return tuple(v for v in self.variants if v not in GROUP_ONLY_VARIANTS)
 

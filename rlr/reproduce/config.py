@@ -16,10 +16,43 @@ import typing
 from typing import Any, Literal
 
 from rlr.config import require
-from rlr.training.configs import Algorithm, PPOConfig
+from rlr.training.configs import GSPO, PPOConfig, dapo_overrides
 
 # Shipped reproductions: `rlr reproduce --preset P` reads rlr/configs/reproduce_P.yaml.
 REPRODUCE_PRESETS = ("cpu", "cpu_sparse", "smoke")
+
+# The algorithms a reproduction runs every variant under: rlr's own (`algorithm=` of a PPO
+# config) and two recipes on top of grpo, DAPO and GSPO (RECIPES).
+ReproduceAlgorithm = Literal["ppo", "grpo", "dr_grpo", "rloo", "dapo", "gspo"]
+
+
+def _gspo_overrides(max_new_tokens: int) -> dict[str, Any]:
+    """GSPO's overrides (its settings do not depend on the token budget)."""
+    return dict(GSPO)
+
+
+# Recipe name -> its PPO config overrides for a budget of rollout.max_new_tokens, each with
+# the algorithm it runs as (rlr.training.configs.dapo_overrides, GSPO).
+RECIPES = {"dapo": dapo_overrides, "gspo": _gspo_overrides}
+
+
+def recipe_overrides(algorithm: str, max_new_tokens: int) -> dict[str, Any]:
+    """A reproduction algorithm's PPO config overrides besides `algorithm=` itself: a recipe's
+    (DAPO with an overlong buffer of a fifth of `max_new_tokens`, GSPO), none for ppo, grpo,
+    dr_grpo, rloo."""
+    if algorithm not in RECIPES:
+        return {}
+    overrides = RECIPES[algorithm](max_new_tokens)
+    return {k: v for k, v in overrides.items() if k != "algorithm"}
+
+
+def base_algorithm(algorithm: str) -> str:
+    """The `algorithm=` a reproduction algorithm runs as: a recipe's (dapo, gspo -> grpo), the
+    name itself otherwise."""
+    if algorithm not in RECIPES:
+        return algorithm
+    return RECIPES[algorithm](1)["algorithm"]
+
 
 # The reward variants of the paper's ablation: name -> PPO config overrides.
 REWARD_VARIANTS: dict[str, dict[str, Any]] = {
@@ -259,8 +292,9 @@ class ReproduceConfig:
     seeds: int = 1
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     # The RL algorithms every variant runs under, each with the same budget and seeds:
-    # ppo (results.json) and any of grpo, dr_grpo, rloo (results_<algorithm>.json).
-    algorithms: tuple[Algorithm, ...] = ("ppo",)
+    # ppo (results.json) and any of grpo, dr_grpo, rloo, and the recipes dapo and gspo (grpo
+    # with RECIPES' overrides) (results_<algorithm>.json).
+    algorithms: tuple[ReproduceAlgorithm, ...] = ("ppo",)
     task: SyntheticTaskSpec = dataclasses.field(default_factory=SyntheticTaskSpec)
     sft: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("sft_cpu"))
     prm: StageSpec = dataclasses.field(default_factory=lambda: StageSpec("prm_cpu"))
@@ -294,6 +328,14 @@ class ReproduceConfig:
             bool(self.algorithms) and len(set(self.algorithms)) == len(self.algorithms),
             f"algorithms must name each algorithm once; got {list(self.algorithms)}",
         )
+        for recipe in set(self.algorithms) & set(RECIPES):
+            clash = sorted(set(recipe_overrides(recipe, 1)) & set(self.ppo.overrides))
+            require(
+                not clash,
+                f"ppo.overrides sets {', '.join(clash)}, which the {recipe} recipe of "
+                f"algorithms sets itself for its runs; remove {recipe} from algorithms, or "
+                "sweep the key (a swept value overrides the recipe's)",
+            )
         for variant in self.variants:
             require(
                 variant not in RENAMED_VARIANTS,

@@ -162,6 +162,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         + f", {results['date']}, wall time {total / 60:.1f} min (all stages)",
         "",
     ]
+    if "recipe" in results:
+        settings = ", ".join(f"`{key}={value}`" for key, value in results["recipe"].items())
+        lines += [f"Every run: {settings}.", ""]
     if "sweep" in results:
         lines += _sweep_table(results)
     else:

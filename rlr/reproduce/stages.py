@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlr.reproduce.arguments import StageArguments, seed_suffix
-from rlr.reproduce.config import REPRODUCE_PRESETS, ReproduceConfig
+from rlr.reproduce.config import REPRODUCE_PRESETS, ReproduceConfig, base_algorithm
 from rlr.reproduce.report import (
     PAPER_TABLE,
     aggregate_seeds,
@@ -340,6 +340,8 @@ class Reproduction(StageArguments):
         runs = {value: {v: by_variant[v] for v in variants} for value, by_variant in runs.items()}
         results = self.collect(sft, runs, wall_time_s=time.time() - start)
         results["algorithm"] = algorithm
+        if self.recipe(algorithm):
+            results["recipe"] = {"algorithm": base_algorithm(algorithm), **self.recipe(algorithm)}
         name = results_name(algorithm, self.filler_aware, self.sweep_name)
         from rlr.training import distributed
 

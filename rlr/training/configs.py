@@ -121,6 +121,9 @@ class LoRASpec:
     The base weights stay frozen (never in the optimizer state), and the reference policy is
     the base with the adapters off."""
 
+    # the key errors name (CriticLoRASpec: ppo.critic_lora)
+    where: typing.ClassVar[str] = "policy.lora"
+
     rank: int = 16
     alpha: float = 32.0
     # PEFT's lora_dropout. Only 0: the update's ratio exp(logp - old_logp) compares the policy
@@ -132,25 +135,36 @@ class LoRASpec:
     def __post_init__(self):
         require(
             isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank > 0,
-            f"policy.lora.rank must be a positive int; got {self.rank!r}",
+            f"{self.where}.rank must be a positive int; got {self.rank!r}",
         )
-        require(self.alpha > 0, f"policy.lora.alpha must be > 0; got {self.alpha!r}")
+        require(self.alpha > 0, f"{self.where}.alpha must be > 0; got {self.alpha!r}")
         require(
             self.dropout == 0,
-            f"policy.lora.dropout={self.dropout}: PPO's importance ratio compares the policy "
-            "with itself on the same tokens, and dropout in one of the two passes would move it "
-            "away from 1 before any update; rlr runs adapters without dropout: remove the key",
+            f"{self.where}.dropout={self.dropout}: PPO's importance ratio compares the policy "
+            "with itself on the same tokens (and the value clip the critic), and dropout in one "
+            "of the two passes would move them apart before any update; rlr runs adapters "
+            "without dropout: remove the key",
         )
         unknown = [t for t in self.targets if t not in LORA_TARGETS]
         require(
             not unknown,
-            f"policy.lora.targets: {unknown} are not projections; choose among {LORA_TARGETS}",
+            f"{self.where}.targets: {unknown} are not projections; choose among {LORA_TARGETS}",
         )
         require(
             len(self.targets) > 0 and len(set(self.targets)) == len(self.targets),
-            f"policy.lora.targets must name at least one projection, each once; got "
+            f"{self.where}.targets must name at least one projection, each once; got "
             f"{list(self.targets)}",
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticLoRASpec(LoRASpec):
+    """Low-rank adapters on the critic's trunk (`ppo.critic_lora`, algorithm=ppo): the trunk's
+    weights stay frozen and are those of a network the run already holds (the reference for
+    critic_init=policy, else the PRM / ORM it starts from); the adapters and the score head
+    train."""
+
+    where: typing.ClassVar[str] = "ppo.critic_lora"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,6 +477,11 @@ class PPOSpec:
     # arXiv 2507.18071: the row's geometric-mean ratio on every token, needing
     # loss_aggregation=sequence_mean as verl's compute_policy_loss_gspo).
     importance_ratio: Literal["token", "sequence"] = "token"
+    # Low-rank adapters on the critic's trunk (algorithm=ppo): the trunk stays frozen and is
+    # the weights of a network the run already holds (frozen["reference"] for
+    # critic_init=policy, the PRM / ORM for prm / orm), the adapters and the score head train
+    # (docs/design.md, "LoRA"); null: the critic trains every weight of its own copy.
+    critic_lora: CriticLoRASpec | None = None
 
     def __post_init__(self):
         require(
@@ -650,6 +669,7 @@ class PPOConfig:
         self._check_rollout_sampling()
         self._check_reward_models()
         self._check_critic_options()
+        self._check_critic_lora()
         self._check_dependent_options()
 
     def _check_frozen_models(self) -> None:
@@ -737,6 +757,15 @@ class PPOConfig:
         require(
             self.uses_critic or not self.ppo.value_norm,
             f"ppo.value_norm normalises a critic's targets; algorithm={self.algorithm} has none",
+        )
+
+    def _check_critic_lora(self) -> None:
+        """ppo.critic_lora has a critic to sit on (not a CRITIC_KEYS entry: a reproduction
+        unsets those for every critic-free run, and this one is off by default)."""
+        require(
+            self.uses_critic or self.ppo.critic_lora is None,
+            f"ppo.critic_lora: {self.algorithm} has no critic, so no critic to put adapters "
+            "on; remove it (or set ppo.critic_lora=null)",
         )
 
     def _check_dependent_options(self) -> None:

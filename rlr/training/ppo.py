@@ -341,7 +341,7 @@ class PPOTrainer:
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
                 self.state, step_metrics = self.setup.update(
-                    self.state, batch, self.setup.update_base(self.frozen)
+                    self.state, batch, *self.setup.update_bases(self.frozen)
                 )
                 update_metrics.append(step_metrics)
         update_metrics = jax.device_get(update_metrics)

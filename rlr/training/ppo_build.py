@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 import rlr
 from rlr import sharding
 from rlr.models import DecoderForTokenClassification, init_params
+from rlr.models.config import LoraConfig
 from rlr.models.lora import count_adapter_params, split_adapters
 from rlr.sampling import Sampler
 from rlr.training import loading, ppo_core
@@ -57,11 +58,12 @@ class PPOSetup:
 
     sampler(params["policy"], prompt_ids, prompt_mask, key) -> SampleOutput (the rollout's
     decoding); score(params, frozen, rollout) -> Scored; experience(rollout, scored) -> (Experience,
-    metrics); update(state, experience minibatch) -> (state, metrics). `state` is the initial
-    state: update donates its argument, so after the first update the caller (PPOTrainer)
-    holds the live state and this one's buffers are gone. With ppo.value_norm, `value_stats`
-    holds the initial statistics, experience(rollout, scored, value_stats=...) also returns
-    the updated ones, and the trainer checkpoints them with the state.
+    metrics); update(state, experience minibatch, *update_bases(frozen)) -> (state,
+    metrics). `state` is the initial state: update donates its argument, so after the first
+    update the caller (PPOTrainer) holds the live state and this one's buffers are gone. With
+    ppo.value_norm, `value_stats` holds the initial statistics, experience(rollout, scored,
+    value_stats=...) also returns the updated ones, and the trainer checkpoints them with the
+    state.
     """
 
     config: PPOConfig
@@ -94,6 +96,12 @@ class PPOSetup:
     def update_base(self, frozen: dict[str, Any]) -> Any:
         """The third argument of `update`: the policy's frozen base under LoRA, else None."""
         return frozen["reference"] if self.lora else None
+
+    def update_bases(self, frozen: dict[str, Any]) -> tuple[Any, Any]:
+        """The frozen arguments of `update` after the state and the minibatch: the policy's
+        base (update_base) and, with ppo.critic_lora, the critic's frozen trunk (a network the
+        run already holds: ppo_core.critic_base_trunk), each None without adapters."""
+        return _update_bases(self.models, frozen)
 
     def policy_params(self, params: dict[str, Any], frozen: dict[str, Any]) -> Any:
         """The policy's whole params tree (base and adapters under LoRA), for sampling and
@@ -134,18 +142,17 @@ def build_ppo(
         raise ValueError("num_layers only applies to an abstract build (rlr plan)")
     external = external_prm_format(config)  # a PRM read as text: its format
     modules = _modules(config, tokenizer, num_layers=num_layers, text_format=external)
-    shardings = _param_shardings(modules, mesh)
-    lora = config.policy.lora is not None
-    if lora:  # the policy's trainable params are its adapters; its base is the reference's
-        shardings["policy"] = split_adapters(shardings["policy"])[1]
+    modules = _with_critic_adapters(config, modules)
+    shardings = _trainable_parts(config, _param_shardings(modules, mesh))
+    lora, critic_base = config.policy.lora is not None, critic_lora_base(config)
     trainable_names = trainable_networks(config)
     tx = _optimizer(config)
     param_shard = {name: shardings[name] for name in trainable_names}
     frozen_shard = {name: shardings[name] for name in modules if name not in trainable_names}
     if abstract:
-        params = {name: abstract_params(module) for name, module in modules.items()}
-        if lora:
-            params["policy"] = split_adapters(params["policy"])[1]
+        params = _trainable_parts(
+            config, {name: abstract_params(module) for name, module in modules.items()}
+        )
     else:
         modules, params = _load(config, tokenizer, modules, shardings)
     trainable = {name: params[name] for name in trainable_names}
@@ -154,7 +161,7 @@ def build_ppo(
     state, frozen = _initial_state(
         tx, trainable, frozen, state_shard, frozen_shard, mesh, abstract=abstract
     )
-    models = _ppo_models(modules, text_prm=bool(external), lora=lora)
+    models = _ppo_models(modules, text_prm=bool(external), lora=lora, critic_base=critic_base)
     read_prm_steps = step_scorer = None
     if external:
         read_prm_steps, step_scorer = _text_prm(
@@ -181,7 +188,7 @@ def build_ppo(
             in_shardings=(param_shard, frozen_shard, None, None),
         ),
         experience=_experience_step(config),
-        update=_update_step(config, models, tx, state_shard, frozen_shard if lora else None),
+        update=_update_step(config, models, tx, state_shard, frozen_shard),
         prm_format=external,
         read_prm_steps=read_prm_steps,
         step_scorer=step_scorer,
@@ -211,12 +218,15 @@ def _initial_state(
     return state, frozen
 
 
-def _ppo_models(modules: dict[str, nn.Module], *, text_prm: bool, lora: bool) -> PPOModels:
+def _ppo_models(
+    modules: dict[str, nn.Module], *, text_prm: bool, lora: bool, critic_base: str | None = None
+) -> PPOModels:
     """The run's PPOModels: no in-graph PRM when the PRM reads text (it is scored outside),
-    and the reference module only under LoRA."""
+    the reference module only under LoRA, the critic's base network with ppo.critic_lora."""
     return PPOModels(
         policy=modules["policy"],
         critic=modules.get("critic"),
+        critic_base=critic_base,
         prm=None if text_prm else modules.get("prm"),
         orm=modules.get("orm"),
         reference=modules["reference"] if lora else None,
@@ -286,11 +296,12 @@ def _update_step(
     models: PPOModels,
     tx: optax.GradientTransformation,
     state_shard: Any,
-    frozen_shard: dict[str, Any] | None,
+    frozen_shard: dict[str, Any],
 ) -> Callable[..., Any]:
     """ppo_update jitted with the run's loss settings, the state donated and kept sharded.
-    Under LoRA (`frozen_shard` given) its third argument is the policy's frozen base, sharded
-    as the reference."""
+    Its frozen arguments (PPOSetup.update_bases) are sharded as the networks they belong to:
+    under LoRA the policy's base as the reference, with ppo.critic_lora the critic's trunk as
+    that of frozen[models.critic_base]."""
     spec = config.effective_ppo
     return jax.jit(
         functools.partial(
@@ -310,9 +321,34 @@ def _update_step(
             importance_ratio=spec.importance_ratio,
             **_implicit_prm_settings(config, "beta"),
         ),
-        in_shardings=(state_shard, None, frozen_shard and frozen_shard["reference"]),
+        in_shardings=(
+            state_shard,
+            None,
+            *_update_bases(models, frozen_shard),
+        ),
         out_shardings=(state_shard, None),
         donate_argnums=0,
+    )
+
+
+def _trainable_parts(config: PPOConfig, tree: dict[str, Any]) -> dict[str, Any]:
+    """name -> the trainable part of each network's params (or shardings, or shapes): under
+    policy.lora the policy's adapters (its base is the reference's), under ppo.critic_lora the
+    critic's trunk adapters and head (ppo_core.critic_trainable); the rest as they are."""
+    tree = dict(tree)
+    if config.policy.lora is not None:
+        tree["policy"] = split_adapters(tree["policy"])[1]
+    if critic_lora_base(config):
+        tree["critic"] = ppo_core.critic_trainable(tree["critic"])
+    return tree
+
+
+def _update_bases(models: PPOModels, frozen: dict[str, Any]) -> tuple[Any, Any]:
+    """PPOSetup.update_bases of a frozen tree (arrays or shardings): the reference under
+    LoRA, the critic's base network's trunk under ppo.critic_lora, else None."""
+    return (
+        frozen["reference"] if models.reference is not None else None,
+        ppo_core.critic_base_trunk(models, frozen),
     )
 
 
@@ -510,7 +546,9 @@ def _load(
                 getattr(config, name), what=name, shardings=shardings[name]
             )
     init = config.effective_ppo.critic_init
-    if config.uses_critic and init == "policy":
+    if critic_lora_base(config):
+        modules, params["critic"] = _critic_adapter_params(config, modules, params, shardings)
+    elif config.uses_critic and init == "policy":
         # The policy's trunk and a zero score head: V = 0 everywhere at the start.
         head = jax.jit(
             lambda: jax.tree.map(
@@ -552,6 +590,56 @@ def _implicit_prm_params(
             "reference: give a checkpoint of the same architecture, or remove the key"
         )
     return params
+
+
+def critic_lora_base(config: PPOConfig) -> str | None:
+    """The frozen network whose trunk the critic's adapters sit on (ppo.critic_lora): the
+    reference for critic_init=policy (the policy's starting weights, which the run holds
+    frozen with or without policy.lora), else the PRM / ORM the critic starts from; None
+    without critic adapters."""
+    if not config.uses_critic or config.ppo.critic_lora is None:
+        return None
+    init = config.effective_ppo.critic_init
+    return "reference" if init == "policy" else init
+
+
+def _with_critic_adapters(config: PPOConfig, modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """`modules` with the critic's module given ppo.critic_lora's adapters on its trunk (a new
+    module: the PRM / ORM it may start from keeps its own); as they are without the key."""
+    spec = config.ppo.critic_lora
+    if not critic_lora_base(config):
+        return modules
+    lora = LoraConfig(rank=spec.rank, alpha=spec.alpha, targets=spec.targets)
+    critic = modules["critic"]
+    return {**modules, "critic": critic.clone(config=dataclasses.replace(critic.config, lora=lora))}
+
+
+def _critic_adapter_params(
+    config: PPOConfig, modules: dict[str, nn.Module], params: dict[str, Any], shardings: Any
+) -> tuple[dict[str, nn.Module], Any]:
+    """(modules, the critic's trainable params) under ppo.critic_lora: fresh adapters on its
+    trunk (A drawn from the run's seed folded with 1, B zero) and its head (zero from the
+    policy, a copy of the PRM's / ORM's), each written into its shards. Its trunk is no copy:
+    the update reads frozen[critic_lora_base(config)]["model"]."""
+    init = config.effective_ppo.critic_init
+    if init != "policy":  # the loaded scorer's module (its EOS ids), with the adapters
+        modules = _with_critic_adapters(config, {**modules, "critic": modules[init]})
+    module, sharded = modules["critic"], shardings["critic"]
+    key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    adapters = jax.jit(
+        lambda: split_adapters(init_params(module, key)["model"])[1],
+        out_shardings=sharded["model"],
+    )()
+    if init == "policy":  # a zero score head: V = 0 everywhere at the start
+        head = jax.jit(
+            lambda: jax.tree.map(
+                lambda x: jnp.zeros(x.shape, x.dtype), abstract_params(module)["score"]
+            ),
+            out_shardings=sharded["score"],
+        )()
+    else:
+        head = _sharded_copy(params[init]["score"], sharded["score"])
+    return modules, {"model": adapters, "score": head}
 
 
 def _init_adapters(module: nn.Module, seed: int, shardings: Any) -> Any:

@@ -35,7 +35,7 @@ from rlr.losses import (
     ppo_policy_loss,
     ppo_value_loss,
 )
-from rlr.models.lora import merge_adapters
+from rlr.models.lora import merge_adapters, split_adapters
 from rlr.process_designs import (
     min_form_returns,
     prime_advantages,
@@ -118,6 +118,10 @@ class PPOModels:
 
     policy: nn.Module  # DecoderForCausalLM
     critic: nn.Module | None  # DecoderForTokenClassification(num_labels=1), or None
+    # With ppo.critic_lora: the frozen network whose trunk ("model") is the critic's base
+    # ("reference", "prm" or "orm"); params["critic"] then holds the trunk's adapters and the
+    # score head alone. None: the critic's params are whole.
+    critic_base: str | None = None
     prm: nn.Module | None = None  # DecoderForTokenClassification(num_labels=1), read in-graph
     orm: nn.Module | None = None  # token-classification trunk read at the last token
     # With LoRA (policy.lora): the policy without its adapters, the reference network. The
@@ -136,6 +140,30 @@ def policy_params(models: PPOModels, adapters_or_params: Any, base: Any) -> Any:
     if models.reference is None:
         return adapters_or_params
     return merge_adapters(base, adapters_or_params)
+
+
+def critic_trainable(tree: Any) -> Any:
+    """The trainable part of a critic with adapters on its trunk: {"model": the trunk's
+    lora_a / lora_b leaves, "score": the head}, from its whole params tree (or a tree of
+    shardings / shapes of the same structure); no array is copied."""
+    return {"model": split_adapters(tree["model"])[1], "score": tree["score"]}
+
+
+def critic_base_trunk(models: PPOModels, frozen: dict[str, Any]) -> Any:
+    """The frozen trunk the critic's adapters sit on (ppo.critic_lora): the "model" params of
+    frozen[models.critic_base], shared with that network, not copied; None without adapters."""
+    if models.critic_base is None:
+        return None
+    return frozen[models.critic_base]["model"]
+
+
+def critic_params(models: PPOModels, critic: Any, trunk: Any) -> Any:
+    """The critic's whole params tree: params["critic"] itself without ppo.critic_lora; with
+    it the frozen `trunk` (critic_base_trunk) with the trainable adapters put in, and the
+    trainable head (no array copied)."""
+    if models.critic_base is None:
+        return critic
+    return {"model": merge_adapters(trunk, critic["model"]), "score": critic["score"]}
 
 
 def score_rollout(
@@ -173,8 +201,9 @@ def score_rollout(
         temperature=temperature,
     ).logprobs
     if models.critic is not None:
+        critic = critic_params(models, params["critic"], critic_base_trunk(models, frozen))
         values, final_value = critic_readout(
-            models.critic, params["critic"], ids, attn, rollout.response_mask
+            models.critic, critic, ids, attn, rollout.response_mask
         )
     else:
         values = jnp.zeros(tokens.shape, jnp.float32)
@@ -660,6 +689,7 @@ def ppo_loss(
     dual_clip: float | None = None,
     kl_clamp: float | None = None,
     temperature: float = 1.0,
+    critic_base: Any = None,
     clip_eps_low: float | None = None,
     clip_eps_high: float | None = None,
     importance_ratio: str = "token",
@@ -671,10 +701,12 @@ def ppo_loss(
     clipped value loss when there is a critic, plus kl_coef times the k3 KL to the reference
     (clamped to +-kl_clamp when set) aggregated the same way
     (GRPO's KL in the loss; 0 leaves it out). Under LoRA, params["policy"] are the adapters
-    and `base` the frozen base weights they sit on (not differentiated). With PRIME's
-    implicit PRM (models.implicit_prm), plus its cross-entropy against batch.labels
-    (rlr.prime_implicit_prm_loss with implicit_prm_beta): its parameters are disjoint from
-    the policy's and the critic's, so the sum trains each network on its own loss."""
+    and `base` the frozen base weights they sit on (not differentiated); with
+    ppo.critic_lora, `critic_base` is the frozen trunk the critic's adapters sit on
+    (critic_base_trunk). With PRIME's implicit PRM (models.implicit_prm), plus its
+    cross-entropy against batch.labels (rlr.prime_implicit_prm_loss with implicit_prm_beta):
+    its parameters are disjoint from the policy's and the critic's, so the sum trains each
+    network on its own loss."""
     mask = batch.response_mask
     T = mask.shape[1]
     ids, attn = batch.input_ids, batch.attention_mask
@@ -707,7 +739,8 @@ def ppo_loss(
     }
     total = policy_loss
     if models.critic is not None:
-        values = critic_values(models.critic, params["critic"], ids, attn, T=T)
+        critic = critic_params(models, params["critic"], critic_base)
+        values = critic_values(models.critic, critic, ids, attn, T=T)
         value_loss, value_metrics = ppo_value_loss(
             values, batch.old_values, batch.returns, mask, clip_eps=value_clip_eps
         )
@@ -812,6 +845,7 @@ def ppo_update(
     state: TrainState,
     batch: Experience,
     base: Any = None,
+    critic_base: Any = None,
     *,
     clip_eps: float,
     value_clip_eps: float,
@@ -830,7 +864,8 @@ def ppo_update(
     them) on a minibatch; non-finite updates are
     skipped. Other keywords as ppo_loss. Under LoRA (models.reference set) `base` is the
     policy's frozen base (frozen["reference"]): gradients and optimizer state cover only the
-    adapters in state.params["policy"].
+    adapters in state.params["policy"]. With ppo.critic_lora `critic_base` is the critic's
+    frozen trunk (critic_base_trunk), and the critic's state holds its adapters and head.
 
     early_stop_ratio (ppo.early_stop_ratio): when the minibatch's mean importance ratio
     exp(logp - old_logp) over its valid tokens (policy/ratio_mean, read before the step)
@@ -852,6 +887,7 @@ def ppo_update(
         dual_clip=dual_clip,
         kl_clamp=kl_clamp,
         temperature=temperature,
+        critic_base=critic_base,
         clip_eps_low=clip_eps_low,
         clip_eps_high=clip_eps_high,
         importance_ratio=importance_ratio,
