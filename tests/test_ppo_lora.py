@@ -413,3 +413,9 @@ def test_sharded_lora_update_matches_unsharded_on_eight_fake_devices(assets, tmp
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("ok") == 2, proc.stdout
+
+
+def test_a_run_without_adapters_cannot_resume_a_lora_run(straight, assets):
+    _, out = straight
+    with pytest.raises(ValueError, match="trains policy adapters and critic"):
+        PPOTrainer(tiny_config(assets, out, reward=REWARD, iterations=3)).run()

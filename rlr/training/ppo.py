@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr import sharding
-from rlr.config import dump_config
+from rlr.config import dump_config, to_dict
 from rlr.data.prompts import build_prompt
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
@@ -407,15 +407,16 @@ class PPOTrainer:
 
     def _check_resumable(self) -> None:
         """A run resumes only the checkpoints of its own kind: an out_dir whose saved config
-        trains other networks (ppo's critic or none, PRIME's implicit PRM or none) is an error
-        that names it, not an orbax tree mismatch."""
+        trains other networks (ppo's critic or none, PRIME's implicit PRM or none) or other
+        parts of them (adapters or whole weights) is an error that names it, not an orbax
+        tree mismatch."""
         import yaml
 
         saved_path = self.out_dir / "config.yaml"
         if not saved_path.exists():
             return
         saved = yaml.safe_load(saved_path.read_text()) or {}
-        ours = {"algorithm": self.config.algorithm, "implicit_prm": self.config.implicit_prm}
+        ours = to_dict(self.config)
         if _networks(saved) != _networks(ours):
             theirs = saved.get("algorithm")
             raise ValueError(
@@ -534,12 +535,18 @@ def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
 
 
 def _networks(config: dict[str, Any]) -> list[str]:
-    """The trainable networks a saved config.yaml's run checkpoints: the policy, the critic
-    unless its algorithm has none, and PRIME's implicit PRM when it has that section."""
+    """The trainable networks a saved config.yaml's run checkpoints, each with what of it
+    trains: the policy (its adapters under policy.lora), the critic unless its algorithm has
+    none (its adapters and head under ppo.critic_lora), and PRIME's implicit PRM when it has
+    that section."""
     from rlr.training.configs import ALGORITHM_DEFAULTS
 
     critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
-    names = ["policy", "critic"] if critic.critic else ["policy"]
+    lora = (config.get("policy") or {}).get("lora") is not None
+    names = ["policy adapters" if lora else "policy"]
+    if critic.critic:
+        critic_lora = (config.get("ppo") or {}).get("critic_lora") is not None
+        names.append("critic adapters and head" if critic_lora else "critic")
     return names + (["implicit_prm"] if config.get("implicit_prm") is not None else [])
 
 
