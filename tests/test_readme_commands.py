@@ -6,6 +6,7 @@ run or skipped with the reason, so the table cannot drift from the code."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import shlex
@@ -113,7 +114,9 @@ def test_readme_command_runs_as_typed_after_the_main_job(
     argv = shlex.split(command)[1:] + SHRINK[command]
     assert cli.main(argv) == 0, command
     out = argv[argv.index("--out") + 1] if "--out" in argv else None
-    if out is not None:
+    if out is not None and out.endswith(".json"):  # a results file (rlr evaluate)
+        assert json.loads(pathlib.Path(out).read_text()), f"{command} wrote an empty {out}"
+    elif out is not None:
         assert any(pathlib.Path(out).iterdir()), f"{command} wrote nothing to {out}"
 
 
