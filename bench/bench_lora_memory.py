@@ -83,7 +83,6 @@ def make_inputs(root: pathlib.Path) -> dict:
         "data": {
             "train": str(root / "data" / "problems_train.jsonl"),
             "test": str(root / "data" / "problems_test.jsonl"),
-            "max_test_problems": 8,
         },
         "rollout": {
             "prompts_per_iteration": 8,
@@ -94,7 +93,7 @@ def make_inputs(root: pathlib.Path) -> dict:
         "ppo": {"minibatches": 2, "policy_lr": 1e-5, "critic_lr": 1e-5},
         "grading": {"num_workers": 0},
         "checkpoint_every": 1000,
-        "eval_every": 0,
+        "eval": {"every": 0, "max_examples": 8},
     }
 
 

@@ -55,14 +55,14 @@ def main() -> None:
 
 def run(args: argparse.Namespace, root: pathlib.Path) -> None:
     """Builds the assets under `root`, runs the iterations and prints the table."""
-    from rlr.config import load_config
+    from rlr.config_loading import load_config
     from rlr.grading import Grader
 
     sys.path.insert(0, str(REPO / "tests"))
     from toy_assets import make_toy_assets
 
-    from rlr.training.configs import PPOConfig
     from rlr.training.ppo import PPOTrainer
+    from rlr.training.schemas import PPOConfig
 
     assets = make_toy_assets(
         root / "assets",

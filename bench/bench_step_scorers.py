@@ -89,7 +89,7 @@ def base_tokenizer(directory: pathlib.Path):
     """rlr's byte-level BPE trained as `rlr train-tokenizer` trains it (its default corpus and
     vocabulary size, the ones the CPU preset's tokenizer uses)."""
     from rlr.data.synthetic import training_corpus
-    from rlr.reproduce.config import SyntheticTaskSpec
+    from rlr.reproduce.schemas import SyntheticTaskSpec
     from rlr.tokenizer import train_tokenizer
 
     task = SyntheticTaskSpec()

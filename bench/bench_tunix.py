@@ -177,9 +177,9 @@ def time_sampling(batch: int, sampler, params, tunix_sampler, args) -> None:
 
 def rlr_trainer(root: pathlib.Path, args, algorithm: str):
     """rlr's PPOTrainer on ppo_cpu.yaml with the assets under root, outcome reward only."""
-    from rlr.config import load_config
-    from rlr.training.configs import PPOConfig
+    from rlr.config_loading import load_config
     from rlr.training.ppo import PPOTrainer
+    from rlr.training.schemas import PPOConfig
 
     paths = dict(tokenizer="tokenizer", **{f"{m}.path": m for m in ("policy", "prm", "orm")})
     overrides = [f"{key}={root / name}" for key, name in paths.items()] + [

@@ -53,7 +53,7 @@ def config_class(command: Command) -> type | None:
 def load_run_config(command: Command, args: argparse.Namespace) -> Any:
     """Resolves, loads and validates the config a command's arguments name."""
     from rlr import configs
-    from rlr.config import load_config
+    from rlr.config_loading import load_config
 
     name, overrides = command.config_source(args)
     return load_config(config_class(command), configs.resolve(name), overrides)
@@ -69,7 +69,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if config_class(command) is not None:
         config = load_run_config(command, args)
         if args.print_config:
-            from rlr.config import config_yaml
+            from rlr.config_loading import config_yaml
 
             print(config_yaml(config), end="")
             return 0

@@ -7,7 +7,7 @@ Prompts are left-padded [B, P] with a prompt_mask; responses come back right-pad
 with `mask` 1 for generated tokens (EOS included) and pad_id / 0 after EOS. Log-probs are those
 of the sampled token under softmax(logits / temperature) (temperature 0, greedy: 1), the
 distribution an RL rollout samples from; top-k / top-p filtering is not in them, and RL runs
-refuse those filters (rlr.training.configs.PPOConfig).
+refuse those filters (rlr.training.schemas.PPOConfig).
 """
 
 from __future__ import annotations

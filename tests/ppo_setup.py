@@ -10,9 +10,10 @@ import pathlib
 
 from toy_assets import make_toy_assets as make_assets  # noqa: F401  (re-exported for the tests)
 
-from rlr.training.configs import (
+from rlr.training.schemas import (
     ALGORITHM_DEFAULTS,
     DataSpec,
+    EvalSpec,
     GradingSpec,
     ModelSpec,
     PPOConfig,
@@ -37,7 +38,6 @@ def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConf
         data=DataSpec(
             train=str(root / "data" / "problems_train.jsonl"),
             test=str(root / "data" / "problems_test.jsonl"),
-            max_test_problems=4,
         ),
         reward=RewardSpec(use_prm=True, method="clip_delta", alpha=1.0, eta=0.5, max_steps=8),
         rollout=RolloutSpec(
@@ -46,13 +46,14 @@ def tiny_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConf
         ppo=PPOSpec(minibatches=2, policy_lr=1e-3, critic_lr=1e-3 if critic else None),
         grading=GradingSpec(num_workers=0),
         checkpoint_every=1,
+        eval=EvalSpec(max_examples=4),
     )
     return dataclasses.replace(config, **changes)
 
 
 def prime_config(root: pathlib.Path, out_dir: pathlib.Path, **changes) -> PPOConfig:
     """tiny_config under GRPO with PRIME's implicit PRM as the process reward."""
-    from rlr.training.configs import ImplicitPRMSpec
+    from rlr.training.schemas import ImplicitPRMSpec
 
     config = tiny_config(
         root,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rlr.data.prompts import build_prompt
-from rlr.data.steps import step_ends_from_ids, step_texts
+from rlr.data.segmentation import step_ends_from_ids, step_texts
 from rlr.data.synthetic import generate_problems, training_corpus
 from rlr.tokenizer import train_tokenizer
 from rlr.training import batching

@@ -17,10 +17,10 @@ from toy_assets import shared_toy_assets
 
 from rlr import cli, readouts
 from rlr.data.prompts import build_prompt
-from rlr.data.steps import step_ends_from_ids
+from rlr.data.segmentation import step_ends_from_ids
 from rlr.training import bon, loading
-from rlr.training.configs import ModelSpec
 from rlr.training.generation import make_sampler
+from rlr.training.schemas import ModelSpec
 
 # ------------------------------------------------------------- references
 

@@ -93,13 +93,13 @@ def test_print_config_prints_every_key_resolved(name, capsys):
         "sft": ["sft", "--config", "sft_cpu", "train.steps=5"],
         "ppo": ["ppo", "--config", "ppo_cpu", "reward.method=raw"],
         "plan": ["plan", "--config", "qwen25_math_7b", "rollout.chunk_rows=64"],
-        "evaluate": ["evaluate", "--config", "ppo_cpu", "data.max_test_problems=7"],
+        "evaluate": ["evaluate", "--config", "ppo_cpu", "eval.max_examples=7"],
     }[name]
     assert cli.main([*argv, "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     command = next(c for c in COMMANDS if c.name == name)
     config = cli.load_run_config(command, cli.build_parser().parse_args(argv))
-    from rlr.config import to_dict
+    from rlr.config_loading import to_dict
 
     assert printed == to_dict(config)  # every key, with its resolved value
     if name == "reproduce":
@@ -235,8 +235,8 @@ def test_the_layers_below_training_import_nothing_from_it():
 
 
 def test_the_command_line_layer_stays_light():
-    light = ("rlr.cli", "rlr.commands", "rlr.config", "rlr.configs", "rlr.training.configs")
-    for module in (*light, "rlr.reproduce", "rlr.reproduce.config"):
+    light = ("rlr.cli", "rlr.commands", "rlr.config_loading", "rlr.configs", "rlr.training.schemas")
+    for module in (*light, "rlr.reproduce", "rlr.reproduce.schemas"):
         heavy = {
             name for name in _imports(module) if name.split(".")[0] in {"jax", "flax", "numpy"}
         }

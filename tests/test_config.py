@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from rlr.config import ConfigError, dump_config, load_config, require, to_dict
+from rlr.config_loading import ConfigError, dump_config, load_config, require, to_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,3 +102,43 @@ def test_overrides_reach_optional_sections_and_free_form_mappings(tmp_path):
     assert load_config(Run, None, ["prm.path=c"]).prm == Model(path="c")
     with pytest.raises(ConfigError, match="'seed' is not a section"):
         load_config(Run, None, ["seed.x=1"])
+
+
+@pytest.mark.parametrize(
+    "schema, override, new",
+    [
+        ("rlr.training.schemas:PPOConfig", "eval_every=5", "eval.every"),
+        ("rlr.training.schemas:PPOConfig", "data.max_test_problems=5", "eval.max_examples"),
+        ("rlr.training.schemas:SFTConfig", "eval.num_problems=5", "eval.max_examples"),
+        ("rlr.training.schemas:RewardModelConfig", "eval_every=5", "eval.every"),
+        ("rlr.training.schemas:RewardModelConfig", "eval_batch_size=5", "eval.batch_size"),
+        ("rlr.training.schemas:RewardModelConfig", "max_eval_records=5", "eval.max_examples"),
+        ("rlr.training.schemas:RewardModelConfig", "train.max_steps=5", "train.max_reasoning"),
+        ("rlr.reproduce.schemas:ReproduceConfig", "task.max_steps=3", "task.max_operations"),
+    ],
+)
+def test_keys_of_earlier_releases_name_their_new_place(schema, override, new):
+    import importlib
+
+    from rlr.config_loading import ConfigError, from_dict, load_config
+
+    module, _, name = schema.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match=f"it is now {new}"):
+        load_config(cls, None, [override])
+    key, value = override.split("=")
+    *sections, last = key.split(".")
+    data = {last: int(value)}
+    for section in reversed(sections):
+        data = {section: data}
+    with pytest.raises(ConfigError, match=f"it is now {new}"):  # the same key in a YAML file
+        from_dict(cls, data)
+
+
+def test_a_renamed_flag_names_its_new_spelling(tmp_path, capsys):
+    from rlr.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-data", "--out", str(tmp_path), "--max-steps", "3"])
+    assert exit_.value.code == 2
+    assert "--max-steps is now --max-operations" in capsys.readouterr().err

@@ -109,10 +109,10 @@ def test_checkpoints_of_a_local_path_still_work(tmp_path):
 
 
 def test_configs_and_exports_reach_a_uri(tmp_path, monkeypatch):
-    from rlr.config import dump_config
+    from rlr.config_loading import dump_config
     from rlr.models import DecoderConfig, DecoderForCausalLM, init_params
-    from rlr.training.configs import ModelSpec
     from rlr.training.loading import export_model
+    from rlr.training.schemas import ModelSpec
 
     model = DecoderForCausalLM(
         DecoderConfig(

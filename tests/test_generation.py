@@ -12,7 +12,7 @@ from test_labelling import TINY
 from toy_assets import shared_toy_assets
 
 from rlr.data.prompts import build_prompt
-from rlr.data.steps import pad_id_of
+from rlr.data.segmentation import pad_id_of
 from rlr.data.synthetic import generate_problems
 from rlr.training.batching import map_in_batches
 from rlr.training.generation import eos_ids_of, make_sampler, sample_prompts

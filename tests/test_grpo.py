@@ -15,10 +15,10 @@ from ppo_fixtures import B, K, P, T, models, params, rollout
 from test_group_advantages import reference_outcome, reference_process
 
 import rlr
-from rlr.config import ConfigError
+from rlr.config_loading import ConfigError
 from rlr.training import ppo_core
-from rlr.training.configs import ALGORITHM_DEFAULTS, PPOConfig, RewardSpec, RolloutSpec
-from rlr.training.step import init_train_state
+from rlr.training.schemas import ALGORITHM_DEFAULTS, PPOConfig, RewardSpec, RolloutSpec
+from rlr.training.train_state import init_train_state
 
 G = 4  # samples per prompt: the fixture's 8 rows are 2 prompts x 4 samples
 

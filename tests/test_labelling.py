@@ -22,7 +22,7 @@ from rlr.training import labelling
 from rlr.training.generation import make_sampler
 from rlr.training.loading import load_policy_dir
 
-PROBLEMS = generate_problems(6, seed=3, min_steps=3, max_steps=3)
+PROBLEMS = generate_problems(6, seed=3, min_operations=3, max_operations=3)
 _COMPUTE = re.compile(r"has (\d+) [-+*] \d+ = (\d+) ")
 
 

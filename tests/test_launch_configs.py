@@ -1,14 +1,14 @@
 import pytest
 
 from rlr import configs
-from rlr.config import load_config
-from rlr.reproduce.config import (
+from rlr.config_loading import load_config
+from rlr.reproduce.schemas import (
     DEFAULT_VARIANTS,
     PROCESS_DESIGN_VARIANTS,
     REWARD_VARIANTS,
     ReproduceConfig,
 )
-from rlr.training.configs import PPOConfig, RewardModelConfig, SFTConfig
+from rlr.training.schemas import PPOConfig, RewardModelConfig, SFTConfig
 
 SCHEMAS = {"ppo": PPOConfig, "qwen": PPOConfig, "sft": SFTConfig, "prm": RewardModelConfig}
 SCHEMAS |= {"orm": RewardModelConfig, "reproduce": ReproduceConfig}

@@ -33,9 +33,9 @@ from rlr.models import DecoderConfig, DecoderForCausalLM, DecoderForTokenClassif
 from rlr.readouts import policy_readout
 from rlr.sampling import filter_logits
 from rlr.training import ppo_core
-from rlr.training.configs import ALGORITHM_DEFAULTS, RewardSpec
 from rlr.training.generation import make_sampler
-from rlr.training.step import init_train_state
+from rlr.training.schemas import ALGORITHM_DEFAULTS, RewardSpec
+from rlr.training.train_state import init_train_state
 
 PAD, EOS = 0, 1
 LETTERS = (10, 11, 12, 13)
@@ -512,8 +512,8 @@ def test_tempered_sampling_trains_on_the_sampling_distribution(sharp, temperatur
 @pytest.mark.parametrize("top_k, top_p", [(3, 1.0), (0, 0.7)])
 def test_rl_runs_refuse_filters_that_would_train_on_another_distribution(top_k, top_p):
     from rlr import configs
-    from rlr.config import ConfigError, load_config
-    from rlr.training.configs import PPOConfig
+    from rlr.config_loading import ConfigError, load_config
+    from rlr.training.schemas import PPOConfig
 
     with pytest.raises(ConfigError, match="a top-k / top-p filter would sample"):
         overrides = [f"rollout.top_k={top_k}", f"rollout.top_p={top_p}"]

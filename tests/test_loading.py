@@ -13,8 +13,8 @@ from toy_assets import shared_toy_assets
 
 from rlr.commands import FILE_FORMATS
 from rlr.training import loading
-from rlr.training.configs import PROBLEM_FORMATS, DataSpec, ModelSpec
 from rlr.training.generation import eos_ids_of
+from rlr.training.schemas import PROBLEM_FORMATS, DataSpec, ModelSpec
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 

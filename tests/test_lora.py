@@ -15,7 +15,7 @@ import pytest
 
 from rlr import models, sharding
 from rlr.models import lora as lora_lib
-from rlr.models.config import LORA_TARGETS, LoraConfig
+from rlr.models.architecture import LORA_TARGETS, LoraConfig
 from tests.test_models import hf_logits, hf_random_model, random_ids, tiny_config
 
 LORA = LoraConfig(rank=4, alpha=8.0, targets=("q_proj", "v_proj", "o_proj", "down_proj"))

@@ -7,10 +7,10 @@ import pytest
 
 import rlr
 from rlr import configs
-from rlr.config import ConfigError, load_config
+from rlr.config_loading import ConfigError, load_config
 from rlr.reproduce import critic_free_overrides
-from rlr.reproduce.config import ReproduceConfig
-from rlr.training.configs import (
+from rlr.reproduce.schemas import ReproduceConfig
+from rlr.training.schemas import (
     ALGORITHM_DEFAULTS,
     CRITIC_DEFAULTS,
     CRITIC_KEYS,
@@ -120,7 +120,7 @@ def test_replacing_the_algorithm_does_not_carry_the_old_one_s_defaults():
 
 
 def test_a_saved_config_loads_again_as_it_ran(tmp_path):
-    from rlr.config import dump_config
+    from rlr.config_loading import dump_config
 
     for algorithm in ("ppo", "grpo"):
         cfg = ppo(f"algorithm={algorithm}", *critic_free_overrides(algorithm))
@@ -129,14 +129,16 @@ def test_a_saved_config_loads_again_as_it_ran(tmp_path):
 
 
 def test_sft_and_reward_model_configs_refuse_keys_they_do_not_read():
-    with pytest.raises(ConfigError, match=r"train\.max_steps: rlr sft trains on whole"):
-        load_config(SFTConfig, configs.resolve("sft_cpu"), ["train.max_steps=8"])
+    with pytest.raises(ConfigError, match=r"train\.max_reasoning_steps: rlr sft trains on whole"):
+        load_config(SFTConfig, configs.resolve("sft_cpu"), ["train.max_reasoning_steps=8"])
     with pytest.raises(ConfigError, match="name: rlr sft does not name its runs"):
         load_config(SFTConfig, configs.resolve("sft_cpu"), ["name=my_sft"])
     with pytest.raises(ConfigError, match="name: rlr train-prm does not name its runs"):
         load_config(RewardModelConfig, configs.resolve("prm_cpu"), ["name=my_prm"])
-    prm = load_config(RewardModelConfig, configs.resolve("prm_cpu"), ["train.max_steps=null"])
-    assert prm.train.max_steps == 16
+    prm = load_config(
+        RewardModelConfig, configs.resolve("prm_cpu"), ["train.max_reasoning_steps=null"]
+    )
+    assert prm.train.max_reasoning_steps == 16
 
 
 def test_renamed_variants_name_their_successor():
@@ -147,7 +149,7 @@ def test_renamed_variants_name_their_successor():
 
 
 def test_the_config_module_names_a_real_key_in_its_examples():
-    from rlr import config
+    from rlr import config_loading as config
 
     assert "ppo.lr=" not in config.__doc__
     with pytest.raises(ConfigError, match="unknown key 'lr'"):

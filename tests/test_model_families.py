@@ -272,8 +272,8 @@ def test_one_ppo_iteration_trains_each_family(tmp_path, model_type):
     from ppo_setup import tiny_config
     from toy_assets import shared_toy_assets
 
-    from rlr.training.configs import ModelSpec
     from rlr.training.ppo import PPOTrainer
+    from rlr.training.schemas import ModelSpec
 
     assets = shared_toy_assets(
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
@@ -294,7 +294,6 @@ def test_one_ppo_iteration_trains_each_family(tmp_path, model_type):
         assets,
         tmp_path / "run",
         iterations=1,
-        eval_every=0,
         policy=ModelSpec(architecture=architecture),
     )
     config = dataclasses.replace(

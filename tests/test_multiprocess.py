@@ -31,15 +31,15 @@ SCRIPT = textwrap.dedent(
     import dataclasses, json, os, signal, sys, pathlib
     sys.path.insert(0, sys.argv[1])
     from ppo_setup import tiny_config
-    from rlr.training.configs import MeshSpec
+    from rlr.training.schemas import MeshSpec
     from rlr.training.ppo import PPOTrainer
-    from rlr.training.configs import ModelSpec
+    from rlr.training.schemas import EvalSpec, ModelSpec
     root, out, mode, iterations = (
         pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     )
     prm, eval_every = sys.argv[6], int(sys.argv[7])
     config = tiny_config(
-        root, out, iterations=iterations, eval_every=eval_every, mesh=MeshSpec(data=8)
+        root, out, iterations=iterations, eval=EvalSpec(every=eval_every), mesh=MeshSpec(data=8)
     )
     config = dataclasses.replace(
         config, rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8)
@@ -285,8 +285,8 @@ def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, com
 def test_the_launcher_starts_n_processes_and_passes_failures_on(assets, tmp_path):
     from ppo_setup import tiny_config
 
-    from rlr.config import dump_config
-    from rlr.training.configs import MeshSpec
+    from rlr.config_loading import dump_config
+    from rlr.training.schemas import MeshSpec
 
     script = pathlib.Path(__file__).parents[1] / "launch" / "local_multiprocess.sh"
     config = tmp_path / "tiny.yaml"

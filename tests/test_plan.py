@@ -124,7 +124,7 @@ def test_layer_extrapolation_matches_an_exact_compile():
     layers (what it is for: a scanned program reuses one layer's buffers, so its temporaries
     are not linear in depth, and its full depth compiles as fast anyway)."""
     from rlr.plan import plan
-    from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
+    from rlr.training.schemas import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
 
     arch = dict(
         vocab_size=256,
@@ -164,7 +164,7 @@ def test_plan_compiles_decoding_and_its_peak_grows_with_max_new_tokens():
     import dataclasses
 
     from rlr.plan import compiled_steps, format_report, plan
-    from rlr.training.configs import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
+    from rlr.training.schemas import DataSpec, ModelSpec, PPOConfig, PPOSpec, RolloutSpec
 
     # as many KV heads as query heads and a small vocabulary: a large cache per row
     arch = dict(

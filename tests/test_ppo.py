@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from ppo_setup import make_assets, tiny_config
 
-from rlr.training.configs import RewardSpec
 from rlr.training.metrics import read_metrics
 from rlr.training.ppo import PPOTrainer
+from rlr.training.schemas import EvalSpec, RewardSpec
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def assets(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished_run(assets, tmp_path_factory):
     out = tmp_path_factory.mktemp("ppo_run")
-    trainer = PPOTrainer(tiny_config(assets, out, eval_every=2))
+    trainer = PPOTrainer(tiny_config(assets, out, eval=EvalSpec(every=2)))
     summary = trainer.run()
     return trainer, summary, out
 
@@ -171,7 +171,7 @@ def test_a_prm_reward_that_vanishes_is_reported(finished_run, assets, tmp_path, 
 def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path):
     from rlr.grading import Grader
     from rlr.readouts import policy_readout
-    from rlr.training.configs import PPOSpec
+    from rlr.training.schemas import PPOSpec
 
     trainer = PPOTrainer(tiny_config(assets, tmp_path, ppo=PPOSpec(old_logprobs="rollout")))
     with Grader(num_workers=1, timeout_s=5.0) as grader:
@@ -190,8 +190,8 @@ def test_old_logprobs_from_the_rollout_equal_a_recomputed_pass(assets, tmp_path)
 
 
 def _variant_configs(assets, out):
-    from rlr.reproduce.config import DEFAULT_VARIANTS, REWARD_VARIANTS
-    from rlr.training.configs import ModelSpec, PPOSpec
+    from rlr.reproduce.schemas import DEFAULT_VARIANTS, REWARD_VARIANTS
+    from rlr.training.schemas import ModelSpec, PPOSpec
 
     both = dict(orm=ModelSpec(path=str(assets / "orm")))
     for name in DEFAULT_VARIANTS:  # the process designs hold the same networks
@@ -297,7 +297,7 @@ def test_grpo_trains_checkpoints_and_resumes_without_a_critic(assets, tmp_path):
 
 
 def test_value_norm_statistics_are_checkpointed_and_resume_exactly(assets, tmp_path):
-    from rlr.training.configs import PPOSpec
+    from rlr.training.schemas import PPOSpec
 
     ppo = PPOSpec(
         minibatches=2,
@@ -329,7 +329,7 @@ def test_value_norm_statistics_are_checkpointed_and_resume_exactly(assets, tmp_p
 
 
 def test_grpo_with_prof_filter_and_pure_softmin_runs(assets, tmp_path):
-    from rlr.training.configs import RolloutSpec
+    from rlr.training.schemas import RolloutSpec
 
     # PROF: 2 of each prompt's 4 samples dropped, the PRM only ranking (use_prm false)
     rollout = RolloutSpec(

@@ -9,8 +9,8 @@ import pytest
 from ppo_fixtures import B, P, T, models, params, rollout
 
 from rlr.training import ppo_core
-from rlr.training.configs import RewardSpec
-from rlr.training.step import init_train_state
+from rlr.training.schemas import RewardSpec
+from rlr.training.train_state import init_train_state
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +265,7 @@ def test_warmup_ramps_each_learning_rate_from_zero():
 def test_the_ppo_config_warmup_reaches_the_optimizer(monkeypatch):
     from rlr import sharding
     from rlr.training import ppo_build
-    from rlr.training.configs import ModelSpec, PPOConfig, PPOSpec
+    from rlr.training.schemas import ModelSpec, PPOConfig, PPOSpec
 
     seen = {}
     real = ppo_build.make_ppo_optimizer
@@ -289,8 +289,8 @@ EIGHT_DEVICES = textwrap.dedent(
     from ppo_fixtures import models, params, rollout
     from rlr import sharding
     from rlr.training import ppo_core
-    from rlr.training.configs import RewardSpec
-    from rlr.training.step import init_train_state, train_state_shardings
+    from rlr.training.schemas import RewardSpec
+    from rlr.training.train_state import init_train_state, train_state_shardings
 
     data = rollout()
     # ppo: critic + GAE; grpo: no critic, groups of 4 samples, KL in a sequence-mean loss;
@@ -375,8 +375,8 @@ def test_sharded_ppo_update_matches_unsharded_on_eight_fake_devices():
 
 
 def test_config_checks_the_truncation_value_norm_and_clip_options():
-    from rlr.config import ConfigError, load_config
-    from rlr.training.configs import PPOConfig
+    from rlr.config_loading import ConfigError, load_config
+    from rlr.training.schemas import PPOConfig
 
     def load(*overrides):
         return load_config(PPOConfig, None, list(overrides))
@@ -397,7 +397,7 @@ def test_config_checks_the_truncation_value_norm_and_clip_options():
         None,
     )
     assert default.dual_clip is None and PPOConfig().reward.kl_clamp is None
-    from rlr.training.configs import REALHF_PPO
+    from rlr.training.schemas import REALHF_PPO
 
     realhf = load(*(f"{key}={value}" for key, value in REALHF_PPO.items()))
     assert realhf.ppo.truncation == "zero_and_bootstrap" and realhf.ppo.early_stop_ratio == 5
@@ -504,8 +504,8 @@ def test_update_reads_the_clip_range_and_the_ratio(setup, importance_ratio):
 
 
 def test_config_checks_the_dapo_and_gspo_options():
-    from rlr.config import ConfigError, load_config
-    from rlr.training.configs import PPOConfig
+    from rlr.config_loading import ConfigError, load_config
+    from rlr.training.schemas import PPOConfig
 
     def load(*overrides):
         return load_config(PPOConfig, None, list(overrides))
@@ -550,8 +550,8 @@ def test_config_checks_the_dapo_and_gspo_options():
 
 
 def test_the_dapo_and_gspo_presets_load():
-    from rlr.config import load_config
-    from rlr.training.configs import DAPO, GSPO, PPOConfig, RolloutSpec, dapo_overrides
+    from rlr.config_loading import load_config
+    from rlr.training.schemas import DAPO, GSPO, PPOConfig, RolloutSpec, dapo_overrides
 
     def load(overrides):
         return load_config(PPOConfig, None, [f"{k}={v}" for k, v in overrides.items()])

@@ -17,12 +17,14 @@ import pytest
 from ppo_setup import make_assets, tiny_config
 
 from rlr import configs
-from rlr.config import ConfigError, load_config
+from rlr.config_loading import ConfigError, load_config
 from rlr.models import load_pretrained
 from rlr.models import lora as lora_lib
-from rlr.models.config import LORA_TARGETS as MODEL_TARGETS
+from rlr.models.architecture import LORA_TARGETS as MODEL_TARGETS
 from rlr.training import loading
-from rlr.training.configs import (
+from rlr.training.metrics import read_metrics
+from rlr.training.ppo import PPOTrainer
+from rlr.training.schemas import (
     LORA_TARGETS,
     CriticLoRASpec,
     LoRASpec,
@@ -32,8 +34,6 @@ from rlr.training.configs import (
     RewardSpec,
     SFTConfig,
 )
-from rlr.training.metrics import read_metrics
-from rlr.training.ppo import PPOTrainer
 
 LORA = LoRASpec(rank=4, alpha=8.0, targets=("q_proj", "v_proj", "gate_proj", "down_proj"))
 # raw PRM scores: a reward that is not zero on random weights, so the update has a gradient
@@ -301,7 +301,7 @@ SHARDED_LORA = textwrap.dedent(
     import jax, numpy as np
     from ppo_setup import tiny_config
     from rlr import sharding
-    from rlr.training.configs import CriticLoRASpec, LoRASpec, RewardSpec, RolloutSpec
+    from rlr.training.schemas import CriticLoRASpec, LoRASpec, RewardSpec, RolloutSpec
     from rlr.training.loading import load_tokenizer
     from rlr.training.ppo_build import build_ppo
     from rlr.training.ppo_core import Rollout

@@ -16,16 +16,16 @@ from ppo_fixtures import B, T, models, params, rollout
 from ppo_setup import make_assets, prime_config, tiny_config
 from test_ppo import run_script
 
-from rlr.config import ConfigError, load_config
+from rlr.config_loading import ConfigError, load_config
 from rlr.training import ppo_core
-from rlr.training.configs import (
+from rlr.training.metrics import read_metrics
+from rlr.training.ppo import PPOTrainer
+from rlr.training.schemas import (
     ImplicitPRMSpec,
     LoRASpec,
     PPOConfig,
     RewardSpec,
 )
-from rlr.training.metrics import read_metrics
-from rlr.training.ppo import PPOTrainer
 
 G = 4  # the fixture's 8 rows are 2 prompts x 4 samples
 PRIME = RewardSpec(use_prm=True, method="prime", alpha=0.5, kl_coef=0.05)
@@ -194,7 +194,7 @@ def test_plan_sizes_the_implicit_prm_as_a_trained_copy_of_the_policy(assets, tmp
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
 def test_the_reproduction_variant_is_a_valid_run(algorithm):
-    from rlr.reproduce.config import GROUP_ONLY_VARIANTS, REWARD_VARIANTS
+    from rlr.reproduce.schemas import GROUP_ONLY_VARIANTS, REWARD_VARIANTS
 
     assert "prime" not in GROUP_ONLY_VARIANTS  # a critic's GAE sums its token rewards
     overrides = [f"{k}={json.dumps(v)}" for k, v in REWARD_VARIANTS["prime"].items()]

@@ -13,10 +13,10 @@ import pytest
 from ppo_fixtures import B, K, T, models, params, rollout
 from test_group_advantages import reference_outcome, reference_process
 
-from rlr.config import ConfigError
-from rlr.reproduce.config import GROUP_ONLY_VARIANTS, REWARD_VARIANTS
+from rlr.config_loading import ConfigError
+from rlr.reproduce.schemas import GROUP_ONLY_VARIANTS, REWARD_VARIANTS
 from rlr.training import ppo_core
-from rlr.training.configs import (
+from rlr.training.schemas import (
     ALGORITHM_DEFAULTS,
     ModelSpec,
     PPOConfig,

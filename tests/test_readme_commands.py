@@ -25,7 +25,7 @@ SHRINK = {
     "rlr sft --config sft_cpu": [
         "train.steps=2",
         "train.checkpoint_every=2",
-        "eval.num_problems=4",
+        "eval.max_examples=4",
         "eval.batch_size=4",
     ],
     "rlr train-prm --config prm_cpu": ["train.steps=2", "train.checkpoint_every=2"],
@@ -35,23 +35,23 @@ SHRINK = {
         "rollout.prompts_per_iteration=2",
         "rollout.samples_per_prompt=2",
         "ppo.minibatches=1",
-        "data.max_test_problems=4",
+        "eval.max_examples=4",
     ],
     "rlr ppo --config ppo_cpu algorithm=grpo ppo.critic_lr=null out_dir=runs/grpo": [
         "iterations=1",
         "rollout.prompts_per_iteration=2",
         "rollout.samples_per_prompt=2",
         "ppo.minibatches=1",
-        "data.max_test_problems=4",
+        "eval.max_examples=4",
     ],
     "rlr evaluate --config ppo_cpu --policy runs/reproduce/sft/model --out runs/eval/sft.json": [
-        "data.max_test_problems=4",
+        "eval.max_examples=4",
     ],
     "rlr probe --out runs/probe": ["--max-filler", "2"],
     "rlr configs [NAME]": [],
     # these two read nothing: they run in an empty folder of their own (they would otherwise
     # rewrite the data and tokenizer that the commands above read)
-    "rlr make-data --out runs/reproduce/data --operations +- --max-steps 3 --max-digits 1 "
+    "rlr make-data --out runs/reproduce/data --operations +- --max-operations 3 --max-digits 1 "
     "--sft-filler-fraction 0.1": ["--num-train", "60", "--num-test", "10"],
     "rlr train-tokenizer --out runs/reproduce/tokenizer": ["--num-problems", "100"],
 }

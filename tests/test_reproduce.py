@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from smoke_run import installed_rlr, smoke_results
 
-from rlr.config import ConfigError
+from rlr.config_loading import ConfigError
 from rlr.data.synthetic import FILLER_STEPS
 from rlr.reproduce import (
     PAPER_TABLE,
@@ -24,7 +24,7 @@ from rlr.reproduce import (
     sweep_name,
     training_success,
 )
-from rlr.reproduce.config import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
+from rlr.reproduce.schemas import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
 
 # the smoke preset lists the default variants (the process designs are opt-in)
 VARIANTS = DEFAULT_VARIANTS

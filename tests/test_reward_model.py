@@ -17,7 +17,7 @@ from test_batching import tokenizer_dir
 
 from rlr import readouts
 from rlr.cli import main
-from rlr.config import ConfigError, from_dict, load_config
+from rlr.config_loading import ConfigError, from_dict, load_config
 from rlr.data.readers import read_step_labelled
 from rlr.data.records import StepLabelled
 from rlr.data.synthetic import FILLER_STEPS, write_datasets
@@ -30,7 +30,7 @@ from rlr.models import (
 )
 from rlr.readouts import orm_scores, prm_step_scores
 from rlr.training import reward_model as rm
-from rlr.training.configs import RewardModelConfig
+from rlr.training.schemas import RewardModelConfig
 
 P, T, K = 36, 40, 6
 ARCH = {
@@ -53,8 +53,8 @@ def workdir(tmp_path_factory):
         num_train=2000,
         num_test=100,
         seed=0,
-        min_steps=1,
-        max_steps=1,
+        min_operations=1,
+        max_operations=1,
         max_digits=1,
         operations=("+",),
     )
@@ -76,9 +76,9 @@ def base_config(workdir, tmp_path, kind="prm", **changes):
             "warmup_steps": 1,
             "prompt_len": P,
             "response_len": T,
-            "max_steps": K,
+            "max_reasoning_steps": K,
         },
-        "max_eval_records": 16,
+        "eval": {"max_examples": 16},
     }
     config.update(changes)
     return config
@@ -239,7 +239,7 @@ LEARN = {
     "warmup_steps": 5,
     "prompt_len": P,
     "response_len": T,
-    "max_steps": K,
+    "max_reasoning_steps": K,
     "checkpoint_every": 1000,
 }
 
@@ -247,7 +247,7 @@ LEARN = {
 @pytest.mark.parametrize("kind", ["prm", "orm"])
 def test_cli_trains_and_exports_with_equal_scores(workdir, tmp_path, tokenizer, kind, capsys):
     """The PRM run is long enough to learn: held-out step AUC clearly above chance."""
-    changes = {"train": LEARN, "max_eval_records": 100} if kind == "prm" else {}
+    changes = {"train": LEARN, "eval": {"max_examples": 100}} if kind == "prm" else {}
     path = tmp_path / f"{kind}.yaml"
     path.write_text(yaml.safe_dump(base_config(workdir, tmp_path, kind, **changes)))
     assert main([f"train-{kind}", "--config", str(path)]) == 0

@@ -27,7 +27,7 @@ ARCH = {
 }
 P, T, K = 40, 32, 4
 TRAIN = {"batch_size": 4, "steps": 2, "prompt_len": P, "response_len": T}
-REWARD_MODEL_TRAIN = {**TRAIN, "max_steps": K}  # SFT reads no reasoning steps
+REWARD_MODEL_TRAIN = {**TRAIN, "max_reasoning_steps": K}  # SFT reads no reasoning steps
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_sft_writes_and_resumes_under_a_uri(assets, tmp_path, bucket, capsys):
             "test": str(assets / "data" / "problems_test.jsonl"),
         },
         "train": TRAIN,
-        "eval": {"num_problems": 2, "batch_size": 2, "max_new_tokens": 4},
+        "eval": {"max_examples": 2, "batch_size": 2, "max_new_tokens": 4},
     }
     path = _config(tmp_path, "sft", config)
     assert main(["sft", "--config", path]) == 0
@@ -98,7 +98,7 @@ def test_reward_models_write_under_a_uri(assets, tmp_path, bucket, kind):
             "test": str(assets / "data" / "prm_test.jsonl"),
         },
         "train": REWARD_MODEL_TRAIN,
-        "max_eval_records": 4,
+        "eval": {"max_examples": 4},
     }
     assert main([f"train-{kind}", "--config", _config(tmp_path, kind, config)]) == 0
     run = bucket / "bucket" / kind
@@ -115,7 +115,7 @@ def test_ppo_writes_and_exports_under_a_uri(assets, tmp_path, bucket):
 
     from ppo_setup import tiny_config
 
-    from rlr.config import to_dict
+    from rlr.config_loading import to_dict
 
     config = to_dict(dataclasses.replace(tiny_config(assets, "gs://bucket/ppo"), iterations=1))
     path = _config(tmp_path, "ppo", config)

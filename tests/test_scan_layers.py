@@ -217,8 +217,8 @@ def test_the_scanned_program_does_not_grow_with_depth():
 
 
 def test_a_model_spec_turns_the_scan_off():
-    from rlr.training.configs import ModelSpec
     from rlr.training.loading import network_config, network_module
+    from rlr.training.schemas import ModelSpec
 
     spec = ModelSpec(architecture=tiny_config().to_hf(), scan_layers=False)
     assert ModelSpec(architecture={"a": 1}).scan_layers

@@ -18,15 +18,15 @@ from test_batching import tokenizer_dir
 
 import rlr
 from rlr.cli import main
-from rlr.config import ConfigError, from_dict, load_config
+from rlr.config_loading import ConfigError, from_dict, load_config
 from rlr.data.prompts import build_prompt
 from rlr.data.readers import MalformedRecordError, read_problems
 from rlr.data.synthetic import write_datasets
 from rlr.models import DecoderConfig, DecoderForCausalLM, init_params, load_pretrained
 from rlr.training import batching, sft
-from rlr.training.configs import SFTConfig, SupervisedSpec
 from rlr.training.fit import fit
-from rlr.training.step import init_train_state, make_optimizer, make_train_step
+from rlr.training.schemas import SFTConfig, SupervisedSpec
+from rlr.training.train_state import init_train_state, make_optimizer, make_train_step
 
 P, T = 36, 28
 ARCH = {
@@ -49,8 +49,8 @@ def workdir(tmp_path_factory):
         num_train=300,
         num_test=8,
         seed=0,
-        min_steps=1,
-        max_steps=1,
+        min_operations=1,
+        max_operations=1,
         max_digits=1,
         operations=("+",),
         sft_filler_fraction=0.1,
@@ -210,7 +210,7 @@ def _write_config(workdir, tmp_path, **changes):
             "test": str(workdir / "data" / "problems_test.jsonl"),
         },
         "train": {"batch_size": 8, "steps": 3, "prompt_len": P, "response_len": T},
-        "eval": {"num_problems": 4, "batch_size": 4, "max_new_tokens": 8},
+        "eval": {"max_examples": 4, "batch_size": 4, "max_new_tokens": 8},
     }
     config.update(changes)
     path = tmp_path / "sft.yaml"
@@ -289,7 +289,10 @@ def test_config_and_data_errors_are_clear(workdir, tmp_path):
         sft.run_sft(load_config(SFTConfig, path, [f"data.train={bad}"]))
     with pytest.raises(ValueError, match="model.architecture is invalid"):
         sft.run_sft(load_config(SFTConfig, path, ["model.architecture={hidden_size: 8}"]))
-    with pytest.raises(ConfigError, match="data.max_test_problems is not used by rlr sft"):
+    # keys of earlier releases name their new place
+    with pytest.raises(ConfigError, match="'max_test_problems': it is now eval.max_examples"):
         load_config(SFTConfig, path, ["data.max_test_problems=3"])
+    with pytest.raises(ConfigError, match="'num_problems': it is now eval.max_examples"):
+        load_config(SFTConfig, path, ["eval.num_problems=3"])
     with pytest.raises(ConfigError, match="model needs path or architecture"):
         from_dict(SFTConfig, {"tokenizer": "t", "data": {"train": "x"}})

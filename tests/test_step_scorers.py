@@ -69,8 +69,8 @@ def test_rlr_format_scores_as_ppo_reads_the_prm():
 
     from rlr import readouts
     from rlr.training import batching
-    from rlr.training.configs import ModelSpec
     from rlr.training.loading import load_scorer, load_tokenizer
+    from rlr.training.schemas import ModelSpec
 
     root = shared_toy_assets()
     scorer = load_step_scorer(root / "prm", tokenizer=load_tokenizer(root / "tokenizer"))
@@ -206,8 +206,8 @@ def test_a_token_classifier_is_read_by_its_label_count():
     ids=["3-labels", "3-id2label", "2-label-sequence", "llama-lm", "mistral-lm"],
 )
 def test_a_checkpoint_detection_cannot_place_asks_for_the_format(hf):
-    from rlr.training.configs import ModelSpec
     from rlr.training.loading import scorer_format
+    from rlr.training.schemas import ModelSpec
 
     with pytest.raises(ValueError, match="set format= one of rlr, .*pure") as err:
         detect_format(hf)
@@ -223,8 +223,8 @@ def test_a_checkpoint_detection_cannot_place_asks_for_the_format(hf):
 
 def test_a_two_label_classifier_loads_with_two_labels_and_refuses_rlr(tmp_path):
     from rlr.models.decoder import DecoderForTokenClassification
-    from rlr.training.configs import ModelSpec
     from rlr.training.loading import load_scorer, scorer_module
+    from rlr.training.schemas import ModelSpec
 
     make_released_prm("pure", tmp_path / "pure")
     spec = ModelSpec(path=str(tmp_path / "pure"))

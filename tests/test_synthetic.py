@@ -81,7 +81,7 @@ class TestGenerator:
         assert {op for p in problems for op, _ in p.meta["ops"]} == {"+", "-", "*"}
 
     def test_knobs(self):
-        problems = generate_problems(100, seed=0, min_steps=1, max_steps=1, max_digits=1)
+        problems = generate_problems(100, seed=0, min_operations=1, max_operations=1, max_digits=1)
         assert all(len(p.meta["ops"]) == 1 for p in problems)
         assert all(0 <= v < 10 for p in problems for v in p.meta["values"])
         only_plus = generate_problems(50, seed=0, operations=("+",), max_digits=3)
@@ -91,7 +91,7 @@ class TestGenerator:
     @pytest.mark.parametrize(
         "knobs, field",
         [
-            (dict(min_steps=3, max_steps=2), "min_steps"),
+            (dict(min_operations=3, max_operations=2), "min_operations"),
             (dict(max_digits=0), "max_digits"),
             (dict(operations=("/",)), "operations"),
         ],

@@ -16,8 +16,8 @@ import rlr
 from rlr import cli
 from rlr.models import STEP_FORMATS, load_step_scorer
 from rlr.training import batching, loading
-from rlr.training.configs import STEP_FORMATS as CONFIG_FORMATS
-from rlr.training.configs import ModelSpec
+from rlr.training.schemas import STEP_FORMATS as CONFIG_FORMATS
+from rlr.training.schemas import ModelSpec
 from rlr.training.step_scoring import policy_step_texts, score_policy_steps
 
 pytest.importorskip("torch", reason="torch writes the released-layout checkpoints")
@@ -49,7 +49,7 @@ def test_format_lists_agree():
     from rlr.commands import STEP_FORMATS as COMMAND_FORMATS
 
     assert tuple(STEP_FORMATS) == tuple(CONFIG_FORMATS) == tuple(COMMAND_FORMATS)
-    from rlr.config import from_dict
+    from rlr.config_loading import from_dict
 
     assert from_dict(ModelSpec, {"path": "x", "format": "skywork"}).format == "skywork"
     with pytest.raises(ValueError, match="format"):
@@ -117,7 +117,6 @@ def test_one_ppo_iteration_with_each_released_format(assets, released_dirs, tmp_
         iterations=1,
         # the format from config.json; a causal-LM PRM's must be named
         prm=ModelSpec(path=str(released_dirs[fmt]), format=fmt if fmt in NAMED_FORMATS else None),
-        eval_every=0,
     )
     config = dataclasses.replace(
         config, ppo=dataclasses.replace(config.ppo, critic_init="policy", minibatches=1)

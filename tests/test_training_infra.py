@@ -10,7 +10,7 @@ import pytest
 from rlr.training.checkpoint import Checkpointer, NonFiniteStateError
 from rlr.training.metrics import MetricsWriter, read_metrics
 from rlr.training.preemption import PreemptionGuard
-from rlr.training.step import init_train_state, make_optimizer, make_train_step
+from rlr.training.train_state import init_train_state, make_optimizer, make_train_step
 
 
 def quadratic_loss(params, batch):

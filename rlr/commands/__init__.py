@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rlr.reproduce.config import REPRODUCE_PRESETS, REWARD_VARIANTS
+from rlr.reproduce.schemas import REPRODUCE_PRESETS, REWARD_VARIANTS
 
 FILE_FORMATS = ("synthetic", "gsm8k", "math", "mathinstruct")
 
@@ -53,6 +53,16 @@ class Command:
 
 
 # ------------------------------------------------------------------- argument types
+
+
+def renamed_flag(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Declares `old`, hidden from --help, as an error that names `new`."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{old} is now {new}; rename it")
+
+    parser.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
 
 
 def positive_int(text: str) -> int:
@@ -129,7 +139,7 @@ def _ppo(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, example="ppo_cpu", override="data.max_test_problems=1000")
+    add_config_arguments(parser, example="ppo_cpu", override="eval.max_examples=1000")
     parser.add_argument(
         "--policy",
         default=None,
@@ -193,7 +203,7 @@ def _reproduce(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated RL algorithms to run every variant under: ppo (default), grpo, "
         "dr_grpo, rloo, or the recipes dapo and gspo (grpo with DAPO's / GSPO's settings: "
-        "rlr.training.configs.dapo_overrides for the PPO stage's rollout.max_new_tokens, "
+        "rlr.training.schemas.dapo_overrides for the PPO stage's rollout.max_new_tokens, "
         "GSPO); results_<algorithm>.md for each one but ppo",
     )
     parser.add_argument(
@@ -221,7 +231,7 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
     number, abc a string)."""
     import yaml
 
-    from rlr.config import ConfigError
+    from rlr.config_loading import ConfigError
 
     key, sep, values = text.partition("=")
     if not sep or not key.strip():
@@ -370,8 +380,14 @@ def _make_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=positive_int, default=20000, help="train problems")
     parser.add_argument("--num-test", type=positive_int, default=500, help="test problems")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--min-steps", type=positive_int, default=2, help="fewest computations")
-    parser.add_argument("--max-steps", type=positive_int, default=4, help="most computations")
+    parser.add_argument(
+        "--min-operations", type=positive_int, default=2, help="fewest computations per problem"
+    )
+    parser.add_argument(
+        "--max-operations", type=positive_int, default=4, help="most computations per problem"
+    )
+    renamed_flag(parser, "--min-steps", "--min-operations")
+    renamed_flag(parser, "--max-steps", "--max-operations")
     parser.add_argument("--max-digits", type=positive_int, default=2, help="digits of every value")
     parser.add_argument("--operations", default="+-*", help="operators to use, e.g. '+-'")
     parser.add_argument(
@@ -486,7 +502,7 @@ COMMANDS: tuple[Command, ...] = (
         "Policy SFT: mean token NLL over response tokens on the PPO row layout, with greedy "
         "held-out evaluation, exact resume and an HF export in OUT_DIR/model.",
         _sft,
-        config="rlr.training.configs:SFTConfig",
+        config="rlr.training.schemas:SFTConfig",
     ),
     Command(
         "train-prm",
@@ -495,7 +511,7 @@ COMMANDS: tuple[Command, ...] = (
         "PRM training: binary cross-entropy on the score logit at each step's last token, "
         "where PPO reads it; held-out step AUC and the filler / correct / wrong score report.",
         _reward_model,
-        config="rlr.training.configs:RewardModelConfig",
+        config="rlr.training.schemas:RewardModelConfig",
         overrides=("kind=prm",),
     ),
     Command(
@@ -505,7 +521,7 @@ COMMANDS: tuple[Command, ...] = (
         "ORM training: binary cross-entropy on the score logit at the last response token "
         "against the solution's correctness; held-out AUC.",
         _reward_model,
-        config="rlr.training.configs:RewardModelConfig",
+        config="rlr.training.schemas:RewardModelConfig",
         overrides=("kind=orm",),
     ),
     Command(
@@ -533,18 +549,18 @@ COMMANDS: tuple[Command, ...] = (
         "PRM / ORM / reference and the critic, token rewards, GAE, clipped updates. Resumes "
         "from OUT_DIR/checkpoints; SIGTERM saves and exits 0.",
         _ppo,
-        config="rlr.training.configs:PPOConfig",
+        config="rlr.training.schemas:PPOConfig",
     ),
     Command(
         "evaluate",
         "rlr.commands.evaluate",
         "greedy and sampled accuracy of a policy on an RL config's held-out problems",
         "Evaluates a policy (an HF directory, e.g. an `rlr sft` or `rlr ppo --export` output) "
-        "exactly as an RL run with this config evaluates: its data.test (data.max_test_problems"
+        "exactly as an RL run with this config evaluates: its data.test (eval.max_examples"
         " of them), prompt style, token budgets, batch size and seed, greedy and at "
         "temperature 1, with the solution statistics (steps, filler and repeated steps).",
         _evaluate,
-        config="rlr.training.configs:PPOConfig",
+        config="rlr.training.schemas:PPOConfig",
     ),
     Command(
         "plan",
@@ -554,7 +570,7 @@ COMMANDS: tuple[Command, ...] = (
         "(on fake CPU devices when this machine has fewer) and XLA's memory analysis is "
         "reported, without allocating a parameter.",
         _plan,
-        config="rlr.training.configs:PPOConfig",
+        config="rlr.training.schemas:PPOConfig",
     ),
     Command(
         "reproduce",
@@ -564,7 +580,7 @@ COMMANDS: tuple[Command, ...] = (
         "held-out evaluation, as the rlr commands a user would run (each logged to "
         "OUT/commands.sh); every stage is cached, so a rerun continues where it stopped.",
         _reproduce,
-        config="rlr.reproduce.config:ReproduceConfig",
+        config="rlr.reproduce.schemas:ReproduceConfig",
         config_from_args=reproduce_config_source,
     ),
     Command(

@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     """`rlr eval-bon`: sample, grade, score, print the table, write JSON and PNG."""
     from rlr.grading import Grader
     from rlr.training import loading
-    from rlr.training.configs import ModelSpec
     from rlr.training.pipeline import command_inputs
+    from rlr.training.schemas import ModelSpec
 
     problems, prompts, sampler, params, tokenizer = command_inputs(args, "eval-bon")
     prm = None

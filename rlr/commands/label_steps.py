@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from rlr.data.readers import write_jsonl
     from rlr.grading import Grader
     from rlr.training import loading
-    from rlr.training.configs import ModelSpec
     from rlr.training.pipeline import command_inputs
+    from rlr.training.schemas import ModelSpec
 
     problems, prompts, sampler, params, tokenizer = command_inputs(args, "label-steps")
     complete = PolicyCompleter(

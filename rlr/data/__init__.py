@@ -21,7 +21,7 @@ from rlr.data.readers import (
     write_jsonl,
 )
 from rlr.data.records import Problem, StepLabelled
-from rlr.data.steps import (
+from rlr.data.segmentation import (
     decode_with_offsets,
     insert_step_tags,
     last_token_of_spans,

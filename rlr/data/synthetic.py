@@ -27,7 +27,7 @@ import numpy as np
 
 from rlr.data.readers import write_jsonl
 from rlr.data.records import Problem, StepLabelled
-from rlr.data.steps import step_texts
+from rlr.data.segmentation import step_texts
 
 NAMES = ("Tom", "Ann", "Sam", "Mia", "Ben", "Lily", "Max", "Zoe")
 OBJECTS = ("apples", "pens", "books", "cards", "coins", "eggs", "shells", "stamps")
@@ -62,9 +62,13 @@ def _apply(a: int, op: str, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
-def _check_knobs(min_steps: int, max_steps: int, max_digits: int, operations: Sequence[str]):
-    if not 1 <= min_steps <= max_steps:
-        raise ValueError(f"need 1 <= min_steps <= max_steps; got {min_steps}, {max_steps}")
+def _check_knobs(
+    min_operations: int, max_operations: int, max_digits: int, operations: Sequence[str]
+):
+    if not 1 <= min_operations <= max_operations:
+        raise ValueError(
+            f"need 1 <= min_operations <= max_operations; got {min_operations}, {max_operations}"
+        )
     if max_digits < 1:
         raise ValueError(f"max_digits must be >= 1; got {max_digits}")
     bad = [op for op in operations if op not in OPERATIONS]
@@ -76,8 +80,8 @@ def generate_problem(
     rng: np.random.Generator,
     *,
     index: int = 0,
-    min_steps: int = 2,
-    max_steps: int = 4,
+    min_operations: int = 2,
+    max_operations: int = 4,
     max_digits: int = 2,
     operations: Sequence[str] = OPERATIONS,
 ) -> Problem:
@@ -86,11 +90,11 @@ def generate_problem(
     meta holds name, object, other (a second name), start, ops ([[op, b], ...]) and values
     (the running total after each step, values[0] = start).
     """
-    _check_knobs(min_steps, max_steps, max_digits, operations)
+    _check_knobs(min_operations, max_operations, max_digits, operations)
     limit = 10**max_digits
     name, other = (str(x) for x in rng.choice(NAMES, size=2, replace=False))
     obj = str(rng.choice(OBJECTS))
-    num_steps = int(rng.integers(min_steps, max_steps + 1))
+    num_steps = int(rng.integers(min_operations, max_operations + 1))
     value = int(rng.integers(1, limit))
     start = value
     ops: list[list] = []
@@ -147,8 +151,8 @@ def generate_problems(
     num_problems: int,
     *,
     seed: int,
-    min_steps: int = 2,
-    max_steps: int = 4,
+    min_operations: int = 2,
+    max_operations: int = 4,
     max_digits: int = 2,
     operations: Sequence[str] = OPERATIONS,
 ) -> list[Problem]:
@@ -158,8 +162,8 @@ def generate_problems(
         generate_problem(
             rng,
             index=i,
-            min_steps=min_steps,
-            max_steps=max_steps,
+            min_operations=min_operations,
+            max_operations=max_operations,
             max_digits=max_digits,
             operations=operations,
         )
@@ -364,8 +368,8 @@ def make_datasets(
     num_train: int = 20000,
     num_test: int = 500,
     seed: int = 0,
-    min_steps: int = 2,
-    max_steps: int = 4,
+    min_operations: int = 2,
+    max_operations: int = 4,
     max_digits: int = 2,
     operations: Sequence[str] = OPERATIONS,
     sft_filler_fraction: float = 0.0,
@@ -410,7 +414,10 @@ def make_datasets(
         prm_filler_fraction=prm_filler_fraction,
     )
     knobs = dict(
-        min_steps=min_steps, max_steps=max_steps, max_digits=max_digits, operations=operations
+        min_operations=min_operations,
+        max_operations=max_operations,
+        max_digits=max_digits,
+        operations=operations,
     )
     train, test = _train_and_test_problems(num_train, num_test, seed, **knobs)
     rng, slip_rng, misread_rng = (np.random.default_rng([seed, k]) for k in (7, 13, 17))

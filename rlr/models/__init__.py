@@ -1,7 +1,7 @@
 """Decoder-only networks in Flax for the Qwen2/2.5, Qwen3, Llama 3.x and Mistral families:
 one decoder, its heads (LM, token / sequence scores, released PRM heads), HF weight I/O."""
 
-from rlr.models.config import FAMILIES, DecoderConfig, RopeScaling
+from rlr.models.architecture import FAMILIES, DecoderConfig, RopeScaling
 from rlr.models.decoder import (
     DecoderForCausalLM,
     DecoderForProcessReward,

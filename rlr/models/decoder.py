@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.models.config import DecoderConfig, LoraConfig, RopeScaling
+from rlr.models.architecture import DecoderConfig, LoraConfig, RopeScaling
 
 Dtype = Any
 # A large finite negative rather than -inf, so rows with no visible key (padded queries) stay

@@ -21,7 +21,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rlr.models.config import DecoderConfig
+from rlr.models.architecture import DecoderConfig
 from rlr.models.decoder import (
     DecoderForCausalLM,
     DecoderForProcessReward,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
 
-from rlr.models.config import LoraConfig
+from rlr.models.architecture import LoraConfig
 from rlr.models.decoder import unstack_layer_params
 
 ADAPTER_LEAVES = ("lora_a", "lora_b")

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.data.steps import pad_id_of
+from rlr.data.segmentation import pad_id_of
 from rlr.models.decoder import (
     DecoderForCausalLM,
     DecoderForProcessReward,
@@ -110,7 +110,7 @@ class RlrFormat(StepFormat):
 
     def render(self, tokenizer, question, steps):
         from rlr.data.prompts import build_prompt
-        from rlr.data.steps import decode_with_offsets, last_token_of_spans
+        from rlr.data.segmentation import decode_with_offsets, last_token_of_spans
 
         prompt = build_prompt(question, style=self.prompt_style, tokenizer=tokenizer)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -11,7 +11,7 @@ import json
 import pathlib
 from typing import Any
 
-from rlr.reproduce.config import (
+from rlr.reproduce.schemas import (
     GROUP_ONLY_VARIANTS,
     RECIPES,
     REWARD_VARIANTS,
@@ -23,7 +23,7 @@ from rlr.reproduce.config import (
     sweep_name,
     sweep_value_name,
 )
-from rlr.training.configs import ALGORITHM_DEFAULTS, CRITIC_KEYS
+from rlr.training.schemas import ALGORITHM_DEFAULTS, CRITIC_KEYS
 
 VARIANTS = REWARD_VARIANTS
 
@@ -129,8 +129,8 @@ class StageArguments:
             f"--num-train={task.num_train}",
             f"--num-test={task.num_test}",
             f"--seed={task.seed}",
-            f"--min-steps={task.min_steps}",
-            f"--max-steps={task.max_steps}",
+            f"--min-operations={task.min_operations}",
+            f"--max-operations={task.max_operations}",
             f"--max-digits={task.max_digits}",
             f"--operations={''.join(task.operations)}",
             f"--sft-filler-fraction={task.sft_filler_fraction}",

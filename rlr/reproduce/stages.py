@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlr.reproduce.arguments import StageArguments, seed_suffix
-from rlr.reproduce.config import REPRODUCE_PRESETS, ReproduceConfig, base_algorithm
 from rlr.reproduce.report import (
     PAPER_TABLE,
     aggregate_seeds,
@@ -31,6 +30,7 @@ from rlr.reproduce.report import (
     sft_curve,
     training_success,
 )
+from rlr.reproduce.schemas import REPRODUCE_PRESETS, ReproduceConfig, base_algorithm
 
 # Commands that only write files (no device work): process 0 of a multi-process run runs them
 HOST_ONLY_COMMANDS = frozenset({"make-data", "train-tokenizer"})
@@ -74,7 +74,7 @@ class Reproduction(StageArguments):
         """The reproduction of a shipped preset (`cpu`, `cpu_sparse`, `smoke`), with key=value
         overrides."""
         from rlr import configs
-        from rlr.config import load_config
+        from rlr.config_loading import load_config
 
         if preset not in REPRODUCE_PRESETS:
             choices = ", ".join(REPRODUCE_PRESETS)
@@ -286,7 +286,7 @@ class Reproduction(StageArguments):
         besides ppo; `_filler_aware` and `_sweep_KEY` suffixes for those reproductions).
         Returns the results of the last algorithm."""
         from rlr import sharding
-        from rlr.config import dump_config
+        from rlr.config_loading import dump_config
         from rlr.training import distributed
 
         start = time.time()

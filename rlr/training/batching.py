@@ -4,7 +4,7 @@ Every trainer (SFT, PRM / ORM, PPO) uses the row layout of rlr.readouts: the pro
 LEFT-padded to P, then the response RIGHT-padded to T (EOS included in the response), so that
 `input_ids [B, S = P + T]`, `attention_mask [B, S]` and `response_mask [B, T]` mean the same
 thing everywhere. Step ends are found from the response token ids with
-`rlr.data.steps.step_ends_from_ids`, exactly as PPO finds them on sampled responses, so a PRM
+`rlr.data.segmentation.step_ends_from_ids`, exactly as PPO finds them on sampled responses, so a PRM
 label sits on the token that PPO will read the PRM at.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlr.data.steps import DEFAULT_SEPARATORS, pad_id_of, step_ends, step_ends_from_ids
+from rlr.data.segmentation import DEFAULT_SEPARATORS, pad_id_of, step_ends, step_ends_from_ids
 
 
 def encode_prompts(
@@ -139,7 +139,7 @@ def step_targets(
         if found > len(row):
             raise ValueError(
                 f"row {b}: the response splits into {found} steps but has {len(row)} labels;"
-                " steps must be joined with a separator that rlr.data.steps splits on"
+                " steps must be joined with a separator that rlr.data.segmentation splits on"
             )
         for k in range(found):
             value = float(row[k])

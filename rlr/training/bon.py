@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.data.steps import DEFAULT_SEPARATORS
+from rlr.data.segmentation import DEFAULT_SEPARATORS
 from rlr.models.step_scorers import StepScorer
 from rlr.training.pipeline import sample_and_judge, score_judged
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from rlr.data.prompts import build_prompt
 from rlr.data.records import Problem
-from rlr.data.steps import DEFAULT_SEPARATORS, step_texts
+from rlr.data.segmentation import DEFAULT_SEPARATORS, step_texts
 from rlr.training.pipeline import sample_and_judge
 
 StepClassifier = Callable[[str], bool]  # step text -> True when the step is a filler
@@ -179,8 +179,9 @@ def evaluate_ppo_policy(
     (PPOTrainer.evaluate during training, rlr reproduce on an exported policy).
 
     `config` is the run's PPOConfig: its prompt style, prompt width, separators and seed, and
-    batches of rollout.chunk_rows (or the whole rollout batch) rows, so evaluation never asks
-    for more rows at once than a rollout does. The key is fold_in(key(seed + 2), key_offset).
+    batches of eval.batch_size rows (null: rollout.chunk_rows, or the whole rollout batch, so
+    that evaluation never asks for more rows at once than a rollout does). The key is
+    fold_in(key(seed + 2), key_offset).
     """
     roll = config.rollout
     return evaluate_problems(
@@ -192,7 +193,7 @@ def evaluate_ppo_policy(
         grader=grader,
         key=jax.random.fold_in(jax.random.key(config.seed + 2), key_offset),
         max_prompt_tokens=roll.max_prompt_tokens,
-        batch_size=roll.chunk_rows or roll.batch_size,
+        batch_size=config.eval.batch_size or roll.chunk_rows or roll.batch_size,
         separators=config.reward.separators,
     )
 
@@ -200,7 +201,7 @@ def evaluate_ppo_policy(
 def evaluate_policy_dir(policy_dir: str, config: Any) -> dict[str, Any]:
     """Greedy and temperature-1 evaluation of an exported policy (an HF directory) on the
     held-out problems of a PPO config, as that run evaluates (evaluate_ppo_policy): its
-    data.test (at most data.max_test_problems), prompt style, token budgets, batch size,
+    data.test (at most eval.max_examples), prompt style, token budgets, batch size,
     grader and seed. Returns the accuracies, the greedy solutions' shape (steps per
     solution, filler and repeated steps, length, truncation), the sampled solutions' steps
     and fillers, and a few greedy samples. What `rlr evaluate` writes."""
@@ -211,7 +212,7 @@ def evaluate_policy_dir(policy_dir: str, config: Any) -> dict[str, Any]:
     model, params, tokenizer = loading.load_policy_dir(str(policy_dir), config.tokenizer or None)
     data = config.data
     problems = loading.load_problems(
-        data.test, data.format, what="data.test", limit=data.max_test_problems
+        data.test, data.format, what="data.test", limit=config.eval.max_examples
     )
     results = {}
     with Grader(

@@ -1,10 +1,10 @@
 """The supervised training loop that SFT and reward-model training share.
 
 `fit` runs any `loss_fn(params, batch) -> (loss, aux)` with the jitted, donated step of
-rlr.training.step over batches drawn by an EpochIterator, with orbax checkpoints that hold the
-data position (an interrupted run resumed with the same arguments ends bitwise equal to an
-uninterrupted one), metrics to JSONL / TensorBoard with a progress bar, periodic evaluation,
-and SIGTERM -> checkpoint -> clean return.
+rlr.training.train_state over batches drawn by an EpochIterator, with orbax checkpoints
+that hold the data position (an interrupted run resumed with the same arguments ends bitwise
+equal to an uninterrupted one), metrics to JSONL / TensorBoard with a progress bar, periodic
+evaluation, and SIGTERM -> checkpoint -> clean return.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import optax
 
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import Checkpointer, run_directory
-from rlr.training.configs import SupervisedSpec
 from rlr.training.metrics import MetricsWriter
 from rlr.training.preemption import PreemptionGuard
-from rlr.training.step import (
+from rlr.training.schemas import SupervisedSpec
+from rlr.training.train_state import (
     TrainState,
     make_optimizer,
     make_train_step,

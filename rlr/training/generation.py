@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from rlr.data.steps import pad_id_of, unique_token_ids
+from rlr.data.segmentation import pad_id_of, unique_token_ids
 from rlr.sampling import Sampler
 from rlr.training.batching import encode_prompts, map_in_batches
 

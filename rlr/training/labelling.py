@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from rlr.data.records import Problem, StepLabelled
-from rlr.data.steps import DEFAULT_SEPARATORS, split_steps
+from rlr.data.segmentation import DEFAULT_SEPARATORS, split_steps
 from rlr.training.pipeline import sample_and_judge
 
 Completer = Callable[[Sequence[str]], list[str]]

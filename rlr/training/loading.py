@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rlr.data.records import Problem, StepLabelled
-from rlr.data.steps import unique_token_ids
+from rlr.data.segmentation import unique_token_ids
 from rlr.models import (
     DecoderConfig,
     DecoderForCausalLM,
@@ -30,7 +30,7 @@ from rlr.models import (
     load_pretrained,
     save_pretrained,
 )
-from rlr.training.configs import LABELLED_FORMATS, PROBLEM_FORMATS, ModelSpec
+from rlr.training.schemas import LABELLED_FORMATS, PROBLEM_FORMATS, ModelSpec
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -146,7 +146,7 @@ def network_module(
 def with_lora(module: nn.Module, spec: ModelSpec) -> nn.Module:
     """`module` (a decoder) with the low-rank adapters of `spec.lora` on its projections; the
     module itself when the spec has none."""
-    from rlr.models.config import LoraConfig
+    from rlr.models.architecture import LoraConfig
 
     if spec.lora is None:
         return module

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from rlr import readouts
-from rlr.data.steps import DEFAULT_SEPARATORS, step_ends_from_ids
+from rlr.data.segmentation import DEFAULT_SEPARATORS, step_ends_from_ids
 from rlr.training.batching import map_in_batches
 from rlr.training.generation import (
     SampledBatch,

@@ -1,10 +1,11 @@
 """PPO with dense step rewards: `rlr ppo --config FILE|NAME [key=value ...]`.
 
 One iteration: sample G responses for each of the iteration's prompts (rlr.training.generation)
--> grade final answers (rlr.grading pool) -> find step ends from the token ids (rlr.data.steps)
--> score with the frozen PRM / ORM / reference and the critic -> token rewards (the order of
-docs/method.md) -> GAE -> whitening -> epochs x minibatches of PPO updates of policy and critic
-(one jitted, donated step on the mesh; rlr.training.ppo_build builds all of it).
+-> grade final answers (rlr.grading pool) -> find step ends from the token ids
+(rlr.data.segmentation) -> score with the frozen PRM / ORM / reference and the critic -> token
+rewards (the order of docs/method.md) -> GAE -> whitening -> epochs x minibatches of PPO
+updates of policy and critic (one jitted, donated step on the mesh; rlr.training.ppo_build
+builds all of it).
 
 Everything random derives from (seed, iteration), and the data order from (seed, epoch), so a
 checkpoint holds the TrainState and the iteration number and a resumed run continues bitwise
@@ -23,12 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr import sharding
-from rlr.config import dump_config, to_dict
+from rlr.config_loading import dump_config, to_dict
 from rlr.data.prompts import build_prompt
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
 from rlr.training.checkpoint import Checkpointer, run_directory
-from rlr.training.configs import PPOConfig
 from rlr.training.evaluation import (
     EvalResult,
     evaluate_ppo_policy,
@@ -40,6 +40,7 @@ from rlr.training.metrics import MetricsWriter, append_line, drop_rows_after
 from rlr.training.pipeline import judge
 from rlr.training.ppo_build import build_ppo
 from rlr.training.preemption import PreemptionGuard
+from rlr.training.schemas import PPOConfig
 from rlr.training.step_scoring import score_policy_steps
 
 
@@ -58,7 +59,7 @@ class PPOTrainer:
         self.test_problems = []
         if data.test:
             self.test_problems = loading.load_problems(
-                data.test, data.format, what="data.test", limit=data.max_test_problems
+                data.test, data.format, what="data.test", limit=config.eval.max_examples
             )
         if not config.tokenizer_dir:
             raise ValueError("set `tokenizer` (an HF tokenizer directory) or `policy.path`")
@@ -479,7 +480,7 @@ class PPOTrainer:
             for it in range(start, end):
                 metrics = self.iteration(it, grader)
                 sample = metrics.pop("_sample")
-                if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.test_problems:
+                if cfg.eval.every and (it + 1) % cfg.eval.every == 0 and self.test_problems:
                     metrics.update(self.evaluate(grader, temperature=0.0).metrics("eval_greedy"))
                 writer.write(it + 1, metrics)
                 if main:
@@ -539,7 +540,7 @@ def _networks(config: dict[str, Any]) -> list[str]:
     trains: the policy (its adapters under policy.lora), the critic unless its algorithm has
     none (its adapters and head under ppo.critic_lora), and PRIME's implicit PRM when it has
     that section."""
-    from rlr.training.configs import ALGORITHM_DEFAULTS
+    from rlr.training.schemas import ALGORITHM_DEFAULTS
 
     critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
     lora = (config.get("policy") or {}).get("lora") is not None

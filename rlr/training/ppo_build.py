@@ -25,11 +25,10 @@ from jax.sharding import Mesh
 import rlr
 from rlr import sharding
 from rlr.models import DecoderForTokenClassification, init_params
-from rlr.models.config import LoraConfig
+from rlr.models.architecture import LoraConfig
 from rlr.models.lora import count_adapter_params, split_adapters
 from rlr.sampling import Sampler
 from rlr.training import loading, ppo_core
-from rlr.training.configs import ModelSpec, PPOConfig
 from rlr.training.generation import rollout_settings, sampler_for
 from rlr.training.ppo_core import (
     Experience,
@@ -40,7 +39,8 @@ from rlr.training.ppo_core import (
     ppo_update,
     score_rollout,
 )
-from rlr.training.step import TrainState, init_train_state, train_state_shardings
+from rlr.training.schemas import ModelSpec, PPOConfig
+from rlr.training.train_state import TrainState, init_train_state, train_state_shardings
 
 
 def trainable_networks(config: PPOConfig) -> tuple[str, ...]:

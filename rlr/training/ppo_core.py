@@ -59,8 +59,8 @@ from rlr.rewards import (
     token_rewards,
 )
 from rlr.rewards import overlong_penalty as overlong_penalty_of
-from rlr.training.configs import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
-from rlr.training.step import TrainState, apply_gradients
+from rlr.training.schemas import ALGORITHM_DEFAULTS, PURE_SOFTMIN_TEMPERATURE, RewardSpec
+from rlr.training.train_state import TrainState, apply_gradients
 
 
 class Rollout(NamedTuple):

@@ -32,15 +32,15 @@ import numpy as np
 import optax
 
 from rlr import readouts, sharding
-from rlr.config import dump_config
+from rlr.config_loading import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.data.records import StepLabelled
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import run_directory
-from rlr.training.configs import RewardModelConfig
 from rlr.training.evaluation import StepClassifier, is_filler_step
 from rlr.training.fit import export_and_summarize, fit, supervised_mesh, supervised_optimizer
-from rlr.training.step import init_train_state
+from rlr.training.schemas import RewardModelConfig
+from rlr.training.train_state import init_train_state
 
 STEP_JOIN = "\n"
 PRM_KEYS = ("input_ids", "attention_mask", "step_end", "step_mask", "targets")
@@ -187,7 +187,7 @@ def encode_labelled(
         [STEP_JOIN.join(r.steps) for r in records],
         prompt_len=spec.prompt_len,
         response_len=spec.response_len,
-        max_steps=spec.max_steps,
+        max_steps=spec.max_reasoning_steps,
     )
     per_step = [
         step_targets_of(r, label_mode=config.label_mode, neutral_target=config.neutral_target)
@@ -293,7 +293,7 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
     if config.data.test:
         test = loading.load_labelled(config.data.test, config.data.format, what="data.test")
         test_rows = encode_labelled(
-            test[: config.max_eval_records], tokenizer, config, source=config.data.test
+            test[: config.eval.max_examples], tokenizer, config, source=config.data.test
         )
     head = "token" if config.kind == "prm" else "sequence"
     model, export_model, params = loading.init_scorer(
@@ -309,7 +309,7 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
             test_rows,
             kind=config.kind,
             response_len=spec.response_len,
-            batch_size=config.eval_batch_size,
+            batch_size=config.eval.batch_size or 100,
         )
     show = ("loss", "accuracy", "eval/step_auc" if config.kind == "prm" else "eval/auc")
     result = fit(
@@ -322,7 +322,7 @@ def run_reward_model(config: RewardModelConfig) -> dict[str, Any]:
         seed=config.seed,
         out_dir=out_dir,
         evaluate=evaluate,
-        eval_every=config.eval_every,
+        eval_every=config.eval.every,
         description=config.kind,
         show=show,
         mesh=mesh,

@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from rlr import sharding
-from rlr.config import dump_config
+from rlr.config_loading import dump_config
 from rlr.data.prompts import build_prompt
 from rlr.readouts import policy_readout
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import run_directory
-from rlr.training.configs import SFTConfig
 from rlr.training.evaluation import evaluate_problems
 from rlr.training.fit import (
     eval_prefixed,
@@ -34,7 +33,8 @@ from rlr.training.fit import (
 )
 from rlr.training.generation import SamplingSettings, sampler_for
 from rlr.training.metrics import eval_curve, read_metrics
-from rlr.training.step import init_train_state
+from rlr.training.schemas import SFTConfig
+from rlr.training.train_state import init_train_state
 
 TRAIN_KEYS = ("input_ids", "attention_mask", "response_mask")
 
@@ -93,7 +93,7 @@ def make_evaluator(
                 grader=grader,
                 key=jax.random.key(0),
                 max_prompt_tokens=config.train.prompt_len,
-                batch_size=min(config.eval.batch_size, len(problems)),
+                batch_size=min(config.eval.batch_size or 100, len(problems)),
                 keep_samples=0,
             )
         return {k.split("/", 1)[1]: v for k, v in result.metrics("eval").items()}
@@ -107,9 +107,9 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     tokenizer = loading.load_tokenizer(config.tokenizer)
     train = loading.load_problems(data.train, data.format, what="data.train", need_solution=True)
     test = []
-    if data.test and config.eval.num_problems:
+    if data.test:
         test = loading.load_problems(
-            data.test, data.format, what="data.test", limit=config.eval.num_problems
+            data.test, data.format, what="data.test", limit=config.eval.max_examples
         )
     mesh = supervised_mesh(config.train.batch_size)
     out_dir = run_directory(config.out_dir)

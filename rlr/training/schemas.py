@@ -1,6 +1,7 @@
 """Run-config schemas for rlr's jobs: frozen dataclasses, validated when built.
 
-Load them with `rlr.config.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
+Load them with
+`rlr.config_loading.load_config(PPOConfig, rlr.configs.resolve("ppo_cpu"), overrides)`
 (or `rlr ppo --config ppo_cpu key=value ...`). Where the method leaves a choice open, each
 algorithm's defaults follow its own paper (ALGORITHM_DEFAULTS, docs/method.md section 9): ppo
 takes ReaLHF's fixed KL 0.1 in the reward, gamma 1, lambda 1, ratio clip 0.2, value clip 0.2,
@@ -16,18 +17,18 @@ three on. Two options come from verl and are off by default, as ReaLHF has neith
 clip (ppo.dual_clip; verl's clip_ratio_c=3) and the clamp of the k3 KL (reward.kl_clamp; verl's
 low_var_kl clamps at 10).
 
-This module imports only the standard library and rlr.config, so the CLI can load, validate
+This module imports only the standard library and rlr.config_loading, so the CLI can load, validate
 and print a config before anything heavy is imported. The config of `rlr reproduce` and its
-reward variants are in rlr.reproduce.config.
+reward variants are in rlr.reproduce.schemas.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from rlr.config import require
+from rlr.config_loading import require
 
 # raw, clip, delta, clip_delta: Gao et al. 2024; pure_softmin, min_form: PURE (Cheng et al. 2025,
 # rlr.process_designs; min_form is critic-free only: GAE sums rewards); prime: PRIME's implicit
@@ -101,7 +102,7 @@ CLIPPING_METHODS = ("clip", "clip_delta")
 PURE_SOFTMIN_TEMPERATURE = 0.1
 
 
-# The projections a LoRA adapter can sit in (rlr.models.config.LORA_TARGETS; a test keeps the
+# The projections a LoRA adapter can sit in (rlr.models.architecture.LORA_TARGETS; a test keeps the
 # two equal: this module imports nothing heavy)
 LORA_TARGETS: tuple[str, ...] = (
     "q_proj",
@@ -206,13 +207,40 @@ class DataSpec:
     test: str | None = None
     format: ProblemFormat = "synthetic"
     prompt_style: Literal["plain", "chat"] = "plain"
-    max_test_problems: int | None = None
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "max_test_problems": "eval.max_examples (every command's evaluation section)"
+    }
 
     def __post_init__(self):
         require(bool(self.train), "data.train must name a JSONL file of training prompts")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """Held-out evaluation (`eval`), the same keys in every training command (sft, train-prm,
+    train-orm, ppo and its critic-free algorithms)."""
+
+    # Evaluate every this many optimizer steps (sft, reward models) or iterations (RL); 0:
+    # only at the end of the run (sft, reward models) or never mid-run (RL, whose final policy
+    # `rlr evaluate` scores).
+    every: int = 0
+    # At most this many held-out examples: problems of data.test (sft, RL), labelled
+    # solutions (reward models); null: all.
+    max_examples: int | None = None
+    # Rows per evaluation batch; null: the command's own (sft and reward models 100, an RL
+    # run its rollout's chunk_rows or whole batch).
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        require(self.every >= 0, f"eval.every must be >= 0 (0: not mid-run); got {self.every}")
         require(
-            self.max_test_problems is None or self.max_test_problems >= 1,
-            f"data.max_test_problems must be >= 1 (or null: all); got {self.max_test_problems}",
+            self.max_examples is None or self.max_examples >= 1,
+            f"eval.max_examples must be >= 1 (or null: all); got {self.max_examples}",
+        )
+        require(
+            self.batch_size is None or self.batch_size >= 1,
+            f"eval.batch_size must be >= 1 (or null: the command's own); got {self.batch_size}",
         )
 
 
@@ -562,8 +590,10 @@ class PPOConfig:
     grading: GradingSpec = dataclasses.field(default_factory=GradingSpec)
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
-    eval_every: int = 0
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
     device_memory_gib: float | None = None
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"eval_every": "eval.every"}
 
     @property
     def tokenizer_dir(self) -> str:
@@ -814,10 +844,15 @@ class SupervisedSpec:
     prompt_len: int = 64
     response_len: int = 80
     # K, the reasoning steps a PRM / ORM row holds (its step targets); null: 16 for reward
-    # models. SFT trains on whole solutions and does not read it.
-    max_steps: int | None = None
+    # models. SFT trains on whole solutions and does not read it. (`steps` above counts
+    # optimizer steps.)
+    max_reasoning_steps: int | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "max_steps": "train.max_reasoning_steps (train.steps counts optimizer steps)"
+    }
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
@@ -829,26 +864,26 @@ class SupervisedSpec:
         require(self.prompt_len >= 1, "train.prompt_len must be >= 1")
         require(self.response_len >= 1, "train.response_len must be >= 1")
         require(
-            self.max_steps is None or self.max_steps >= 1,
-            f"train.max_steps must be >= 1; got {self.max_steps}",
+            self.max_reasoning_steps is None or self.max_reasoning_steps >= 1,
+            f"train.max_reasoning_steps must be >= 1; got {self.max_reasoning_steps}",
         )
         require(self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTEvalSpec:
-    """Greedy evaluation of the policy on held-out problems (exact final answer)."""
+class SFTEvalSpec(EvalSpec):
+    """SFT's `eval`: greedy accuracy on held-out problems (exact final answer), with the keys
+    of every command's EvalSpec and the greedy decoding's token budget (an RL run decodes
+    with its rollout's)."""
 
-    every: int = 0
-    num_problems: int = 200
-    batch_size: int = 100
+    max_examples: int | None = 200
     max_new_tokens: int = 80
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"num_problems": "eval.max_examples"}
+
     def __post_init__(self):
-        require(self.every >= 0, "eval.every must be >= 0 (0: evaluate only at the end)")
-        require(self.num_problems >= 0, "eval.num_problems must be >= 0")
-        require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+        super().__post_init__()
         require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
 
 
@@ -858,7 +893,7 @@ class SFTConfig:
 
     `data.train` holds problems with solution text (`rlr make-data`'s sft_train.jsonl, or a
     dataset such as GSM8K or MATH in `data.format`), `data.test` problems with gold answers for
-    greedy evaluation (problems_test.jsonl); `eval.num_problems` of them are evaluated.
+    greedy evaluation (problems_test.jsonl); `eval.max_examples` of them are evaluated.
     """
 
     # Not read: an SFT run is named by its out_dir (kept so that an old file's key gets an
@@ -878,9 +913,9 @@ class SFTConfig:
             "name: rlr sft does not name its runs (out_dir does); remove the key",
         )
         require(
-            self.train.max_steps is None,
-            "train.max_steps: rlr sft trains on whole solutions and does not cut them into "
-            "reasoning steps; remove the key (PRM / ORM training reads it)",
+            self.train.max_reasoning_steps is None,
+            "train.max_reasoning_steps: rlr sft trains on whole solutions and does not cut them "
+            "into reasoning steps; remove the key (PRM / ORM training reads it)",
         )
         require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
         require(
@@ -890,10 +925,6 @@ class SFTConfig:
             self.model.lora is None,
             "model.lora: rlr sft trains every weight and exports a full model; adapters are "
             "for rlr ppo's policy (policy.lora): remove the key",
-        )
-        require(
-            self.data.max_test_problems is None,
-            "data.max_test_problems is not used by rlr sft: set eval.num_problems",
         )
 
 
@@ -922,17 +953,21 @@ class RewardModelConfig:
     label_mode: Literal["hard", "soft"] = "hard"
     neutral_target: float = 1.0
     train: SupervisedSpec = dataclasses.field(default_factory=SupervisedSpec)
-    eval_every: int = 0
-    eval_batch_size: int = 100
-    max_eval_records: int | None = None
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "eval_every": "eval.every",
+        "eval_batch_size": "eval.batch_size",
+        "max_eval_records": "eval.max_examples",
+    }
 
     def __post_init__(self):
         require(
             self.name is None,
             f"name: rlr train-{self.kind} does not name its runs (out_dir does); remove the key",
         )
-        if self.train.max_steps is None:
-            train = dataclasses.replace(self.train, max_steps=16)
+        if self.train.max_reasoning_steps is None:
+            train = dataclasses.replace(self.train, max_reasoning_steps=16)
             object.__setattr__(self, "train", train)
         require(bool(self.tokenizer), "tokenizer must name a tokenizer directory")
         require(bool(self.init.path or self.init.architecture), "init needs path or architecture")
@@ -942,12 +977,6 @@ class RewardModelConfig:
             "adapters are for rlr ppo's policy (policy.lora): remove the key",
         )
         require(0.0 <= self.neutral_target <= 1.0, "neutral_target must be in [0, 1]")
-        require(self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate only at the end)")
-        require(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
-        require(
-            self.max_eval_records is None or self.max_eval_records >= 1,
-            f"max_eval_records must be >= 1 (or null: all); got {self.max_eval_records}",
-        )
 
 
 # ReaLHF's PPO experiment defaults that rlr leaves off by default (module docstring): these

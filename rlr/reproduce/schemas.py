@@ -3,7 +3,7 @@ task, each stage's config and overrides, the PRM's labels, the sweep), the shipp
 reward variants of the paper's ablation (name -> PPO config overrides) with the opt-in process
 designs, and the helpers that resolve and name a swept PPO config key.
 
-Like rlr.training.configs, this module imports only the standard library, rlr.config and the
+Like rlr.training.schemas, this module imports only the standard library, rlr.config_loading and the
 PPO schema, so the CLI can load, validate and print a reproduction's config before anything
 heavy is imported.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from rlr.config import require
-from rlr.training.configs import GSPO, PPOConfig, dapo_overrides
+from rlr.config_loading import require
+from rlr.training.schemas import GSPO, PPOConfig, dapo_overrides
 
 # Shipped reproductions: `rlr reproduce --preset P` reads rlr/configs/reproduce_P.yaml.
 REPRODUCE_PRESETS = ("cpu", "cpu_sparse", "smoke")
@@ -32,7 +32,7 @@ def _gspo_overrides(max_new_tokens: int) -> dict[str, Any]:
 
 
 # Recipe name -> its PPO config overrides for a budget of rollout.max_new_tokens, each with
-# the algorithm it runs as (rlr.training.configs.dapo_overrides, GSPO).
+# the algorithm it runs as (rlr.training.schemas.dapo_overrides, GSPO).
 RECIPES = {"dapo": dapo_overrides, "gspo": _gspo_overrides}
 
 
@@ -109,11 +109,17 @@ RENAMED_VARIANTS = {
 class SyntheticTaskSpec:
     """The synthetic task of a reproduction: `rlr make-data` and `rlr train-tokenizer` knobs."""
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "min_steps": "task.min_operations (computations per problem)",
+        "max_steps": "task.max_operations (computations per problem)",
+    }
+
     num_train: int = 20000
     num_test: int = 200
     seed: int = 0
-    min_steps: int = 2
-    max_steps: int = 3
+    # computations per problem (one reasoning step of the solution each)
+    min_operations: int = 2
+    max_operations: int = 3
     max_digits: int = 1
     operations: tuple[str, ...] = ("+", "-")
     sft_filler_fraction: float = 0.1
@@ -130,8 +136,9 @@ class SyntheticTaskSpec:
     def __post_init__(self):
         require(self.num_train >= 1 and self.num_test >= 1, "task.num_train/num_test must be >= 1")
         require(
-            1 <= self.min_steps <= self.max_steps,
-            f"task.min_steps must be in 1..max_steps; got {self.min_steps}, {self.max_steps}",
+            1 <= self.min_operations <= self.max_operations,
+            f"task.min_operations must be in 1..max_operations; got {self.min_operations}, "
+            f"{self.max_operations}",
         )
         require(
             set(self.operations) <= {"+", "-", "*"} and bool(self.operations),

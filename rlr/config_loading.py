@@ -30,6 +30,15 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
+def _unknown_key(cls: type, key: str, choices: Sequence[str]) -> str:
+    """The error's text for an unknown key of `cls`: its new name when `cls.RENAMED_KEYS`
+    (old key -> where it went) has it, else the nearest valid key."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if key in renamed:
+        return f"unknown key '{key}': it is now {renamed[key]}; rename it"
+    return f"unknown key '{key}'{_suggest(key, choices)}"
+
+
 def _suggest(name: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(choices)}"
@@ -112,7 +121,7 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     unknown = [k for k in data if k not in types_]
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, list(types_))}")
+        raise ConfigError(f"{where}: {_unknown_key(cls, key, list(types_))}")
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -171,7 +180,7 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -
             if part not in types_:
                 prefix = ".".join(path[:i])
                 where = f"override {text!r}" + (f" (under '{prefix}')" if prefix else "")
-                raise ConfigError(f"{where}: unknown key '{part}'{_suggest(part, list(types_))}")
+                raise ConfigError(f"{where}: {_unknown_key(node_cls, part, list(types_))}")
             if last:
                 node[part] = value
                 continue
