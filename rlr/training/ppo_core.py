@@ -279,16 +279,16 @@ def build_experience(
     _check_experience_options(rollout, scored, reward, algorithm, truncation, value_stats)
     mask = rollout.response_mask
     success, orm_score = _graded_outcomes(rollout, scored, truncation)
-    rewards = _rollout_token_rewards(rollout, scored, reward, success, orm_score, kl_in_loss)
-    if _uses_prime(reward):
-        rewards = _with_prime_rewards(
-            rewards,
-            scored,
-            mask,
-            alpha=reward.alpha,
-            beta=implicit_prm_beta,
-            normalization=implicit_prm_normalization,
-        )
+    rewards = _rollout_token_rewards(
+        rollout,
+        scored,
+        reward,
+        success,
+        orm_score,
+        kl_in_loss,
+        implicit_prm_beta=implicit_prm_beta,
+        implicit_prm_normalization=implicit_prm_normalization,
+    )
     overlong = None
     if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
         rewards, overlong = _with_overlong_penalty(
@@ -309,10 +309,8 @@ def build_experience(
         )
         advantages, targets = gae.advantages, gae.targets
     else:
-        if reward.prof_remove is not None:
-            keep = _prof_kept_rows(rollout, scored, success, reward.prof_remove, group_size)
-        advantages = group_advantages(
-            rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size, keep=keep
+        advantages, keep = _critic_free_advantages(
+            rollout, scored, rewards, reward, success, algorithm=algorithm, group_size=group_size
         )
         targets = jnp.zeros_like(advantages)
     # PROF's dropped rows leave the loss: no tokens, so no gradient and no weight
@@ -334,6 +332,27 @@ def build_experience(
     if value_stats is not None:
         return experience, metrics, gae.value_stats
     return experience, metrics
+
+
+def _critic_free_advantages(
+    rollout: Rollout,
+    scored: Scored,
+    rewards: TokenRewards,
+    reward: RewardSpec,
+    success: jax.Array,  # [B] after truncation
+    *,
+    algorithm: str,
+    group_size: int,
+) -> tuple[jax.Array, jax.Array | None]:  # advantages [B, T], PROF's kept rows [B] or None
+    """group_advantages of a critic-free algorithm, after PROF's filter (reward.prof_remove)
+    when the run has one."""
+    keep = None
+    if reward.prof_remove is not None:
+        keep = _prof_kept_rows(rollout, scored, success, reward.prof_remove, group_size)
+    advantages = group_advantages(
+        rollout, scored, rewards, reward, algorithm=algorithm, group_size=group_size, keep=keep
+    )
+    return advantages, keep
 
 
 def _uses_prime(reward: RewardSpec) -> bool:
@@ -403,15 +422,19 @@ def _rollout_token_rewards(
     success: jax.Array,  # [B] after truncation
     orm_score: jax.Array,  # [B] after truncation
     kl_in_loss: bool,
+    *,
+    implicit_prm_beta: float,
+    implicit_prm_normalization: str,
 ) -> TokenRewards:  # each [B, T]
     """The token rewards of the `reward` section: reward.method's step rewards
-    (process_step_rewards; pure_softmin's replace the shaped ones) with use_prm, the ORM term
-    with use_orm, and the KL reward unless the loss carries the KL."""
+    (process_step_rewards; pure_softmin's replace the shaped ones) with use_prm, or PRIME's
+    token rewards (_with_prime_rewards) with method=prime, the ORM term with use_orm, and the
+    KL reward unless the loss carries the KL."""
     step_rewards = None
     steps = reward.use_prm and not _uses_prime(reward)  # PRIME rewards tokens, not steps
     if steps:
         step_rewards = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
-    return token_rewards(
+    rewards = token_rewards(
         success,
         rollout.response_mask,
         step_rewards,
@@ -427,6 +450,16 @@ def _rollout_token_rewards(
         kl_coef=0.0 if kl_in_loss else reward.kl_coef,
         kl_estimator=reward.kl_estimator or "k1",  # unset (and unused) when the KL is in the loss
         kl_clamp=reward.kl_clamp if reward.kl_estimator == "k3" else None,
+    )
+    if not _uses_prime(reward):
+        return rewards
+    return _with_prime_rewards(
+        rewards,
+        scored,
+        rollout.response_mask,
+        alpha=reward.alpha,
+        beta=implicit_prm_beta,
+        normalization=implicit_prm_normalization,
     )
 
 
@@ -631,11 +664,7 @@ def group_advantages(
         process = min_form_returns(placed, mask, reward_mask=ends > 0)
         advantages = advantages + reward.alpha * process
     elif _uses_prime(reward):  # rewards.process holds alpha times PRIME's token rewards
-        zeros = jnp.zeros((P, G), jnp.float32)
-        _, process = prime_advantages(
-            rewards.process.reshape(P, G, T), zeros, mask.reshape(P, G, T), whiten=False
-        )
-        advantages = advantages + process.reshape(B, T)
+        advantages = advantages + _prime_process_returns(rewards.process, mask, group_size)
     elif reward.use_prm:
         K = rollout.step_end.shape[1]
         shaped = process_step_rewards(scored.step_scores, rollout.step_mask, reward)
@@ -651,6 +680,22 @@ def group_advantages(
     if keep is not None:
         advantages = advantages * keep[:, None].astype(advantages.dtype)
     return advantages
+
+
+def _prime_process_returns(
+    token_rewards: jax.Array,  # [B, T] PRIME's token rewards (times alpha)
+    mask: jax.Array,  # [B, T]
+    group_size: int,
+) -> jax.Array:  # [B, T]
+    """PRIME's process half of its RLOO returns (rlr.prime_advantages with no outcome and no
+    whitening) over groups of `group_size` consecutive rows."""
+    B, T = mask.shape
+    P, G = B // group_size, group_size
+    zeros = jnp.zeros((P, G), jnp.float32)
+    _, returns = prime_advantages(
+        token_rewards.reshape(P, G, T), zeros, mask.reshape(P, G, T), whiten=False
+    )
+    return returns.reshape(B, T)
 
 
 def process_step_rewards(
@@ -740,12 +785,8 @@ def ppo_loss(
     total = policy_loss
     if models.critic is not None:
         critic = critic_params(models, params["critic"], critic_base)
-        values = critic_values(models.critic, critic, ids, attn, T=T)
-        value_loss, value_metrics = ppo_value_loss(
-            values, batch.old_values, batch.returns, mask, clip_eps=value_clip_eps
-        )
-        metrics["loss/value"] = value_loss
-        metrics.update({f"value/{k}": v for k, v in value_metrics.items()})
+        value_loss, value_metrics = _value_loss(models.critic, critic, batch, value_clip_eps)
+        metrics.update(value_metrics)
         total = total + value_loss
     if kl_coef:
         kl = kl_penalty(logp, batch.ref_logp, estimator="k3", clamp=kl_clamp)
@@ -759,6 +800,19 @@ def ppo_loss(
         metrics.update(prm_metrics)
         total = total + prm_loss
     return total, metrics
+
+
+def _value_loss(
+    module: nn.Module, params: Any, batch: Experience, clip_eps: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The critic's clipped value loss on a minibatch (ppo_value_loss) and its metrics."""
+    values = critic_values(
+        module, params, batch.input_ids, batch.attention_mask, T=batch.response_mask.shape[1]
+    )
+    loss, metrics = ppo_value_loss(
+        values, batch.old_values, batch.returns, batch.response_mask, clip_eps=clip_eps
+    )
+    return loss, {"loss/value": loss, **{f"value/{k}": v for k, v in metrics.items()}}
 
 
 def _implicit_prm_loss(
