@@ -1,26 +1,32 @@
-"""Decoding at real response lengths: useful tokens/s of rlr's compacting sampler, of rlr's
-sampler with compaction off, and of transformers `generate` (torch CPU).
+"""Decoding at real response lengths: useful tokens/s of rlr's continuous-batching sampler, of
+its compacting sampler, of its sampler with compaction off, and (`--hf`) of transformers
+`generate` (torch CPU).
 
 Useful tokens are the tokens of each response up to and including its EOS; a batch that
 decodes every row until the longest one ends spends most of its row-steps on padding. The
 lengths are real: the token counts (+1 for the EOS) of the 4 x 1319 GSM8K model solutions in
 tests/data/gsm8k_model_solutions.jsonl, tokenized with rlr.tokenizer.train_tokenizer (rlr's
 Qwen2-style byte-level BPE) trained on the GSM8K test questions and reference answers of
-tests/data/gsm8k_test.jsonl. Each row of a batch gets one length drawn at random, and stops
-there: rlr through `sample`'s per-row `budget`, HF through a `StoppingCriteria` that returns a
-per-row bool tensor (generate then marks those rows finished as it does at EOS). EOS itself
-is disabled in both, so a random-weight model stops at realistic lengths. T (max_new_tokens,
-`--max-new-tokens`, 512) caps the lengths as a rollout config would (the few longer
-solutions are cut at T; their T tokens count as useful).
+tests/data/gsm8k_test.jsonl. Each row gets one length drawn at random, and stops there: rlr
+through the samplers' per-row `budget`, HF through a `StoppingCriteria` that returns a per-row
+bool tensor (generate then marks those rows finished as it does at EOS). EOS itself is
+disabled, so a random-weight model stops at realistic lengths. T (max_new_tokens,
+`--max-new-tokens`, 512) caps the lengths as a rollout config would (the few longer solutions
+are cut at T; their T tokens count as useful).
 
-All three run the same ~4.5M-parameter Qwen2 as bench_sampling.py (d=256, 4 layers, vocab
-8192, tied embeddings) with the same weights, prompts of 64 random tokens, temperature 1.
+Per batch size B there are `--queue` x B prompts (4 x by default, a rollout's chunk of prompts
+larger than its decode batch): the batch samplers take them B at a time, one call per B rows;
+the continuous sampler (`rlr.continuous_sampling.ContinuousSampler`) decodes them all through
+B slots, refilling `--refill-rows` slots at a time (default B / 8).
+
+All run the same ~4.5M-parameter Qwen2 as bench_sampling.py (d=256, 4 layers, vocab 8192,
+tied embeddings) with the same weights, prompts of 64 random tokens, temperature 1.
 
 Protocol (bench/protocol.py): load average before and after; per batch size one warm-up call
 of each (rlr's compile; printed), then `--repeats` (5) interleaved rounds; printed are the
 median useful tokens/s, the spread of call times and the ratios of medians.
 
-    JAX_PLATFORMS=cpu python bench/bench_decode_waste.py [--batch 64 256] [--repeats 5]
+    JAX_PLATFORMS=cpu python bench/bench_decode_waste.py [--batch 64 256] [--queue 4] [--hf]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 from protocol import interleaved, load_line, median, runs_line, summary, timed
 
 from rlr import models, sampling
+from rlr.continuous_sampling import ContinuousSampler
 from rlr.tokenizer import train_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -57,8 +64,10 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def response_lengths(vocab_size: int) -> tuple[np.ndarray, str]:
-    """[N] token counts + 1 (the EOS) of the GSM8K model solutions, and how they were counted."""
+def gsm8k_token_counts(vocab_size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """[Q] token counts of the GSM8K test questions, [N] token counts + 1 (the EOS) of the
+    GSM8K model solutions, and how they were counted."""
+    questions = [r["question"] for r in read_jsonl(DATA / "gsm8k_test.jsonl")]
     corpus = [r["question"] + "\n" + r["answer"] for r in read_jsonl(DATA / "gsm8k_test.jsonl")]
     solutions = [
         row[name]["solution"]
@@ -67,17 +76,25 @@ def response_lengths(vocab_size: int) -> tuple[np.ndarray, str]:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, out_dir=tmp)
-    counts = np.array(
-        [len(ids) for ids in tokenizer(solutions, add_special_tokens=False)["input_ids"]]
+    encode = lambda texts: np.array(  # noqa: E731
+        [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     )
+    counts, asked = encode(solutions), encode(questions)
     chars = np.array([len(s) for s in solutions])
     how = (
         f"{len(solutions)} solutions, rlr BPE tokenizer (vocab {len(tokenizer)}) trained on "
         f"gsm8k_test: {chars.sum() / counts.sum():.2f} chars/token; tokens+EOS median "
         f"{np.median(counts) + 1:.0f}, p99 {np.percentile(counts, 99) + 1:.0f}, "
-        f"max {counts.max() + 1}"
+        f"max {counts.max() + 1}; {len(questions)} questions: median {np.median(asked):.0f} "
+        f"tokens, p99 {np.percentile(asked, 99):.0f}"
     )
-    return counts + 1, how
+    return asked, counts + 1, how
+
+
+def response_lengths(vocab_size: int) -> tuple[np.ndarray, str]:
+    """[N] token counts + 1 (the EOS) of the GSM8K model solutions, and how they were counted."""
+    _, lengths, how = gsm8k_token_counts(vocab_size)
+    return lengths, how
 
 
 def hf_runner(hf_model, ids, mask, target, steps):
@@ -116,38 +133,64 @@ def hf_runner(hf_model, ids, mask, target, steps):
 
 
 def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None:
-    """Times the samplers on one random batch of lengths and prints useful tok/s and ratios."""
+    """Times the samplers on one random queue of lengths and prints useful tok/s and ratios."""
     rng = np.random.RandomState(batch)
-    target = rng.choice(lengths, size=batch).astype(np.int32)  # [B] tokens each row keeps
+    rows = batch * args.queue
+    target = rng.choice(lengths, size=rows).astype(np.int32)  # [N] tokens each row keeps
     useful = int(target.sum())
-    ids = rng.randint(1, SHAPE["vocab_size"], size=(batch, args.prompt)).astype(np.int32)
+    ids = rng.randint(1, SHAPE["vocab_size"], size=(rows, args.prompt)).astype(np.int32)
     mask = np.ones_like(ids)
     key = jax.random.key(0)
+    chunks = [slice(a, a + batch) for a in range(0, rows, batch)]
+    longest = sum(int(target[c].max()) for c in chunks)
     print(
-        f"B={batch}: useful tokens {useful}, longest row {target.max()}, "
-        f"useful / (B x longest) {useful / (batch * target.max()):.0%}",
+        f"B={batch}, {rows} prompts: useful tokens {useful}, "
+        f"useful / (B x longest of each batch) {useful / (batch * longest):.0%}",
         flush=True,
     )
 
-    def rlr_runner(sampler):
+    def batched(sampler):
+        def run():
+            kept = 0
+            for c in chunks:
+                out = jax.block_until_ready(sampler(params, ids[c], mask[c], key, target[c]))
+                kept += int(np.asarray(out.mask).sum())
+            assert kept == useful
+
+        return run
+
+    def whole(sampler):
         def run():
             out = jax.block_until_ready(sampler(params, ids, mask, key, target))
             assert int(np.asarray(out.mask).sum()) == useful
 
         return run
 
-    fns = {name: rlr_runner(sampler) for name, sampler in samplers.items()}
+    fns = {name: batched(sampler) for name, sampler in samplers.items()}
+    fns["rlr continuous"] = whole(
+        ContinuousSampler(
+            samplers["rlr compact"].model,
+            slots=batch,
+            refill_rows=args.refill_rows,
+            max_new_tokens=steps,
+            eos_id=-1,
+            pad_id=0,
+            temperature=1.0,
+        )
+    )
     for name, fn in fns.items():
         print(f"  {name}: first call incl. compile {timed(fn)[0]:.1f} s", flush=True)
     if hf_model is not None:
-        fns["HF generate"] = hf_runner(hf_model, ids, mask, target, steps)
+        calls = [hf_runner(hf_model, ids[c], mask[c], target[c], steps) for c in chunks]
+        fns["HF generate"] = lambda: [call() for call in calls]
         fns["HF generate"]()  # warm-up
     times = interleaved(fns, repeats=args.repeats, warmup=0)
-    base = median(times["rlr compact"])
+    base = median(times["rlr continuous"])
     for name, seconds in times.items():
         print(
             f"  B={batch:3d} {name:17s} {useful / median(seconds):7.0f} useful tok/s, call "
-            f"{summary(seconds, unit='s', digits=2)}, x compact's {median(seconds) / base:.2f}",
+            f"{summary(seconds, unit='s', digits=2)}, continuous is "
+            f"{median(seconds) / base:.2f}x faster",
             flush=True,
         )
 
@@ -159,7 +202,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="T")
     parser.add_argument("--min-rows", type=int, default=8, help="smallest compacted batch")
-    parser.add_argument("--no-hf", action="store_true", help="rlr's two samplers only")
+    parser.add_argument("--queue", type=int, default=4, help="prompts per decode slot")
+    parser.add_argument("--refill-rows", type=int, default=None, help="default B / 8")
+    parser.add_argument("--hf", action="store_true", help="also time transformers generate")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
@@ -190,7 +235,7 @@ def main() -> None:
         "rlr no compaction": sampling.Sampler(model, compact=False, **settings),
     }
     for batch in args.batch:
-        bench_batch(batch, args, lengths, samplers, params, None if args.no_hf else hf_model, steps)
+        bench_batch(batch, args, lengths, samplers, params, hf_model if args.hf else None, steps)
     print(load_line("after"))
 
 

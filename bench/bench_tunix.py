@@ -3,11 +3,11 @@
 tunix gets its own virtualenv, rlr comes from this checkout on PYTHONPATH with the setup.cfg
 requirements tunix lacks; both resolve to jax 0.10.2, flax 0.12.8, optax 0.2.8 (no conflict):
 
-    python3 -m venv /work/tunix-venv
-    /work/tunix-venv/bin/pip install google-tunix==0.1.7
-    /work/tunix-venv/bin/pip install chex==0.1.92 math-verify==0.9.0 matplotlib==3.11.2 \\
+    python3 -m venv .venv-tunix
+    .venv-tunix/bin/pip install google-tunix==0.1.7
+    .venv-tunix/bin/pip install chex==0.1.92 math-verify==0.9.0 matplotlib==3.11.2 \\
         tensorboardX==2.6.5 array-record==0.8.6
-    PYTHONPATH=. JAX_PLATFORMS=cpu /work/tunix-venv/bin/python bench/bench_tunix.py \\
+    PYTHONPATH=. JAX_PLATFORMS=cpu .venv-tunix/bin/python bench/bench_tunix.py \\
         [--only sampler|grpo|ppo] [--batch-sizes 16,64] [--new-tokens 128] [--repeats 5]
 
 Model: bench_train_step.py's random Qwen2 (d=256, 4 layers, ffn 512, tied, f32) initialised by

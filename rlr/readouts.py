@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rlr.checks import check_integer, check_shapes
+from rlr.packing import PackedRows, next_in_segment, unpack
 
 
 def response_slice(x: chex.Array, *, prompt_len: int, num_tokens: int) -> chex.Array:
@@ -62,18 +63,42 @@ def policy_readout(
     *,
     T: int,
     temperature: float = 1.0,
+    packing: PackedRows | None = None,
 ) -> TokenReadout:  # logprobs, entropy [B, T] f32; argmax [B, T] int32
     """The policy's log-prob of each response token (the last T columns of input_ids [B, S]),
     with the entropy and argmax of its prediction there, read through `lm_head_readout`:
     the same numbers as `policy_logits` gives, without building the [B, T, V] logits. With a
     `temperature`, they are those of softmax(logits / temperature), the distribution a rollout
     at that temperature samples from (logits / t = (hidden / t) @ W^T, so the hidden states are
-    scaled and the gradient flows through the division)."""
-    hidden = _response_hidden(policy, params, input_ids, attention_mask, T=T)
-    if temperature != 1.0:
-        hidden = hidden / jnp.asarray(temperature, hidden.dtype)
+    scaled and the gradient flows through the division).
+
+    With `packing` (rlr.packing.pack_rows of these rows) the trunk and the head run on the
+    packed rows instead, and the result is mapped back to [B, T]: the same numbers, up to float
+    rounding, at the real response tokens (positions past a row's end are not meaningful)."""
     weight = policy.apply({"params": params}, method=lambda m: m.head_weight())
-    return lm_head_readout(hidden, weight, input_ids[:, input_ids.shape[1] - T :])
+    scale = (lambda h: h / jnp.asarray(temperature, h.dtype)) if temperature != 1.0 else None
+    if packing is None:
+        hidden = _response_hidden(policy, params, input_ids, attention_mask, T=T)
+        hidden = scale(hidden) if scale else hidden
+        return lm_head_readout(hidden, weight, input_ids[:, input_ids.shape[1] - T :])
+    hidden = policy.apply(
+        {"params": params},
+        packing.input_ids,
+        None,
+        packing.positions,
+        None,
+        packing.segment_ids,
+        method=lambda m, *args: m.model(*args),
+    )
+    hidden = scale(hidden) if scale else hidden
+    readout = lm_head_readout(hidden, weight, next_in_segment(packing))
+    prompt_len = input_ids.shape[1] - T
+    return TokenReadout(
+        *(
+            response_slice(unpack(x, packing.source), prompt_len=prompt_len, num_tokens=T)
+            for x in readout
+        )
+    )
 
 
 def _response_hidden(
@@ -87,11 +112,18 @@ def _response_hidden(
 
 
 def critic_values(
-    critic: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array, *, T: int
+    critic: nn.Module,
+    params: Any,
+    input_ids: chex.Array,
+    attention_mask: chex.Array,
+    *,
+    T: int,
+    packing: PackedRows | None = None,
 ) -> chex.Array:  # [B, T] f32
-    """V(s_t) for each response token t: the critic's score at the column before token t."""
+    """V(s_t) for each response token t: the critic's score at the column before token t
+    (computed on packed rows with `packing`, as `policy_readout`)."""
     prompt_len = input_ids.shape[1] - T
-    scores = critic.apply({"params": params}, input_ids, attention_mask)[..., 0]
+    scores = score_logits(critic, params, input_ids, attention_mask, packing=packing)
     return response_slice(scores, prompt_len=prompt_len, num_tokens=T)
 
 
@@ -135,10 +167,25 @@ def last_response_index(response_mask: chex.Array) -> chex.Array:  # [B, T] -> [
 
 
 def score_logits(
-    scorer: nn.Module, params: Any, input_ids: chex.Array, attention_mask: chex.Array
+    scorer: nn.Module,
+    params: Any,
+    input_ids: chex.Array,  # [B, S]
+    attention_mask: chex.Array,  # [B, S]
+    *,
+    packing: PackedRows | None = None,
 ) -> chex.Array:  # [B, S]
-    """The one-label score head's logit at every column of the rows."""
-    return scorer.apply({"params": params}, input_ids, attention_mask)[..., 0]
+    """The one-label score head's logit at every column of the rows; with `packing`
+    (rlr.packing.pack_rows of these rows) computed on the packed rows and mapped back (0 on
+    padding columns)."""
+    if packing is None:
+        return scorer.apply({"params": params}, input_ids, attention_mask)[..., 0]
+    packed = scorer.apply(
+        {"params": params},
+        packing.input_ids,
+        positions=packing.positions,
+        segment_ids=packing.segment_ids,
+    )
+    return unpack(packed[..., 0], packing.source)
 
 
 def step_logits(

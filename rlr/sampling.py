@@ -70,15 +70,18 @@ def _is_row_keys(key: chex.Array) -> bool:
 def row_keys(
     key: chex.PRNGKey,
     rows: chex.Array,  # [B] int32, the original row index of each row
-    t: chex.Array | int,  # [] step
+    t: chex.Array | int,  # [] step, or [B] each row's own step
 ) -> chex.Array:  # [B] keys
     """The key of each row at step t: fold_in(fold_in(key, row), t).
 
-    A row's draws depend on its own index only, not on which other rows share its batch, so a
-    sampler may drop finished rows from the batch without changing any row's tokens.
+    A row's draws depend on its own index and step only, not on which other rows share its
+    batch, so a sampler may drop finished rows from the batch, or run rows in any slot of a
+    continuous batch, without changing any row's tokens.
     """
     chex.assert_rank(rows, 1)
-    return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), t))(rows)
+    steps = jnp.broadcast_to(jnp.asarray(t, jnp.int32), rows.shape)
+    fold = lambda r, s: jax.random.fold_in(jax.random.fold_in(key, r), s)  # noqa: E731
+    return jax.vmap(fold)(rows, steps)
 
 
 def draw_tokens(

@@ -412,3 +412,38 @@ def test_dynamic_sampling_drops_uniform_groups_and_pads_at_the_cap(assets, tmp_p
     assert metrics["dynamic_sampling/rounds"] == 1
     assert metrics["dynamic_sampling/groups_dropped"] == 0
     assert np.isfinite(metrics["loss/total"])
+
+
+def test_continuous_batching_and_packed_updates_run_the_same_iterations(
+    finished_run, assets, tmp_path
+):
+    """rollout.decode_slots (continuous batching) samples the same tokens and ppo.pack
+    (packed minibatches) makes the same updates: the run's metrics and final parameters
+    equal the plain run's, up to float rounding."""
+    from rlr.training.schemas import PPOSpec, RolloutSpec
+
+    trainer, _, out = finished_run
+    base = tiny_config(assets, tmp_path)
+    config = dataclasses.replace(
+        base,
+        eval=EvalSpec(every=2, max_examples=4),
+        rollout=dataclasses.replace(base.rollout, decode_slots=2),
+        ppo=dataclasses.replace(base.ppo, pack=True),
+    )
+    fast = PPOTrainer(config)
+    assert type(fast.sampler).__name__ == "ContinuousSampler"
+    fast.run()
+    for plain, other in zip(read_metrics(out), read_metrics(tmp_path), strict=True):
+        assert other["reward/success"] == plain["reward/success"]
+        assert other.get("eval/accuracy") == plain.get("eval/accuracy")
+        np.testing.assert_allclose(other["loss/total"], plain["loss/total"], rtol=1e-4)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+        jax.device_get(fast.state.params),
+        jax.device_get(trainer.state.params),
+    )
+    with pytest.raises(ValueError, match="remove compact_rows"):
+        RolloutSpec(decode_slots=2, compact_rows=True)
+    with pytest.raises(ValueError, match=r"decode_slots must be in \[1, 32\]"):
+        RolloutSpec(decode_slots=33)
+    assert not PPOSpec().pack

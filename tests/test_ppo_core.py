@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from ppo_fixtures import B, P, T, models, params, rollout
@@ -564,3 +565,41 @@ def test_the_dapo_and_gspo_presets_load():
     assert dapo_overrides(20480)["reward.overlong_buffer"] == 4096  # the paper's budget
     gspo = load({**GSPO, "rollout.samples_per_prompt": 2})
     assert gspo.ppo.importance_ratio == "sequence" and gspo.loss_aggregation == "sequence_mean"
+
+
+@pytest.mark.parametrize(
+    "algorithm,aggregation", [("ppo", "token_mean"), ("grpo", "sequence_mean")]
+)
+def test_a_packed_update_equals_the_padded_update(setup, algorithm, aggregation):
+    from rlr.packing import pack_rows
+
+    m, _, _, data, scored = setup
+    trainable, _ = params()
+    if algorithm == "grpo":
+        m = ppo_core.PPOModels(policy=m.policy, critic=None)
+        trainable = {"policy": trainable["policy"]}
+    exp, _ = ppo_core.build_experience(
+        data, scored, RewardSpec(kl_coef=0.0), algorithm=algorithm, group_size=2
+    )
+    exp = exp._replace(old_logp=exp.old_logp + 0.1 * np.sin(np.arange(B * T)).reshape(B, T))
+    ids, attention = np.asarray(exp.input_ids), np.asarray(exp.attention_mask)
+    packing = pack_rows(ids, attention, length=2 * (P + T))
+    assert packing.input_ids.shape[0] < B // 2 + 1  # several rows share each packed row
+    tx = ppo_core.make_ppo_optimizer(
+        policy_lr=1e-3,
+        critic_lr=1e-3 if m.critic is not None else None,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+    )
+    kwargs = dict(clip_eps=0.2, value_clip_eps=0.2, aggregation=aggregation, kl_coef=0.1)
+    update = jax.jit(functools.partial(ppo_core.ppo_update, m, tx, **kwargs))
+    padded, padded_metrics = update(init_train_state(trainable, tx), exp)
+    packed, packed_metrics = update(
+        init_train_state(trainable, tx), exp._replace(packing=jax.tree.map(jnp.asarray, packing))
+    )
+    assert set(packed.params) == set(trainable)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), packed.params, padded.params
+    )
+    for name in ("loss/total", "loss/policy", "policy/entropy", "loss/kl"):
+        np.testing.assert_allclose(packed_metrics[name], padded_metrics[name], rtol=1e-5)

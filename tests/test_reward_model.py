@@ -324,3 +324,23 @@ def test_filler_steps_are_what_the_step_classifier_says(workdir, tokenizer):
             assert (default["step_kind"][b, k] == 3) == bool(is_filler), (step, record.meta)
     everything = rm.encode_labelled(records, tokenizer, config, is_filler=lambda step: True)
     np.testing.assert_array_equal(everything["step_kind"], 3 * (default["step_mask"] > 0))
+
+
+@pytest.mark.parametrize("kind", ["prm", "orm"])
+def test_packed_rows_give_the_padded_loss_and_gradient(workdir, tokenizer, scorer, kind):
+    from rlr.packing import pack_rows
+
+    model, params = scorer
+    _, rows = _rows(workdir, tokenizer, kind)
+    keys, loss_fn = (rm.PRM_KEYS, rm.prm_loss) if kind == "prm" else (rm.ORM_KEYS, rm.orm_loss)
+    batch = {k: jnp.asarray(rows[k]) for k in keys}
+    width = rows["input_ids"].shape[1]  # packed rows twice as wide: two solutions each
+    packing = pack_rows(rows["input_ids"], rows["attention_mask"], length=2 * width)
+    assert packing.input_ids.shape[0] < len(rows["input_ids"])
+    grad = jax.jit(
+        jax.value_and_grad(lambda p, b: loss_fn(model, p, b, response_len=T), has_aux=True)
+    )
+    (want, _), want_grad = grad(params, batch)
+    (got, _), got_grad = grad(params, {**batch, "packing": jax.tree.map(jnp.asarray, packing)})
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    chex.assert_trees_all_close(got_grad, want_grad, atol=1e-5)

@@ -48,7 +48,8 @@ class KVCache(NamedTuple):
 
     keys, values: [L, B, Hkv, S, Dh] (L layers, S slots; the same layout whether the layers
     are scanned or looped); key_mask: [B, S], 1 for slots that hold (or will hold) a real
-    token; index: [] int32, the next slot to write.
+    token; index: [] int32, the next slot to write, or [B] int32, each row's own next slot
+    (a continuous-batching sampler, whose rows are at different steps of different prompts).
     """
 
     keys: jax.Array
@@ -64,7 +65,7 @@ class KVCache(NamedTuple):
             keys=self.keys[:, rows],
             values=self.values[:, rows],
             key_mask=self.key_mask[rows],
-            index=self.index,
+            index=self.index[rows] if self.index.ndim else self.index,
         )
 
 
@@ -361,7 +362,7 @@ class Attention(nn.Module):
         allowed: chex.Array,  # [B, S, S_c]
         cache: tuple[jax.Array, jax.Array] | None = None,  # 2 x [L, B, Hkv, S_c, Dh]
         layer: int | jax.Array = 0,  # [] this layer's index into the cache
-        cache_index: jax.Array | None = None,  # [] first slot written by this call
+        cache_index: jax.Array | None = None,  # [] or [B] first slot written by this call
     ) -> tuple[chex.Array, tuple[jax.Array, jax.Array] | None]:
         """-> (out [B, S, D], the cache with this layer's keys and values for slots
         cache_index .. cache_index+S-1 written, or None without a cache)."""
@@ -390,9 +391,8 @@ class Attention(nn.Module):
             # Only this call's S slots of this layer are written (in place in a loop carry);
             # attention then reads the layer's whole [B, Hkv, S_c, Dh] slice.
             cache_k, cache_v = cache
-            start = (layer, 0, 0, cache_index, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+            cache_k = _write_slots(cache_k, k, layer, cache_index)
+            cache_v = _write_slots(cache_v, v, layer, cache_index)
             k = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
             v = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
             new_cache = (cache_k, cache_v)
@@ -407,6 +407,23 @@ class Attention(nn.Module):
             lora=_lora_of(cfg, "o_proj"),
         )(out)
         return out, new_cache
+
+
+def _write_slots(
+    cache: jax.Array,  # [L, B, Hkv, S_c, Dh]
+    new: jax.Array,  # [B, Hkv, S, Dh]
+    layer: int | jax.Array,  # []
+    index: jax.Array,  # [] or [B] first slot of each row
+) -> jax.Array:  # [L, B, Hkv, S_c, Dh]
+    """The cache with this layer's slots index .. index+S-1 of every row set to `new`."""
+    new = new.astype(cache.dtype)
+    if index.ndim == 0:  # every row at the same slot: one contiguous update
+        return jax.lax.dynamic_update_slice(cache, new[None], (layer, 0, 0, index, 0))
+    batch, _, length, _ = new.shape
+    rows = jnp.arange(batch)[:, None]
+    slots = index[:, None] + jnp.arange(length)  # [B, S]
+    # Advanced indices (layer, rows, slots) split by a slice: the indexed view is [B, S, Hkv, Dh].
+    return cache.at[layer, rows, :, slots].set(new.transpose(0, 2, 1, 3), mode="drop")
 
 
 class MLP(nn.Module):
@@ -447,7 +464,7 @@ class DecoderLayer(nn.Module):
         rope: RopeTables,  # [B, S, 1, Dh] each
         allowed: chex.Array,  # [B, S, S_c]
         layer: int | jax.Array = 0,  # [] int32
-        cache_index: jax.Array | None = None,  # [] int32
+        cache_index: jax.Array | None = None,  # [] or [B] int32
     ) -> tuple[tuple[chex.Array, tuple[jax.Array, jax.Array] | None], None]:
         x, cache = carry
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -550,6 +567,10 @@ class DecoderModel(nn.Module):
     Without a cache, attention is causal over columns with padded keys masked. With a
     `KVCache`, the S new tokens go to slots cache.index .. cache.index+S-1 and the call returns
     (hidden, updated cache); positions are then required.
+
+    Packed rows (several sequences side by side in one row, rlr.packing) pass `segment_ids`
+    [B, S] instead of an attention mask: a token sees the earlier tokens of its own segment
+    only, 0 marks padding, and the positions (each segment's own, from 0) are required.
     """
 
     config: DecoderConfig
@@ -590,9 +611,12 @@ class DecoderModel(nn.Module):
         attention_mask: chex.Array | None = None,  # [B, S]
         positions: chex.Array | None = None,  # [B, S]
         cache: KVCache | None = None,
+        segment_ids: chex.Array | None = None,  # [B, S] int32, 0 on padding
     ):
         chex.assert_rank(input_ids, 2)
         batch, length = input_ids.shape
+        if segment_ids is not None and (attention_mask is not None or positions is None):
+            raise ValueError("packed rows take segment_ids and positions, no attention_mask")
         if cache is None:
             self.config.check_sequence_length(length)
             if attention_mask is None:
@@ -602,18 +626,22 @@ class DecoderModel(nn.Module):
                 positions = default_positions(attention_mask)
             query_slots = jnp.arange(length)
             key_slots = jnp.arange(length)
-            key_mask = attention_mask
+            key_mask = attention_mask if segment_ids is None else segment_ids
         else:
             if positions is None:
                 raise ValueError("positions are required when decoding with a KV cache")
             self.config.check_sequence_length(cache.key_mask.shape[1])
-            query_slots = cache.index + jnp.arange(length)
+            query_slots = jnp.reshape(cache.index, (-1, 1)) + jnp.arange(length)
             key_slots = jnp.arange(cache.key_mask.shape[1])
             key_mask = cache.key_mask
         chex.assert_shape(positions, (batch, length))
-        allowed = (key_slots[None, None, :] <= query_slots[None, :, None]) & (
-            key_mask[:, None, :] > 0
-        )
+        query_slots = jnp.reshape(query_slots, (-1, length))  # [1, S], or [B, S] per-row index
+        allowed = (key_slots[None, None, :] <= query_slots[:, :, None]) & (key_mask[:, None, :] > 0)
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("segment_ids are for packed rows without a KV cache")
+            chex.assert_shape(segment_ids, (batch, length))
+            allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
         carry = (
             self.embed_tokens(input_ids),
             None if cache is None else (cache.keys, cache.values),
@@ -701,8 +729,9 @@ class DecoderForCausalLM(nn.Module):
         cache: KVCache | None = None,
         return_hidden: bool = False,
         last_only: bool = False,
+        segment_ids: chex.Array | None = None,  # [B, S] packed rows (see DecoderModel)
     ):
-        out = self.model(input_ids, attention_mask, positions, cache)
+        out = self.model(input_ids, attention_mask, positions, cache, segment_ids)
         hidden, new_cache = out if cache is not None else (out, None)
         # Prefill only needs the last column's logits; skipping the rest saves a [B, S, V] matmul.
         logits = self.logits(hidden[:, -1:] if last_only else hidden)
@@ -779,6 +808,7 @@ class _TrunkWithScores(nn.Module):
         positions: chex.Array | None = None,  # [B, S]
         *,
         return_hidden: bool = False,
+        segment_ids: chex.Array | None = None,  # [B, S] packed rows (see DecoderModel)
     ):
         hidden = DecoderModel(
             self.config,
@@ -787,8 +817,12 @@ class _TrunkWithScores(nn.Module):
             self.remat,
             self.scan_layers,
             name="model",
-        )(input_ids, attention_mask, positions)
-        scores = self.pool(self.score_module()(hidden), input_ids, attention_mask)
+        )(input_ids, attention_mask, positions, None, segment_ids)
+        scores = self.score_module()(hidden)
+        if segment_ids is None:
+            scores = self.pool(scores, input_ids, attention_mask)
+        elif type(self).pool is not _TrunkWithScores.pool:
+            raise ValueError(f"{type(self).__name__} pools over a row; it cannot read packed rows")
         return (scores, hidden) if return_hidden else scores
 
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlr import sharding
+from rlr.packing import pack_minibatch
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import Checkpointer, run_directory
 from rlr.training.metrics import MetricsWriter
@@ -80,7 +82,7 @@ def fit(
     """
     out_dir = run_directory(out_dir)
     state, train_step, device_batch = _step_and_batches(
-        state, loss_fn, tx, train_step, make_batch, spec.batch_size, mesh, param_shardings
+        state, loss_fn, tx, train_step, make_batch, spec, mesh, param_shardings
     )
     checkpointer = Checkpointer(out_dir / "checkpoints", keep=spec.keep_checkpoints)
     state, iteration, iterator = _resume(checkpointer, state, dataset_size, spec.batch_size, seed)
@@ -127,14 +129,18 @@ def _step_and_batches(
     tx: optax.GradientTransformation,
     train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]] | None,
     make_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
-    batch_size: int,
+    spec: SupervisedSpec,
     mesh: Any,
     param_shardings: Any,
 ) -> tuple[TrainState, Callable[..., Any], Callable[[np.ndarray], Any]]:
     """fit's state, train step and index batch -> device batch. Without a mesh: the state as
     it is, `train_step` or make_train_step(loss_fn, tx), and the batch as jax arrays. With
     one: the state moved to its shardings, the step jitted with them (unless given), and each
-    process building only its block of the rows of every batch (rlr.training.distributed)."""
+    process building only its block of the rows of every batch (rlr.training.distributed).
+    With spec.pack, every batch also holds its rows packed, under "packing"."""
+    batch_size = spec.batch_size
+    if spec.pack:
+        make_batch = _packed_batches(make_batch, mesh)
     if mesh is None:
         step = train_step or make_train_step(loss_fn, tx)
         return state, step, lambda indices: jax.tree.map(jnp.asarray, make_batch(indices))
@@ -147,9 +153,30 @@ def _step_and_batches(
 
     def device_batch(indices: np.ndarray) -> Any:
         local = make_batch(indices[batch_rows])
-        return {k: distributed.global_rows(mesh, v, batch_size) for k, v in local.items()}
+        packing = local.pop("packing", None)
+        batch = {k: distributed.global_rows(mesh, v, batch_size) for k, v in local.items()}
+        if packing is not None:
+            batch["packing"] = jax.device_put(packing, sharding.batch_sharding(mesh))
+        return batch
 
     return state, train_step, device_batch
+
+
+def _packed_batches(
+    make_batch: Callable[[np.ndarray], dict[str, np.ndarray]], mesh: Any
+) -> Callable[[np.ndarray], dict[str, Any]]:
+    """make_batch with the batch's rows packed under "packing" (train.pack; the losses read
+    it, rlr.packing.pack_minibatch). One process only: packing sees the whole batch."""
+    if jax.process_count() > 1:
+        raise ValueError("train.pack runs on one host; unset it for a multi-process run")
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape.get("fsdp", 1)
+
+    def packed(indices: np.ndarray) -> dict[str, Any]:
+        batch = make_batch(indices)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return {**batch, "packing": pack_minibatch(ids, mask, shards=shards)}
+
+    return packed
 
 
 def _resume(

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from rlr.continuous_sampling import ContinuousSampler
 from rlr.data.segmentation import pad_id_of, unique_token_ids
 from rlr.sampling import Sampler
 from rlr.training.batching import encode_prompts, map_in_batches
@@ -42,37 +43,42 @@ def make_sampler(
     top_p: float = 1.0,
     compact: bool = True,
     min_rows: int = 8,
-) -> Sampler:
-    """A jitted Sampler for `model` that pads with the tokenizer's pad id and stops at every
+    decode_slots: int | None = None,
+) -> Sampler | ContinuousSampler:
+    """A jitted sampler for `model` that pads with the tokenizer's pad id and stops at every
     EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy. compact=True decodes
     only the unfinished rows once they fit a smaller batch (down to `min_rows`; the same
-    tokens, see rlr.sampling.sample); False runs every row until the longest one ends.
+    tokens, see rlr.sampling.sample); False runs every row until the longest one ends. With
+    `decode_slots`, a ContinuousSampler of that many slots (continuous batching; the same
+    tokens again) instead, and `compact` is not read.
 
     `tokenizer` None (rlr plan's build from shapes, which may run without the tokenizer):
     pad id 0 and EOS id 0; ids change no shape, so the program's memory is the same."""
-    return Sampler(
-        model,
+    ids = dict(
         max_new_tokens=max_new_tokens,
         eos_id=(0,) if tokenizer is None else eos_ids_of(tokenizer, model),
         pad_id=0 if tokenizer is None else pad_id_of(tokenizer),
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        compact=compact,
-        min_rows=min_rows,
     )
+    if decode_slots is not None:
+        return ContinuousSampler(model, slots=decode_slots, **ids)
+    return Sampler(model, compact=compact, min_rows=min_rows, **ids)
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
     """What a sampler draws with: up to T = max_new_tokens tokens a row, at `temperature` (0:
-    greedy), filtered by top_k / top_p (0 / 1.0: off), compacting rows (`compact`) or not."""
+    greedy), filtered by top_k / top_p (0 / 1.0: off), compacting rows (`compact`) or not, or
+    through `decode_slots` decode slots (continuous batching; None: a batch sampler)."""
 
     max_new_tokens: int
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     compact: bool = True
+    decode_slots: int | None = None
 
 
 def rollout_settings(rollout: Any, *, temperature: float | None = None) -> SamplingSettings:
@@ -83,11 +89,14 @@ def rollout_settings(rollout: Any, *, temperature: float | None = None) -> Sampl
         temperature=rollout.temperature if temperature is None else temperature,
         top_k=rollout.top_k,
         top_p=rollout.top_p,
-        compact=rollout.compact_rows,
+        compact=rollout.compacting,
+        decode_slots=rollout.decode_slots,
     )
 
 
-def sampler_for(model: Any, tokenizer: Any | None, settings: SamplingSettings) -> Sampler:
+def sampler_for(
+    model: Any, tokenizer: Any | None, settings: SamplingSettings
+) -> Sampler | ContinuousSampler:
     """The sampler of `model` with `settings`: the one place a command makes its sampler
     (`make_sampler`'s pad and EOS ids)."""
     return make_sampler(model, tokenizer, **dataclasses.asdict(settings))

@@ -26,6 +26,7 @@ import numpy as np
 from rlr import sharding
 from rlr.config_loading import dump_config, to_dict
 from rlr.data.prompts import build_prompt
+from rlr.packing import PackedRows, pack_minibatch
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
 from rlr.training.checkpoint import Checkpointer, run_directory
@@ -54,6 +55,14 @@ class PPOTrainer:
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
+        for key, on in (
+            ("ppo.pack", config.ppo.pack),
+            ("rollout.decode_slots", config.rollout.decode_slots),
+        ):
+            if on and jax.process_count() > 1:
+                raise ValueError(
+                    f"{key} runs on one host; unset it for this {jax.process_count()}-process run"
+                )
         data = config.data  # read first: a bad data file fails before any network loads
         self.train_problems = loading.load_problems(data.train, data.format, what="data.train")
         self.test_problems = []
@@ -309,6 +318,15 @@ class PPOTrainer:
         size = self.config.rollout.chunk_rows or B
         return [(start, start + size) for start in range(0, B, size)]
 
+    def _packed(self, batch: ppo_core.Experience) -> PackedRows:
+        """The minibatch's rows packed (ppo.pack; rlr.packing.pack_minibatch), batch-sharded."""
+        packed = pack_minibatch(
+            np.asarray(batch.input_ids),
+            np.asarray(batch.attention_mask),
+            shards=self.mesh.shape["data"] * self.mesh.shape["fsdp"],
+        )
+        return jax.device_put(packed, sharding.batch_sharding(self.mesh))
+
     def iteration(self, iteration: int, grader: Any) -> dict[str, Any]:
         """One full PPO iteration; returns its metrics (and a few sample texts)."""
         cfg = self.config
@@ -341,6 +359,8 @@ class PPOTrainer:
             order = jax.random.permutation(jax.random.fold_in(key, epoch), B)
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
+                if cfg.ppo.pack:
+                    batch = batch._replace(packing=self._packed(batch))
                 self.state, step_metrics = self.setup.update(
                     self.state, batch, *self.setup.update_bases(self.frozen)
                 )

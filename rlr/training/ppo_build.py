@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 import rlr
 from rlr import sharding
+from rlr.continuous_sampling import ContinuousSampler
 from rlr.models import DecoderForTokenClassification, init_params
 from rlr.models.architecture import LoraConfig
 from rlr.models.lora import count_adapter_params, split_adapters
@@ -74,7 +75,7 @@ class PPOSetup:
     frozen: dict[str, Any]  # {"reference", "prm"?, "orm"?}
     state_shardings: TrainState
     frozen_shardings: dict[str, Any]
-    sampler: Sampler  # the rollout's: rollout_settings(config.rollout), the policy's module
+    sampler: Sampler | ContinuousSampler  # rollout_settings(config.rollout), the policy's module
     score: Callable[..., Any]
     experience: Callable[..., Any]
     update: Callable[..., Any]

@@ -36,6 +36,7 @@ from rlr.losses import (
     ppo_value_loss,
 )
 from rlr.models.lora import merge_adapters, split_adapters
+from rlr.packing import PackedRows
 from rlr.process_designs import (
     min_form_returns,
     prime_advantages,
@@ -109,6 +110,9 @@ class Experience(NamedTuple):
     returns: jax.Array  # [B, T]
     # [B] success after truncation: the implicit PRM's training label (PRIME); None without one
     labels: jax.Array | None = None
+    # The minibatch's rows packed (ppo.pack; rlr.packing.pack_rows of input_ids and
+    # attention_mask): the networks then read the packed rows. None: the padded rows.
+    packing: PackedRows | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -762,6 +766,7 @@ def ppo_loss(
         attn,
         T=T,
         temperature=temperature,
+        packing=batch.packing,
     )
     logp = readout.logprobs
     policy_loss, policy_metrics = ppo_policy_loss(
@@ -807,7 +812,12 @@ def _value_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The critic's clipped value loss on a minibatch (ppo_value_loss) and its metrics."""
     values = critic_values(
-        module, params, batch.input_ids, batch.attention_mask, T=batch.response_mask.shape[1]
+        module,
+        params,
+        batch.input_ids,
+        batch.attention_mask,
+        T=batch.response_mask.shape[1],
+        packing=batch.packing,
     )
     loss, metrics = ppo_value_loss(
         values, batch.old_values, batch.returns, batch.response_mask, clip_eps=clip_eps
@@ -829,6 +839,7 @@ def _implicit_prm_loss(
         batch.attention_mask,
         T=mask.shape[1],
         temperature=temperature,
+        packing=batch.packing,
     ).logprobs
     loss = prime_implicit_prm_loss(logp, batch.ref_logp, mask, batch.labels, beta=beta)
     z = jnp.sum((logp - batch.ref_logp) * mask, axis=1)

@@ -80,9 +80,12 @@ def prm_loss(
     """Step-level BCE at each step's last token (the reading of readouts.prm_step_scores).
 
     batch: input_ids [B, S], attention_mask [B, S], step_end [B, K], step_mask [B, K],
-    targets [B, K] in [0, 1]; S = P + T with T = response_len.
+    targets [B, K] in [0, 1]; S = P + T with T = response_len; with train.pack also
+    "packing", the rows packed (rlr.packing), which the model then reads.
     """
-    token_logits = readouts.score_logits(model, params, batch["input_ids"], batch["attention_mask"])
+    token_logits = readouts.score_logits(
+        model, params, batch["input_ids"], batch["attention_mask"], packing=batch.get("packing")
+    )
     logits = readouts.step_logits(token_logits, batch["step_end"], T=response_len)
     loss = masked_bce(logits, batch["targets"], batch["step_mask"])
     return loss, {"bce": loss, **_binary_metrics(logits, batch["targets"], batch["step_mask"])}
@@ -98,10 +101,13 @@ def orm_loss(
     """Solution-level BCE at the last response token (the reading of readouts.orm_scores).
 
     batch: input_ids [B, S], attention_mask [B, S], response_mask [B, T], targets [B] in
-    [0, 1] (1: the solution is correct); S = P + T with T = response_len.
+    [0, 1] (1: the solution is correct); S = P + T with T = response_len; "packing" as
+    prm_loss.
     """
     chex.assert_axis_dimension(batch["response_mask"], 1, response_len)
-    token_logits = readouts.score_logits(model, params, batch["input_ids"], batch["attention_mask"])
+    token_logits = readouts.score_logits(
+        model, params, batch["input_ids"], batch["attention_mask"], packing=batch.get("packing")
+    )
     logits = readouts.outcome_logits(token_logits, batch["response_mask"])
     ones = jnp.ones_like(logits)
     loss = masked_bce(logits, batch["targets"], ones)

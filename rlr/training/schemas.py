@@ -406,8 +406,13 @@ class RolloutSpec:
     # batch so that the KV cache and the [rows, T, V] logits fit in device memory.
     chunk_rows: int | None = None
     # Decode only the unfinished rows once they fit a smaller batch (rlr.sampling.sample's
-    # `compact`); False runs every row until the longest response ends.
-    compact_rows: bool = True
+    # `compact`); False runs every row until the longest response ends. null: true, unless
+    # decode_slots is set (continuous batching refills rows instead of compacting them).
+    compact_rows: bool | None = None
+    # Continuous batching (rlr.continuous_sampling): a sampler call's C rows (chunk_rows, or
+    # the batch) go through this many decode slots, each slot taking the next waiting prompt
+    # as soon as its row ends; the same tokens as the batch sampler. null: off. One process.
+    decode_slots: int | None = None
     # DAPO's dynamic sampling (critic-free algorithms only): drop each prompt's group whose
     # successes are all equal (all right or all wrong: no advantage) and sample further rounds
     # of prompts_per_iteration prompts until the batch holds prompts_per_iteration informative
@@ -424,8 +429,24 @@ class RolloutSpec:
     def batch_size(self) -> int:
         return self.prompts_per_iteration * self.samples_per_prompt
 
+    @property
+    def compacting(self) -> bool:
+        """Whether the batch sampler compacts finished rows (compact_rows, null: true)."""
+        return self.compact_rows is not False and self.decode_slots is None
+
     def __post_init__(self):
         require(self.prompts_per_iteration >= 1, "rollout.prompts_per_iteration must be >= 1")
+        rows = self.chunk_rows or self.batch_size
+        require(
+            self.decode_slots is None or 1 <= self.decode_slots <= rows,
+            f"rollout.decode_slots must be in [1, {rows}] (the rows of one sampler call: "
+            f"rollout.chunk_rows, or the batch); got {self.decode_slots}",
+        )
+        require(
+            self.decode_slots is None or self.compact_rows is None,
+            "rollout.compact_rows: continuous batching (rollout.decode_slots) refills the slots "
+            "of ended rows instead of compacting them; remove compact_rows",
+        )
         require(self.samples_per_prompt >= 1, "rollout.samples_per_prompt must be >= 1")
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
         require(self.temperature > 0, "rollout.temperature must be > 0 for PPO sampling")
@@ -510,6 +531,10 @@ class PPOSpec:
     # critic_init=policy, the PRM / ORM for prm / orm), the adapters and the score head train
     # (docs/design.md, "LoRA"); null: the critic trains every weight of its own copy.
     critic_lora: CriticLoRASpec | None = None
+    # Pack each minibatch's rows for the update (rlr.packing: the real tokens of several rows
+    # side by side in one row, attention kept within each): the same update up to float
+    # rounding, on fewer row-positions when responses vary in length. One process only.
+    pack: bool = False
 
     def __post_init__(self):
         require(
@@ -849,6 +874,10 @@ class SupervisedSpec:
     max_reasoning_steps: int | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # Pack each batch's rows (rlr.packing: the real tokens of several rows side by side in
+    # one row, attention kept within each): the same step up to float rounding, on fewer
+    # row-positions when solutions vary in length. One process only.
+    pack: bool = False
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
         "max_steps": "train.max_reasoning_steps (train.steps counts optimizer steps)"

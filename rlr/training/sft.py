@@ -62,11 +62,13 @@ def make_sft_loss_fn(
     model: nn.Module, *, response_len: int
 ) -> Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]:
     """`loss_fn(params, batch)` for make_train_step over a batch of encode_rows arrays
-    (input_ids [B, S], attention_mask [B, S], response_mask [B, T] with T = response_len)."""
+    (input_ids [B, S], attention_mask [B, S], response_mask [B, T] with T = response_len;
+    with train.pack also "packing", the rows packed, which the policy then reads)."""
 
     def loss_fn(params, batch):
         ids, attn = batch["input_ids"], batch["attention_mask"]
-        readout = policy_readout(model, params, ids, attn, T=response_len)
+        packing = batch.get("packing")
+        readout = policy_readout(model, params, ids, attn, T=response_len, packing=packing)
         tokens = ids[:, ids.shape[1] - response_len :]
         return sft_loss(readout.logprobs, readout.argmax, tokens, batch["response_mask"])
 
