@@ -189,8 +189,8 @@ def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None
     for name, seconds in times.items():
         print(
             f"  B={batch:3d} {name:17s} {useful / median(seconds):7.0f} useful tok/s, call "
-            f"{summary(seconds, unit='s', digits=2)}, continuous is "
-            f"{median(seconds) / base:.2f}x faster",
+            f"{summary(seconds, unit='s', digits=2)}, continuous runs "
+            f"{median(seconds) / base:.2f}x this speed",
             flush=True,
         )
 

@@ -85,7 +85,8 @@ def update_runners(algorithm: str, batch: ppo_core.Experience):
         ),
         donate_argnums=0,
     )
-    states = {"padded": init_train_state(params, tx), "packed": init_train_state(params, tx)}
+    fresh = lambda: init_train_state(jax.tree.map(jnp.copy, params), tx)  # noqa: E731 (donated)
+    states = {"padded": fresh(), "packed": fresh()}
     ids, mask = np.asarray(batch.input_ids), np.asarray(batch.attention_mask)
 
     def run(kind):

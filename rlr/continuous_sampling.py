@@ -6,9 +6,10 @@ next batch's prompts wait. `ContinuousSampler` instead keeps S slots busy over a
 N >= S prompts: when at least R slots (`refill_rows`) are free and prompts wait, the next R
 prompts are prefilled into those slots (their KV cache rows reset) and decoding goes on.
 
-Two jitted programs per prompt width P: `admit` (prefill R prompts into R given slots and draw
-their first tokens) and `decode` (step every slot until R slots are free, or, with no prompt
-left, until every row ended). The host loop between them reads only the slots' done flags.
+Three jitted programs per (N, P): `admit` (prefill R prompts into R given slots and draw their
+first tokens), `decode` (step every slot until R slots are free) and, once no prompt waits,
+`drain` (decode the last rows to their ends, compacting them into smaller static sizes as
+`rlr.sampling.sample` does). The host loop between them reads only the slots' done flags.
 
 Each slot carries its own step t and its own KV write slot (`KVCache.index` [S]), so rows at
 different steps share one decode call. Row b's token at step t is drawn with
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlr.models.decoder import KVCache, default_positions, init_cache
-from rlr.sampling import SampleOutput, draw_tokens, row_keys
+from rlr.sampling import SampleOutput, compaction_sizes, draw_tokens, row_keys
 
 
 class SlotState(NamedTuple):
@@ -168,47 +169,70 @@ def admit(
     )
 
 
+def _step(model: nn.Module, params: Any, s: SlotState, key: chex.PRNGKey, **emit: Any) -> SlotState:
+    """One token of every slot: slot s feeds its previous token at position start + t - 1 and
+    writes its key and value to cache slot P + t - 1 (its own `KVCache.index`)."""
+    prompt_len = s.cache.key_mask.shape[1] - s.tokens.shape[1]
+    cache = s.cache._replace(index=prompt_len + jnp.maximum(s.t - 1, 0))
+    logits, cache = model.apply(
+        {"params": params},
+        s.previous[:, None],
+        positions=(s.start + s.t - 1)[:, None],
+        cache=cache,
+    )
+    every_slot = jnp.arange(s.t.shape[0], dtype=jnp.int32)
+    return _emit(s._replace(cache=cache), logits[:, 0], every_slot, key=key, **emit)
+
+
 def decode(
     model: nn.Module,
     params: Any,
     state: SlotState,
     key: chex.PRNGKey,
     refill_at: chex.Array,  # [] int32: stop once this many slots are free
-    *,
-    draw: Any,
-    temperature: float,
-    eos_ids: jax.Array,
+    **emit: Any,  # draw, temperature, eos_ids
 ) -> SlotState:
-    """Steps every slot (one token each) while a row is running and fewer than `refill_at`
-    slots are free. Slot s feeds its previous token at position start + t - 1 and writes its
-    key and value to cache slot P + t - 1 (its own `KVCache.index`)."""
-    num_slots = state.t.shape[0]
-    prompt_len = state.cache.key_mask.shape[1] - state.tokens.shape[1]
-    every_slot = jnp.arange(num_slots, dtype=jnp.int32)
+    """Steps every slot (one token each, `_step`) while a row is running and fewer than
+    `refill_at` slots are free."""
 
     def running(s: SlotState) -> jax.Array:
         return jnp.any(~s.done) & (jnp.sum(s.done) < refill_at)
 
-    def step(s: SlotState) -> SlotState:
-        cache = s.cache._replace(index=prompt_len + jnp.maximum(s.t - 1, 0))
-        logits, cache = model.apply(
-            {"params": params},
-            s.previous[:, None],
-            positions=(s.start + s.t - 1)[:, None],
-            cache=cache,
-        )
-        s = s._replace(cache=cache)
-        return _emit(
-            s,
-            logits[:, 0],
-            every_slot,
-            key=key,
-            draw=draw,
-            temperature=temperature,
-            eos_ids=eos_ids,
-        )
+    return jax.lax.while_loop(running, lambda s: _step(model, params, s, key, **emit), state)
 
-    return jax.lax.while_loop(running, step, state)
+
+def drain(
+    model: nn.Module,
+    params: Any,
+    state: SlotState,
+    key: chex.PRNGKey,
+    *,
+    min_rows: int = 8,
+    **emit: Any,  # draw, temperature, eos_ids
+) -> SlotState:
+    """Decodes the last rows to their ends once no prompt waits, compacting as
+    `rlr.sampling.sample` does: at each size of `compaction_sizes(S)` the loop runs while more
+    rows are live than the next size holds, then the live slots are gathered into the next."""
+    sizes = compaction_sizes(state.t.shape[0], min_rows=min_rows)
+    for i, size in enumerate(sizes):
+        if i:
+            order = jnp.argsort(state.done, stable=True)[:size]
+            state = state._replace(
+                t=state.t[order],
+                previous=state.previous[order],
+                done=state.done[order],
+                rows=state.rows[order],
+                start=state.start[order],
+                budget=state.budget[order],
+                cache=state.cache.take_rows(order),
+            )
+        following = sizes[i + 1] if i + 1 < len(sizes) else 0
+        state = jax.lax.while_loop(
+            lambda s, limit=following: jnp.sum(~s.done) > limit,
+            lambda s: _step(model, params, s, key, **emit),
+            state,
+        )
+    return state
 
 
 class ContinuousSampler:
@@ -218,9 +242,9 @@ class ContinuousSampler:
 
     `refill_rows` (R, default max(1, slots // 8)) is how many prompts one prefill admits: the
     decode program runs until R slots are free, then the next R prompts are prefilled. A
-    smaller R keeps slots busier at the cost of more, smaller prefills. Compiles one `admit`
-    and one `decode` program per (N, P) (`traces` counts them). Single-process only: the host
-    gathers each admitted prompt from the [N, P] batch.
+    smaller R keeps slots busier at the cost of more, smaller prefills. Compiles one `admit`,
+    one `decode` and one `drain` program per (N, P) (`traces` counts them). Single-process
+    only: the host gathers each admitted prompt from the [N, P] batch.
     """
 
     def __init__(
@@ -266,6 +290,7 @@ class ContinuousSampler:
 
         self._admit = jax.jit(counted(admit), donate_argnums=(1,))
         self._decode = jax.jit(counted(decode), donate_argnums=(1,))
+        self._drain = jax.jit(counted(drain), donate_argnums=(1,))
         self._empty = jax.jit(
             functools.partial(
                 empty_slots,
@@ -317,10 +342,10 @@ class ContinuousSampler:
                     )
                     waiting, free = waiting + take, free[take:]
             left = num - waiting
-            refill_at = min(R, left) if left else S + 1
-            state = self._decode(params, state, key, np.int32(refill_at))
-            if not left:
+            if not left:  # the last rows: compact them as they end
+                state = self._drain(params, state, key)
                 break
+            state = self._decode(params, state, key, np.int32(min(R, left)))
         return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=state.mask)
 
     def lower(

@@ -96,13 +96,13 @@ def test_a_prompts_tokens_do_not_depend_on_its_slot_or_neighbours(lm, queue):
     assert not np.array_equal(np.asarray(moved.tokens), np.asarray(full.tokens))
 
 
-def test_compiles_one_admit_and_one_decode_program(lm, queue):
+def test_compiles_one_admit_one_decode_and_one_drain_program(lm, queue):
     model, params = lm
     ids, mask, budget = queue
     sampler = continuous(model, 1.0, 4, 2)
     for seed in range(3):
         sampler(params, ids, mask, jax.random.key(seed), budget)
-    assert sampler.traces == 2
+    assert sampler.traces == 3  # admit, decode, drain
 
 
 def test_bad_settings_are_errors(lm):
