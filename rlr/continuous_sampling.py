@@ -290,7 +290,9 @@ class ContinuousSampler:
 
         self._admit = jax.jit(counted(admit), donate_argnums=(1,))
         self._decode = jax.jit(counted(decode), donate_argnums=(1,))
-        self._drain = jax.jit(counted(drain), donate_argnums=(1,))
+        # Not donated: compaction gathers the slots into smaller arrays, so XLA could reuse
+        # none of the state's buffers but the outputs (and would warn about the rest).
+        self._drain = jax.jit(counted(drain))
         self._empty = jax.jit(
             functools.partial(
                 empty_slots,

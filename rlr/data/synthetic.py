@@ -405,20 +405,13 @@ def make_datasets(
       filler labels change no other record: the same seed gives the same problems and
       solutions either way.
     """
-    _check_fractions(
-        sft_filler_fraction=sft_filler_fraction,
-        sft_slip_fraction=sft_slip_fraction,
-        sft_misread_fraction=sft_misread_fraction,
-        prm_misread_fraction=prm_misread_fraction,
-        prm_corrupt_fraction=prm_corrupt_fraction,
-        prm_filler_fraction=prm_filler_fraction,
-    )
-    knobs = dict(
-        min_operations=min_operations,
-        max_operations=max_operations,
-        max_digits=max_digits,
-        operations=operations,
-    )
+    fractions = dict(sft_filler_fraction=sft_filler_fraction, sft_slip_fraction=sft_slip_fraction)
+    fractions.update(sft_misread_fraction=sft_misread_fraction)
+    fractions.update(prm_misread_fraction=prm_misread_fraction)
+    fractions.update(prm_corrupt_fraction=prm_corrupt_fraction)
+    _check_fractions(**fractions, prm_filler_fraction=prm_filler_fraction)
+    knobs = dict(min_operations=min_operations, max_operations=max_operations)
+    knobs.update(max_digits=max_digits, operations=operations)
     train, test = _train_and_test_problems(num_train, num_test, seed, **knobs)
     rng, slip_rng, misread_rng = (np.random.default_rng([seed, k]) for k in (7, 13, 17))
     sft = _sft_records(

@@ -283,15 +283,11 @@ def build_experience(
     _check_experience_options(rollout, scored, reward, algorithm, truncation, value_stats)
     mask = rollout.response_mask
     success, orm_score = _graded_outcomes(rollout, scored, truncation)
+    prime = dict(
+        implicit_prm_beta=implicit_prm_beta, implicit_prm_normalization=implicit_prm_normalization
+    )
     rewards = _rollout_token_rewards(
-        rollout,
-        scored,
-        reward,
-        success,
-        orm_score,
-        kl_in_loss,
-        implicit_prm_beta=implicit_prm_beta,
-        implicit_prm_normalization=implicit_prm_normalization,
+        rollout, scored, reward, success, orm_score, kl_in_loss, **prime
     )
     overlong = None
     if overlong_buffer is not None:  # DAPO: a length penalty joins the outcome reward
@@ -300,16 +296,10 @@ def build_experience(
         )
     gae, keep = None, None
     if ALGORITHM_DEFAULTS[algorithm].critic:
+        critic_settings = dict(gamma=gamma, lam=lam, whiten=whiten_advantages)
+        critic_settings.update(value_stats=value_stats, value_norm_beta=value_norm_beta)
         gae = _critic_advantages(
-            rollout,
-            scored,
-            rewards.total,
-            truncation=truncation,
-            gamma=gamma,
-            lam=lam,
-            whiten=whiten_advantages,
-            value_stats=value_stats,
-            value_norm_beta=value_norm_beta,
+            rollout, scored, rewards.total, truncation=truncation, **critic_settings
         )
         advantages, targets = gae.advantages, gae.targets
     else:
@@ -323,15 +313,10 @@ def build_experience(
         rollout, scored, rewards, advantages, loss_mask, success, keep, overlong, gae
     )
     experience = Experience(
-        rollout.input_ids,
-        rollout.attention_mask,
-        loss_mask,
-        scored.old_logp,
-        scored.ref_logp,
-        scored.old_values,
-        advantages * loss_mask,
-        targets * loss_mask,
-        success if _uses_prime(reward) else None,
+        *(rollout.input_ids, rollout.attention_mask, loss_mask),
+        *(scored.old_logp, scored.ref_logp, scored.old_values),
+        *(advantages * loss_mask, targets * loss_mask),
+        labels=success if _uses_prime(reward) else None,
     )
     if value_stats is not None:
         return experience, metrics, gae.value_stats
