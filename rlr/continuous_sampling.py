@@ -30,8 +30,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlr.models.decoder import KVCache, default_positions, init_cache
-from rlr.sampling import SampleOutput, compaction_sizes, draw_tokens, row_keys
+from rlr.models.decoder import KVCache, init_cache
+from rlr.sampling import (
+    SampleOutput,
+    compaction_sizes,
+    draw_tokens,
+    draw_with_logprobs,
+    keep_live_rows,
+    prefill,
+    row_keys,
+)
+
+_SLOT_FIELDS = ("t", "previous", "done", "rows", "start", "budget")  # SlotState's [S]
 
 
 class SlotState(NamedTuple):
@@ -94,9 +104,8 @@ def _emit(
     rows = state.rows.at[select].get(mode="fill", fill_value=num_prompts)
     done = state.done.at[select].get(mode="fill", fill_value=True)
     budget = state.budget.at[select].get(mode="fill", fill_value=0)
-    token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
-    scaled = logits / temperature if temperature > 0 else logits
-    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+    keys = row_keys(key, rows, t) if temperature > 0 else key
+    token, logp = draw_with_logprobs(logits, keys, draw=draw, temperature=temperature)
     emitted = ~done
     out_row = jnp.where(emitted, rows, num_prompts)  # rows that ended write nothing
     column = jnp.minimum(t, steps - 1)
@@ -137,13 +146,7 @@ def admit(
     prompt_len = prompt_ids.shape[1]
     prompt_mask = prompt_mask.astype(jnp.int32)
     fresh = init_cache(model.config, prompt_mask, dtype=state.cache.keys.dtype)
-    logits, fresh = model.apply(
-        {"params": params},
-        prompt_ids.astype(jnp.int32),
-        positions=default_positions(prompt_mask),
-        cache=fresh,
-        last_only=True,
-    )
+    logits, fresh = prefill(model, params, prompt_ids, prompt_mask, fresh)
     cache = state.cache
     visible = jnp.concatenate(
         [prompt_mask, jnp.ones((len(rows), cache.key_mask.shape[1] - prompt_len), jnp.int32)], 1
@@ -216,16 +219,7 @@ def drain(
     sizes = compaction_sizes(state.t.shape[0], min_rows=min_rows)
     for i, size in enumerate(sizes):
         if i:
-            order = jnp.argsort(state.done, stable=True)[:size]
-            state = state._replace(
-                t=state.t[order],
-                previous=state.previous[order],
-                done=state.done[order],
-                rows=state.rows[order],
-                start=state.start[order],
-                budget=state.budget[order],
-                cache=state.cache.take_rows(order),
-            )
+            state = keep_live_rows(state, size, _SLOT_FIELDS)
         following = sizes[i + 1] if i + 1 < len(sizes) else 0
         state = jax.lax.while_loop(
             lambda s, limit=following: jnp.sum(~s.done) > limit,

@@ -133,6 +133,9 @@ def compaction_sizes(batch: int, *, min_rows: int = 8, shards: int = 1) -> tuple
         sizes.append(size)
 
 
+_ROW_FIELDS = ("previous", "done", "rows", "start", "budget")  # _Decoding's [b] fields
+
+
 class _Decoding(NamedTuple):
     """The decode loop's state: b rows of the batch (b <= B) and the [B, T] outputs."""
 
@@ -222,7 +225,7 @@ def sample(
     else:
         for i, size in enumerate(sizes):
             if i:
-                state = _keep_rows(state, size)
+                state = keep_live_rows(state, size, _ROW_FIELDS)
             following = sizes[i + 1] if i + 1 < len(sizes) else 0
             state = jax.lax.while_loop(live_above(following), body, state)
     return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=state.mask)
@@ -255,13 +258,7 @@ def _prefill(
     budget = jnp.asarray(budget, jnp.int32)
     key_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps), jnp.int32)], axis=1)
     cache = init_cache(model.config, key_mask, dtype=model.dtype)
-    logits, cache = model.apply(
-        {"params": params},
-        prompt_ids.astype(jnp.int32),
-        positions=default_positions(prompt_mask),
-        cache=cache,
-        last_only=True,
-    )
+    logits, cache = prefill(model, params, prompt_ids, prompt_mask, cache)
     state = _Decoding(
         t=jnp.int32(0),
         previous=jnp.zeros((batch,), jnp.int32),
@@ -277,6 +274,45 @@ def _prefill(
     return state, logits[:, 0]
 
 
+def prefill(
+    model: nn.Module,
+    params: Any,
+    prompt_ids: jax.Array,  # [B, P] left-padded
+    prompt_mask: jax.Array,  # [B, P]
+    cache: Any,  # KVCache of B rows, index 0
+) -> tuple[jax.Array, Any]:  # logits [B, 1, V] at the last prompt position, the cache
+    """Runs the prompts into the cache's first P slots (RoPE positions cumsum(mask) - 1)."""
+    return model.apply(
+        {"params": params},
+        prompt_ids.astype(jnp.int32),
+        positions=default_positions(prompt_mask),
+        cache=cache,
+        last_only=True,
+    )
+
+
+def draw_with_logprobs(
+    logits: jax.Array,  # [b, V]
+    keys: jax.Array,  # [b] row keys (`row_keys`), or one key when greedy
+    *,
+    draw: Any,  # draw_tokens with the sampling settings bound
+    temperature: float,
+) -> tuple[jax.Array, jax.Array]:  # token [b] int32, log-prob [b] f32
+    """Each row's token and its log-prob under softmax(logits / temperature) (greedy: 1)."""
+    token = draw(logits, keys)
+    scaled = logits / temperature if temperature > 0 else logits
+    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+    return token, logp
+
+
+def keep_live_rows(state: Any, size: int, fields: Sequence[str]) -> Any:
+    """The first `size` rows of a decode state by (finished, index), every live row when
+    `size` holds them: each [b] field in `fields` and the cache (`KVCache.take_rows`)."""
+    order = jnp.argsort(state.done, stable=True)[:size]
+    rows = {name: getattr(state, name)[order] for name in fields}
+    return state._replace(**rows, cache=state.cache.take_rows(order))
+
+
 def _emit(
     state: _Decoding,
     logits: jax.Array,  # [b, V] the next-token logits of the state's b rows
@@ -290,9 +326,8 @@ def _emit(
     """Draws step t's token of every row and writes it to the [B, T] outputs at the rows'
     original indices (pad, log-prob 0 and mask 0 for rows that already ended)."""
     t, rows, done = state.t, state.rows, state.done
-    token = draw(logits, row_keys(key, rows, t) if temperature > 0 else key)
-    scaled = logits / temperature if temperature > 0 else logits
-    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+    keys = row_keys(key, rows, t) if temperature > 0 else key
+    token, logp = draw_with_logprobs(logits, keys, draw=draw, temperature=temperature)
     emitted = ~done
     write = dict(mode="promise_in_bounds", unique_indices=True)
     return state._replace(
@@ -302,19 +337,6 @@ def _emit(
         tokens=state.tokens.at[rows, t].set(jnp.where(emitted, token, pad_id), **write),
         logprobs=state.logprobs.at[rows, t].set(jnp.where(emitted, logp, 0.0), **write),
         mask=state.mask.at[rows, t].set(emitted.astype(jnp.int32), **write),
-    )
-
-
-def _keep_rows(state: _Decoding, size: int) -> _Decoding:
-    """The first `size` rows by (finished, index): every live row when `size` holds them."""
-    order = jnp.argsort(state.done, stable=True)[:size]
-    return state._replace(
-        previous=state.previous[order],
-        done=state.done[order],
-        rows=state.rows[order],
-        start=state.start[order],
-        budget=state.budget[order],
-        cache=state.cache.take_rows(order),
     )
 
 
