@@ -234,6 +234,29 @@ def test_the_layers_below_training_import_nothing_from_it():
         assert not upward, (module, upward)
 
 
+LONG_MODULE_LINES, LONG_FUNCTION_LINES = 600, 80
+
+
+def test_long_modules_say_why_and_no_function_runs_past_80_lines():
+    """A module over 600 lines carries a "Why one module" paragraph in its docstring; no
+    function or method in rlr/ is longer than 80 lines."""
+    package = pathlib.Path(cli.__file__).parent
+    unexplained, long_functions = [], []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        if len(source.splitlines()) > LONG_MODULE_LINES:
+            if "Why one module" not in (ast.get_docstring(tree) or ""):
+                unexplained.append(str(path.relative_to(package)))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONG_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(package)}:{node.name} ({lines})")
+    assert not unexplained, f"modules over {LONG_MODULE_LINES} lines, no reason: {unexplained}"
+    assert not long_functions, f"functions over {LONG_FUNCTION_LINES} lines: {long_functions}"
+
+
 def test_the_command_line_layer_stays_light():
     light = ("rlr.cli", "rlr.commands", "rlr.config_loading", "rlr.configs", "rlr.training.schemas")
     for module in (*light, "rlr.reproduce", "rlr.reproduce.schemas"):

@@ -19,6 +19,10 @@ Attention is causal over cache slots (column index of the input, or cache slot d
 decoding) and masks padded keys, so left- and right-padded rows both work; positions for RoPE
 default to cumsum(mask) - 1, which makes a padded row's real tokens see the same positions as
 the unpadded row.
+
+Why one module (over 600 lines): the families, the KV cache, the LoRA projections, the stacked
+layers and the heads all shape one forward pass; each piece is short, and a reader follows a
+call from the heads down to attention in one file.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Scoring is one jitted program per (rows, length bucket, steps bucket): rows are 
 length and right-padded to a bucket (a quarter step of a power of two), so a few compilations
 serve any mix of solutions; with a mesh the parameters and rows are sharded by rlr.sharding's
 rules.
+
+Why one module (over 600 lines): each PRM format is a short class, and load_step_scorer picks
+one from a checkpoint's config; the supported formats sit side by side in one file.
 """
 
 from __future__ import annotations

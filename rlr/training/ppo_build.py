@@ -7,6 +7,10 @@ from shapes alone, every array a `jax.ShapeDtypeStruct` carrying its sharding (w
 same code, so the plan sizes exactly the networks the trainer loads (the policy, its frozen
 reference, the critic, and every configured PRM / ORM: they score every variant, as a
 diagnostic, even when the reward does not use them) and the sampler it decodes with.
+
+Why one module (over 600 lines): the real and the abstract build share every helper below;
+split apart, what `rlr plan` sizes and what `rlr ppo` loads could drift, which is what this
+module exists to prevent.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A rollout row is the prompt (left-padded to P) followed by the response (right-p
 `input_ids [B, S = P + T]`; rlr.readouts says at which column each network is read.
 Everything here is a function of (models, params, arrays) plus static settings, jitted with
 explicit shardings by rlr.training.ppo_build; nothing reads files.
+
+Why one module (over 600 lines): scoring, experience, the group advantages, the loss and the
+update are the stages of one jitted iteration; they share the Rollout / Scored / Experience
+types and their private helpers, and rlr.training.ppo_build jits them together.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ low_var_kl clamps at 10).
 This module imports only the standard library and rlr.config_loading, so the CLI can load, validate
 and print a config before anything heavy is imported. The config of `rlr reproduce` and its
 reward variants are in rlr.reproduce.schemas.
+
+Why one module (over 600 lines): PPOConfig's checks read the reward, rollout and PPO sections
+and the algorithm defaults together (a key the algorithm ignores is an error here), and the SFT
+and reward-model configs share the model, data, eval and LoRA sections; every key a YAML file
+may hold is in this one file, which the light command layer imports alone.
 """
 
 from __future__ import annotations
