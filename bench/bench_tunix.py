@@ -27,8 +27,14 @@ grpo / ppo: one iteration of rlr's PPOTrainer (ppo_cpu.yaml, algorithm=grpo / pp
   PPO: k1 KL in the reward, GAE (gamma = lambda = 1), value loss clipped at 0.2, old log-probs
   recomputed, critic = policy trunk + zeroed head (tunix ships none: built from its modules).
   tunix's train() runs all steps in one call: its `_run_global_step` is wrapped to run one rlr
-  iteration after each tunix step; its rollout / update are clocked around rl_cluster.generate
-  / update_actor (+ critic); "other" is the rest (grading, reference, values, advantages).
+  iteration after each tunix step; its rollout / scoring / update are clocked around
+  rl_cluster.generate / get_ref_per_token_logps, get_old_per_token_logps, get_values (blocked
+  until their arrays are ready: tunix dispatches them unread) / update_actor (+ critic); rlr's
+  from PPOTrainer.iteration's own timers (scoring: the frozen networks' and critic's passes and
+  the advantages); "other" is the rest (grading, the reward, advantages on tunix's side).
+  rlr runs without a PRM or ORM (prm=null orm=null): tunix has none to score rollouts with.
+  tunix samples each minibatch's prompts on their own (a global step is `--minibatches`
+  rollouts of 1 / minibatches of the rows, then an update on each); rlr samples all rows once.
 Not run on CPU: tunix's vLLM and SGLang-JAX rollout engines and Pallas splash attention
 (use_flash_attention) need a TPU or GPU; its "vanilla" rollout and XLA attention run here.
 
@@ -188,6 +194,8 @@ def rlr_trainer(root: pathlib.Path, args, algorithm: str):
         f"data.test={root / 'data' / 'problems_test.jsonl'}",
         f"algorithm={algorithm}",
         "reward.use_prm=false",  # the graded answer only, as tunix's reward function
+        "prm=null",  # and no PRM / ORM scoring the rollout as a diagnostic: tunix has none
+        "orm=null",
         f"reward.kl_coef={BETA}",
         f"rollout.prompts_per_iteration={args.prompts}",
         f"rollout.samples_per_prompt={GROUP}",
@@ -318,8 +326,8 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
         cluster, global_step = learner.rl_cluster, learner._run_global_step
 
         def clocked(name, fn):
-            def wrapper(*a, **kw):
-                seconds, out = timed(lambda: fn(*a, **kw))
+            def wrapper(*a, **kw):  # blocks: tunix returns the scoring passes' arrays unread
+                seconds, out = timed(lambda: jax.block_until_ready(fn(*a, **kw)))
                 phase[name] += seconds
                 if name == "rollout":
                     phase["tokens"] += sum(len(t) for t in out.tokens)
@@ -329,15 +337,17 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
 
         cluster.generate = clocked("rollout", cluster.generate)
         cluster.update_actor = clocked("update", cluster.update_actor)
+        for name in ("get_ref_per_token_logps", "get_old_per_token_logps", "get_values"):
+            setattr(cluster, name, clocked("scoring", getattr(cluster, name)))
         if algorithm == "ppo":
             cluster.update_critic = clocked("update", cluster.update_critic)
 
         def step_then_rlr(*a, **kw):
-            phase.update(rollout=0.0, update=0.0, tokens=0.0)
+            phase.update(rollout=0.0, scoring=0.0, update=0.0, tokens=0.0)
             phase["iteration"] = timed(lambda: global_step(*a, **kw))[0]
             times["tunix"].append(dict(phase))
             seconds, out = timed(lambda: trainer.iteration(len(times["rlr"]), grader))
-            ours = {k: float(out[f"time/{k}"]) for k in ("rollout", "update")}
+            ours = {k: float(out[f"time/{k}"]) for k in ("rollout", "scoring", "update")}
             tokens = float(out["response_length"]) * config.rollout.batch_size
             times["rlr"].append({"iteration": seconds, "tokens": tokens, **ours})
             print(f"round {len(times['rlr']) - 1}/{args.repeats} done", file=sys.stderr, flush=True)
@@ -354,8 +364,8 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
         f"{runs_line(args.repeats)}\n| phase | rlr | tunix | tunix / rlr |\n|---|---|---|---|"
     )
     for t in times["rlr"] + times["tunix"]:
-        t["other"] = t["iteration"] - t["rollout"] - t["update"]
-    for name in ("rollout", "update", "other", "iteration", "tokens"):
+        t["other"] = t["iteration"] - t["rollout"] - t["scoring"] - t["update"]
+    for name in ("rollout", "scoring", "update", "other", "iteration", "tokens"):
         ours, theirs = ([t[name] for t in times[k][1:]] for k in ("rlr", "tunix"))
         show = (lambda v: spread(v, digits=0)) if name == "tokens" else partial(summary, unit="s")
         print(f"| {name} | {show(ours)} | {show(theirs)} | {median(theirs) / median(ours):.2f}x |")
