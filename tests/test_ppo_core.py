@@ -330,7 +330,12 @@ EIGHT_DEVICES = textwrap.dedent(
         start = init_train_state(jax.tree.map(jnp.copy, trainable), tx)
         ref = jax.jit(iteration)(start, frozen, data)
 
-        for shape in [dict(data=8), dict(data=1, fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2)]:
+        # every mesh for ppo (policy and critic); the critic-free cases, whose networks are the
+        # same modules under the same rules, on one mesh that splits both weight axes each
+        split = dict(data=1, fsdp=4, tensor=2)
+        mixed = dict(data=2, fsdp=2, tensor=2)
+        shapes = {"ppo": [dict(data=8), split, mixed], "grpo": [split], "prime": [mixed]}
+        for shape in shapes[case]:
             mesh = sharding.make_mesh(**shape)
             scorer = models().critic
             abstract = jax.eval_shape(lambda: {"policy": m.policy.init(jax.random.key(0),
@@ -372,7 +377,7 @@ def test_sharded_ppo_update_matches_unsharded_on_eight_fake_devices():
         [sys.executable, "-c", EIGHT_DEVICES, here], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("ok") == 9, proc.stdout
+    assert proc.stdout.count("ok") == 5, proc.stdout
 
 
 def test_config_checks_the_truncation_value_norm_and_clip_options():

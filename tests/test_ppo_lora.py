@@ -358,7 +358,7 @@ SHARDED_LORA = textwrap.dedent(
     start = jax.tree.map(lambda x: (0.05 * rng.standard_normal(x.shape)).astype(x.dtype),
                          jax.device_get(setup.state.params))
     _, want, want_metrics = one_update(one, rollout, start)
-    for shape in (dict(data=8), dict(data=1, fsdp=4, tensor=2)):
+    for shape in (dict(data=1, fsdp=4, tensor=2),):  # data=8 splits rows only: test_ppo_core
         setup, state, metrics = one_update(sharding.make_mesh(**shape), rollout, start)
         # parameters, AdamW's moments (the gradients) and the update's metrics
         for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
@@ -401,8 +401,8 @@ SHARDED_LORA = textwrap.dedent(
 
 @pytest.mark.sharding
 def test_sharded_lora_update_matches_unsharded_on_eight_fake_devices(assets, tmp_path):
-    """A PPO update with adapters on the policy and the critic, on meshes data=8 and
-    fsdp=4 x tensor=2, equals the one-device update (parameters, AdamW moments and metrics to
+    """A PPO update with adapters on the policy and the critic, on a mesh of fsdp=4 x tensor=2,
+    equals the one-device update (parameters, AdamW moments and metrics to
     1e-5), and every adapter carries its kernel's shardings from the rules table."""
     here = str(pathlib.Path(__file__).parent)
     proc = subprocess.run(
@@ -412,7 +412,7 @@ def test_sharded_lora_update_matches_unsharded_on_eight_fake_devices(assets, tmp
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("ok") == 2, proc.stdout
+    assert proc.stdout.count("ok") == 1, proc.stdout
 
 
 def test_a_run_without_adapters_cannot_resume_a_lora_run(straight, assets):
