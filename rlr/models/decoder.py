@@ -27,6 +27,7 @@ call from the heads down to attention in one file.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import chex
@@ -932,7 +933,21 @@ def init_params(
     `shardings` (a pytree of Shardings shaped like the params) initialises every parameter
     directly into its shards, so no device holds the whole model.
     """
-    ids = jnp.zeros((batch, length), jnp.int32)
-    # Jitted: one compile is far cheaper than hundreds of eager initialiser dispatches.
-    init = jax.jit(lambda k: nn.meta.unbox(model.init(k, ids))["params"], out_shardings=shardings)
+    # Jitted: one compile is far cheaper than hundreds of eager initialiser dispatches. Modules
+    # are equal when their configs are, so without shardings one compiled init serves every
+    # equal module (a reference beside its policy, a PRM and an ORM of one shape).
+    if shardings is None:
+        try:
+            return _cached_init(key, model=model, batch=batch, length=length)
+        except TypeError:  # a module holding something unhashable
+            pass
+    init = jax.jit(partial(_init, model=model, batch=batch, length=length), out_shardings=shardings)
     return init(key)
+
+
+def _init(key: chex.PRNGKey, *, model: nn.Module, batch: int, length: int) -> dict[str, Any]:
+    ids = jnp.zeros((batch, length), jnp.int32)
+    return nn.meta.unbox(model.init(key, ids))["params"]
+
+
+_cached_init = jax.jit(_init, static_argnames=("model", "batch", "length"))
