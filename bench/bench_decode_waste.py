@@ -179,11 +179,15 @@ def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None
         )
     )
     for name, fn in fns.items():
-        print(f"  {name}: first call incl. compile {timed(fn)[0]:.1f} s", flush=True)
+        first = timed(fn)[0]
+        rate = useful / first
+        print(f"  {name}: first call incl. compile {first:.1f} s, {rate:.0f} useful tok/s")
     if hf_model is not None:
         calls = [hf_runner(hf_model, ids[c], mask[c], target[c], steps) for c in chunks]
         fns["HF generate"] = lambda: [call() for call in calls]
         fns["HF generate"]()  # warm-up
+    if args.repeats == 0:  # B=256 takes minutes a call: the first calls above are the figures
+        return
     times = interleaved(fns, repeats=args.repeats, warmup=0)
     base = median(times["rlr continuous"])
     for name, seconds in times.items():
@@ -199,7 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--prompt", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds (median of these; 0: first calls only)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=512, help="T")
     parser.add_argument("--min-rows", type=int, default=8, help="smallest compacted batch")
     parser.add_argument("--queue", type=int, default=4, help="prompts per decode slot")
