@@ -936,11 +936,8 @@ def init_params(
     # Jitted: one compile is far cheaper than hundreds of eager initialiser dispatches. Modules
     # are equal when their configs are, so without shardings one compiled init serves every
     # equal module (a reference beside its policy, a PRM and an ORM of one shape).
-    if shardings is None:
-        try:
-            return _cached_init(key, model=model, batch=batch, length=length)
-        except TypeError:  # a module holding something unhashable
-            pass
+    if shardings is None and _hashable(model):
+        return _cached_init(key, model=model, batch=batch, length=length)
     init = jax.jit(partial(_init, model=model, batch=batch, length=length), out_shardings=shardings)
     return init(key)
 
@@ -951,3 +948,12 @@ def _init(key: chex.PRNGKey, *, model: nn.Module, batch: int, length: int) -> di
 
 
 _cached_init = jax.jit(_init, static_argnames=("model", "batch", "length"))
+
+
+def _hashable(model: nn.Module) -> bool:
+    """Whether `model` can be a static jit argument (a config holding a list cannot)."""
+    try:
+        hash(model)
+    except TypeError:
+        return False
+    return True
