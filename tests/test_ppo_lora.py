@@ -358,43 +358,41 @@ SHARDED_LORA = textwrap.dedent(
     start = jax.tree.map(lambda x: (0.05 * rng.standard_normal(x.shape)).astype(x.dtype),
                          jax.device_get(setup.state.params))
     _, want, want_metrics = one_update(one, rollout, start)
-    for shape in (dict(data=1, fsdp=4, tensor=2),):  # data=8 splits rows only: test_ppo_core
-        setup, state, metrics = one_update(sharding.make_mesh(**shape), rollout, start)
-        # parameters, AdamW's moments (the gradients) and the update's metrics
-        for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
-                                jax.tree.leaves(want)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
-                                       err_msg=f"{shape} {name(path)}")
-        for key in want_metrics:
-            np.testing.assert_allclose(np.asarray(metrics[key]), np.asarray(want_metrics[key]),
-                                       rtol=1e-5, atol=1e-6, err_msg=f"{shape} {key}")
-        # every adapter is split as its frozen kernel is (rules table), the rank replicated,
-        # and its AdamW moment as the adapter
-        base = {"policy": setup.frozen["reference"],
-                "critic": {"model": setup.frozen["reference"]["model"]}}
-        mu = {k: state.opt_state[k][1][0].mu for k in ("policy", "critic")}
-        adapters = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(
-            state.params)[0] if name(path).endswith(("lora_a", "lora_b"))]
-        assert len(adapters) == 2 * 2 * 7, len(adapters)  # policy, critic: A, B of 7 targets
-        for path, leaf in adapters:
-            keys = [str(getattr(k, "key", k)) for k in path]
-            kernel = base[keys[0]]
-            for k in keys[1:-1]:
-                kernel = kernel[k]
-            kernel = kernel["kernel"]
-            s = spec(kernel)
-            expect = s[:-1] + (None,) if keys[-1] == "lora_a" else s[:-2] + (None, s[-1])
-            assert spec(leaf) == expect, (shape, name(path), spec(leaf), s)
-            moment = mu[keys[0]]
-            for k in keys[1:]:
-                moment = moment[k]
-            assert spec(moment) == expect, (shape, name(path), spec(moment))
-            split = leaf.addressable_shards[0].data.shape
-            if "fsdp" in shape:  # the kernel's In axis over fsdp, its Out axis over tensor
-                assert split != leaf.shape, (name(path), split)
-            else:
-                assert split == leaf.shape, (name(path), split)  # data only: replicated
-        print("ok", shape)
+    shape = dict(data=1, fsdp=4, tensor=2)  # data=8 splits rows only: test_ppo_core
+    setup, state, metrics = one_update(sharding.make_mesh(**shape), rollout, start)
+    # parameters, AdamW's moments (the gradients) and the update's metrics
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
+                            jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{shape} {name(path)}")
+    for key in want_metrics:
+        np.testing.assert_allclose(np.asarray(metrics[key]), np.asarray(want_metrics[key]),
+                                   rtol=1e-5, atol=1e-6, err_msg=f"{shape} {key}")
+    # every adapter is split as its frozen kernel is (rules table), the rank replicated,
+    # and its AdamW moment as the adapter
+    base = {"policy": setup.frozen["reference"],
+            "critic": {"model": setup.frozen["reference"]["model"]}}
+    mu = {k: state.opt_state[k][1][0].mu for k in ("policy", "critic")}
+    adapters = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(
+        state.params)[0] if name(path).endswith(("lora_a", "lora_b"))]
+    assert len(adapters) == 2 * 2 * 7, len(adapters)  # policy, critic: A, B of 7 targets
+    for path, leaf in adapters:
+        keys = [str(getattr(k, "key", k)) for k in path]
+        kernel = base[keys[0]]
+        for k in keys[1:-1]:
+            kernel = kernel[k]
+        kernel = kernel["kernel"]
+        s = spec(kernel)
+        expect = s[:-1] + (None,) if keys[-1] == "lora_a" else s[:-2] + (None, s[-1])
+        assert spec(leaf) == expect, (shape, name(path), spec(leaf), s)
+        moment = mu[keys[0]]
+        for k in keys[1:]:
+            moment = moment[k]
+        assert spec(moment) == expect, (shape, name(path), spec(moment))
+        # the kernel's In axis over fsdp, its Out axis over tensor
+        split = leaf.addressable_shards[0].data.shape
+        assert split != leaf.shape, (name(path), split)
+    print("ok", shape)
     """
 )
 
