@@ -39,6 +39,7 @@ from rlr.sampling import (
     keep_live_rows,
     prefill,
     row_keys,
+    unrolled_for_decoding,
 )
 
 _SLOT_FIELDS = ("t", "previous", "done", "rows", "start", "budget")  # SlotState's [S]
@@ -236,7 +237,8 @@ class ContinuousSampler:
 
     `refill_rows` (R, default max(1, slots // 8)) is how many prompts one prefill admits: the
     decode program runs until R slots are free, then the next R prompts are prefilled. A
-    smaller R keeps slots busier at the cost of more, smaller prefills. Compiles one `admit`,
+    smaller R keeps slots busier at the cost of more, smaller prefills. `unroll_layers` as in
+    `Sampler` (each program slices the layer weights once per call). Compiles one `admit`,
     one `decode` and one `drain` program per (N, P) (`traces` counts them). Single-process
     only: the host gathers each admitted prompt from the [N, P] batch.
     """
@@ -253,6 +255,7 @@ class ContinuousSampler:
         top_k: int = 0,
         top_p: float = 1.0,
         refill_rows: int | None = None,
+        unroll_layers: bool = True,
     ):
         if slots < 1 or max_new_tokens < 1:
             raise ValueError(f"need slots, max_new_tokens >= 1; got {slots}, {max_new_tokens}")
@@ -278,7 +281,10 @@ class ContinuousSampler:
             def traced(*args):
                 self.traces += 1  # runs once per compilation, never per call
                 eos = jnp.asarray(self.eos_ids, jnp.int32)
-                return fn(model, *args, eos_ids=eos, **settings)
+                params, rest = args[0], args[1:]
+                if unroll_layers:
+                    return fn(*unrolled_for_decoding(model, params), *rest, eos_ids=eos, **settings)
+                return fn(model, params, *rest, eos_ids=eos, **settings)
 
             return traced
 

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import chex
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlr.models.decoder import default_positions, init_cache
+from rlr.models.decoder import default_positions, init_cache, unstack_layer_params
 from rlr.readouts import policy_readout
 
 
@@ -58,6 +59,22 @@ def filter_logits(
         threshold = jnp.min(jnp.where(kept, sorted_logits, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, -jnp.inf, logits)
     return logits
+
+
+def unrolled_for_decoding(model: nn.Module, params: Any) -> tuple[nn.Module, Any]:
+    """(model, params) with the layers unrolled, for a decode loop: a `scan_layers` model
+    becomes the same network with `scan_layers=False` and its stacked [L, ...] layer params
+    are sliced once into "layers_0" .. "layers_{L-1}" (`unstack_layer_params`).
+
+    Inside a decode loop a scanned model slices every layer's weights out of the stack at
+    every step, and on CPU each slice is a copy (a third of a B=16 decode step at the bench
+    size). Sliced once per sampler call instead, the copy costs one layer stack of memory
+    for the call and nothing per step; the tokens are the same. A model without layers to
+    unroll comes back as it is.
+    """
+    if not getattr(model, "scan_layers", False):
+        return model, params
+    return model.clone(scan_layers=False), unstack_layer_params(flax.core.unfreeze(params))
 
 
 def _is_row_keys(key: chex.Array) -> bool:
@@ -355,7 +372,9 @@ class Sampler:
     `sampler(params, prompt_ids, prompt_mask, key)` -> `SampleOutput`. Compacting by default
     (decodes only unfinished rows once they fit a smaller size; `compact=False` turns it off,
     `min_rows` is the smallest size; see `sample`): still one program per (B, P) shape (and
-    batch shard count, read off sharded inputs). `traces` counts compilations, so callers can
+    batch shard count, read off sharded inputs). `unroll_layers` (default) decodes with the
+    layers unrolled (`unrolled_for_decoding`: one copy of the layer weights per call, faster
+    steps); False keeps a scanned model's scan. `traces` counts compilations, so callers can
     check that equal shapes never retrace.
     """
 
@@ -372,6 +391,7 @@ class Sampler:
         loop: str = "while",
         compact: bool = True,
         min_rows: int = 8,
+        unroll_layers: bool = True,
     ):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive; got {max_new_tokens}")
@@ -403,9 +423,12 @@ class Sampler:
 
         def traced(params, prompt_ids, prompt_mask, key, budget, shards):
             self.traces += 1  # runs once per compilation, never per call
+            network, weights = (
+                unrolled_for_decoding(model, params) if unroll_layers else (model, params)
+            )
             return sample(
-                model,
-                params,
+                network,
+                weights,
                 prompt_ids,
                 prompt_mask,
                 key,

@@ -159,6 +159,37 @@ def test_scan_decoding_gives_the_same_samples(lm, nucleus, prompts):
     chex.assert_trees_all_close(scan(params, ids, mask, key), nucleus(params, ids, mask, key))
 
 
+def test_unrolled_decoding_gives_the_same_samples_as_the_scan(lm, nucleus, prompts):
+    """The default sampler decodes the scanned model with its layers unrolled; the scanned
+    decode loop (unroll_layers=False) and the continuous sampler either way draw the same."""
+    from rlr.continuous_sampling import ContinuousSampler
+
+    model, params = lm
+    assert model.scan_layers
+    ids, mask = prompts
+    key = jax.random.key(5)
+    settings = dict(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, temperature=0.8, top_k=20)
+    scanned = sampling.Sampler(model, top_p=0.9, unroll_layers=False, **settings)
+    want = scanned(params, ids, mask, key)
+    chex.assert_trees_all_close(nucleus(params, ids, mask, key), want, atol=1e-5)
+    for unroll in (True, False):
+        slots = ContinuousSampler(model, slots=2, top_p=0.9, unroll_layers=unroll, **settings)
+        chex.assert_trees_all_close(slots(params, ids, mask, key), want, atol=1e-5)
+
+
+def test_unrolled_for_decoding_slices_the_layer_stack(lm):
+    model, params = lm
+    flat, flat_params = sampling.unrolled_for_decoding(model, params)
+    assert not flat.scan_layers and flat.config == model.config
+    layers = params["model"]["layers"]
+    assert "layers" not in flat_params["model"]
+    for i in range(model.config.num_hidden_layers):
+        got = flat_params["model"][f"layers_{i}"]
+        chex.assert_trees_all_equal(got, jax.tree.map(lambda leaf, i=i: leaf[i], layers))
+    again, same_params = sampling.unrolled_for_decoding(flat, flat_params)
+    assert again is flat and same_params is flat_params  # nothing to unroll
+
+
 def test_sample_traces_once_under_assert_max_traces(lm, prompts):
     model, params = lm
     ids, mask = prompts

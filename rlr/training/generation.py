@@ -44,13 +44,15 @@ def make_sampler(
     compact: bool = True,
     min_rows: int = 8,
     decode_slots: int | None = None,
+    unroll_layers: bool = True,
 ) -> Sampler | ContinuousSampler:
     """A jitted sampler for `model` that pads with the tokenizer's pad id and stops at every
     EOS id of `eos_ids_of(tokenizer, model)`; temperature 0 is greedy. compact=True decodes
     only the unfinished rows once they fit a smaller batch (down to `min_rows`; the same
     tokens, see rlr.sampling.sample); False runs every row until the longest one ends. With
     `decode_slots`, a ContinuousSampler of that many slots (continuous batching; the same
-    tokens again) instead, and `compact` is not read.
+    tokens again) instead, and `compact` is not read. `unroll_layers`: decode with the layers
+    unrolled (rlr.sampling.unrolled_for_decoding; False keeps a scanned model's scan).
 
     `tokenizer` None (rlr plan's build from shapes, which may run without the tokenizer):
     pad id 0 and EOS id 0; ids change no shape, so the program's memory is the same."""
@@ -61,6 +63,7 @@ def make_sampler(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        unroll_layers=unroll_layers,
     )
     if decode_slots is not None:
         return ContinuousSampler(model, slots=decode_slots, **ids)
@@ -71,7 +74,8 @@ def make_sampler(
 class SamplingSettings:
     """What a sampler draws with: up to T = max_new_tokens tokens a row, at `temperature` (0:
     greedy), filtered by top_k / top_p (0 / 1.0: off), compacting rows (`compact`) or not, or
-    through `decode_slots` decode slots (continuous batching; None: a batch sampler)."""
+    through `decode_slots` decode slots (continuous batching; None: a batch sampler), with
+    the layers unrolled for decoding (`unroll_layers`) or scanned."""
 
     max_new_tokens: int
     temperature: float = 1.0
@@ -79,6 +83,7 @@ class SamplingSettings:
     top_p: float = 1.0
     compact: bool = True
     decode_slots: int | None = None
+    unroll_layers: bool = True
 
 
 def rollout_settings(rollout: Any, *, temperature: float | None = None) -> SamplingSettings:
@@ -91,6 +96,7 @@ def rollout_settings(rollout: Any, *, temperature: float | None = None) -> Sampl
         top_p=rollout.top_p,
         compact=rollout.compacting,
         decode_slots=rollout.decode_slots,
+        unroll_layers=rollout.unroll_layers,
     )
 
 

@@ -418,6 +418,10 @@ class RolloutSpec:
     # the batch) go through this many decode slots, each slot taking the next waiting prompt
     # as soon as its row ends; the same tokens as the batch sampler. null: off. One process.
     decode_slots: int | None = None
+    # Decode a scanned policy with its layers unrolled (rlr.sampling.unrolled_for_decoding):
+    # each sampler call slices the layer weights once, a copy of them for the call (rlr plan
+    # counts it), instead of at every step inside the loop. The same tokens; false: no copy.
+    unroll_layers: bool = True
     # DAPO's dynamic sampling (critic-free algorithms only): drop each prompt's group whose
     # successes are all equal (all right or all wrong: no advantage) and sample further rounds
     # of prompts_per_iteration prompts until the batch holds prompts_per_iteration informative
