@@ -8,7 +8,8 @@ requirements tunix lacks; both resolve to jax 0.10.2, flax 0.12.8, optax 0.2.8 (
     .venv-tunix/bin/pip install chex==0.1.92 math-verify==0.9.0 matplotlib==3.11.2 \\
         tensorboardX==2.6.5 array-record==0.8.6
     PYTHONPATH=. JAX_PLATFORMS=cpu .venv-tunix/bin/python bench/bench_tunix.py \\
-        [--only sampler|grpo|ppo] [--batch-sizes 16,64] [--new-tokens 128] [--repeats 5]
+        [--only sampler|grpo|ppo] [--batch-sizes 16,64] [--new-tokens 128] [--repeats 5] \\
+        [--rlr ppo.pack=true ...]
 
 Model: bench_train_step.py's random Qwen2 (d=256, 4 layers, ffn 512, tied, f32) initialised by
 rlr, exported as an HF directory and read by tunix's safetensors loader.
@@ -33,6 +34,8 @@ grpo / ppo: one iteration of rlr's PPOTrainer (ppo_cpu.yaml, algorithm=grpo / pp
   from PPOTrainer.iteration's own timers (scoring: the frozen networks' and critic's passes and
   the advantages); "other" is the rest (grading, the reward, advantages on tunix's side).
   rlr runs without a PRM or ORM (prm=null orm=null): tunix has none to score rollouts with.
+  `--rlr KEY=VALUE ...` adds overrides to rlr's run (e.g. ppo.pack=true: the update on packed
+  rows, which tunix does not have; the same update to float rounding).
   tunix samples each minibatch's prompts on their own (a global step is `--minibatches`
   rollouts of 1 / minibatches of the rows, then an update on each); rlr samples all rows once.
 Not run on CPU: tunix's vLLM and SGLang-JAX rollout engines and Pallas splash attention
@@ -207,6 +210,7 @@ def rlr_trainer(root: pathlib.Path, args, algorithm: str):
         overrides += ["ppo.critic_lr=null", "ppo.old_logprobs=rollout"]
     else:  # tunix's PPO recomputes the old log-probs and clips the value loss at 0.2
         overrides += ["ppo.old_logprobs=recompute", "ppo.value_clip_eps=0.2"]
+    overrides += args.rlr  # after the bench's own, so they win
     config = load_config(PPOConfig, REPO / "rlr" / "configs" / "ppo_cpu.yaml", overrides)
     return PPOTrainer(config), config
 
@@ -385,10 +389,18 @@ def main() -> None:
     )
     parser.add_argument("--minibatches", type=int, default=4, help="RL optimizer steps")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")
+    parser.add_argument(
+        "--rlr",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="further overrides of rlr's run (grpo / ppo), e.g. ppo.pack=true",
+    )
     args = parser.parse_args()
     print(
         f"tunix {importlib.metadata.version('google-tunix')}, jax {jax.__version__} "
         f"({jax.devices()[0].platform}, {os.cpu_count()} CPUs); {runs_line(args.repeats)}"
+        + (f"; rlr overrides: {' '.join(args.rlr)}" if args.rlr else "")
     )
     print(load_line("before"), flush=True)
     with tempfile.TemporaryDirectory(prefix="rlr_bench_tunix_") as tmp:
