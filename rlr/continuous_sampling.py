@@ -268,6 +268,7 @@ class ContinuousSampler:
                 f"temperature={temperature}, top_k={top_k}, top_p={top_p}"
             )
         self.model = model
+        self.unroll_layers = unroll_layers
         self.slots, self.refill_rows = slots, refill_rows
         self.max_new_tokens, self.pad_id = max_new_tokens, pad_id
         self.eos_ids = (eos_id,) if isinstance(eos_id, int) else tuple(eos_id)

@@ -406,6 +406,7 @@ class Sampler:
             raise ValueError("loop='scan' runs every row for all T steps; pass compact=False")
         self.model = model
         self.traces = 0
+        self.unroll_layers = unroll_layers
         eos = eos_id if isinstance(eos_id, int) else tuple(eos_id)
         self.eos_ids: tuple[int, ...] = (eos,) if isinstance(eos, int) else eos
         self.compact = compact

@@ -15,8 +15,15 @@ from rlr.data.prompts import build_prompt
 from rlr.data.segmentation import pad_id_of
 from rlr.data.synthetic import generate_problems
 from rlr.training.batching import map_in_batches
-from rlr.training.generation import eos_ids_of, make_sampler, sample_prompts
+from rlr.training.generation import (
+    eos_ids_of,
+    make_sampler,
+    rollout_settings,
+    sample_prompts,
+    sampler_for,
+)
 from rlr.training.loading import load_policy_dir
+from rlr.training.schemas import RolloutSpec
 
 
 def test_map_in_batches_matches_a_loop_with_fixed_shapes():
@@ -86,3 +93,16 @@ def test_sample_prompts_pads_and_drops_padding(policy):
     again = sample_prompts(sampler, params, tokenizer, prompts, batch_size=8, key=jax.random.key(1))
     np.testing.assert_array_equal(again.tokens, batch.tokens)  # a function of key and batch size
     assert sampler.traces == 1
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+@pytest.mark.parametrize("slots", [None, 2])
+def test_rollout_unroll_layers_reaches_both_samplers(policy, unroll, slots):
+    """rollout.unroll_layers (default true) is what the rollout's sampler, batch or
+    continuous, decodes with."""
+    model, _, tokenizer = policy
+    assert RolloutSpec().unroll_layers
+    spec = RolloutSpec(unroll_layers=unroll, decode_slots=slots)
+    sampler = sampler_for(model, tokenizer, rollout_settings(spec))
+    assert type(sampler).__name__ == ("Sampler" if slots is None else "ContinuousSampler")
+    assert sampler.unroll_layers is unroll
