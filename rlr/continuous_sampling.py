@@ -283,9 +283,8 @@ class ContinuousSampler:
                 self.traces += 1  # runs once per compilation, never per call
                 eos = jnp.asarray(self.eos_ids, jnp.int32)
                 params, rest = args[0], args[1:]
-                if unroll_layers:
-                    return fn(*unrolled_for_decoding(model, params), *rest, eos_ids=eos, **settings)
-                return fn(model, params, *rest, eos_ids=eos, **settings)
+                network = unrolled_for_decoding(model, params) if unroll_layers else (model, params)
+                return fn(*network, *rest, eos_ids=eos, **settings)
 
             return traced
 
