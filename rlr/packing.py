@@ -40,7 +40,8 @@ def pack_rows(
     row_multiple: int = 1,
 ) -> PackedRows:  # NumPy arrays
     """Packs the real tokens of each row into segments of [R, L] rows, first fit decreasing;
-    R is the smallest multiple of `row_multiple` that holds them (at least one row)."""
+    R is the smallest multiple of `row_multiple` that holds them (at least `row_multiple` rows,
+    even when no row has a token)."""
     ids, mask = np.asarray(input_ids), np.asarray(attention_mask) > 0
     chex.assert_rank([ids, mask], 2)
     chex.assert_equal_shape([ids, mask])
@@ -62,7 +63,7 @@ def pack_rows(
             free.append(length)
         placed[b] = (row, length - free[row])
         free[row] -= counts[b]
-    rows = max(1, -(-len(free) // row_multiple) * row_multiple)
+    rows = -(-max(1, len(free)) // row_multiple) * row_multiple  # at least one, a multiple
     packed_ids = np.zeros((rows, length), np.int32)
     positions = np.zeros((rows, length), np.int32)
     segments = np.zeros((rows, length), np.int32)

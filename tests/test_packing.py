@@ -33,6 +33,7 @@ def row_layout(seed: int, batch: int = 6):
 
 
 @hypothesis.settings(deadline=None, max_examples=40)
+@hypothesis.example(lengths=[0], row_multiple=2)  # no real token: still a multiple of rows
 @hypothesis.given(
     lengths=st.lists(st.integers(0, 9), min_size=1, max_size=12),
     row_multiple=st.integers(1, 4),
