@@ -2,6 +2,8 @@
 # rlr's checks on one GPU, as one script: the maths / PPO-core / sampler tests on the device,
 # the GAE benchmark, and a PPO iteration timed by phase with an ~85M-parameter policy.
 #   bash bench/gpu_check.sh [OUT_DIR]
+# Decode tokens/s against the HBM roofline and update MFU at Qwen2-0.5B / 1.5B shapes are a second
+# call of their own: timeout 500 python3 bench/bench_gpu_scale.py --shape 0.5b --hf (then 1.5b).
 # Needs jax with CUDA, flax, optax, orbax, chex, transformers, tokenizers, safetensors, pytest and
 # hypothesis; missing pure-Python packages (math-verify, tensorboardX) can be installed from
 # wheels in .whl/ (pip download them on a machine with network access).
