@@ -94,6 +94,7 @@ def bench_decode(config, params, n_params: int, args, hbm: float | None) -> None
     """tokens/s of rlr's sampler (and HF generate) at each batch size."""
     model = models.DecoderForCausalLM(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     sampler = Sampler(model, max_new_tokens=args.new_tokens, eos_id=-1, pad_id=0)
+    hf = hf_model(args) if args.hf else None  # built once, for every batch size
     for batch in args.batch:
         ids = np.random.RandomState(batch).randint(1, config.vocab_size, (batch, args.prompt))
         ids = ids.astype(np.int32)
@@ -109,8 +110,8 @@ def bench_decode(config, params, n_params: int, args, hbm: float | None) -> None
             step_s = decode_roofline(config, n_params, batch, args) / hbm
             bound = tokens / (args.new_tokens * step_s)
             line += f" | HBM roofline {bound:9.0f} tok/s: {tokens / median(times) / bound:.1%}"
-        if args.hf:
-            line += " | " + hf_generate(config, ids, args)
+        if hf is not None:
+            line += " | " + hf_generate(hf, ids, args)
         print(line, flush=True)
 
 
@@ -119,8 +120,9 @@ def partial_call(call, seed: int):
     return lambda: jax.block_until_ready(call(jax.random.key(seed)))
 
 
-def hf_generate(config: models.DecoderConfig, ids: np.ndarray, args) -> str:
-    """tokens/s of transformers generate on CUDA (bf16, sampling, exactly T new tokens)."""
+def hf_model(args):
+    """transformers' Qwen2 of the bench shape on CUDA in bf16 (random weights), or a line
+    saying why there is none."""
     try:
         import torch
         import transformers
@@ -128,9 +130,16 @@ def hf_generate(config: models.DecoderConfig, ids: np.ndarray, args) -> str:
         return f"HF skipped ({error})"
     if not torch.cuda.is_available():
         return "HF skipped (torch sees no CUDA device)"
-    fields = {k: getattr(config, k) for k in SHAPES["tiny"]}
-    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**fields))
-    hf = hf.to("cuda", torch.bfloat16)
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SHAPES[args.shape]))
+    return hf.to("cuda", torch.bfloat16)
+
+
+def hf_generate(hf, ids: np.ndarray, args) -> str:
+    """tokens/s of `hf.generate` (sampling, exactly T new tokens), or why it did not run."""
+    if isinstance(hf, str):
+        return hf
+    import torch
+
     prompt = torch.tensor(ids, dtype=torch.long, device="cuda")
     settings = dict(do_sample=True, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
 
