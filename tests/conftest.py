@@ -9,6 +9,16 @@ import pathlib
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiling is most of the suite's time, and the test models are tiny: at XLA's backend
+# optimisation level 0 they compile about 40 % faster and run about as fast (the smoke
+# reproduction too: 75 s against 79 s). Subprocesses inherit the flag (tests add theirs after
+# it). RLR_TEST_XLA_OPT=1 keeps XLA's default level, the one rlr runs at.
+XLA_TEST_FLAG = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", "")
+if os.environ.get("RLR_TEST_XLA_OPT") != "1" and XLA_TEST_FLAG not in os.environ.get(
+    "XLA_FLAGS", ""
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAG}".strip()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 REAL_DATA = REPO_ROOT / "tests" / "data"

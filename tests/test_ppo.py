@@ -227,7 +227,7 @@ def test_plan_counts_the_parameters_the_trainer_holds(assets, tmp_path):
 SHARDED_BUILD = textwrap.dedent(
     """
     import os, sys, pathlib
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"  # after the suite's
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np
@@ -280,6 +280,9 @@ def test_a_real_build_puts_every_network_straight_into_its_shards(assets, tmp_pa
 
 def test_grpo_trains_checkpoints_and_resumes_without_a_critic(assets, tmp_path):
     config = tiny_config(assets, tmp_path, algorithm="grpo", iterations=1)
+    # eta = 1 puts every step's clipped PRM reward (r - eta, r < 1) below 0: the random PRM
+    # gives each sample its own return, so the group advantages are never all 0
+    config = dataclasses.replace(config, reward=dataclasses.replace(config.reward, eta=1.0))
     trainer = PPOTrainer(config)
     assert set(trainer.state.params) == {"policy"} and trainer.models.critic is None
     before = jax.device_get(trainer.state.params["policy"])

@@ -283,7 +283,7 @@ def test_the_ppo_config_warmup_reaches_the_optimizer(monkeypatch):
 EIGHT_DEVICES = textwrap.dedent(
     """
     import dataclasses, os, sys, functools
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"  # after the suite's
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, sys.argv[1])
     import jax, jax.numpy as jnp, numpy as np
@@ -485,10 +485,10 @@ def test_update_reads_the_clip_range_and_the_ratio(setup, importance_ratio):
         aggregation="sequence_mean",
         importance_ratio=importance_ratio,
     )
-    total, metrics = ppo_core.ppo_loss(m, trainable, exp, **kwargs)
-    logp = ppo_core.policy_readout(
-        m.policy, trainable["policy"], exp.input_ids, exp.attention_mask, T=T
-    ).logprobs
+    # jitted: run eagerly, each operation on each shape compiles a program of its own
+    total, metrics = jax.jit(functools.partial(ppo_core.ppo_loss, m, **kwargs))(trainable, exp)
+    readout = jax.jit(functools.partial(ppo_core.policy_readout, m.policy, T=T))
+    logp = readout(trainable["policy"], exp.input_ids, exp.attention_mask).logprobs
     want, _ = rlr.ppo_policy_loss(
         logp,
         exp.old_logp,
@@ -505,7 +505,8 @@ def test_update_reads_the_clip_range_and_the_ratio(setup, importance_ratio):
     tx = ppo_core.make_ppo_optimizer(
         policy_lr=1e-3, critic_lr=1e-3, weight_decay=0.0, max_grad_norm=1.0
     )
-    state, metrics = ppo_core.ppo_update(m, tx, init_train_state(trainable, tx), exp, **kwargs)
+    update = jax.jit(functools.partial(ppo_core.ppo_update, m, tx, **kwargs))
+    state, metrics = update(init_train_state(trainable, tx), exp)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss/total"]))
 
 
@@ -607,4 +608,5 @@ def test_a_packed_update_equals_the_padded_update(setup, algorithm, aggregation)
         lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), packed.params, padded.params
     )
     for name in ("loss/total", "loss/policy", "policy/entropy", "loss/kl"):
-        np.testing.assert_allclose(packed_metrics[name], padded_metrics[name], rtol=1e-5)
+        # loss/kl is 0 at the first step (policy = reference) up to rounding
+        np.testing.assert_allclose(packed_metrics[name], padded_metrics[name], rtol=1e-5, atol=1e-7)

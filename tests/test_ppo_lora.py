@@ -295,7 +295,7 @@ def test_plan_counts_the_critic_adapters_and_no_second_trunk(assets, tmp_path):
 SHARDED_LORA = textwrap.dedent(
     """
     import dataclasses, os, sys, pathlib
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"  # after the suite's
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np

@@ -368,7 +368,7 @@ def test_budget_stops_rows_early(lm, many_prompts):
 
 EIGHT_DEVICES = """
 import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"  # after the suite's
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
 from rlr import models, sampling, sharding

@@ -28,7 +28,7 @@ def test_rules_cover_every_parameter_axis_name():
 EIGHT_DEVICES = textwrap.dedent(
     """
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"  # after the suite's
     os.environ["JAX_PLATFORMS"] = "cpu"
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
     from rlr import sharding
