@@ -3,7 +3,8 @@
 # Extra arguments go to pytest, e.g. `bash launch/test.sh -k rewards -x`.
 # RLR_NO_TORCH=1 skips installing the CPU torch reference (its parity tests then skip).
 # Tests run in RLR_TEST_WORKERS pytest-xdist processes (default: the CPU count, at most 4;
-# 1 runs them in this process).
+# 1 runs them in this process). They compile at XLA's backend optimisation level 0
+# (tests/conftest.py); RLR_TEST_XLA_OPT=1 runs them at XLA's default level, rlr's own.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev
 if [ "${RLR_NO_TORCH:-0}" != "1" ] && ! python -c "import torch" 2>/dev/null; then
