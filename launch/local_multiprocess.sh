@@ -51,7 +51,9 @@ while [ "${#remaining[@]}" -gt 0 ]; do
       status=$code
       # the others would wait for it in a collective: stop them, and kill what remains later
       forward TERM
-      ( sleep 30; forward KILL ) &
+      # (its output goes to /dev/null: a sleep left holding this script's stdout would keep
+      # a reader of it, such as `| tee`, waiting 30 s after the script exits)
+      ( sleep 30; forward KILL ) > /dev/null 2>&1 &
       reaper=$!
     fi
   done

@@ -8,7 +8,6 @@ launch/local_multiprocess.sh starts it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -37,12 +36,14 @@ SCRIPT = textwrap.dedent(
     root, out, mode, iterations = (
         pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     )
-    prm, eval_every = sys.argv[6], int(sys.argv[7])
+    prm, eval_every, pack = sys.argv[6], int(sys.argv[7]), sys.argv[8] == "pack"
     config = tiny_config(
         root, out, iterations=iterations, eval=EvalSpec(every=eval_every), mesh=MeshSpec(data=8)
     )
     config = dataclasses.replace(
-        config, rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8)
+        config,
+        rollout=dataclasses.replace(config.rollout, prompts_per_iteration=8),
+        ppo=dataclasses.replace(config.ppo, pack=pack),
     )
     if prm != "-":  # a PRM read as text (its own tokenizer and format): PATH::FORMAT
         path, _, fmt = prm.partition("::")
@@ -84,10 +85,11 @@ def free_port() -> int:
 def process_env(index: int, processes: int, port: int) -> dict[str, str]:
     """Process `index` of `processes` over 8 CPU devices, as launch/local_multiprocess.sh
     starts it."""
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's (tests/conftest.py)
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}",
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={8 // processes}",
     }
     if processes > 1:
         env.update(
@@ -119,10 +121,13 @@ def start(command: list[str], *, processes: int) -> list[tuple[int, str, str]]:
     return results
 
 
-def launch(assets, out, *, processes, mode="", iterations=ITERATIONS, prm="-", eval_every=0):
+def launch(
+    assets, out, *, processes, mode="", iterations=ITERATIONS, prm="-", eval_every=0, pack=False
+):
     """Runs the PPO script in `processes` processes; returns their results."""
     here = str(pathlib.Path(__file__).parent)
     args = [here, str(assets), str(out), mode, str(iterations), str(prm), str(eval_every)]
+    args.append("pack" if pack else "pad")
     return start(["-c", SCRIPT, *args], processes=processes)
 
 
@@ -174,7 +179,8 @@ def test_two_processes_train_like_one(one_and_two):
     assert "eval_greedy/accuracy" in metrics_of(root / "two")[-1]
 
 
-def test_a_prm_read_as_text_scores_the_same_with_two_processes(assets, tmp_path):
+def test_a_prm_read_as_text_and_a_packed_update_run_the_same_with_two_processes(assets, tmp_path):
+    """A text PRM scores, and ppo.pack packs each process's own rows, as one process does."""
     pytest.importorskip("torch")
     from released_prms import make_released_prm
 
@@ -187,10 +193,13 @@ def test_a_prm_read_as_text_scores_the_same_with_two_processes(assets, tmp_path)
                 processes=processes,
                 iterations=1,
                 prm=f"{tmp_path / 'prm'}::math_shepherd",  # a causal LM: its format is named
+                pack=True,
             )
         )
     assert_same_training(tmp_path / "one", tmp_path / "two", 1)
-    assert metrics_of(tmp_path / "two")[-1]["time/prm_text_scoring"] > 0
+    row = metrics_of(tmp_path / "two")[-1]
+    # 4 rows a process, 4 batch shards each: packed into as many rows, in another layout
+    assert row["time/prm_text_scoring"] > 0 and row["update/packing_ratio"] == 1
 
 
 def test_only_process_zero_writes_and_the_export_loads_in_transformers(one_and_two):
@@ -238,9 +247,21 @@ def launch_cli(argv, out, *, processes):
         assert code == 0, stderr[-3000:]
 
 
+LAUNCHER = pathlib.Path(__file__).parents[1] / "launch" / "local_multiprocess.sh"
+
+
+def run_launcher(args, log_dir):
+    """`bash launch/local_multiprocess.sh ARGS` with process i > 0 logging to LOG_DIR."""
+    env = {**os.environ, "RLR_LOG_DIR": str(log_dir), "RLR_PYTHON": sys.executable}
+    command = ["bash", str(LAUNCHER), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
 # train-orm runs the same fit and data path as train-prm (one label per row instead of per step)
 @pytest.mark.parametrize("command", ["sft", "train-prm"])
 def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, command):
+    """The two-process run goes through launch/local_multiprocess.sh, as a user starts it;
+    the PRM trains on packed rows (train.pack), the SFT run on padded ones."""
     common = [
         f"tokenizer={assets / 'tokenizer'}",
         "train.steps=3",
@@ -267,9 +288,12 @@ def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, com
             f"init.path={assets / 'policy'}",
             f"data.train={assets / 'data' / 'prm_train.jsonl'}",
             "data.test=null",
+            "train.pack=true",  # each process packs the rows it holds
         ]
     launch_cli(argv, tmp_path / "one", processes=1)
-    launch_cli(argv, tmp_path / "two", processes=2)
+    two = run_launcher(["2", *argv, f"out_dir={tmp_path / 'two'}"], tmp_path / "logs")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "logs" / "process_1.log").is_file()  # process 1 logs there, not here
     rows_one, rows_two = metrics_of(tmp_path / "one"), metrics_of(tmp_path / "two")
     assert [r["step"] for r in rows_two] == [1, 2, 3]
     for a, b in zip(rows_one, rows_two):
@@ -282,36 +306,10 @@ def test_supervised_training_with_two_processes_equals_one(assets, tmp_path, com
         np.testing.assert_allclose(x[name], y[name], atol=1e-5, err_msg=name)
 
 
-def test_the_launcher_starts_n_processes_and_passes_failures_on(assets, tmp_path):
-    from ppo_setup import tiny_config
-
-    from rlr.config_loading import dump_config
-    from rlr.training.schemas import MeshSpec
-
-    script = pathlib.Path(__file__).parents[1] / "launch" / "local_multiprocess.sh"
-    config = tmp_path / "tiny.yaml"
-    tiny = tiny_config(assets, tmp_path / "run", iterations=1, mesh=MeshSpec(data=8))
-    rollout = dataclasses.replace(tiny.rollout, prompts_per_iteration=8)  # 16 rows, 8 devices
-    dump_config(dataclasses.replace(tiny, rollout=rollout), config)
-    env = {**os.environ, "RLR_LOG_DIR": str(tmp_path / "logs"), "RLR_PYTHON": sys.executable}
-    ok = subprocess.run(
-        ["bash", str(script), "2", "ppo", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    assert '"end_iteration": 1' in ok.stdout  # process 0 prints here
-    assert '"end_iteration": 1' in (tmp_path / "logs" / "process_1.log").read_text()
-    assert len(metrics_of(tmp_path / "run")) == 1
-    bad = subprocess.run(
-        ["bash", str(script), "2", "ppo", "--config", str(tmp_path / "missing.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_the_launcher_passes_failures_on_and_prints_its_usage(tmp_path):
+    """Its successful runs are test_supervised_training_with_two_processes_equals_one's."""
+    bad = run_launcher(["2", "ppo", "--config", str(tmp_path / "missing.yaml")], tmp_path / "logs")
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
-    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert "missing.yaml" in (tmp_path / "logs" / "process_1.log").read_text()
+    usage = run_launcher([], tmp_path / "logs")
     assert usage.returncode == 2 and "local_multiprocess.sh N CMD" in usage.stdout

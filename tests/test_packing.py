@@ -75,6 +75,23 @@ def test_fewer_rows_and_bad_lengths():
     assert (targets[packed.segment_ids == 0] == 0).all()
 
 
+def test_a_process_packs_its_block_into_global_batch_sharded_rows():
+    """distributed.packed_rows with one process: pack_minibatch's rows for the mesh's batch
+    shards, as batch-sharded global arrays (tests/test_multiprocess.py runs it with two)."""
+    from rlr import sharding
+    from rlr.packing import pack_minibatch
+    from rlr.training import distributed
+
+    ids, attention, _ = row_layout(1, batch=16)
+    mesh = sharding.make_mesh(data=1, fsdp=1, tensor=1)
+    packed = distributed.packed_rows(mesh, ids, attention, 16)
+    want = pack_minibatch(ids, attention, shards=1)
+    for got, expected in zip(packed, want):
+        assert got.sharding == sharding.batch_sharding(mesh, got.ndim)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+    np.testing.assert_array_equal(np.asarray(unpack(packed.input_ids, packed.source)), ids)
+
+
 @pytest.fixture(scope="module")
 def networks():
     cfg = models.DecoderConfig(

@@ -440,6 +440,7 @@ def test_continuous_batching_and_packed_updates_run_the_same_iterations(
         assert other["reward/success"] == plain["reward/success"]
         assert other.get("eval/accuracy") == plain.get("eval/accuracy")
         np.testing.assert_allclose(other["loss/total"], plain["loss/total"], rtol=1e-4)
+        assert other["update/packing_ratio"] >= 1 and "update/packing_ratio" not in plain
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
         jax.device_get(fast.state.params),

@@ -6,8 +6,9 @@ split over the mesh's batch axes, so each process owns a contiguous block of glo
 (`process_rows`): it encodes, samples, grades and scores only those, and the global arrays
 are assembled from the blocks (`global_rows`). Host-side statistics are gathered
 (`gather_rows`); process 0 alone writes files (`is_main`); a decision such as "stop and save"
-is taken together (`any_process`). With one process every helper is the identity, so the
-single-host path is the same code.
+is taken together (`any_process`); a packed update's rows are packed by the process that holds
+them, into one packed row count (`packed_rows`). With one process every helper is the
+identity, so the single-host path is the same code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from rlr import sharding
+from rlr.packing import PackedRows, pack_minibatch
 
 
 def is_main() -> bool:
@@ -104,6 +106,32 @@ def local_rows(mesh: Any, array: jax.Array) -> np.ndarray:
         array = jax.jit(lambda x: x, out_shardings=spec)(array)
     local = multihost_utils.global_array_to_host_local_array(array, mesh, spec.spec)
     return np.asarray(local)
+
+
+def packed_rows(
+    mesh: Any,
+    input_ids: np.ndarray,  # [B_local, S] this process's block of the batch
+    attention_mask: np.ndarray,  # [B_local, S]
+    rows: int,  # B, the batch's global row count
+) -> PackedRows:  # global, batch-sharded: [R, L] arrays and source [B, S]
+    """The batch's rows packed for a packed update (rlr.packing.pack_minibatch), each process
+    packing only its own block: every block is padded to the most packed rows any process
+    needs (so R splits evenly and each process's packed rows are its block of them), and
+    `source` points into the global [R, L] layout (R * L on padding columns)."""
+    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    block = process_rows(mesh, rows)
+    held = block.stop - block.start
+    packed = pack_minibatch(input_ids, attention_mask, shards=batch_shards * held // rows)
+    count, length = packed.input_ids.shape
+    most = int(gather_rows(np.asarray([count])).max())
+    total = most * rows // held  # R
+    first = process_rows(mesh, total, what="the packed rows").start
+    real = packed.source < count * length
+    source = np.where(real, packed.source + first * length, total * length).astype(np.int32)
+    pad = ((0, most - count), (0, 0))
+    grids = (np.pad(grid, pad) for grid in packed[:3])  # ids, positions, segment ids: 0 pads
+    return PackedRows(*(global_rows(mesh, grid, total) for grid in grids),
+                      global_rows(mesh, source, rows))  # fmt: skip
 
 
 def gather_rows(local: np.ndarray) -> np.ndarray:

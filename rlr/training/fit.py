@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rlr import sharding
 from rlr.packing import pack_minibatch
 from rlr.training import batching, distributed, loading
 from rlr.training.checkpoint import Checkpointer, run_directory
@@ -139,11 +138,16 @@ def _step_and_batches(
     process building only its block of the rows of every batch (rlr.training.distributed).
     With spec.pack, every batch also holds its rows packed, under "packing"."""
     batch_size = spec.batch_size
-    if spec.pack:
-        make_batch = _packed_batches(make_batch, mesh)
     if mesh is None:
         step = train_step or make_train_step(loss_fn, tx)
-        return state, step, lambda indices: jax.tree.map(jnp.asarray, make_batch(indices))
+
+        def host_batch(indices: np.ndarray) -> Any:
+            batch = make_batch(indices)
+            if spec.pack:
+                batch["packing"] = pack_minibatch(batch["input_ids"], batch["attention_mask"])
+            return jax.tree.map(jnp.asarray, batch)
+
+        return state, step, host_batch
     state_shardings = train_state_shardings(tx, state.params, param_shardings, mesh)
     state = jax.jit(lambda s: s, out_shardings=state_shardings)(state)
     train_step = train_step or make_train_step(
@@ -153,30 +157,13 @@ def _step_and_batches(
 
     def device_batch(indices: np.ndarray) -> Any:
         local = make_batch(indices[batch_rows])
-        packing = local.pop("packing", None)
         batch = {k: distributed.global_rows(mesh, v, batch_size) for k, v in local.items()}
-        if packing is not None:
-            batch["packing"] = jax.device_put(packing, sharding.batch_sharding(mesh))
+        if spec.pack:  # each process packs its own block of the rows
+            ids, mask = local["input_ids"], local["attention_mask"]
+            batch["packing"] = distributed.packed_rows(mesh, ids, mask, batch_size)
         return batch
 
     return state, train_step, device_batch
-
-
-def _packed_batches(
-    make_batch: Callable[[np.ndarray], dict[str, np.ndarray]], mesh: Any
-) -> Callable[[np.ndarray], dict[str, Any]]:
-    """make_batch with the batch's rows packed under "packing" (train.pack; the losses read
-    it, rlr.packing.pack_minibatch). One process only: packing sees the whole batch."""
-    if jax.process_count() > 1:
-        raise ValueError("train.pack runs on one host; unset it for a multi-process run")
-    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape.get("fsdp", 1)
-
-    def packed(indices: np.ndarray) -> dict[str, Any]:
-        batch = make_batch(indices)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        return {**batch, "packing": pack_minibatch(ids, mask, shards=shards)}
-
-    return packed
 
 
 def _resume(

@@ -26,7 +26,7 @@ import numpy as np
 from rlr import sharding
 from rlr.config_loading import dump_config, to_dict
 from rlr.data.prompts import build_prompt
-from rlr.packing import PackedRows, pack_minibatch
+from rlr.packing import PackedRows
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
 from rlr.training.checkpoint import Checkpointer, run_directory
@@ -55,14 +55,11 @@ class PPOTrainer:
         self.mesh = sharding.make_mesh(
             data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor
         )
-        for key, on in (
-            ("ppo.pack", config.ppo.pack),
-            ("rollout.decode_slots", config.rollout.decode_slots),
-        ):
-            if on and jax.process_count() > 1:
-                raise ValueError(
-                    f"{key} runs on one host; unset it for this {jax.process_count()}-process run"
-                )
+        if config.rollout.decode_slots and jax.process_count() > 1:
+            raise ValueError(
+                "rollout.decode_slots (continuous batching) runs on one host; unset it for this "
+                f"{jax.process_count()}-process run"
+            )
         data = config.data  # read first: a bad data file fails before any network loads
         self.train_problems = loading.load_problems(data.train, data.format, what="data.train")
         self.test_problems = []
@@ -319,13 +316,12 @@ class PPOTrainer:
         return [(start, start + size) for start in range(0, B, size)]
 
     def _packed(self, batch: ppo_core.Experience) -> PackedRows:
-        """The minibatch's rows packed (ppo.pack; rlr.packing.pack_minibatch), batch-sharded."""
-        packed = pack_minibatch(
-            np.asarray(batch.input_ids),
-            np.asarray(batch.attention_mask),
-            shards=self.mesh.shape["data"] * self.mesh.shape["fsdp"],
+        """The minibatch's rows packed (ppo.pack), each process packing its own block
+        (distributed.packed_rows), batch-sharded."""
+        ids, mask = (
+            distributed.local_rows(self.mesh, a) for a in (batch.input_ids, batch.attention_mask)
         )
-        return jax.device_put(packed, sharding.batch_sharding(self.mesh))
+        return distributed.packed_rows(self.mesh, ids, mask, batch.input_ids.shape[0])
 
     def iteration(self, iteration: int, grader: Any) -> dict[str, Any]:
         """One full PPO iteration; returns its metrics (and a few sample texts)."""
@@ -354,13 +350,14 @@ class PPOTrainer:
         B = cfg.rollout.batch_size
         size = B // cfg.ppo.minibatches
         key = jax.random.fold_in(jax.random.key(cfg.seed + 1), iteration)
-        update_metrics = []
+        update_metrics, packing_ratios = [], []  # padded row-positions over packed ones
         for epoch in range(cfg.ppo.epochs):
             order = jax.random.permutation(jax.random.fold_in(key, epoch), B)
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
                 if cfg.ppo.pack:
                     batch = batch._replace(packing=self._packed(batch))
+                    packing_ratios.append(batch.input_ids.size / batch.packing.input_ids.size)
                 self.state, step_metrics = self.setup.update(
                     self.state, batch, *self.setup.update_bases(self.frozen)
                 )
@@ -380,6 +377,7 @@ class PPOTrainer:
             "update_skipped_total": float(self.state.skipped),
             "time/scoring": t1 - t0,
             "time/update": t2 - t1,
+            **({"update/packing_ratio": float(np.mean(packing_ratios))} if packing_ratios else {}),
         }
         out["time/iteration"] = (
             out["time/rollout"] + out["time/grading"] + out["time/prm_text_scoring"] + t2 - t0
