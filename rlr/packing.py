@@ -114,7 +114,7 @@ def next_in_segment(packed: PackedRows) -> chex.Array:  # [R, L] int32
     return jnp.where(same & (segments > 0), following, 0).astype(jnp.int32)
 
 
-def packing_ratio(attention_mask: np.ndarray, packed: PackedRows) -> float:
-    """Padded row-positions over packed ones (B x S / R x L): the update's work saved."""
-    mask = np.asarray(attention_mask)
-    return mask.size / np.asarray(packed.input_ids).size
+def packing_ratio(attention_mask: chex.Array, packed: PackedRows) -> float:
+    """Padded row-positions over packed ones (B x S / R x L): the update's work saved. Reads
+    shapes only, so it takes global arrays sharded across processes too."""
+    return math.prod(np.shape(attention_mask)) / math.prod(np.shape(packed.input_ids))

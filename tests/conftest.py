@@ -14,11 +14,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # reproduction too: 75 s against 79 s). Subprocesses inherit the flag (tests add theirs after
 # it). RLR_TEST_XLA_OPT=1 keeps XLA's default level, the one rlr runs at.
 XLA_TEST_FLAG = "--xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", "")
-if os.environ.get("RLR_TEST_XLA_OPT") != "1" and XLA_TEST_FLAG not in os.environ.get(
-    "XLA_FLAGS", ""
-):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAG}".strip()
+flags = os.environ.get("XLA_FLAGS", "")
+if os.environ.get("RLR_TEST_XLA_OPT") != "1" and XLA_TEST_FLAG not in flags:
+    flags = f"{flags} {XLA_TEST_FLAG}".strip()
+os.environ["XLA_FLAGS"] = flags  # set even when empty: subprocess tests append to it
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 REAL_DATA = REPO_ROOT / "tests" / "data"

@@ -26,7 +26,7 @@ import numpy as np
 from rlr import sharding
 from rlr.config_loading import dump_config, to_dict
 from rlr.data.prompts import build_prompt
-from rlr.packing import PackedRows
+from rlr.packing import PackedRows, packing_ratio
 from rlr.training import distributed, loading, ppo_core
 from rlr.training.batching import EpochIterator, encode_prompts
 from rlr.training.checkpoint import Checkpointer, run_directory
@@ -350,14 +350,14 @@ class PPOTrainer:
         B = cfg.rollout.batch_size
         size = B // cfg.ppo.minibatches
         key = jax.random.fold_in(jax.random.key(cfg.seed + 1), iteration)
-        update_metrics, packing_ratios = [], []  # padded row-positions over packed ones
+        update_metrics, packing_ratios = [], []
         for epoch in range(cfg.ppo.epochs):
             order = jax.random.permutation(jax.random.fold_in(key, epoch), B)
             for m in range(cfg.ppo.minibatches):
                 batch = ppo_core.take_rows(experience, order[m * size : (m + 1) * size])
                 if cfg.ppo.pack:
                     batch = batch._replace(packing=self._packed(batch))
-                    packing_ratios.append(batch.input_ids.size / batch.packing.input_ids.size)
+                    packing_ratios.append(packing_ratio(batch.attention_mask, batch.packing))
                 self.state, step_metrics = self.setup.update(
                     self.state, batch, *self.setup.update_bases(self.frozen)
                 )
