@@ -21,7 +21,10 @@ grpo / ppo: one iteration of rlr's PPOTrainer (ppo_cpu.yaml, algorithm=grpo / pp
   step of tunix's GRPOLearner / PPOLearner on tests/toy_assets.py's assets, this trunk with the
   toy tokenizer's ~420 ids (rlr grades decoded text and refuses ids its tokenizer lacks). Both:
   `--prompts` (16) problems in the same order, 4 rows each (tunix's PPO, which has no groups,
-  gets each prompt 4 times), left-padded to `--rl-prompt` (160: none is cut), `--new-tokens` at
+  gets each prompt 4 times) of at most `--rl-prompt` (160: none is cut) tokens, left-padded by
+  rlr to the power of two above each iteration's longest (rollout.trim_prompts; the printed
+  widths) and by tunix to `--tunix-prompt` (default 160, its max_prompt_length; 1: the next
+  power of two above each of its rollouts' longest, rlr's rule), `--new-tokens` at
   temperature 1, stop at EOS, reward = the graded answer (rlr's Grader), KL coefficient 0.04,
   AdamW at rlr's rates clipped at norm 1, `--minibatches` (4) optimizer steps. GRPO: KL in the
   loss, no old-log-prob pass (tunix skips it at num_iterations=1; rlr ppo.old_logprobs=rollout).
@@ -239,9 +242,13 @@ def tunix_critic(model_dir: pathlib.Path, vocab_size: int):
     return Critic(load_tunix(model_dir, vocab_size))
 
 
-def tunix_learner(root: pathlib.Path, config, grader, steps: int, algorithm: str):
+def tunix_learner(
+    root: pathlib.Path, config, grader, steps: int, algorithm: str, prompt_width: int | None
+):
     """tunix's GRPOLearner or PPOLearner: actor, reference (and critic trunk) read from
-    root/policy, the toy tokenizer, rlr's grader as the reward function."""
+    root/policy, the toy tokenizer, rlr's grader as the reward function. Its rollouts pad
+    prompts to `prompt_width` (None: rlr's rollout.max_prompt_tokens); a rollout whose longest
+    prompt is longer pads to the next power of two of it (tunix's Sampler)."""
     import optax
     from transformers import AutoTokenizer
     from tunix.rl import rl_cluster as rl
@@ -266,7 +273,7 @@ def tunix_learner(root: pathlib.Path, config, grader, steps: int, algorithm: str
     )
     sampling = base_rollout.RolloutConfig(
         max_tokens_to_generate=rollout.max_new_tokens,
-        max_prompt_length=rollout.max_prompt_tokens,
+        max_prompt_length=prompt_width or rollout.max_prompt_tokens,
         kv_cache_size=rollout.max_prompt_tokens + rollout.max_new_tokens,
         temperature=rollout.temperature,
         top_p=1.0,
@@ -324,9 +331,10 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
         for batch in batches
     ]
     times: dict[str, list[dict[str, float]]] = {"tunix": [], "rlr": []}
+    widths: list[int] = []  # rlr's prompt width of each iteration (rollout.trim_prompts)
     phase: dict[str, float] = {}
     with Grader(num_workers=config.grading.num_workers, timeout_s=5.0) as grader:
-        learner = tunix_learner(root, config, grader, steps, algorithm)
+        learner = tunix_learner(root, config, grader, steps, algorithm, args.tunix_prompt)
         cluster, global_step = learner.rl_cluster, learner._run_global_step
 
         def clocked(name, fn):
@@ -354,6 +362,7 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
             ours = {k: float(out[f"time/{k}"]) for k in ("rollout", "scoring", "update")}
             tokens = float(out["response_length"]) * config.rollout.batch_size
             times["rlr"].append({"iteration": seconds, "tokens": tokens, **ours})
+            widths.append(int(out["prompt_width"]))
             print(f"round {len(times['rlr']) - 1}/{args.repeats} done", file=sys.stderr, flush=True)
 
         learner._run_global_step = step_then_rlr
@@ -362,7 +371,9 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
         raise RuntimeError(f"tunix ran {len(times['tunix'])} global steps, expected {steps}")
     print(
         f"{algorithm}: {config.rollout.batch_size} rows ({args.prompts} prompts x {GROUP}), "
-        f"prompts left-padded to {args.rl_prompt}, up to {args.new_tokens} new tokens; "
+        f"prompts of at most {args.rl_prompt} tokens left-padded to {widths} by rlr (per "
+        f"iteration), to {args.tunix_prompt or args.rl_prompt} by tunix (its "
+        f"max_prompt_length); up to {args.new_tokens} new tokens; "
         f"{args.minibatches} minibatch steps; first (compiling) iteration: rlr "
         f"{times['rlr'][0]['iteration']:.1f} s, tunix {times['tunix'][0]['iteration']:.1f} s; "
         f"{runs_line(args.repeats)}\n| phase | rlr | tunix | tunix / rlr |\n|---|---|---|---|"
@@ -386,6 +397,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="RL prompts per iteration")
     parser.add_argument(
         "--rl-prompt", type=int, default=160, help="RL prompt tokens (longest: 158)"
+    )
+    parser.add_argument(
+        "--tunix-prompt",
+        type=int,
+        default=None,
+        help="tunix's max_prompt_length (default: --rl-prompt). rlr pads each iteration's "
+        "prompts to the power of two above its longest (rollout.trim_prompts); tunix pads to "
+        "this, or to the next power of two above a longer prompt: 1 gives it rlr's rule",
     )
     parser.add_argument("--minibatches", type=int, default=4, help="RL optimizer steps")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median of these)")

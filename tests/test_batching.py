@@ -171,3 +171,22 @@ def test_iterator_errors():
         batching.EpochIterator.resume(3, {"epoch": 0, "index": 7}, batch_size=1, seed=0)
     with pytest.raises(ValueError, match="integer 'epoch' and 'index'"):
         batching.EpochIterator.resume(3, {"epoch": 0}, batch_size=1, seed=0)
+
+
+def test_prompt_width_is_the_power_of_two_above_the_longest_prompt(tokenizer):
+    longest = max(len(tokenizer.encode(p, add_special_tokens=False)) for p in PROMPTS)
+    want = 1
+    while want < max(longest, 16):
+        want *= 2
+    assert batching.prompt_width(tokenizer, PROMPTS) == want
+    assert batching.prompt_width(tokenizer, PROMPTS, limit=want + 40) == want
+    assert batching.prompt_width(tokenizer, PROMPTS, limit=longest - 1) == longest - 1  # cut
+    assert batching.prompt_width(tokenizer, ["1"]) == 16  # the minimum
+    assert batching.prompt_width(tokenizer, ["1"], minimum=1) == 1
+    # widths for every prompt set under a limit of 512 from a minimum of 16: 6 shapes at most
+    widths = {batching.prompt_width(tokenizer, ["x " * n], limit=512) for n in range(1, 700, 7)}
+    assert widths == {16, 32, 64, 128, 256, 512}
+    with pytest.raises(ValueError, match="at least one prompt"):
+        batching.prompt_width(tokenizer, [])
+    with pytest.raises(ValueError, match="limit=0"):
+        batching.prompt_width(tokenizer, PROMPTS, limit=0)

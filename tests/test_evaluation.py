@@ -56,7 +56,10 @@ class CannedSampler:
         )
 
 
-def test_evaluate_problems_grades_final_answers_in_fixed_batches():
+@pytest.mark.parametrize("trim,width", [(True, 16), (False, 36)])
+def test_evaluate_problems_grades_final_answers_in_fixed_batches(trim, width):
+    """Prompts padded to max_prompt_tokens (36), or trimmed to the power-of-two width of the
+    longest (16: the least prompt_width gives)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
@@ -69,7 +72,7 @@ def test_evaluate_problems_grades_final_answers_in_fixed_batches():
     ]
     rows = batching.encode_rows(tokenizer, ["x"] * 5, texts, prompt_len=2, response_len=40)
     # the last batch is padded by repeating its last row
-    sampler = CannedSampler(rows, [np.array([0, 1, 2, 3]), np.array([4, 4, 4, 4])], 36)
+    sampler = CannedSampler(rows, [np.array([0, 1, 2, 3]), np.array([4, 4, 4, 4])], width)
     sampler.eos_ids = (tokenizer.eos_token_id,)
     with Grader(num_workers=0) as grader:
         got = evaluate_problems(
@@ -80,6 +83,7 @@ def test_evaluate_problems_grades_final_answers_in_fixed_batches():
             grader=grader,
             key=jax.random.key(0),
             max_prompt_tokens=36,
+            trim_prompts=trim,
             batch_size=4,
         )
     assert got.accuracy == pytest.approx(3 / 5) and got.num_problems == 5

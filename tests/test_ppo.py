@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ppo_setup import make_assets, tiny_config
 
+from rlr.training.batching import prompt_width
 from rlr.training.metrics import read_metrics
 from rlr.training.ppo import PPOTrainer
 from rlr.training.schemas import EvalSpec, RewardSpec
@@ -369,6 +370,37 @@ class ScriptedGrader:
         return grades
 
 
+def test_trimmed_prompts_sample_and_score_as_prompts_padded_to_the_limit(assets, tmp_path):
+    """rollout.trim_prompts pads an iteration's prompts to the power-of-two width of the
+    longest (128: the toy prompts are 62-153 tokens) instead of max_prompt_tokens (256):
+    the same prompt tokens, sampled tokens, log-probs, values and PRM scores."""
+    base = tiny_config(assets, tmp_path)
+    config = dataclasses.replace(
+        base, rollout=dataclasses.replace(base.rollout, max_prompt_tokens=256)
+    )
+    trainer = PPOTrainer(config)
+    runs = {}
+    for trim in (True, False):
+        rollout = dataclasses.replace(config.rollout, trim_prompts=trim)
+        trainer.config = dataclasses.replace(config, rollout=rollout)
+        batch, info = trainer.rollout(0, ScriptedGrader([[1.0, 0.0, 0.0, 1.0]]))
+        scored = trainer.setup.score(trainer.state.params, trainer.frozen, batch, None)
+        runs[trim] = jax.device_get((batch, info["prompt_width"], scored))
+    (short, width, scored), (wide, wide_width, wide_scored) = runs[True], runs[False]
+    assert (width, wide_width) == (128, 256)
+    assert short.input_ids.shape[1] == 128 + config.rollout.max_new_tokens
+    cut = int(wide_width - width)  # columns that only the padded rollout has: padding everywhere
+    assert not wide.attention_mask[:, :cut].any()
+    np.testing.assert_array_equal(wide.input_ids[:, cut:], short.input_ids)
+    np.testing.assert_array_equal(wide.attention_mask[:, cut:], short.attention_mask)
+    np.testing.assert_array_equal(wide.response_mask, short.response_mask)
+    np.testing.assert_array_equal(wide.step_end, short.step_end)
+    assert short.response_mask.sum() > 0
+    for name, a, b in zip(scored._fields, scored, wide_scored):
+        if a is not None:
+            np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
+
+
 def test_dynamic_sampling_drops_uniform_groups_and_pads_at_the_cap(assets, tmp_path):
     # 2 prompts x 2 samples, at most 2 rounds. Round 0: both groups all-equal (dropped);
     # round 1: group 0 informative, group 1 all wrong: one group kept, one slot padded.
@@ -379,7 +411,10 @@ def test_dynamic_sampling_drops_uniform_groups_and_pads_at_the_cap(assets, tmp_p
         iterations=1,
         reward=RewardSpec(max_steps=8),
         rollout=dataclasses.replace(
-            tiny_config(assets, tmp_path).rollout, dynamic_sampling=True, max_sampling_rounds=2
+            tiny_config(assets, tmp_path).rollout,
+            dynamic_sampling=True,
+            max_sampling_rounds=2,
+            max_prompt_tokens=256,  # trimmed (rollout.trim_prompts) to both rounds' width
         ),
     )
     trainer = PPOTrainer(config)
@@ -391,10 +426,17 @@ def test_dynamic_sampling_drops_uniform_groups_and_pads_at_the_cap(assets, tmp_p
     assert info["success_rate"] == 0.5  # the first round's
     # the kept group is round 1's group 0, then the earliest dropped group, masked out
     key = jax.random.fold_in(jax.random.key(config.seed), 0)
+    both = [trainer.prompt_text(p) for p in trainer.prompts_for(0) + trainer.extra_prompts(0, 1)]
+    width = prompt_width(trainer.tokenizer, both)
+    assert trainer.prompt_width_for(0) == width == info["prompt_width"] < 256
+    assert rollout.input_ids.shape[1] == width + config.rollout.max_new_tokens
     round1, _, _ = trainer._sample(
-        trainer.extra_prompts(0, 1), jax.random.fold_in(key, 2**20 + 1), ScriptedGrader(script[1:])
+        trainer.extra_prompts(0, 1),
+        jax.random.fold_in(key, 2**20 + 1),
+        ScriptedGrader(script[1:]),
+        width,
     )
-    round0, _, _ = trainer._sample(trainer.prompts_for(0), key, ScriptedGrader(script))
+    round0, _, _ = trainer._sample(trainer.prompts_for(0), key, ScriptedGrader(script), width)
     ids = np.asarray(rollout.input_ids)
     np.testing.assert_array_equal(ids[:2], np.asarray(round1.input_ids)[:2])
     np.testing.assert_array_equal(ids[2:], np.asarray(round0.input_ids)[:2])

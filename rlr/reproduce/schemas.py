@@ -279,6 +279,7 @@ EVALUATION_SECTIONS = (
     "data.",
     "rollout.max_new_tokens",
     "rollout.max_prompt_tokens",
+    "rollout.trim_prompts",
     "grading.",
     "reward.separators",
 )

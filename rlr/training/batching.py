@@ -40,6 +40,23 @@ def encode_prompts(
     return ids, mask, cut
 
 
+def prompt_width(
+    tokenizer, prompts: Sequence[str], *, limit: int | None = None, minimum: int = 16
+) -> int:
+    """P for a set of prompts: the next power of two at or above the longest prompt's token
+    count (at least `minimum`), at most `limit` (a longer prompt then keeps its last `limit`
+    tokens in encode_prompts). Powers of two bound the compiled shapes that prompt sets of
+    varying lengths need to log2(limit / minimum) + 1."""
+    if not prompts:
+        raise ValueError("prompt_width needs at least one prompt")
+    if minimum < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"need minimum, limit >= 1; got minimum={minimum}, limit={limit}")
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    longest = max(minimum, max(len(ids) for ids in encoded))
+    width = 1 << (longest - 1).bit_length()
+    return width if limit is None else min(width, limit)
+
+
 def encode_rows(
     tokenizer,
     prompts: Sequence[str],

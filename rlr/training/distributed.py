@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -132,6 +133,13 @@ def packed_rows(
     grids = (np.pad(grid, pad) for grid in packed[:3])  # ids, positions, segment ids: 0 pads
     return PackedRows(*(global_rows(mesh, grid, total) for grid in grids),
                       global_rows(mesh, source, rows))  # fmt: skip
+
+
+def concatenate_rows(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
+    """Chunks of batch-sharded rows ([B_i, ...] each) joined on the mesh in order, [sum B_i,
+    ...] (rows move between devices as needed; nothing goes through a host)."""
+    spec = sharding.batch_sharding(mesh, chunks[0].ndim)
+    return jax.jit(lambda *xs: jnp.concatenate(xs), out_shardings=spec)(*chunks)
 
 
 def gather_rows(local: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 from rlr.data.prompts import build_prompt
 from rlr.data.records import Problem
 from rlr.data.segmentation import DEFAULT_SEPARATORS, step_texts
+from rlr.training.batching import prompt_width
 from rlr.training.pipeline import sample_and_judge
 
 StepClassifier = Callable[[str], bool]  # step text -> True when the step is a filler
@@ -109,6 +110,7 @@ def evaluate_policy(
     key: jax.Array,
     max_prompt_tokens: int,
     batch_size: int,
+    trim_prompts: bool = True,
     separators: Sequence[str] = DEFAULT_SEPARATORS,
     is_filler: StepClassifier = is_filler_step,
     keep_samples: int = 8,
@@ -116,7 +118,10 @@ def evaluate_policy(
     """Samples one response per prompt with `sampler` (an rlr.sampling.Sampler from
     rlr.training.generation.sampler_for; greedy when its temperature is 0) and grades it
     against the gold answers with `grader` (an rlr.grading.Grader), through
-    rlr.training.pipeline.sample_and_judge; the solution statistics are evaluation's own."""
+    rlr.training.pipeline.sample_and_judge; the solution statistics are evaluation's own.
+    Prompts are left-padded to `max_prompt_tokens` (a longer one keeps its last tokens), or
+    with `trim_prompts` to the power-of-two width of the longest, at most that
+    (rlr.training.batching.prompt_width)."""
     if len(prompts) != len(golds):
         raise ValueError(f"{len(prompts)} prompts but {len(golds)} gold answers")
     if not prompts:
@@ -130,7 +135,11 @@ def evaluate_policy(
         grader=grader,
         key=key,
         batch_size=batch_size,
-        prompt_tokens=max_prompt_tokens,
+        prompt_tokens=(
+            prompt_width(tokenizer, prompts, limit=max_prompt_tokens)
+            if trim_prompts
+            else max_prompt_tokens
+        ),
     )
     texts, correct = judged.texts, judged.correct
     samples = tuple(
@@ -193,6 +202,7 @@ def evaluate_ppo_policy(
         grader=grader,
         key=jax.random.fold_in(jax.random.key(config.seed + 2), key_offset),
         max_prompt_tokens=roll.max_prompt_tokens,
+        trim_prompts=roll.trim_prompts,
         batch_size=config.eval.batch_size or roll.chunk_rows or roll.batch_size,
         separators=config.reward.separators,
     )

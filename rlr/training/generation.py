@@ -20,7 +20,7 @@ import numpy as np
 from rlr.continuous_sampling import ContinuousSampler
 from rlr.data.segmentation import pad_id_of, unique_token_ids
 from rlr.sampling import Sampler
-from rlr.training.batching import encode_prompts, map_in_batches
+from rlr.training.batching import encode_prompts, map_in_batches, prompt_width
 
 
 def eos_ids_of(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
@@ -117,17 +117,6 @@ class SampledBatch(NamedTuple):
     mask: np.ndarray  # [R, T] int32, 1 on generated tokens (EOS included)
 
 
-def prompt_width(tokenizer: Any, prompts: Sequence[str], *, multiple: int = 32) -> int:
-    """P: the longest prompt's token count rounded up to a multiple, so nothing is cut and
-    similar prompt sets share one compiled sampler."""
-    if not prompts:
-        raise ValueError("prompt_width needs at least one prompt")
-    longest = max(
-        len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    )
-    return max(multiple, -(-longest // multiple) * multiple)
-
-
 def sample_prompts(
     sampler: Sampler,
     params: Any,
@@ -142,8 +131,9 @@ def sample_prompts(
     """One sampled response per prompt, in fixed [batch_size, P] sampler calls.
 
     Prompts are left-padded to P = `prompt_tokens` (a longer prompt keeps its last P tokens),
-    or to `prompt_width(prompts)` when None. Batch c draws with fold_in(key, c); the last
-    batch is padded by repeating its last prompt (rlr.training.batching.map_in_batches).
+    or to `rlr.training.batching.prompt_width(prompts)` when None. Batch c draws with
+    fold_in(key, c); the last batch is padded by repeating its last prompt
+    (rlr.training.batching.map_in_batches).
     `progress` (a tqdm bar or None) advances by the real rows of each batch.
     """
     if not prompts:

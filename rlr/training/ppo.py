@@ -28,7 +28,7 @@ from rlr.config_loading import dump_config, to_dict
 from rlr.data.prompts import build_prompt
 from rlr.packing import PackedRows, packing_ratio
 from rlr.training import distributed, loading, ppo_core
-from rlr.training.batching import EpochIterator, encode_prompts
+from rlr.training.batching import EpochIterator, encode_prompts, prompt_width
 from rlr.training.checkpoint import Checkpointer, run_directory
 from rlr.training.evaluation import (
     EvalResult,
@@ -39,7 +39,7 @@ from rlr.training.evaluation import (
 from rlr.training.generation import SampledBatch, rollout_settings, sampler_for
 from rlr.training.metrics import MetricsWriter, append_line, drop_rows_after
 from rlr.training.pipeline import judge
-from rlr.training.ppo_build import build_ppo
+from rlr.training.ppo_build import build_ppo, checkpointed_networks
 from rlr.training.preemption import PreemptionGuard
 from rlr.training.schemas import PPOConfig
 from rlr.training.step_scoring import score_policy_steps
@@ -105,13 +105,31 @@ class PPOTrainer:
         this process encodes, grades and scores only its block of rows
         (rlr.training.distributed), and the global [B, ...] arrays are assembled on the mesh
         in chunk order, so the rollout does not depend on the number of processes.
-        With rollout.dynamic_sampling, further rounds follow (dynamic_rollout).
+        With rollout.dynamic_sampling, further rounds follow (dynamic_rollout). Every chunk
+        and round of the iteration shares one prompt width (prompt_width_for).
         """
         key = jax.random.fold_in(jax.random.key(self.config.seed), iteration)
-        first = self._sample(self.prompts_for(iteration), key, grader)
+        width = self.prompt_width_for(iteration)
+        first = self._sample(self.prompts_for(iteration), key, grader, width)
+        first[1]["prompt_width"] = float(width)
         if not self.config.rollout.dynamic_sampling:
             return first[:2]
-        return self.dynamic_rollout(iteration, grader, first)
+        return self.dynamic_rollout(iteration, grader, first, width)
+
+    def prompt_width_for(self, iteration: int) -> int:
+        """P, the width an iteration's prompts are left-padded to: rollout.max_prompt_tokens,
+        or with rollout.trim_prompts the power-of-two width of the longest prompt any of its
+        sampling rounds can draw (rlr.training.batching.prompt_width). Every process reads
+        the same problems, so every process finds the same P."""
+        roll = self.config.rollout
+        if not roll.trim_prompts:
+            return roll.max_prompt_tokens
+        problems = self.prompts_for(iteration)
+        if roll.dynamic_sampling:
+            for round_ in range(1, roll.max_sampling_rounds):
+                problems += self.extra_prompts(iteration, round_)
+        texts = [self.prompt_text(p) for p in problems]
+        return prompt_width(self.tokenizer, texts, limit=roll.max_prompt_tokens)
 
     def extra_prompts(self, iteration: int, round_: int) -> list[Any]:
         """Dynamic sampling's prompts for round `round_` >= 1 of an iteration:
@@ -125,7 +143,7 @@ class PPOTrainer:
         return [self.train_problems[i] for i in rng.choice(n, size=per, replace=per > n)]
 
     def dynamic_rollout(
-        self, iteration: int, grader: Any, first: tuple[Any, ...]
+        self, iteration: int, grader: Any, first: tuple[Any, ...], width: int
     ) -> tuple[ppo_core.Rollout, dict[str, Any]]:
         """DAPO's dynamic sampling (arXiv 2503.14476 section 3.2; verl's filter_groups).
 
@@ -150,7 +168,10 @@ class PPOTrainer:
         for r in range(roll.max_sampling_rounds):
             if r > 0:
                 extra = self._sample(
-                    self.extra_prompts(iteration, r), jax.random.fold_in(key, 2**20 + r), grader
+                    self.extra_prompts(iteration, r),
+                    jax.random.fold_in(key, 2**20 + r),
+                    grader,
+                    width,
                 )
                 rounds.append(extra)
             gathered = rounds[r][2]
@@ -173,7 +194,11 @@ class PPOTrainer:
             if trees[0] is None:
                 return None
             if len(trees) > 1:
-                trees = [jax.tree.map(lambda *xs: _concatenate(self.mesh, list(xs)), *trees)]
+                trees = [
+                    jax.tree.map(
+                        lambda *xs: distributed.concatenate_rows(self.mesh, list(xs)), *trees
+                    )
+                ]
             return _select_rows(self.mesh, trees[0], rows, weight)
 
         rollout = joined(lambda x: x[0])
@@ -187,10 +212,11 @@ class PPOTrainer:
         return rollout, info
 
     def _sample(
-        self, problems: list[Any], key: jax.Array, grader: Any
+        self, problems: list[Any], key: jax.Array, grader: Any, width: int
     ) -> tuple[ppo_core.Rollout, dict[str, Any], dict[str, np.ndarray]]:
-        """Samples G responses to each of `problems`, grades and segments them: (rollout on
-        the mesh, info, the global per-row success / response_mask / truncated / steps)."""
+        """Samples G responses to each of `problems` (prompts left-padded to `width`), grades
+        and segments them: (rollout on the mesh, info, the global per-row success /
+        response_mask / truncated / steps)."""
         cfg = self.config
         G = cfg.rollout.samples_per_prompt
         rows = [p for p in problems for _ in range(G)]
@@ -200,7 +226,7 @@ class PPOTrainer:
         seconds = {"rollout": 0.0, "grading": 0.0, "prm_text_scoring": 0.0}
         for chunk, first in enumerate(range(0, B, C)):
             part, chunk_texts, chunk_seconds = self._sample_chunk(
-                rows[first : first + C], jax.random.fold_in(key, chunk), grader
+                rows[first : first + C], jax.random.fold_in(key, chunk), grader, width
             )
             parts.append(part)
             texts += chunk_texts
@@ -209,7 +235,7 @@ class PPOTrainer:
         return self._assemble(parts, texts, seconds)
 
     def _sample_chunk(
-        self, chunk: list[Any], key: jax.Array, grader: Any
+        self, chunk: list[Any], key: jax.Array, grader: Any, width: int
     ) -> tuple[dict[str, np.ndarray], list[str], dict[str, float]]:
         """One chunk of C rows through the pipeline: sampled on the mesh, then this process's
         block judged (rlr.training.pipeline.judge: steps, texts, grades) and, with a PRM that
@@ -225,7 +251,7 @@ class PPOTrainer:
         ids, mask, _ = encode_prompts(
             self.tokenizer,
             [self.prompt_text(p) for p in mine],
-            prompt_len=cfg.rollout.max_prompt_tokens,
+            prompt_len=width,
         )
         out = self.sampler(
             self.setup.policy_params(self.state.params, self.frozen),
@@ -285,7 +311,9 @@ class PPOTrainer:
 
         def on_mesh(name: str) -> jax.Array:
             chunks = [distributed.global_rows(self.mesh, part[name], C) for part in parts]
-            return chunks[0] if len(chunks) == 1 else _concatenate(self.mesh, chunks)
+            return (
+                chunks[0] if len(chunks) == 1 else distributed.concatenate_rows(self.mesh, chunks)
+            )
 
         rollout = ppo_core.Rollout(
             *(on_mesh(name) if name in parts[0] else None for name in ppo_core.Rollout._fields)
@@ -436,12 +464,12 @@ class PPOTrainer:
             return
         saved = yaml.safe_load(saved_path.read_text()) or {}
         ours = to_dict(self.config)
-        if _networks(saved) != _networks(ours):
-            theirs = saved.get("algorithm")
+        theirs, mine = checkpointed_networks(saved), checkpointed_networks(ours)
+        if theirs != mine:
             raise ValueError(
-                f"out_dir: {self.out_dir} holds checkpoints of an algorithm={theirs}"
-                f" run, which trains {' and '.join(_networks(saved))}; this run (algorithm="
-                f"{self.config.algorithm}) trains {' and '.join(_networks(ours))} and cannot "
+                f"out_dir: {self.out_dir} holds checkpoints of an algorithm="
+                f"{saved.get('algorithm')} run, which trains {' and '.join(theirs)}; this run "
+                f"(algorithm={self.config.algorithm}) trains {' and '.join(mine)} and cannot "
                 "resume them: choose another out_dir"
             )
 
@@ -544,29 +572,6 @@ class PPOTrainer:
             tokenizer_dir=self.config.tokenizer_dir,
             base_model=self.config.policy.path or None,
         )
-
-
-def _concatenate(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
-    """Chunks of batch-sharded rows joined on the mesh, in order (rows move between devices
-    as needed; nothing goes through a host)."""
-    spec = sharding.batch_sharding(mesh, chunks[0].ndim)
-    return jax.jit(lambda *xs: jnp.concatenate(xs), out_shardings=spec)(*chunks)
-
-
-def _networks(config: dict[str, Any]) -> list[str]:
-    """The trainable networks a saved config.yaml's run checkpoints, each with what of it
-    trains: the policy (its adapters under policy.lora), the critic unless its algorithm has
-    none (its adapters and head under ppo.critic_lora), and PRIME's implicit PRM when it has
-    that section."""
-    from rlr.training.schemas import ALGORITHM_DEFAULTS
-
-    critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
-    lora = (config.get("policy") or {}).get("lora") is not None
-    names = ["policy adapters" if lora else "policy"]
-    if critic.critic:
-        critic_lora = (config.get("ppo") or {}).get("critic_lora") is not None
-        names.append("critic adapters and head" if critic_lora else "critic")
-    return names + (["implicit_prm"] if config.get("implicit_prm") is not None else [])
 
 
 def _select_rows(mesh: Any, tree: Any, rows: np.ndarray, weight: np.ndarray) -> Any:

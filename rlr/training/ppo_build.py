@@ -44,7 +44,7 @@ from rlr.training.ppo_core import (
     ppo_update,
     score_rollout,
 )
-from rlr.training.schemas import ModelSpec, PPOConfig
+from rlr.training.schemas import ALGORITHM_DEFAULTS, ModelSpec, PPOConfig
 from rlr.training.train_state import TrainState, init_train_state, train_state_shardings
 
 
@@ -54,6 +54,20 @@ def trainable_networks(config: PPOConfig) -> tuple[str, ...]:
     implicit PRM when the run has an `implicit_prm` section."""
     names = ("policy", "critic") if config.uses_critic else ("policy",)
     return names + (("implicit_prm",) if config.implicit_prm is not None else ())
+
+
+def checkpointed_networks(config: dict[str, Any]) -> list[str]:
+    """The trainable networks a saved config.yaml's run checkpoints, each with what of it
+    trains: the policy (its adapters under policy.lora), the critic unless its algorithm has
+    none (its adapters and head under ppo.critic_lora), and PRIME's implicit PRM when it has
+    that section."""
+    critic = ALGORITHM_DEFAULTS.get(config.get("algorithm", "ppo"), ALGORITHM_DEFAULTS["ppo"])
+    lora = (config.get("policy") or {}).get("lora") is not None
+    names = ["policy adapters" if lora else "policy"]
+    if critic.critic:
+        critic_lora = (config.get("ppo") or {}).get("critic_lora") is not None
+        names.append("critic adapters and head" if critic_lora else "critic")
+    return names + (["implicit_prm"] if config.get("implicit_prm") is not None else [])
 
 
 @dataclasses.dataclass(frozen=True)

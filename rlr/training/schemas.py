@@ -407,6 +407,13 @@ class RolloutSpec:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # Left-pad an iteration's prompts (and an evaluation's) only to the next power of two at
+    # or above its longest prompt (at least 16; rlr.training.batching.prompt_width), at most
+    # max_prompt_tokens, so that sampling, scoring and the update skip the padding columns no
+    # prompt needs. The same tokens and losses to float rounding; each width compiles its
+    # own sampler, scoring and update programs (at most log2(max_prompt_tokens / 16) + 1).
+    # false: every prompt padded to max_prompt_tokens (one program of each).
+    trim_prompts: bool = True
     # Rows per sampler / scoring call (None: the whole batch at once). Large runs chunk the
     # batch so that the KV cache and the [rows, T, V] logits fit in device memory.
     chunk_rows: int | None = None
