@@ -372,8 +372,9 @@ def bench_rl(root: pathlib.Path, args, algorithm: str) -> None:
     print(
         f"{algorithm}: {config.rollout.batch_size} rows ({args.prompts} prompts x {GROUP}), "
         f"prompts of at most {args.rl_prompt} tokens left-padded to {widths} by rlr (per "
-        f"iteration), to {args.tunix_prompt or args.rl_prompt} by tunix (its "
-        f"max_prompt_length); up to {args.new_tokens} new tokens; "
+        f"iteration), by tunix to max_prompt_length {args.tunix_prompt or args.rl_prompt} "
+        "(or the power of two above a rollout's longest prompt, if longer); up to "
+        f"{args.new_tokens} new tokens; "
         f"{args.minibatches} minibatch steps; first (compiling) iteration: rlr "
         f"{times['rlr'][0]['iteration']:.1f} s, tunix {times['tunix'][0]['iteration']:.1f} s; "
         f"{runs_line(args.repeats)}\n| phase | rlr | tunix | tunix / rlr |\n|---|---|---|---|"
