@@ -132,6 +132,59 @@ def hf_runner(hf_model, ids, mask, target, steps):
     return run
 
 
+def compacting_row_steps(target: np.ndarray, batch: int, min_rows: int) -> tuple[int, int]:
+    """(row-steps, steps) rlr.sampling.sample spends on one batch whose rows keep `target`
+    tokens: at each size of compaction_sizes it steps while more rows live than the next
+    size holds."""
+    sizes = sampling.compaction_sizes(batch, min_rows=min_rows)
+    row_steps = step = 0
+    for i, size in enumerate(sizes):
+        following = sizes[i + 1] if i + 1 < len(sizes) else 0
+        while (target > step).sum() > following:
+            row_steps, step = row_steps + size, step + 1
+    return row_steps, step
+
+
+def continuous_row_steps(
+    target: np.ndarray, slots: int, refill_rows: int, min_rows: int
+) -> tuple[int, int]:
+    """(row-steps, steps) of ContinuousSampler's schedule on a queue whose rows keep `target`
+    tokens: every slot steps until refill_rows are free, the next prompts take them, and the
+    last rows drain through compaction."""
+    left = np.zeros(slots, np.int64)  # tokens each slot's row still draws (0: free)
+    waiting = row_steps = steps = 0
+    while waiting < len(target):
+        free = np.flatnonzero(left == 0)
+        while free.size and waiting < len(target):
+            take = min(refill_rows, free.size, len(target) - waiting)
+            left[free[:take]] = target[waiting : waiting + take]
+            waiting, free = waiting + take, free[take:]
+        refill_at = min(refill_rows, len(target) - waiting)
+        while waiting < len(target) and (left > 0).any() and (left == 0).sum() < refill_at:
+            row_steps, steps, left = row_steps + slots, steps + 1, np.maximum(left - 1, 0)
+    tail, tail_steps = compacting_row_steps(left[left > 0], slots, min_rows)
+    return row_steps + tail, steps + tail_steps
+
+
+def schedule_model(target: np.ndarray, batch: int, refill_rows: int, min_rows: int) -> str:
+    """What the schedules alone predict for continuous batching over compaction: the ratio of
+    row-steps (a decode step costing in proportion to its rows, as on this CPU) and of steps
+    (a step costing the same at any row count: decoding bound by reading the weights)."""
+    chunks = [target[a : a + batch] for a in range(0, len(target), batch)]
+    compact = [compacting_row_steps(c, batch, min_rows) for c in chunks]
+    cont_rows, cont_steps = continuous_row_steps(target, batch, refill_rows, min_rows)
+    best_rows, best_steps = continuous_row_steps(target, batch, 1, min_rows)
+    useful = int(target.sum())
+    rows, steps = sum(r for r, _ in compact), sum(t for _, t in compact)
+    return (
+        f"  schedule model: useful / row-steps: compacting {useful / rows:.0%}, continuous "
+        f"(R={refill_rows}) {useful / cont_rows:.0%} (R=1: {useful / best_rows:.0%}); continuous "
+        f"over compacting, a step costing in proportion to its rows: {rows / cont_rows:.2f}x "
+        f"(R=1: {rows / best_rows:.2f}x), a step costing the same at any row count: "
+        f"{steps / cont_steps:.2f}x (R=1: {steps / best_steps:.2f}x)"
+    )
+
+
 def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None:
     """Times the samplers on one random queue of lengths and prints useful tok/s and ratios."""
     rng = np.random.RandomState(batch)
@@ -148,6 +201,8 @@ def bench_batch(batch, args, lengths, samplers, params, hf_model, steps) -> None
         f"useful / (B x longest of each batch) {useful / (batch * longest):.0%}",
         flush=True,
     )
+    refill_rows = args.refill_rows or max(1, batch // 8)
+    print(schedule_model(target, batch, refill_rows, args.min_rows), flush=True)
 
     def batched(sampler):
         def run():
