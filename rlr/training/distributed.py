@@ -137,7 +137,10 @@ def packed_rows(
 
 def concatenate_rows(mesh: Any, chunks: list[jax.Array]) -> jax.Array:
     """Chunks of batch-sharded rows ([B_i, ...] each) joined on the mesh in order, [sum B_i,
-    ...] (rows move between devices as needed; nothing goes through a host)."""
+    ...] (rows move between devices as needed; nothing goes through a host). A single chunk
+    comes back as it is."""
+    if len(chunks) == 1:
+        return chunks[0]
     spec = sharding.batch_sharding(mesh, chunks[0].ndim)
     return jax.jit(lambda *xs: jnp.concatenate(xs), out_shardings=spec)(*chunks)
 

@@ -193,13 +193,10 @@ class PPOTrainer:
             trees = [tree_of_round(x) for x in rounds]
             if trees[0] is None:
                 return None
-            if len(trees) > 1:
-                trees = [
-                    jax.tree.map(
-                        lambda *xs: distributed.concatenate_rows(self.mesh, list(xs)), *trees
-                    )
-                ]
-            return _select_rows(self.mesh, trees[0], rows, weight)
+            tree = jax.tree.map(
+                lambda *xs: distributed.concatenate_rows(self.mesh, list(xs)), *trees
+            )
+            return _select_rows(self.mesh, tree, rows, weight)
 
         rollout = joined(lambda x: x[0])
         info = dict(first[1])
@@ -311,9 +308,7 @@ class PPOTrainer:
 
         def on_mesh(name: str) -> jax.Array:
             chunks = [distributed.global_rows(self.mesh, part[name], C) for part in parts]
-            return (
-                chunks[0] if len(chunks) == 1 else distributed.concatenate_rows(self.mesh, chunks)
-            )
+            return distributed.concatenate_rows(self.mesh, chunks)
 
         rollout = ppo_core.Rollout(
             *(on_mesh(name) if name in parts[0] else None for name in ppo_core.Rollout._fields)
