@@ -5,7 +5,7 @@
 # Decode tokens/s against the HBM roofline and update MFU at Qwen2-0.5B / 1.5B shapes are a second
 # call of their own: timeout 500 python3 bench/bench_gpu_scale.py --shape 0.5b --hf (then 1.5b).
 # Needs jax with CUDA, flax, optax, orbax, chex, transformers, tokenizers, safetensors, pytest and
-# hypothesis; missing pure-Python packages (math-verify, tensorboardX) can be installed from
+# hypothesis; a missing pure-Python package (math-verify) can be installed from
 # wheels in .whl/ (pip download them on a machine with network access).
 set -uo pipefail
 OUT_DIR="${1:-${OUT:-/tmp/rlr_gpu}}"

@@ -3,7 +3,7 @@
 Same pre-tokenization as Qwen2 (its split regex, with every digit its own pre-token so numbers
 are spelled digit by digit), byte-level alphabet (any UTF-8 text round-trips), the Qwen special
 tokens plus a step tag, and a Qwen-style chat template. `AutoTokenizer.from_pretrained(out_dir)`
-loads the result offline.
+(or `load_fast_tokenizer`, without importing torch) loads the result offline.
 """
 
 from __future__ import annotations
@@ -52,6 +52,37 @@ def build_bpe_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+# tokenizer_config.json's names for the model-agnostic fast tokenizer (transformers 5 and 4)
+GENERIC_TOKENIZER_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
+def load_fast_tokenizer(directory: str | os.PathLike):
+    """The tokenizer saved in `directory` (tokenizer.json + tokenizer_config.json), loaded as
+    `AutoTokenizer.from_pretrained` loads it.
+
+    A directory whose tokenizer_config.json names the model-agnostic class (rlr's own
+    tokenizers, Llama 3's) is loaded through that class directly: `AutoTokenizer` resolves to
+    the same class, but importing its model registry imports torch where torch is installed,
+    about a second of every command's start. Any other class (Qwen2Tokenizer, LlamaTokenizer,
+    ...) goes through `AutoTokenizer`, whose model-specific classes may change the pipeline.
+    """
+    directory = pathlib.Path(directory)
+    config_path = directory / "tokenizer_config.json"
+    named = None
+    if config_path.is_file():
+        try:
+            named = json.loads(config_path.read_text()).get("tokenizer_class")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise ValueError(f"{config_path}: not a JSON object ({error})") from None
+    if named in GENERIC_TOKENIZER_CLASSES:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(directory)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory)
+
+
 def train_tokenizer(
     texts: Iterable[str],
     *,
@@ -66,7 +97,7 @@ def train_tokenizer(
     256 byte symbols and the 4 special tokens come first, so vocab_size must be at least 260.
     Returns a `transformers.PreTrainedTokenizerFast`.
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     minimum = 256 + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
@@ -100,4 +131,4 @@ def train_tokenizer(
         "additional_special_tokens": [IM_START, IM_END, STEP_TAG],
     }
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
-    return AutoTokenizer.from_pretrained(out_dir)
+    return load_fast_tokenizer(out_dir)

@@ -91,12 +91,15 @@ def test_a_uri_run_directory_stays_a_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with _store(tmp_path / "store"):
         ckpt = Checkpointer("gs://bucket/run/checkpoints")
-        with MetricsWriter("gs://bucket/run", tensorboard=False) as writer:
+        with MetricsWriter("gs://bucket/run") as writer:
             writer.write(1, {"loss": 1.0})
         drop_rows_after("gs://bucket/run/metrics.jsonl", 0)
     assert str(ckpt.directory) == str(seen["directory"]) == "gs://bucket/run/checkpoints"
     assert (tmp_path / "store" / "bucket" / "run" / "checkpoints").is_dir()
     assert (tmp_path / "store" / "bucket" / "run" / "metrics.jsonl").read_text() == ""
+    # TensorBoard's events went to the store too, rewritten whole on close
+    (events,) = (tmp_path / "store" / "bucket" / "run" / "tb").iterdir()
+    assert events.name.startswith("events.out.tfevents.") and events.stat().st_size > 50
     assert not (tmp_path / "gs:").exists()
 
 

@@ -145,3 +145,45 @@ class TestBuildPrompt:
             build_prompt("q", style="chat")
         with pytest.raises(ValueError, match=r"few_shot\[0\]"):
             build_prompt("q", few_shot=["just a string"])
+
+
+def test_load_fast_tokenizer_matches_auto_tokenizer_and_keeps_named_classes(
+    tokenizer_dir, tokenizer, tmp_path
+):
+    import shutil
+
+    from rlr.tokenizer import load_fast_tokenizer
+
+    direct = load_fast_tokenizer(tokenizer_dir)
+    assert type(direct) is type(tokenizer)  # the generic class, as AutoTokenizer resolves it
+    text = "Step 1: 12 + 30 = 42. <|step|>"
+    assert direct(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert direct.chat_template == tokenizer.chat_template
+    # a model-specific class is left to AutoTokenizer
+    named = tmp_path / "named"
+    shutil.copytree(tokenizer_dir, named)
+    config = json.loads((named / "tokenizer_config.json").read_text())
+    (named / "tokenizer_config.json").write_text(
+        json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"})
+    )
+    assert type(load_fast_tokenizer(named)).__name__ == "Qwen2Tokenizer"
+    (named / "tokenizer_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a JSON object"):
+        load_fast_tokenizer(named)
+
+
+def test_a_run_starts_without_importing_torch(tokenizer_dir, tmp_path):
+    """The tokenizer and the metrics writer, which every command loads, import no torch:
+    about a second of every command's start where torch is installed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from rlr.training.loading import load_tokenizer; "
+        "from rlr.training.metrics import MetricsWriter; "
+        f"load_tokenizer({str(tokenizer_dir)!r}); "
+        f"MetricsWriter({str(tmp_path)!r}).write(1, {{'loss': 1.0}}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -85,14 +86,57 @@ def test_restore_without_checkpoint_is_a_clear_error(tmp_path):
             ckpt.restore({"a": jnp.zeros(2)})
 
 
+def read_event_file(path):
+    """The Event protos of a TensorBoard event file, each TFRecord's CRCs checked with
+    tensorboardX's own CRC-32C and each record parsed by its protobuf classes."""
+    from tensorboardX.crc32c import crc32c as reference_crc
+    from tensorboardX.proto.event_pb2 import Event
+
+    def masked(data):
+        crc = reference_crc(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    data, events = path.read_bytes(), []
+    while data:
+        header, (length_crc,) = data[:8], struct.unpack("<I", data[8:12])
+        (length,) = struct.unpack("<Q", header)
+        assert length_crc == masked(header)
+        record, (record_crc,) = (
+            data[12 : 12 + length],
+            struct.unpack("<I", data[12 + length : 16 + length]),
+        )
+        assert record_crc == masked(record)
+        events.append(Event.FromString(record))
+        data = data[16 + length :]
+    return events
+
+
 def test_metrics_writer_jsonl_and_tensorboard(tmp_path):
     with MetricsWriter(tmp_path, total_steps=2, show=("loss",)) as writer:
         writer.write(1, {"loss": jnp.asarray(0.5), "vector": jnp.ones(3), "ok": True})
-        writer.write(2, {"loss": np.float32(0.25)})
+        writer.write(2, {"loss": np.float32(0.25), "nan": float("nan"), "big": 3e9})
+        writer.write(3, {"nan": float("nan")})  # nothing finite: no event
     rows = read_metrics(tmp_path)
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[0]["loss"] == 0.5 and rows[0]["ok"] == 1.0 and "vector" not in rows[0]
-    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+    (event_file,) = (tmp_path / "tb").iterdir()
+    assert event_file.name.startswith("events.out.tfevents.")
+    first, *scalars = read_event_file(event_file)
+    assert first.file_version == "brain.Event:2" and first.wall_time > 0
+    got = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in scalars]
+    assert got == [(1, {"loss": 0.5, "ok": 1.0}), (2, {"loss": 0.25, "big": 3e9})]
+
+
+def test_event_records_encode_large_steps_and_negative_values(tmp_path):
+    from rlr.training.event_files import ScalarEventWriter, crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    writer = ScalarEventWriter(tmp_path)
+    writer.add_scalars(2**40 + 3, {"a/b": -1.5, "é": 2.0})
+    writer.close()
+    (_, event) = read_event_file(writer.path)
+    assert event.step == 2**40 + 3
+    assert [(v.tag, v.simple_value) for v in event.summary.value] == [("a/b", -1.5), ("é", 2.0)]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 1}) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         read_metrics(tmp_path / "bad.jsonl")

@@ -582,10 +582,9 @@ def load_step_scorer(
     local Hugging Face cache). The format is read from config.json unless `format` is given;
     the tokenizer is the directory's own unless `tokenizer` is given. With `mesh`, every
     parameter goes straight to its shards as it is read."""
-    from transformers import AutoTokenizer
-
     from rlr.models.hf_io import CONFIG_NAME, load_pretrained, pretrained_module, read_config
     from rlr.models.hub import resolve_model_dir
+    from rlr.tokenizer import load_fast_tokenizer
 
     directory = resolve_model_dir(str(path), what="PRM")
     hf = read_config(directory)
@@ -605,5 +604,5 @@ def load_step_scorer(
             raise ValueError(
                 f"{directory} holds no tokenizer.json; pass tokenizer= (the PRM's tokenizer)"
             )
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer = load_fast_tokenizer(directory)
     return StepScorer(step_format, model, params, tokenizer, batch_size=batch_size, mesh=mesh)

@@ -50,7 +50,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def load_tokenizer(path: str | pathlib.Path, *, what: str = "tokenizer"):
     """An HF fast tokenizer from a local directory; `what` names the setting in errors."""
-    from transformers import AutoTokenizer
+    from rlr.tokenizer import load_fast_tokenizer
 
     if path and not pathlib.Path(path).exists() and "/" in str(path):
         try:  # an org/name id in the local Hugging Face cache
@@ -62,7 +62,7 @@ def load_tokenizer(path: str | pathlib.Path, *, what: str = "tokenizer"):
             f"{what} {str(path)!r} is not a directory holding tokenizer.json; "
             "make one with `rlr train-tokenizer --out DIR` and point to DIR"
         )
-    tokenizer = AutoTokenizer.from_pretrained(pathlib.Path(path))
+    tokenizer = load_fast_tokenizer(path)
     if not tokenizer.is_fast:
         raise ValueError(f"{what} {path} must be a fast tokenizer (tokenizer.json)")
     return tokenizer

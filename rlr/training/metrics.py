@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import pathlib
@@ -14,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlr.training.checkpoint import URI_PREFIXES, storage_path
+from rlr.training.event_files import ScalarEventWriter
 
 
 def to_python_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -62,11 +62,7 @@ class MetricsWriter:
         drop_rows_after(self.directory / "metrics.jsonl", initial_step)
         self._jsonl_path = self.directory / "metrics.jsonl"
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            if str(self.directory).startswith(URI_PREFIXES):
-                register_uri_event_files()
-            self._tb = SummaryWriter(str(self.directory / "tb"))
+            self._tb = ScalarEventWriter(self.directory / "tb")
         self._show = show
         self._start = time.time()
         if total_steps is not None:
@@ -82,9 +78,8 @@ class MetricsWriter:
         record = {"step": int(step), "time": round(time.time() - self._start, 3), **scalars}
         append_line(self._jsonl_path, json.dumps(record, allow_nan=True))
         if self._tb is not None:
-            for name, value in scalars.items():
-                if math.isfinite(value):
-                    self._tb.add_scalar(name, value, step)
+            finite = {name: value for name, value in scalars.items() if math.isfinite(value)}
+            self._tb.add_scalars(step, finite)
         if self._bar is not None:
             self._bar.update(1)
             if self._show:
@@ -105,45 +100,6 @@ class MetricsWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class _UriEventFile:
-    """A TensorBoard event file under a URI, written through etils.epath: an object store
-    has no append, so the events so far are kept and the whole file rewritten on each flush
-    (as tensorboardX's own gs:// writer does, without needing google-cloud-storage)."""
-
-    def __init__(self, path: str):
-        self.path = storage_path(path)
-        self.buffer = io.BytesIO()
-
-    def write(self, data: bytes) -> None:
-        self.buffer.write(data)
-
-    def flush(self) -> None:
-        self.path.write_bytes(self.buffer.getvalue())
-
-    def close(self) -> None:
-        self.flush()
-
-
-class _UriEventFiles:
-    """tensorboardX's writer factory for one URI scheme."""
-
-    def open(self, path: str) -> _UriEventFile:
-        return _UriEventFile(path)
-
-    def directory_check(self, path: str) -> None:
-        storage_path(path).mkdir(parents=True, exist_ok=True)
-
-
-def register_uri_event_files() -> None:
-    """Makes tensorboardX write event files under gs://, s3://, az:// and hf:// through
-    etils.epath, as every other file of a run is written (its default would make a local
-    folder named `az:` or need google-cloud-storage)."""
-    from tensorboardX import record_writer
-
-    for prefix in URI_PREFIXES:
-        record_writer.register_writer_factory(prefix.split(":")[0], _UriEventFiles())
 
 
 def append_line(path: Any, line: str) -> None:
