@@ -64,16 +64,26 @@ class NonFiniteStateError(RuntimeError):
     """Raised instead of writing a checkpoint that contains NaN or Inf."""
 
 
+@jax.jit
+def _all_finite(leaves: list[Any]) -> jax.Array:
+    """[N] bool: whether each array of `leaves` is free of NaN and Inf (one program for the
+    whole list, not one per leaf shape)."""
+    return jax.numpy.stack([jax.numpy.all(jax.numpy.isfinite(leaf)) for leaf in leaves])
+
+
 def first_non_finite_path(tree: Any) -> str | None:
     """The key path of the first floating leaf holding NaN/Inf, or None if all are finite."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    flags = [
-        (path, jax.numpy.all(jax.numpy.isfinite(leaf)))
+    floating = [
+        (path, leaf)
         for path, leaf in leaves
         if hasattr(leaf, "dtype") and jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)
     ]
-    for path, ok in flags:
-        if not bool(ok):
+    if not floating:
+        return None
+    finite = np.asarray(_all_finite([leaf for _, leaf in floating]))
+    for (path, _), ok in zip(floating, finite):
+        if not ok:
             return jax.tree_util.keystr(path)
     return None
 
