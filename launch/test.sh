@@ -3,8 +3,9 @@
 # Extra arguments go to pytest, e.g. `bash launch/test.sh -k rewards -x`.
 # RLR_NO_TORCH=1 skips installing the CPU torch reference (its parity tests then skip).
 # Tests run in RLR_TEST_WORKERS pytest-xdist processes (default: the CPU count, at most 4;
-# 1 runs them in this process). They compile at XLA's backend optimisation level 0
-# (tests/conftest.py); RLR_TEST_XLA_OPT=1 runs them at XLA's default level, rlr's own.
+# 1 runs them in this process); an idle worker takes tests queued for the other (worksteal).
+# They compile with XLA settings that make compiling cheaper (tests/conftest.py);
+# RLR_TEST_XLA_OPT=1 runs them at XLA's defaults, rlr's own.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" dev
 if [ "${RLR_NO_TORCH:-0}" != "1" ] && ! python -c "import torch" 2>/dev/null; then
@@ -23,7 +24,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_CO
 workers="${RLR_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
 if [ "$workers" -gt 1 ]; then
   # Workers share the one smoke reproduction through a file lock (tests/smoke_run.py).
-  python -m pytest -q -n "$workers" "$@"
+  python -m pytest -q -n "$workers" --dist worksteal "$@"
 else
   python -m pytest -q "$@"
 fi
