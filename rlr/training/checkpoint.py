@@ -64,26 +64,16 @@ class NonFiniteStateError(RuntimeError):
     """Raised instead of writing a checkpoint that contains NaN or Inf."""
 
 
-@jax.jit
-def _all_finite(leaves: list[Any]) -> jax.Array:
-    """[N] bool: whether each array of `leaves` is free of NaN and Inf (one program for the
-    whole list, not one per leaf shape)."""
-    return jax.numpy.stack([jax.numpy.all(jax.numpy.isfinite(leaf)) for leaf in leaves])
-
-
 def first_non_finite_path(tree: Any) -> str | None:
     """The key path of the first floating leaf holding NaN/Inf, or None if all are finite."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    floating = [
-        (path, leaf)
+    flags = [
+        (path, jax.numpy.all(jax.numpy.isfinite(leaf)))
         for path, leaf in leaves
         if hasattr(leaf, "dtype") and jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)
     ]
-    if not floating:
-        return None
-    finite = np.asarray(_all_finite([leaf for _, leaf in floating]))
-    for (path, _), ok in zip(floating, finite):
-        if not ok:
+    for path, ok in flags:
+        if not bool(ok):
             return jax.tree_util.keystr(path)
     return None
 

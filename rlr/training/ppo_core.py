@@ -965,8 +965,6 @@ def ppo_update(
     return new_state, {"loss/total": loss, **metrics, **update_metrics}
 
 
-@jax.jit
 def take_rows(batch: Any, rows: chex.Array) -> Any:
-    """Selects rows [R] (the leading axis) of every array in a batch pytree: [B, ...] ->
-    [R, ...]. Jitted, so that a minibatch is one program and one dispatch, not one per leaf."""
+    """Selects rows (the leading axis) of every array in a batch pytree."""
     return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), batch)
