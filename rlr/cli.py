@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = argv[0] if argv and argv[0] in BY_NAME else ""
         prog = f"rlr {name}".strip()
         message = " ".join(str(err).split()) or type(err).__name__
+        from rlr.data.readers import FIX_HINT
+
+        # training commands read their data whole: the reader's Python argument is no option
+        message = message.replace(FIX_HINT, "fix the line")
         print(f"{prog}: error: {message}", file=sys.stderr)
         return USAGE_ERROR
 

@@ -157,7 +157,8 @@ def test_malformed_data_line_is_one_line_naming_file_and_line(tmp_path, monkeypa
     proc = rlr_process(*argv)  # the console, as a user sees it
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert f"rlr sft: error: {bad}:2" in proc.stderr
+    assert f"rlr sft: error: {bad}:2: field 'question' must be str, got int" in proc.stderr
+    assert proc.stderr.strip().endswith("; fix the line"), proc.stderr  # no Python argument
     monkeypatch.setenv("RLR_DEBUG", "1")  # the traceback comes back
     from rlr.data.readers import MalformedRecordError
 

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from rlr.data.prepare import prepare_prm_data
-from rlr.data.readers import MalformedRecordError
+from rlr.data.readers import FIX_HINT, MalformedRecordError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
             args.input, args.out, args.format, skip_malformed=args.skip_malformed
         )
     except MalformedRecordError as err:
-        message = str(err).replace("pass skip_malformed=True", "pass --skip-malformed")
+        message = str(err).replace(FIX_HINT, "fix the line or pass --skip-malformed")
         raise MalformedRecordError(message) from None
     print(json.dumps(summary))
     return 0

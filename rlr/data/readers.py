@@ -55,6 +55,10 @@ class ReadResult(Generic[R]):
         return self.records[index]
 
 
+# The end of a malformed line's message; commands replace it with their own flag (or none).
+FIX_HINT = "fix the line or pass skip_malformed=True"
+
+
 def read_jsonl(
     path: str | os.PathLike,
     parse: Callable[[dict[str, Any], str], R],
@@ -82,9 +86,7 @@ def read_jsonl(
                 records.append(parse(obj, f"{path.stem}-{line_number}"))
             except _Malformed as e:
                 if not skip_malformed:
-                    raise MalformedRecordError(
-                        f"{path}:{line_number}: {e}; fix the line or pass skip_malformed=True"
-                    ) from None
+                    raise MalformedRecordError(f"{path}:{line_number}: {e}; {FIX_HINT}") from None
                 skipped.append(line_number)
     return ReadResult(records, skipped)
 
@@ -94,7 +96,8 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...] = str) 
         raise _Malformed(f"missing field {name!r} (fields present: {sorted(obj)})")
     value = obj[name]
     if not isinstance(value, kind):
-        raise _Malformed(f"field {name!r} must be {kind}, got {type(value).__name__}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise _Malformed(f"field {name!r} must be {names}, got {type(value).__name__}")
     return value
 
 
