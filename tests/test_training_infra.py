@@ -125,6 +125,9 @@ def test_metrics_writer_jsonl_and_tensorboard(tmp_path):
     assert first.file_version == "brain.Event:2" and first.wall_time > 0
     got = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in scalars]
     assert got == [(1, {"loss": 0.5, "ok": 1.0}), (2, {"loss": 0.25, "big": 3e9})]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 1}) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        read_metrics(tmp_path / "bad.jsonl")
 
 
 def test_event_records_encode_large_steps_and_negative_values(tmp_path):
@@ -137,9 +140,6 @@ def test_event_records_encode_large_steps_and_negative_values(tmp_path):
     (_, event) = read_event_file(writer.path)
     assert event.step == 2**40 + 3
     assert [(v.tag, v.simple_value) for v in event.summary.value] == [("a/b", -1.5), ("é", 2.0)]
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 1}) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        read_metrics(tmp_path / "bad.jsonl")
 
 
 def test_preemption_guard_turns_sigterm_into_a_flag():
