@@ -72,19 +72,23 @@ def _field_bytes(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _wall_time_field(wall_time: float) -> bytes:
+    return b"\x09" + struct.pack("<d", wall_time)  # Event.wall_time: field 1, a double
+
+
 def scalar_event(step: int, scalars: Mapping[str, float], *, wall_time: float) -> bytes:
     """An `Event` proto holding one `Summary` with a `simple_value` per (tag, value)."""
     values = b"".join(
         _field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", value))
         for tag, value in scalars.items()
     )
-    header = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(int(step))
-    return header + _field_bytes(5, values)
+    step_field = b"\x10" + _varint(int(step))  # Event.step: field 2, a varint
+    return _wall_time_field(wall_time) + step_field + _field_bytes(5, values)
 
 
 def version_event(*, wall_time: float) -> bytes:
     """The `Event` that opens every event file: its wall time and `brain.Event:2`."""
-    return b"\x09" + struct.pack("<d", wall_time) + _field_bytes(3, FILE_VERSION)
+    return _wall_time_field(wall_time) + _field_bytes(3, FILE_VERSION)
 
 
 class ScalarEventWriter:
