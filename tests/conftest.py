@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import uuid
 
 import pytest
 
@@ -43,6 +44,17 @@ SMOKE_READERS = (
     "tests/test_reproduce.py::",
     "tests/test_notebooks.py::test_notebook_runs[reproduction",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controlling process picks the run's id and hands it to pytest-xdist's workers, so
+    that the folder they share (tests/smoke_run.py) is one it can find and remove at the end."""
+    if hasattr(config, "workerinput"):
+        return  # a worker: PYTEST_XDIST_TESTRUNUID holds the controller's id
+    run_id = getattr(config.option, "testrunuid", None) or uuid.uuid4().hex
+    if hasattr(config.option, "testrunuid"):  # pytest-xdist's --testrunuid
+        config.option.testrunuid = run_id
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = run_id
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

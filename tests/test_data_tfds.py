@@ -6,6 +6,7 @@ import importlib.util
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -49,9 +50,13 @@ def test_tensorflow_is_not_needed():
         ("math_shepherd", {"train": "math_shepherd.jsonl"}),
     ],
 )
-def test_round_trip_identical_records(tmp_path, format_name, files):
+def test_round_trip_identical_records(tmp_path, monkeypatch, format_name, files):
+    temp = tmp_path / "temp"  # the temporary folder, which preparing leaves as it found it
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     paths = {split: FIXTURES / name for split, name in files.items()}
-    sources = build_array_record(format_name, paths, data_dir=tmp_path)
+    sources = build_array_record(format_name, paths, data_dir=tmp_path / "data")
+    assert list(temp.iterdir()) == []
     decode = (
         step_labelled_from_example
         if format_name in ("prm800k", "math_shepherd")
@@ -63,7 +68,7 @@ def test_round_trip_identical_records(tmp_path, format_name, files):
         assert len(source) == len(expected)
         assert [decode(source[i]) for i in range(len(source))] == expected
     # Reopen through the public tfds entry point, with no files given.
-    reopened = tfds.data_source(f"rlr_data/{format_name}", data_dir=str(tmp_path))
+    reopened = tfds.data_source(f"rlr_data/{format_name}", data_dir=str(tmp_path / "data"))
     first_split = next(iter(paths))
     assert decode(reopened[first_split][0]) == READERS[format_name](paths[first_split])[0]
 

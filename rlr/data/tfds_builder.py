@@ -116,6 +116,15 @@ def step_labelled_from_example(example: dict[str, Any]) -> StepLabelled:
     )
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+    """A DatasetInfo that never looks for pre-computed metadata on tfds's GCS bucket."""
+
+    def initialize_from_bucket(self) -> None:
+        # rlr's data is never on the bucket, and tfds makes a temporary folder for the
+        # metadata before it looks and leaves it behind, one per new builder.
+        return None
+
+
 class RlrData(tfds.core.GeneratorBasedBuilder):
     """JSONL files of one rlr-readable format -> array_record splits, one config per format.
 
@@ -152,7 +161,7 @@ class RlrData(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         step = self.builder_config.name in STEP_FORMATS
-        return tfds.core.DatasetInfo(
+        return _LocalDatasetInfo(
             builder=self,
             description="rlr math data from local JSONL files",
             features=_step_features() if step else _problem_features(),
