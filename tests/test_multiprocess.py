@@ -145,18 +145,31 @@ def metrics_of(run: pathlib.Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def one_and_two(assets, tmp_path_factory):
+def options(tmp_path_factory):
+    """What every PPO launch here runs with: ppo.pack, which packs each process's own rows,
+    and, where torch can write one, a PRM read as text (its own tokenizer and format)."""
+    try:
+        from released_prms import make_released_prm
+    except ImportError:  # no torch: the toy PRM, read by token ids
+        return {"pack": True}
+    prm = tmp_path_factory.mktemp("text_prm")
+    make_released_prm("math_shepherd", prm)
+    return {"pack": True, "prm": f"{prm}::math_shepherd"}  # a causal LM: its format is named
+
+
+@pytest.fixture(scope="module")
+def one_and_two(assets, options, tmp_path_factory):
     """The same run with 1 process x 8 devices and with 2 processes x 4 devices."""
     root = tmp_path_factory.mktemp("multiprocess")
     # the last iteration also evaluates held-out accuracy (on every process)
-    one = summaries(launch(assets, root / "one", processes=1, eval_every=ITERATIONS))
-    two = summaries(launch(assets, root / "two", processes=2, eval_every=ITERATIONS))
+    one = summaries(launch(assets, root / "one", processes=1, eval_every=ITERATIONS, **options))
+    two = summaries(launch(assets, root / "two", processes=2, eval_every=ITERATIONS, **options))
     return root, one, two
 
 
 def assert_same_training(one: pathlib.Path, two: pathlib.Path, steps: int) -> None:
-    """Every metric of every step within 1e-5 (timings aside), each step logged once, and
-    exported parameters within 1e-5."""
+    """Every metric of every step within 1e-5 (timings aside; a clip fraction within one
+    token in a hundred), each step logged once, and exported parameters within 1e-5."""
     rows_one, rows_two = metrics_of(one), metrics_of(two)
     assert [r["step"] for r in rows_two] == list(range(1, steps + 1))
     assert rows_one[0].keys() == rows_two[0].keys()
@@ -164,7 +177,10 @@ def assert_same_training(one: pathlib.Path, two: pathlib.Path, steps: int) -> No
         for name, value in a.items():
             if name.startswith("time") or "per_second" in name:
                 continue
-            assert abs(value - b[name]) <= 1e-5, (a["step"], name, value, b[name])
+            # A clip fraction counts tokens past a threshold: rows packed in another layout
+            # sum in another order, and a token within rounding of the threshold may flip.
+            tolerance = 1e-2 if name.endswith("clip_fraction") else 1e-5
+            assert abs(value - b[name]) <= tolerance, (a["step"], name, value, b[name])
     x = load_file(one / "export" / "model.safetensors")
     y = load_file(two / "export" / "model.safetensors")
     assert x.keys() == y.keys()
@@ -179,25 +195,13 @@ def test_two_processes_train_like_one(one_and_two):
     assert "eval_greedy/accuracy" in metrics_of(root / "two")[-1]
 
 
-def test_a_prm_read_as_text_and_a_packed_update_run_the_same_with_two_processes(assets, tmp_path):
-    """A text PRM scores, and ppo.pack packs each process's own rows, as one process does."""
-    pytest.importorskip("torch")
-    from released_prms import make_released_prm
-
-    make_released_prm("math_shepherd", tmp_path / "prm")  # its own tokenizer: read as text
-    for processes, name in ((1, "one"), (2, "two")):
-        summaries(
-            launch(
-                assets,
-                tmp_path / name,
-                processes=processes,
-                iterations=1,
-                prm=f"{tmp_path / 'prm'}::math_shepherd",  # a causal LM: its format is named
-                pack=True,
-            )
-        )
-    assert_same_training(tmp_path / "one", tmp_path / "two", 1)
-    row = metrics_of(tmp_path / "two")[-1]
+def test_a_prm_read_as_text_and_a_packed_update_run_with_two_processes(one_and_two, options):
+    """The runs test_two_processes_train_like_one compares score with a text PRM and pack
+    each process's rows (ppo.pack) as one process does."""
+    if "prm" not in options:
+        pytest.skip("torch writes the text PRM's checkpoint")
+    root, _, _ = one_and_two
+    row = metrics_of(root / "two")[-1]
     # 4 rows a process, 4 batch shards each: packed into as many rows, in another layout
     assert row["time/prm_text_scoring"] > 0 and row["update/packing_ratio"] == 1
 
@@ -218,11 +222,11 @@ def test_only_process_zero_writes_and_the_export_loads_in_transformers(one_and_t
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
 
 
-def test_both_killed_then_restarted_ends_bitwise_equal(assets, one_and_two, tmp_path):
+def test_both_killed_then_restarted_ends_bitwise_equal(assets, options, one_and_two, tmp_path):
     root, _, _ = one_and_two
-    killed = launch(assets, tmp_path / "run", processes=2, mode="kill")
+    killed = launch(assets, tmp_path / "run", processes=2, mode="kill", **options)
     assert all(code == -9 for code, _, _ in killed), [r[2][-2000:] for r in killed]
-    resumed = summaries(launch(assets, tmp_path / "run", processes=2))
+    resumed = summaries(launch(assets, tmp_path / "run", processes=2, **options))
     assert all(s["start_iteration"] in (1, 2) for s in resumed)
     x = load_file(root / "two" / "export" / "model.safetensors")
     y = load_file(tmp_path / "run" / "export" / "model.safetensors")
@@ -232,8 +236,8 @@ def test_both_killed_then_restarted_ends_bitwise_equal(assets, one_and_two, tmp_
     assert [r["step"] for r in metrics_of(tmp_path / "run")] == list(range(1, ITERATIONS + 1))
 
 
-def test_sigterm_to_one_process_makes_both_save_and_exit_zero(assets, tmp_path):
-    results = summaries(launch(assets, tmp_path / "run", processes=2, mode="term"))
+def test_sigterm_to_one_process_makes_both_save_and_exit_zero(assets, options, tmp_path):
+    results = summaries(launch(assets, tmp_path / "run", processes=2, mode="term", **options))
     assert all(s["preempted"] and s["end_iteration"] == 1 for s in results)
     steps = sorted(
         int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()

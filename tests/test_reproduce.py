@@ -2,6 +2,7 @@
 table and its error bars, and clear errors."""
 
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -29,6 +30,52 @@ from rlr.reproduce.schemas import DEFAULT_VARIANTS, GROUP_ONLY_VARIANTS
 # the smoke preset lists the default variants (the process designs are opt-in)
 VARIANTS = DEFAULT_VARIANTS
 PPO_VARIANTS = [v for v in VARIANTS if v not in GROUP_ONLY_VARIANTS]
+
+
+# What a stubbed run reports: the keys `rlr evaluate` writes and the reports read.
+STUB_EVALUATION = {
+    "greedy_accuracy": 0.5,
+    "sampling_accuracy": 0.4,
+    "steps_per_solution": 3.0,
+    "filler_step_fraction": 0.0,
+    "response_length": 30.0,
+    "samples": [],
+}
+
+
+def write_stub_metrics(directory: pathlib.Path) -> None:
+    """A 3-iteration metrics.jsonl with the keys the curves and iterations-to-target read."""
+    keys = ("success_rate", "steps_per_solution", "return/prm_raw_sum")
+    rows = [{"step": i + 1, **dict.fromkeys(keys, 0.5 + 0.1 * i)} for i in range(3)]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+
+
+def stub_training(reproduction: Reproduction) -> dict[str, list[str]]:
+    """Stands in for the training commands of `reproduction` (`rlr ppo`, `rlr train-prm` and
+    `rlr evaluate` write the files their stages read); the other commands run. Returns the
+    argv of each stubbed command by its output folder, relative to the reproduction's."""
+    real, ran = reproduction.command, {}
+
+    def command(argv):
+        if argv[0] == "evaluate":
+            out = pathlib.Path(argv[argv.index("--out") + 1])
+            out.write_text(json.dumps(STUB_EVALUATION))
+        elif argv[0] in ("ppo", "train-prm"):
+            (directory,) = (
+                pathlib.Path(a[len("out_dir=") :]) for a in argv if a.startswith("out_dir=")
+            )
+            ran[str(directory.relative_to(reproduction.out))] = argv
+            (directory / "model").mkdir(parents=True, exist_ok=True)
+            (directory / "model" / "config.json").write_text("{}")
+            (directory / "summary.json").write_text(json.dumps({"preempted": False}))
+            if argv[0] == "ppo":
+                write_stub_metrics(directory)
+        else:
+            real(argv)
+
+    reproduction.command = command
+    return ran
 
 
 @pytest.fixture(scope="module")
@@ -283,23 +330,29 @@ def test_smoke_with_two_seeds_a_sweep_and_the_filler_aware_prm(out, tmp_path):
     assert "gain_over_success" not in results["variants"]["success"]
     assert len(entry["iterations_to_target_per_seed"]) == 2
 
+    # The sweep and the filler-aware PRM add no training code: their training and evaluation
+    # commands are stubbed, the filler-aware labelling runs.
     sweep = Reproduction.from_preset(
         "smoke", *base, "variants=[prm_clip]", "sweep={key: eta, values: [0.2, 0.8]}"
-    ).run()
-    assert sweep["sweep"]["key"] == "reward.eta" and len(sweep["sweep"]["variants"]) == 2
+    )
+    ran = stub_training(sweep)
+    results = sweep.run()
+    assert results["sweep"]["key"] == "reward.eta" and len(results["sweep"]["variants"]) == 2
+    assert set(ran) == {"ppo/sweep_eta/0.2/prm_clip", "ppo/sweep_eta/0.8/prm_clip"}
     for value in ("0.2", "0.8"):
-        config = (copy / "ppo" / "sweep_eta" / value / "prm_clip" / "config.yaml").read_text()
-        assert f"eta: {value}" in config
+        assert f"reward.eta={value}" in ran[f"ppo/sweep_eta/{value}/prm_clip"]
     assert "| prm_clip | 0.8 |" in (copy / "results_sweep_eta.md").read_text()
     assert (copy / "sweep_eta.png").stat().st_size > 10_000
 
     aware = Reproduction.from_preset(
         "smoke", *base, "variants=[prm_raw]", "prm_labels=filler_aware"
-    ).run()
-    assert aware["prm_labels"] == "filler_aware"
-    assert (copy / "prm_filler_aware" / "model" / "config.json").is_file()
-    config = (copy / "ppo" / "filler_aware" / "prm_raw" / "config.yaml").read_text()
-    assert "prm_filler_aware" in config
+    )
+    ran = stub_training(aware)
+    results = aware.run()
+    assert results["prm_labels"] == "filler_aware"
+    assert set(ran) == {"prm_filler_aware", "ppo/filler_aware/prm_raw"}
+    assert f"data.train={copy / 'data_filler_aware' / 'prm_train.jsonl'}" in ran["prm_filler_aware"]
+    assert f"prm.path={copy / 'prm_filler_aware' / 'model'}" in ran["ppo/filler_aware/prm_raw"]
     labels = [json.loads(line) for line in open(copy / "data_filler_aware" / "prm_train.jsonl")]
     filler = [
         label
@@ -331,18 +384,8 @@ def test_dapo_and_gspo_run_every_variant_as_grpo_with_their_recipes(tmp_path, mo
     def stubbed_stage(directory, argv, *, produces=None, action=None):
         ran[str(directory.relative_to(tmp_path))] = argv
         if argv[0] == "ppo":
-            keys = ("success_rate", "steps_per_solution", "return/prm_raw_sum")
-            rows = [{"step": i + 1, **dict.fromkeys(keys, 0.5 + 0.1 * i)} for i in range(3)]
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
-        return {
-            "greedy_accuracy": 0.5,
-            "sampling_accuracy": 0.4,
-            "steps_per_solution": 3.0,
-            "filler_step_fraction": 0.0,
-            "response_length": 30.0,
-            "samples": [],
-        }
+            write_stub_metrics(directory)
+        return dict(STUB_EVALUATION)
 
     reproduction.stage = stubbed_stage
     reproduction.run()
