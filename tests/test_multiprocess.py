@@ -3,7 +3,9 @@ contract of rlr.training.distributed, run for real with jax.distributed on this 
 
 Each process runs tests/ppo_setup.py's tiny PPO config through PPOTrainer (the code `rlr ppo`
 runs), started with RLR_COORDINATOR_ADDRESS / RLR_NUM_PROCESSES / RLR_PROCESS_ID as
-launch/local_multiprocess.sh starts it.
+launch/local_multiprocess.sh starts it. Every PPO launch packs its update rows (ppo.pack) and,
+where torch is installed to write one, scores with a PRM read as text: one set of launches
+covers both beside the multi-process contract.
 """
 
 from __future__ import annotations
