@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import pathlib
 import shutil
@@ -36,20 +35,18 @@ RUN = (
 TIMEOUT_S = 1800
 
 
-@functools.cache
 def _session_root() -> pathlib.Path:
-    """A folder shared by every worker of this test run (one per process without xdist)."""
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run_id is None:
-        return pathlib.Path(tempfile.mkdtemp(prefix="rlr_session_"))
-    root = pathlib.Path(tempfile.gettempdir()) / f"rlr_session_{run_id}"
-    root.mkdir(exist_ok=True)
-    return root
+    """The folder every process of this test run shares, named by the run's id (which
+    tests/conftest.py sets in the controlling process and pytest-xdist hands its workers)."""
+    run_id = os.environ["PYTEST_XDIST_TESTRUNUID"]
+    return pathlib.Path(tempfile.gettempdir()) / f"rlr_session_{run_id}"
 
 
 @contextlib.contextmanager
 def _locked(name: str):
-    with open(_session_root() / f"{name}.lock", "w") as lock:
+    root = _session_root()
+    root.mkdir(exist_ok=True)  # every use of the folder starts by taking a lock in it
+    with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -129,9 +126,9 @@ def smoke_results() -> pathlib.Path:
 def remove_session_root() -> None:
     """Stops a smoke run still going and removes the session's folder (the installed copy of
     rlr and the reproduction): called once, by the process that ends the test session."""
-    if not _session_root.cache_info().currsize and "PYTEST_XDIST_TESTRUNUID" not in os.environ:
-        return  # this process made no session folder
     root = _session_root()
+    if not root.exists():
+        return  # no test read the smoke run
     pid_file = root / "smoke" / "pid"
     if pid_file.exists() and _alive(pid := int(pid_file.read_text())):
         with contextlib.suppress(ProcessLookupError):

@@ -10,6 +10,7 @@ covers both beside the multi-process contract.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -150,10 +151,10 @@ def metrics_of(run: pathlib.Path) -> list[dict]:
 def options(tmp_path_factory):
     """What every PPO launch here runs with: ppo.pack, which packs each process's own rows,
     and, where torch can write one, a PRM read as text (its own tokenizer and format)."""
-    try:
-        from released_prms import make_released_prm
-    except ImportError:  # no torch: the toy PRM, read by token ids
+    if importlib.util.find_spec("torch") is None:  # the toy PRM, read by token ids
         return {"pack": True}
+    from released_prms import make_released_prm
+
     prm = tmp_path_factory.mktemp("text_prm")
     make_released_prm("math_shepherd", prm)
     return {"pack": True, "prm": f"{prm}::math_shepherd"}  # a causal LM: its format is named
